@@ -1,0 +1,4 @@
+"""The vocabulary of pxnode: messages, wire schemas, codecs, interfaces, errors.
+
+This package imports neither ``actors`` nor ``supervisors``.
+"""

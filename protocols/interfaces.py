@@ -1,0 +1,96 @@
+"""The interfaces an actor sees: its inbox, the refs it talks to, its context.
+
+Actors import only ``protocols``; the runtime in ``supervisors`` implements these
+Protocols. That keeps the floors clean (no actor knows the runtime) and lets a
+test hand an actor any object with the same shape.
+
+Theory of operation
+-------------------
+An actor is an object with ``async def run(self, inbox, ctx)``. It owns all of
+its state; the only way in is a message in its inbox, the only way out is a
+message told to a ``Ref`` (found through ``ctx.ref(name)``) or published on a
+topic (``ctx.topic(name)``). Returning from ``run`` is a normal exit; raising is
+a failure the supervisor acts on; being cancelled is never a failure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+Tntra = TypeVar("Tntra", contravariant=True)
+T = TypeVar("T")
+
+
+@runtime_checkable
+class Inbox(Protocol[T]):
+    """The receiving end of an actor's bounded mailbox."""
+
+    async def receive(self) -> T:
+        """Wait for the next message; raises ``anyio.EndOfStream`` once closed and empty."""
+        ...
+
+    def receive_nowait(self) -> T:
+        """The next message or ``anyio.WouldBlock``."""
+        ...
+
+    def drain(self, limit: int) -> list[T]:
+        """Up to ``limit`` already-queued messages without awaiting (hot-path batches)."""
+        ...
+
+    async def receive_batch(self, limit: int) -> list[T]:
+        """Wait for at least one message, then drain up to ``limit`` in total.
+
+        Returns an empty list once the mailbox is closed and empty.
+        """
+        ...
+
+    def __aiter__(self) -> AsyncIterator[T]: ...
+
+
+@runtime_checkable
+class Ref(Protocol[Tntra]):
+    """A handle to send messages to one actor (or a topic)."""
+
+    @property
+    def name(self) -> str: ...
+
+    async def tell(self, msg: Tntra) -> None:
+        """Deliver ``msg`` applying the mailbox's overflow policy (BLOCK waits)."""
+        ...
+
+    def tell_nowait(self, msg: Tntra) -> None:
+        """Deliver ``msg`` without waiting; a full BLOCK mailbox raises ``anyio.WouldBlock``."""
+        ...
+
+    async def ask(self, msg: Any, timeout: float) -> Any:
+        """Send ``msg`` wrapped in a ``Request`` and wait for the reply.
+
+        Raises ``AskTimeout`` when no reply arrives in ``timeout`` seconds.
+        """
+        ...
+
+
+@runtime_checkable
+class ActorContext(Protocol):
+    """What the runtime gives a running actor besides its inbox."""
+
+    @property
+    def name(self) -> str: ...
+
+    def ref(self, name: str) -> Ref[Any]:
+        """The ref of a sibling actor or topic by name (``KeyError`` if unknown)."""
+        ...
+
+    def wall_time(self) -> float:
+        """Unix time in seconds, derived from ``anyio.current_time()`` so virtual clocks apply."""
+        ...
+
+    def report_healthy(self) -> None:
+        """Tell the supervisor this incarnation works (closes a half-open breaker)."""
+        ...
+
+
+@runtime_checkable
+class Actor(Protocol):
+    async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None: ...

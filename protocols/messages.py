@@ -1,0 +1,222 @@
+"""Messages between actors: frozen, tagged msgspec Structs.
+
+Names are verb-noun commands (``SubscribeContract``) or past-tense facts
+(``BarClosed``). Everything that crosses a mailbox is defined here, so an
+actor never needs to import another actor to talk to it.
+
+Times: ``received_at`` and ``now`` are unix seconds (float) as seen by the
+receiving node (virtual in replay); exchange timestamps (``ts``, ``start``) are
+integer microseconds since the unix epoch, UTC.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import msgspec
+
+
+class Message(msgspec.Struct, frozen=True, tag=True):
+    """Base of every actor message."""
+
+
+# --------------------------------------------------------------------- runtime
+
+
+class Request(Message, frozen=True):
+    """An ``ask``: ``body`` is the question, ``reply`` a one-shot ``Ref``-like channel.
+
+    The actor answers with ``request.reply.tell_nowait(answer)``; the runtime
+    wraps and unwraps it, so ordinary messages pay nothing for ask support.
+    """
+
+    body: Any
+    reply: Any
+
+
+class Tick(Message, frozen=True):
+    """The clock moved to ``now``: close whatever is due (bars, stale checks)."""
+
+    now: float
+
+
+class Stop(Message, frozen=True):
+    """Finish the current work, flush, and return from ``run``."""
+
+
+# -------------------------------------------------------------- supervision
+
+
+ExitReason = Literal["normal", "failed", "cancelled"]
+BreakerState = Literal["closed", "open", "half_open"]
+
+
+class ChildStarted(Message, frozen=True):
+    supervisor: str
+    child: str
+    incarnation: int
+
+
+class ChildExited(Message, frozen=True):
+    supervisor: str
+    child: str
+    reason: ExitReason
+    error: str | None = None
+
+
+class ChildRestarting(Message, frozen=True):
+    supervisor: str
+    child: str
+    attempt: int
+    delay: float
+
+
+class ChildHealthy(Message, frozen=True):
+    supervisor: str
+    child: str
+
+
+class SupervisorEscalated(Message, frozen=True):
+    supervisor: str
+    reason: str
+
+
+class BreakerTransitioned(Message, frozen=True):
+    supervisor: str
+    child: str
+    old: BreakerState
+    new: BreakerState
+    cooldown: float = 0.0
+
+
+SupervisionEvent = (
+    ChildStarted
+    | ChildExited
+    | ChildRestarting
+    | ChildHealthy
+    | SupervisorEscalated
+    | BreakerTransitioned
+)
+
+
+# ------------------------------------------------------------------ data path
+
+
+class HubMessageReceived(Message, frozen=True):
+    """One invocation as the gateway sent it; ``arguments`` is the raw JSON array."""
+
+    hub: Literal["market", "user"]
+    target: str
+    arguments: msgspec.Raw
+    received_at: float
+
+
+class Trade(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """One accepted trade (not a message on its own; travels in ``TradesAccepted``)."""
+
+    contract: str
+    ts: int
+    price: float
+    volume: int
+    side: int
+    received_at: float
+
+
+class TradesAccepted(Message, frozen=True):
+    """Trades that passed validation, in arrival order."""
+
+    trades: list[Trade]
+
+
+class QuoteAccepted(Message, frozen=True):
+    contract: str
+    ts: int
+    received_at: float
+    last: float | None = None
+    bid: float | None = None
+    ask: float | None = None
+    volume: int | None = None
+
+
+class DepthLevel(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    ts: int
+    type: int
+    price: float
+    volume: int
+    current_volume: int
+
+
+class DepthAccepted(Message, frozen=True):
+    contract: str
+    received_at: float
+    levels: list[DepthLevel]
+
+
+class Rejected(Message, frozen=True):
+    """Counts of rejected items by reason since the last report (for stats)."""
+
+    kind: Literal["trade", "quote", "depth", "frame"]
+    reason: str
+    count: int = 1
+
+
+# ------------------------------------------------------------------------ bars
+
+
+class Bar(msgspec.Struct, frozen=True, gc=False):
+    contract: str
+    timeframe: str
+    start: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: int
+    trades: int
+
+
+class BarUpdated(Message, frozen=True):
+    """A bar changed; ``closed`` marks a correction of an already closed bar."""
+
+    bar: Bar
+    closed: bool = False
+
+
+class BarClosed(Message, frozen=True):
+    bar: Bar
+
+
+class GetBars(Message, frozen=True):
+    """Ask bars for the last ``n`` bars as a polars DataFrame (forming bar last)."""
+
+    contract: str
+    timeframe: str
+    n: int
+
+
+class BackfillBars(Message, frozen=True):
+    """History bars from the gateway; merged without duplicates, live bars win."""
+
+    contract: str
+    timeframe: str
+    bars: list[Bar]
+
+
+# ----------------------------------------------------------------------- stats
+
+
+class CountersReported(Message, frozen=True):
+    """Cumulative counters of one source; a newer report supersedes an older one.
+
+    Because reports are cumulative, a conflating (DROP_OLDEST) mailbox may drop
+    any of them without losing a count.
+    """
+
+    source: str
+    counters: dict[str, int]
+    gauges: dict[str, float] = {}
+    latencies: dict[str, list[float]] = {}
+
+
+class GetStats(Message, frozen=True):
+    pass

@@ -1,0 +1,77 @@
+"""The node's name service: every mailbox and topic by name, and the node's clock.
+
+Actors find each other only through ``ctx.ref(name)``, which looks here; so a
+test or an override swaps an actor by registering a different ref under the
+same name, and no actor holds a reference to another actor object.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from protocols.interfaces import Ref
+
+from .mailbox import Mailbox, MailboxStatistics
+from .ref import MailboxRef
+from .topic import Topic
+
+
+class Registry:
+    def __init__(self, clock: Callable[[], float] | None = None) -> None:
+        self._refs: dict[str, Ref[Any]] = {}
+        self._mailboxes: dict[str, Mailbox[Any]] = {}
+        self._topics: dict[str, Topic[Any]] = {}
+        self._clock = clock
+        self._epoch_offset: float | None = None
+        self.lost_events = 0
+
+    def __repr__(self) -> str:
+        return f"<Registry {sorted(self._refs)}>"
+
+    def register(self, name: str, ref: Ref[Any]) -> None:
+        if name in self._refs:
+            raise ValueError(f"name {name!r} is already registered")
+        self._refs[name] = ref
+
+    def register_mailbox(self, mailbox: Mailbox[Any]) -> None:
+        self.register(mailbox.name, MailboxRef(mailbox))
+        self._mailboxes[mailbox.name] = mailbox
+
+    def topic(self, name: str) -> Topic[Any]:
+        """The topic called ``name``, created (and registered) on first use."""
+        topic = self._topics.get(name)
+        if topic is None:
+            topic = Topic(name)
+            self.register(name, topic)
+            self._topics[name] = topic
+        return topic
+
+    def ref(self, name: str) -> Ref[Any]:
+        try:
+            return self._refs[name]
+        except KeyError:
+            raise KeyError(f"no actor or topic named {name!r}") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._refs
+
+    def wall_time(self) -> float:
+        """Unix seconds that advance with ``anyio.current_time()`` (so virtual clocks apply)."""
+        if self._clock is not None:
+            return self._clock()
+        if self._epoch_offset is None:
+            self._epoch_offset = time.time() - anyio.current_time()  # wall-clock ok: anchor once
+        return self._epoch_offset + anyio.current_time()
+
+    def count_lost_event(self) -> None:
+        self.lost_events += 1
+
+    def mailbox_statistics(self) -> list[MailboxStatistics]:
+        stats = [m.statistics() for m in self._mailboxes.values()]
+        for topic in self._topics.values():
+            stats.extend(topic.statistics().subscribers)
+        return stats
