@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from protocols.secrets import Secret
+
 
 class Message(msgspec.Struct, frozen=True, tag=True):
     """Base of every actor message."""
@@ -42,6 +44,15 @@ class Tick(Message, frozen=True):
 
 class Stop(Message, frozen=True):
     """Finish the current work, flush, and return from ``run``."""
+
+
+class Flush(Message, frozen=True):
+    """A barrier, asked (``Request(body=Flush())``): the reply comes only after every
+    message queued before it was handled and its results were told downstream.
+
+    The reply is the actor's cumulative counters (``dict[str, int]``). Replay uses
+    it to know the pipeline is empty; an embedding app can use it the same way.
+    """
 
 
 # -------------------------------------------------------------- supervision
@@ -152,14 +163,6 @@ class DepthAccepted(Message, frozen=True):
     levels: list[DepthLevel]
 
 
-class Rejected(Message, frozen=True):
-    """Counts of rejected items by reason since the last report (for stats)."""
-
-    kind: Literal["trade", "quote", "depth", "frame"]
-    reason: str
-    count: int = 1
-
-
 # ------------------------------------------------------------------------ bars
 
 
@@ -206,10 +209,12 @@ class BackfillBars(Message, frozen=True):
 
 
 class CountersReported(Message, frozen=True):
-    """Cumulative counters of one source; a newer report supersedes an older one.
+    """Counters of one source; a newer report supersedes an older one.
 
-    Because reports are cumulative, a conflating (DROP_OLDEST) mailbox may drop
-    any of them without losing a count.
+    ``counters`` are cumulative, so a conflating (DROP_OLDEST) mailbox may drop a
+    report without losing a count; ``gauges`` are current values; ``latencies``
+    are samples in seconds taken since the previous report (a dropped report
+    loses only those). ``source`` has no dot: snapshot keys are "<source>.<name>".
     """
 
     source: str
@@ -220,3 +225,44 @@ class CountersReported(Message, frozen=True):
 
 class GetStats(Message, frozen=True):
     pass
+
+
+# ------------------------------------------------------------------------ auth
+
+
+class GetToken(Message, frozen=True):
+    """Ask auth for a token; the reply is ``TokenIssued`` or ``AuthFailureReported``.
+
+    Asks that arrive while a login or refresh is under way wait for its result
+    instead of starting another, so any number of them cost one HTTP call.
+    """
+
+
+class TokenIssued(Message, frozen=True):
+    """A token the gateway accepted, valid until ``expires_at`` (unix seconds, JWT ``exp``).
+
+    Published on ``topic.tokens`` for every new token (hubs reconnect with it)
+    and sent as the reply to ``GetToken``. ``token`` is a ``Secret``, so this
+    message prints redacted and refuses to be encoded.
+    """
+
+    token: Secret
+    expires_at: float
+
+
+class RefreshToken(Message, frozen=True):
+    """Get a new token now, e.g. because a hub answered 401 to the current one.
+
+    Ignored while a refresh is already under way or when the current token is
+    only seconds old, so two hubs reporting the same 401 cause one login.
+    """
+
+
+class AuthFailureReported(Message, frozen=True):
+    """Auth could not get a token and is failing; its supervisor decides what next.
+
+    Sent to every waiting ``GetToken`` asker and published on ``topic.tokens``.
+    ``reason`` never contains a secret.
+    """
+
+    reason: str

@@ -41,6 +41,9 @@ class Registry:
         self.register(mailbox.name, MailboxRef(mailbox))
         self._mailboxes[mailbox.name] = mailbox
 
+    def mailbox(self, name: str) -> Mailbox[Any]:
+        return self._mailboxes[name]
+
     def topic(self, name: str) -> Topic[Any]:
         """The topic called ``name``, created (and registered) on first use."""
         topic = self._topics.get(name)

@@ -198,6 +198,8 @@ class Supervisor:
             4 * len(self._children) + 4
         )
         self._tg: TaskGroup | None = None
+        self.started = anyio.Event()
+        """Set once every child has been started the first time."""
 
     def __repr__(self) -> str:
         return f"<Supervisor {self.name!r} {self.strategy.value} children={len(self._children)}>"
@@ -231,6 +233,7 @@ class Supervisor:
                 tg.start_soon(self._watch_inbox, inbox)
                 for child in self._children:
                     await self._start(child)
+                self.started.set()
                 escalation = await self._supervise()
                 tg.cancel_scope.cancel()
         finally:

@@ -61,6 +61,11 @@ class Topic(Generic[T]):
             del self._subscribers[key]
             mailbox.dispose()
 
+    def attach(self, mailbox: Mailbox[T]) -> None:
+        """Subscribe an actor's own mailbox (its owner keeps and closes it)."""
+        self._subscribers[self._next_id] = mailbox
+        self._next_id += 1
+
     async def tell(self, msg: T) -> None:
         self._published += 1
         if not self._subscribers:

@@ -1,0 +1,191 @@
+"""The node: one declarative table of children, built into a supervisor tree.
+
+``open_node(config, overrides)`` is the single entry point for embedding,
+the CLI and tests. Each row of ``NODE_CHILDREN`` names an actor, how to build it
+from the config, its restart type and its mailbox. Rows are in start order:
+sinks first, sources last, so the ordered (reverse) shutdown stops the sources
+first and every sink drains what was already accepted before it stops.
+
+Any row can be replaced by name: ``overrides={"stats": fake}`` where ``fake``
+is an actor object (``run(inbox, ctx)``) or a zero-argument factory of one.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import polars as pl
+
+from actors.bars import BarsActor
+from actors.stats import StatsActor
+from actors.validation import ValidationActor
+from protocols.errors import ConfigError
+from protocols.messages import GetBars, GetStats
+from protocols.stats import StatsSnapshot
+
+from .clock import ClockActor
+from .config import NodeConfig
+from .mailbox import Mailbox, MailboxSpec, MailboxStatistics, OverflowPolicy
+from .registry import Registry
+from .supervisor import ChildSpec, RestartType, Supervisor, unwrap
+from .topic import Topic
+
+TOPICS = (
+    "topic.events",
+    "topic.trades",
+    "topic.quotes",
+    "topic.depth",
+    "topic.user",
+    "topic.bars",
+    "topic.tokens",
+)
+"""Broadcast points of a node; applications subscribe with their own mailbox policy."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeChild:
+    name: str
+    build: Callable[[NodeConfig, Registry], Any]
+    mailbox: Callable[[NodeConfig], MailboxSpec]
+    restart: RestartType = RestartType.PERMANENT
+    shutdown: float = 5.0
+    enabled: Callable[[NodeConfig], bool] = lambda config: True
+
+
+def _data_path(config: NodeConfig) -> MailboxSpec:
+    return MailboxSpec(config.mailbox_capacity, OverflowPolicy.BLOCK)
+
+
+NODE_CHILDREN: tuple[NodeChild, ...] = (
+    # Reports are cumulative, so conflating them loses nothing.
+    NodeChild(
+        "stats",
+        lambda config, _: StatsActor(config.stats),
+        lambda _: MailboxSpec(1024, OverflowPolicy.DROP_OLDEST),
+    ),
+    NodeChild(
+        "bars",
+        lambda config, _: BarsActor(
+            config.bars.timeframes, config.bars.ring_size, config.bars.grace
+        ),
+        _data_path,
+    ),
+    NodeChild("validation", lambda config, _: ValidationActor(config.validation), _data_path),
+    NodeChild(
+        "clock",
+        lambda config, registry: ClockActor(
+            registry, config.tick_interval, ("bars", "validation", "stats")
+        ),
+        lambda _: MailboxSpec(1),
+        enabled=lambda config: config.tick_interval > 0,
+    ),
+)
+
+
+class Node:
+    """A running node: refs, topics and snapshots. Obtain one from ``open_node``."""
+
+    def __init__(self, config: NodeConfig, registry: Registry, supervisor: Supervisor) -> None:
+        self.config = config
+        self.registry = registry
+        self.supervisor = supervisor
+
+    def __repr__(self) -> str:
+        return f"<Node children={self.supervisor.child_names()}>"
+
+    def ref(self, name: str) -> Any:
+        return self.registry.ref(name)
+
+    def topic(self, name: str) -> Topic[Any]:
+        """A broadcast point (``topic.bars``, ``topic.trades``, ...); subscribe to it."""
+        if name not in TOPICS:
+            raise KeyError(f"no topic {name!r}; topics are {', '.join(TOPICS)}")
+        return self.registry.topic(name)
+
+    async def bars(self, contract: str, timeframe: str, n: int = 100) -> pl.DataFrame:
+        """The last ``n`` bars of ``contract`` x ``timeframe`` (forming bar last)."""
+        frame = await self.ref("bars").ask(GetBars(contract, timeframe, n), timeout=5.0)
+        assert isinstance(frame, pl.DataFrame)
+        return frame
+
+    async def stats(self) -> StatsSnapshot:
+        snapshot = await self.ref("stats").ask(GetStats(), timeout=5.0)
+        assert isinstance(snapshot, StatsSnapshot)
+        return snapshot
+
+    def mailbox_statistics(self) -> list[MailboxStatistics]:
+        return self.registry.mailbox_statistics()
+
+
+def _factory(row: NodeChild, config: NodeConfig, registry: Registry, override: Any) -> Any:
+    if override is None:
+        return lambda: row.build(config, registry)
+    if hasattr(override, "run") and not isinstance(override, type):
+        return lambda: override
+    if callable(override):
+        return override
+    raise ConfigError(f"override for {row.name!r} must be an actor or a factory of one")
+
+
+@asynccontextmanager
+async def open_node(
+    config: NodeConfig | None = None, overrides: Mapping[str, Any] | None = None
+) -> AsyncIterator[Node]:
+    """Run a node for the duration of the ``async with`` block.
+
+    On exit the supervisor tree shuts down in order and nothing is left
+    running. An escalation from the tree is raised out of the block.
+    """
+    config = config if config is not None else NodeConfig()
+    overrides = dict(overrides or {})
+    rows = [row for row in NODE_CHILDREN if row.enabled(config)]
+    unknown = set(overrides) - {row.name for row in rows}
+    if unknown:
+        raise ConfigError(f"no node child named {', '.join(sorted(unknown))}")
+    registry = Registry()
+    for name in TOPICS:
+        registry.topic(name)
+    specs = [
+        ChildSpec(
+            name=row.name,
+            factory=_factory(row, config, registry, overrides.get(row.name)),
+            restart=row.restart,
+            shutdown=row.shutdown,
+            mailbox=row.mailbox(config),
+        )
+        for row in rows
+    ]
+    supervisor = Supervisor(
+        "node", specs, registry=registry, rng=random.Random(config.seed), intensity=10, period=60
+    )
+    if "stats" in registry:
+        registry.topic("topic.events").attach(registry.mailbox("stats"))
+    root: Mailbox[Any] = Mailbox("node", MailboxSpec(1))
+    try:
+        async with anyio.create_task_group() as tg:
+            await tg.start(_run_root, supervisor, root)
+            try:
+                yield Node(config, registry, supervisor)
+            finally:
+                root.close()
+    except BaseExceptionGroup as group:
+        error = unwrap(group)
+        if error is group:
+            raise
+        raise error from None
+    finally:
+        root.dispose()
+
+
+async def _run_root(
+    supervisor: Supervisor, root: Mailbox[Any], *, task_status: anyio.abc.TaskStatus[None]
+) -> None:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(supervisor.run, root)
+        await supervisor.started.wait()
+        task_status.started()
