@@ -1,0 +1,598 @@
+"""Validation: the one gate between the raw gateway feed and everything that trusts it.
+
+Theory of operation
+-------------------
+Raw hub invocations (``HubMessageReceived``) arrive in batches. Each market
+frame is ``[contractId, payload]``; every item of its payload is judged alone,
+in arrival order, and the first failing rule names the reason:
+
+===== ========================================= ==================================
+kind  rules, in order                           state per contract
+===== ========================================= ==================================
+trade price volume timestamp future too_old     newest accepted ts, last accepted
+      stale spike                               price
+quote price volume crossed timestamp future     newest accepted ts
+      too_old stale
+depth price volume type timestamp future        newest accepted ts
+      too_old stale
+===== ========================================= ==================================
+
+An item that is not a JSON object is ``malformed``. Only *accepted* items move
+the per-contract state, so one bad tick can never poison the next good one.
+A frame that is not ``[non-empty string, payload]``, or names an unknown target,
+is counted under ``frames_*`` and skipped.
+
+Each frame is first decoded with the typed msgspec decoder (the fast path). If
+that fails -- one bad item fails the whole frame -- the arguments are decoded
+as plain JSON and every item is *sanitised* into the same typed item, an
+invalid field replaced by a sentinel that fails exactly that field's rule (a
+NaN price, a zero/negative volume, an empty timestamp). So both paths share one
+judging loop and cannot disagree.
+
+Value rules: a price is a JSON number (not a bool), finite and > 0; a volume
+is a JSON *integer* (``1.0`` is not one) that fits in int64 -- trades need
+>= 1, quote/depth volumes >= 0; a side (trade ``type``) that is not an integer
+is kept as -1 rather than dropping a good print; a depth ``type`` must be an
+integer >= 0 (a level without a side cannot be placed).
+
+Time rules: every time is an integer of microseconds since the epoch, so the
+thresholds are exact: exactly ``max_future``, ``max_age`` or ``stale_after``
+passes, one microsecond more is rejected. The receive time is rounded to the
+microsecond. The spike rule compares the relative deviation in floats and
+settles the rare near-boundary case exactly on the decimals as written, so
+100 -> 150 passes at 50 % and 0.3 -> 0.45 does too.
+
+Out: accepted trades of a batch go as one ``TradesAccepted`` to ``bars`` and
+``topic.trades`` (awaited: backpressure, never a lost accepted trade); quotes
+one ``QuoteAccepted`` each to ``topic.quotes``; depth one ``DepthAccepted`` per
+frame to ``topic.depth``; user-hub frames unchanged to ``topic.user``.
+Cumulative counters go to ``stats`` every ``report_every`` batches, on Tick,
+on Stop and when the inbox closes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from fractions import Fraction
+from typing import Any
+
+import anyio
+import msgspec
+
+from protocols.errors import ConfigError, MailboxClosed, MailboxFull
+from protocols.gateway import DEPTH_ARGS, QUOTE_ARGS, TRADE_ARGS, DepthItem, QuoteItem, TradeItem
+from protocols.interfaces import ActorContext, Inbox, Ref
+from protocols.messages import (
+    CountersReported,
+    DepthAccepted,
+    DepthLevel,
+    HubMessageReceived,
+    QuoteAccepted,
+    Stop,
+    Tick,
+    Trade,
+    TradesAccepted,
+)
+
+I64_MAX = 2**63 - 1
+_INF = math.inf
+_NAN = math.nan
+_DIGITS = "0123456789"
+_SCALE = (0, 100_000, 10_000, 1_000, 100, 10, 1)  # fraction digits -> µs multiplier
+_EPOCH = datetime(1970, 1, 1)
+_ONE_US = timedelta(microseconds=1)
+_USER_TARGETS = frozenset(
+    {"GatewayUserAccount", "GatewayUserOrder", "GatewayUserPosition", "GatewayUserTrade"}
+)
+_USER_ARGS = msgspec.json.Decoder(list[msgspec.Raw])
+
+TRADE_REASONS = ("price", "volume", "timestamp", "future", "too_old", "stale", "spike", "malformed")
+QUOTE_REASONS = (
+    "price",
+    "volume",
+    "crossed",
+    "timestamp",
+    "future",
+    "too_old",
+    "stale",
+    "malformed",
+)
+DEPTH_REASONS = ("price", "volume", "type", "timestamp", "future", "too_old", "stale", "malformed")
+
+
+class ValidationConfig(msgspec.Struct, frozen=True):
+    """Thresholds of the validation rules (DESIGN §4); every limit is inclusive."""
+
+    max_future: float = 5.0
+    """Seconds a timestamp may lie after the receive time (exchange/host clock skew)."""
+    max_age: float = 86_400.0
+    """Seconds a timestamp may lie before the receive time (older is a replayed or stuck feed)."""
+    stale_after: float = 60.0
+    """Seconds an item may be older than the newest accepted one of its contract."""
+    max_spike: float = 0.5
+    """Largest relative move from the last accepted trade price (0.5 = 50 %)."""
+    batch_limit: int = 1024
+    """Most messages drained from the inbox per batch (one TradesAccepted per batch)."""
+    report_every: int = 100
+    """Batches between two counter reports to ``stats`` (Tick and Stop report too)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_future", "max_age", "stale_after", "max_spike"):
+            value = getattr(self, name)
+            if not 0.0 <= value < _INF:
+                raise ConfigError(f"validation.{name} must be a finite number >= 0, got {value}")
+        if self.batch_limit < 1 or self.report_every < 1:
+            raise ConfigError("validation.batch_limit and report_every must be >= 1")
+
+
+# ------------------------------------------------------------------ timestamps
+
+
+class TimestampParser:
+    """ISO 8601 text -> integer microseconds since the epoch, exact and fast.
+
+    The gateway's form is ``YYYY-MM-DDTHH:MM:SS[.fffffff][Z|±HH:MM]`` and the
+    first 19 characters repeat for every tick of a second, so their value is
+    cached; the fraction is truncated to µs (.NET writes 7 digits) and the offset
+    is looked up. Only strings that ``datetime.fromisoformat`` already accepted
+    teach the caches, and anything not in them takes that slow path, so the fast
+    path never accepts what the slow one refuses. No offset means UTC.
+    """
+
+    __slots__ = ("_heads", "_offsets")
+    _MAX_HEADS = 4096
+
+    def __init__(self) -> None:
+        self._heads: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> µs, read as UTC
+        self._offsets: dict[str, int] = {"": 0, "Z": 0}  # offset suffix -> µs east of UTC
+
+    def parse(self, text: str) -> int | None:
+        head = self._heads.get(text[:19])
+        if head is not None:
+            if text[19:20] == ".":
+                zone = text[20:].lstrip(_DIGITS)  # the fraction: ASCII digits only
+                offset = self._offsets.get(zone)
+                if offset is not None:
+                    digits = len(text) - len(zone) - 20
+                    if digits >= 6:
+                        return head + int(text[20:26]) - offset
+                    if digits:
+                        return head + int(text[20 : 20 + digits]) * _SCALE[digits] - offset
+            else:
+                offset = self._offsets.get(text[19:])
+                if offset is not None:
+                    return head - offset
+        return self._parse_slow(text)
+
+    def _parse_slow(self, text: str) -> int | None:
+        try:
+            moment = datetime.fromisoformat(text)
+        except (ValueError, TypeError):
+            return None
+        delta = moment.utcoffset() or timedelta(0)
+        naive = moment.replace(tzinfo=None)
+        offset = delta // _ONE_US
+        micros = (naive - _EPOCH) // _ONE_US - offset
+        self._learn(text, naive, offset)
+        return micros
+
+    def _learn(self, text: str, naive: datetime, offset: int) -> None:
+        head = text[:19]
+        if not (
+            head.isascii()
+            and head[4] == head[7] == "-"
+            and head[10] == "T"
+            and head[13] == head[16] == ":"
+        ):
+            return
+        rest = text[19:]
+        zone = rest[1:].lstrip(_DIGITS) if rest[:1] == "." else rest
+        if zone == "Z" or (len(zone) == 6 and zone[0] in "+-" and zone[3] == ":"):
+            self._offsets[zone] = offset
+        if len(self._heads) >= self._MAX_HEADS:
+            self._heads.clear()
+        self._heads[head] = (naive.replace(microsecond=0) - _EPOCH) // _ONE_US
+
+
+def _spike_exceeds(price: float, last: float, limit: float) -> bool:
+    """Settle a near-boundary spike exactly, on the decimals as written (``repr``)."""
+    return abs(Fraction(repr(price)) / Fraction(repr(last)) - 1) > Fraction(repr(limit))
+
+
+# ---------------------------------------------------------- sanitising fallback
+
+
+def _loads(raw: Any) -> Any:
+    """Plain JSON, ``NaN``/``Infinity`` allowed so they are judged, not fatal; else ``_BAD``."""
+    try:
+        return json.loads(bytes(raw))
+    except (ValueError, TypeError, RecursionError):
+        return _BAD
+
+
+_BAD = object()
+
+
+def _price(value: Any) -> float:
+    if type(value) is float:
+        return value
+    if type(value) is int:
+        try:
+            return float(value)
+        except OverflowError:
+            return _NAN
+    return _NAN
+
+
+def _optional_price(value: Any) -> float | None:
+    return None if value is None else _price(value)
+
+
+def _count(value: Any) -> int:
+    return value if type(value) is int else -1
+
+
+def _text(value: Any) -> str:
+    return value if type(value) is str else ""
+
+
+def _frame(raw: Any) -> tuple[str, list[Any]] | None:
+    """``[contract, payload]`` as plain JSON, payload as a list of items; None if malformed."""
+    args = _loads(raw)
+    if type(args) is not list or len(args) != 2 or type(args[0]) is not str or not args[0]:
+        return None
+    payload = args[1]
+    return args[0], payload if type(payload) is list else [payload]
+
+
+# ----------------------------------------------------------------------- actor
+
+
+class ValidationActor:
+    """Judges every trade, quote and depth item; forwards the accepted, counts the rest."""
+
+    def __init__(self, config: ValidationConfig | None = None) -> None:
+        self.config = config = config or ValidationConfig()
+        self._max_future = round(config.max_future * 1_000_000)
+        self._max_age = round(config.max_age * 1_000_000)
+        self._stale = round(config.stale_after * 1_000_000)
+        # Floats settle everything outside this band; inside it _spike_exceeds decides exactly.
+        self._spike_low = config.max_spike * (1 - 1e-9)
+        self._spike_high = config.max_spike * (1 + 1e-9)
+        self._timestamps = TimestampParser()
+        self._trade_state: dict[str, list[Any]] = {}  # contract -> [newest ts, last price]
+        self._quote_newest: dict[str, int] = {}
+        self._depth_newest: dict[str, int] = {}
+        self._counts: dict[str, int] = dict.fromkeys(
+            (
+                "frames_received",
+                "frames_malformed",
+                "frames_unknown_target",
+                "trades_accepted",
+                *(f"trades_rejected.{r}" for r in TRADE_REASONS),
+                "quotes_accepted",
+                *(f"quotes_rejected.{r}" for r in QUOTE_REASONS),
+                "depth_accepted",
+                *(f"depth_rejected.{r}" for r in DEPTH_REASONS),
+                "user_forwarded",
+                "messages_ignored",
+                "reports_dropped",
+            ),
+            0,
+        )
+
+    def counters(self) -> dict[str, int]:
+        """Cumulative counters since start (a copy)."""
+        return dict(self._counts)
+
+    # --------------------------------------------------------------- the loop
+
+    async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
+        bars, trades_topic = ctx.ref("bars"), ctx.ref("topic.trades")
+        quotes_topic, depth_topic = ctx.ref("topic.quotes"), ctx.ref("topic.depth")
+        user_topic, stats = ctx.ref("topic.user"), ctx.ref("stats")
+        limit, report_every = self.config.batch_limit, self.config.report_every
+        batches = 0
+        while batch := await inbox.receive_batch(limit):
+            trades: list[Trade] = []
+            quotes: list[QuoteAccepted] = []
+            depth: list[DepthAccepted] = []
+            user: list[HubMessageReceived] = []
+            report = stop = False
+            for msg in batch:
+                if isinstance(msg, HubMessageReceived):
+                    self.on_hub_message(msg, trades, quotes, depth, user)
+                elif isinstance(msg, Tick):
+                    report = True
+                elif isinstance(msg, Stop):
+                    stop = True
+                    break
+                else:
+                    self._counts["messages_ignored"] += 1
+            if trades:
+                accepted = TradesAccepted(trades=trades)
+                await bars.tell(accepted)
+                await trades_topic.tell(accepted)
+            for quote in quotes:
+                await quotes_topic.tell(quote)
+            for levels in depth:
+                await depth_topic.tell(levels)
+            for frame in user:
+                await user_topic.tell(frame)
+            if batches == 0:
+                ctx.report_healthy()
+            batches += 1
+            if stop:
+                break
+            if report or batches % report_every == 0:
+                self._report(stats)
+        self._report(stats)
+
+    def _report(self, stats: Ref[Any]) -> None:
+        # Reports are cumulative: a dropped one loses nothing the next one carries.
+        try:
+            stats.tell_nowait(CountersReported(source="validation", counters=self.counters()))
+        except (anyio.WouldBlock, MailboxFull, MailboxClosed):
+            self._counts["reports_dropped"] += 1
+
+    # ------------------------------------------------------------- dispatch
+
+    def on_hub_message(
+        self,
+        msg: HubMessageReceived,
+        trades: list[Trade],
+        quotes: list[QuoteAccepted],
+        depth: list[DepthAccepted],
+        user: list[HubMessageReceived],
+    ) -> None:
+        """Judge one hub frame, appending what passes to the per-destination lists."""
+        counts = self._counts
+        counts["frames_received"] += 1
+        try:
+            received_us = round(msg.received_at * 1_000_000)
+        except (TypeError, ValueError, OverflowError):
+            counts["frames_malformed"] += 1
+            return
+        target, hub = msg.target, str(msg.hub)  # str: a Struct built in code is not validated
+        if hub == "market":
+            if target == "GatewayTrade":
+                self.on_trade_frame(msg, received_us, trades)
+            elif target == "GatewayQuote":
+                self.on_quote_frame(msg, received_us, quotes)
+            elif target == "GatewayDepth":
+                self.on_depth_frame(msg, received_us, depth)
+            else:
+                counts["frames_unknown_target"] += 1
+        elif hub == "user":
+            if target not in _USER_TARGETS:
+                counts["frames_unknown_target"] += 1
+                return
+            try:
+                arity = len(_USER_ARGS.decode(msg.arguments))
+            except (msgspec.DecodeError, TypeError):
+                arity = 0
+            if arity in (1, 2):
+                counts["user_forwarded"] += 1
+                user.append(msg)
+            else:
+                counts["frames_malformed"] += 1
+        else:
+            counts["frames_malformed"] += 1
+
+    # ---------------------------------------------------------------- trades
+
+    def on_trade_frame(self, msg: HubMessageReceived, received_us: int, out: list[Trade]) -> None:
+        items: Sequence[TradeItem]
+        try:
+            contract, payload = TRADE_ARGS.decode(msg.arguments)
+            items = payload if type(payload) is list else [payload]  # type: ignore[list-item]
+        except (msgspec.DecodeError, TypeError):
+            frame = _frame(msg.arguments)
+            if frame is None:
+                self._counts["frames_malformed"] += 1
+                return
+            contract, raw_items = frame
+            items = []
+            for item in raw_items:
+                if type(item) is dict:
+                    items.append(
+                        TradeItem(
+                            symbol_id="",
+                            price=_price(item.get("price")),
+                            timestamp=_text(item.get("timestamp")),
+                            type=_count(item.get("type")),
+                            volume=_count(item.get("volume")),
+                        )
+                    )
+                else:
+                    self._counts["trades_rejected.malformed"] += 1
+        if not contract:
+            self._counts["frames_malformed"] += 1
+            return
+        self._judge_trades(contract, items, msg.received_at, received_us, out)
+
+    def _judge_trades(
+        self,
+        contract: str,
+        items: Sequence[TradeItem],
+        received_at: float,
+        received_us: int,
+        out: list[Trade],
+    ) -> None:
+        # The hot loop: everything it touches is a local; one dict write per rejection.
+        counts = self._counts
+        parse = self._timestamps.parse
+        latest, earliest = received_us + self._max_future, received_us - self._max_age
+        stale, spike_low, spike_high = self._stale, self._spike_low, self._spike_high
+        state = self._trade_state.get(contract)  # [newest accepted ts, last accepted price]
+        append = out.append
+        accepted = 0
+        for item in items:
+            price = item.price
+            if not 0.0 < price < _INF:
+                reason = "trades_rejected.price"
+            elif not 0 < (volume := item.volume) <= I64_MAX:
+                reason = "trades_rejected.volume"
+            elif (ts := parse(item.timestamp)) is None:
+                reason = "trades_rejected.timestamp"
+            elif ts > latest:
+                reason = "trades_rejected.future"
+            elif ts < earliest:
+                reason = "trades_rejected.too_old"
+            elif state is None:
+                state = self._trade_state[contract] = [ts, price]
+                append(Trade(contract, ts, price, volume, item.type, received_at))
+                accepted += 1
+                continue
+            elif ts < state[0] - stale:
+                reason = "trades_rejected.stale"
+            elif (deviation := abs(price / state[1] - 1.0)) > spike_low and (
+                deviation > spike_high or _spike_exceeds(price, state[1], self.config.max_spike)
+            ):
+                reason = "trades_rejected.spike"
+            else:
+                if ts > state[0]:
+                    state[0] = ts
+                state[1] = price
+                append(Trade(contract, ts, price, volume, item.type, received_at))
+                accepted += 1
+                continue
+            counts[reason] += 1
+        counts["trades_accepted"] += accepted
+
+    # ---------------------------------------------------------------- quotes
+
+    def on_quote_frame(
+        self, msg: HubMessageReceived, received_us: int, out: list[QuoteAccepted]
+    ) -> None:
+        counts, newest = self._counts, self._quote_newest
+        items: list[QuoteItem]
+        try:
+            contract, quote = QUOTE_ARGS.decode(msg.arguments)
+            items = [quote]
+        except (msgspec.DecodeError, TypeError):
+            frame = _frame(msg.arguments)
+            if frame is None:
+                counts["frames_malformed"] += 1
+                return
+            contract, raw_items = frame
+            items = []
+            for raw in raw_items:
+                if type(raw) is dict:
+                    items.append(_sanitised_quote(raw))
+                else:
+                    counts["quotes_rejected.malformed"] += 1
+        if not contract:
+            counts["frames_malformed"] += 1
+            return
+        for quote in items:
+            last, bid, ask, volume = quote.last_price, quote.best_bid, quote.best_ask, quote.volume
+            text = quote.timestamp if quote.timestamp is not None else quote.last_updated
+            stamp: int | str
+            if any(p is not None and not 0.0 < p < _INF for p in (last, bid, ask)):
+                stamp = "quotes_rejected.price"
+            elif volume is not None and not 0 <= volume <= I64_MAX:
+                stamp = "quotes_rejected.volume"
+            elif bid is not None and ask is not None and bid > ask:
+                stamp = "quotes_rejected.crossed"
+            else:
+                stamp = self._stamp("quotes", text, received_us, newest.get(contract))
+            if isinstance(stamp, str):
+                counts[stamp] += 1
+                continue
+            newest[contract] = max(stamp, newest.get(contract, stamp))
+            counts["quotes_accepted"] += 1
+            out.append(QuoteAccepted(contract, stamp, msg.received_at, last, bid, ask, volume))
+
+    # ----------------------------------------------------------------- depth
+
+    def on_depth_frame(
+        self, msg: HubMessageReceived, received_us: int, out: list[DepthAccepted]
+    ) -> None:
+        counts = self._counts
+        items: Sequence[DepthItem]
+        try:
+            contract, payload = DEPTH_ARGS.decode(msg.arguments)
+            items = payload if type(payload) is list else [payload]  # type: ignore[list-item]
+        except (msgspec.DecodeError, TypeError):
+            frame = _frame(msg.arguments)
+            if frame is None:
+                counts["frames_malformed"] += 1
+                return
+            contract, raw_items = frame
+            items = []
+            for raw in raw_items:
+                if type(raw) is dict:
+                    items.append(_sanitised_depth(raw))
+                else:
+                    counts["depth_rejected.malformed"] += 1
+        if not contract:
+            counts["frames_malformed"] += 1
+            return
+        levels: list[DepthLevel] = []
+        newest = self._depth_newest.get(contract)
+        for item in items:
+            stamp: int | str
+            if not 0.0 < item.price < _INF:
+                stamp = "depth_rejected.price"
+            elif not (0 <= item.volume <= I64_MAX and 0 <= item.current_volume <= I64_MAX):
+                stamp = "depth_rejected.volume"
+            elif item.type < 0:
+                stamp = "depth_rejected.type"
+            else:
+                stamp = self._stamp("depth", item.timestamp, received_us, newest)
+            if isinstance(stamp, str):
+                counts[stamp] += 1
+                continue
+            newest = stamp if newest is None else max(newest, stamp)
+            levels.append(
+                DepthLevel(stamp, item.type, item.price, item.volume, item.current_volume)
+            )
+        if levels:
+            assert newest is not None  # an accepted level set it
+            self._depth_newest[contract] = newest
+            counts["depth_accepted"] += len(levels)
+            out.append(DepthAccepted(contract=contract, received_at=msg.received_at, levels=levels))
+
+    def _stamp(
+        self, kind: str, text: str | None, received_us: int, newest: int | None
+    ) -> int | str:
+        """The time rules for quotes and depth: the item's ts, or the failing rule's counter key."""
+        ts = None if text is None else self._timestamps.parse(text)
+        if ts is None:
+            return f"{kind}_rejected.timestamp"
+        if ts > received_us + self._max_future:
+            return f"{kind}_rejected.future"
+        if ts < received_us - self._max_age:
+            return f"{kind}_rejected.too_old"
+        if newest is not None and ts < newest - self._stale:
+            return f"{kind}_rejected.stale"
+        return ts
+
+
+def _sanitised_quote(raw: dict[str, Any]) -> QuoteItem:
+    def optional_text(value: Any) -> str | None:
+        return None if value is None else _text(value)
+
+    volume = raw.get("volume")
+    return QuoteItem(
+        last_price=_optional_price(raw.get("lastPrice")),
+        best_bid=_optional_price(raw.get("bestBid")),
+        best_ask=_optional_price(raw.get("bestAsk")),
+        volume=None if volume is None else _count(volume),
+        last_updated=optional_text(raw.get("lastUpdated")),
+        timestamp=optional_text(raw.get("timestamp")),
+    )
+
+
+def _sanitised_depth(raw: dict[str, Any]) -> DepthItem:
+    return DepthItem(
+        timestamp=_text(raw.get("timestamp")),
+        type=_count(raw.get("type")),
+        price=_price(raw.get("price")),
+        volume=_count(raw.get("volume")),
+        current_volume=_count(raw.get("currentVolume")),
+    )

@@ -1,0 +1,610 @@
+"""The bars actor, driven by scripted inbox batches and Ticks (virtual time)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import polars as pl
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.bars import BarsActor
+from protocols.errors import ConfigError
+from protocols.messages import (
+    BackfillBars,
+    Bar,
+    BarClosed,
+    BarUpdated,
+    CountersReported,
+    GetBars,
+    Request,
+    Stop,
+    Tick,
+    Trade,
+    TradesAccepted,
+)
+from supervisors.mailbox import Mailbox, MailboxSpec
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MNQ = "CON.F.US.MNQ.Z25"
+MES = "CON.F.US.MES.Z25"
+
+
+def us(text: str) -> int:
+    dt = datetime.fromisoformat(text).replace(tzinfo=UTC)
+    return (dt - EPOCH) // timedelta(microseconds=1)
+
+
+def sec(text: str) -> float:
+    return us(text) / 1e6
+
+
+def trade(ts: int | str, price: float, volume: int = 1, contract: str = MNQ) -> Trade:
+    ts_us = us(ts) if isinstance(ts, str) else ts
+    return Trade(contract, ts_us, price, volume, 0, ts_us / 1e6)
+
+
+def trades(*items: Trade) -> TradesAccepted:
+    return TradesAccepted(list(items))
+
+
+# -------------------------------------------------------------- test doubles
+
+
+class ScriptedInbox:
+    """Hands the actor exactly the given batches, then reports the mailbox closed."""
+
+    def __init__(self, batches: Sequence[Sequence[Any]]) -> None:
+        self._batches = [list(b) for b in batches]
+
+    async def receive_batch(self, limit: int) -> list[Any]:
+        await trio.lowlevel.checkpoint()
+        return self._batches.pop(0)[:limit] if self._batches else []
+
+
+class RecordingRef:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.messages: list[Any] = []
+
+    async def tell(self, msg: Any) -> None:
+        self.messages.append(msg)
+
+    def tell_nowait(self, msg: Any) -> None:
+        self.messages.append(msg)
+
+
+class FakeContext:
+    name = "bars"
+
+    def __init__(self) -> None:
+        self.refs = {n: RecordingRef(n) for n in ("topic.bars", "stats")}
+        self.now = 1_000.0
+
+    def ref(self, name: str) -> RecordingRef:
+        return self.refs[name]
+
+    def wall_time(self) -> float:
+        return self.now
+
+    def report_healthy(self) -> None:
+        pass
+
+    @property
+    def out(self) -> list[Any]:
+        return self.refs["topic.bars"].messages
+
+    @property
+    def reports(self) -> list[CountersReported]:
+        return self.refs["stats"].messages
+
+
+async def run_actor(
+    batches: Sequence[Sequence[Any]], timeframes: Sequence[str] = ("1min",), **kw: Any
+) -> tuple[BarsActor, FakeContext]:
+    actor = BarsActor(timeframes, **kw)
+    ctx = FakeContext()
+    await actor.run(ScriptedInbox(batches), ctx)  # type: ignore[arg-type]
+    return actor, ctx
+
+
+def ohlcvt(bar: Bar) -> tuple[float, float, float, float, int, int]:
+    return (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades)
+
+
+def final_bars(messages: list[Any]) -> dict[tuple[str, str, int], Bar]:
+    final: dict[tuple[str, str, int], Bar] = {}
+    for msg in messages:
+        if isinstance(msg, BarUpdated | BarClosed):
+            final[msg.bar.contract, msg.bar.timeframe, msg.bar.start] = msg.bar
+    return final
+
+
+def kinds(messages: list[Any]) -> list[tuple[str, str, bool]]:
+    return [
+        (
+            type(m).__name__,
+            datetime.fromtimestamp(m.bar.start / 1e6, UTC).strftime("%H:%M"),
+            getattr(m, "closed", False),
+        )
+        for m in messages
+    ]
+
+
+# ------------------------------------------------------------ configuration
+
+
+@pytest.mark.parametrize(
+    ("args", "kw", "match"),
+    [
+        ((["7min"],), {}, "invalid timeframe"),
+        (([],), {}, "non-empty list"),
+        (("1min",), {}, "non-empty list"),
+        ((["1min"],), {"ring_size": 0}, "ring_size"),
+        ((["1min"],), {"ring_size": 2.5}, "ring_size"),
+        ((["1min"],), {"grace": -1.0}, "grace"),
+        ((["1min"],), {"grace": math.nan}, "grace"),
+        ((["1min"],), {"grace": math.inf}, "grace"),
+        ((["1min"],), {"grace": "5"}, "grace"),
+    ],
+)
+def test_bad_config(args: tuple[Any, ...], kw: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match):
+        BarsActor(*args, **kw)
+
+
+def test_duplicate_timeframes_are_one() -> None:
+    assert [tf.name for tf in BarsActor(["1min", "4hr", "1min"]).timeframes] == ["1min", "4hr"]
+
+
+# ---------------------------------------------------------------- semantics
+
+
+@pytest.mark.trio
+async def test_open_close_by_timestamp_ties_by_arrival() -> None:
+    arrivals = [
+        trade("2025-01-15T15:00:10", 101.0),
+        trade("2025-01-15T15:00:05", 100.0),  # earliest: the open
+        trade("2025-01-15T15:00:05", 99.0),  # same time, arrived later: not the open
+        trade("2025-01-15T15:00:50", 105.0),
+        trade("2025-01-15T15:00:50", 104.0, volume=3),  # same time, arrived later: the close
+        trade("2025-01-15T15:00:30", 98.0),
+    ]
+    expected = (100.0, 105.0, 98.0, 104.0, 8, 6)
+    # one message, one message per trade, one batch per trade: all the same
+    for batches in (
+        [[trades(*arrivals)]],
+        [[trades(t) for t in arrivals]],
+        [[trades(t)] for t in arrivals],
+    ):
+        _, ctx = await run_actor(batches)
+        (bar,) = final_bars(ctx.out).values()
+        assert ohlcvt(bar) == expected
+        assert bar.start == us("2025-01-15T15:00")
+
+
+@pytest.mark.trio
+async def test_updates_are_coalesced_per_bar_and_batch() -> None:
+    batch = [
+        trades(trade("2025-01-15T15:00:01", 1.0), trade("2025-01-15T15:00:02", 2.0)),
+        trades(trade("2025-01-15T15:00:03", 3.0, contract=MES)),
+        trades(trade("2025-01-15T15:00:04", 4.0)),
+    ]
+    _, ctx = await run_actor([batch, [Stop()]], ("1min", "5min"))
+    updates = [m for m in ctx.out if isinstance(m, BarUpdated)]
+    assert sorted((m.bar.contract, m.bar.timeframe) for m in updates) == [
+        (MES, "1min"),
+        (MES, "5min"),
+        (MNQ, "1min"),
+        (MNQ, "5min"),
+    ]
+    mnq = next(m.bar for m in updates if m.bar.contract == MNQ)
+    assert ohlcvt(mnq) == (1.0, 4.0, 1.0, 4.0, 3, 3)
+
+
+@pytest.mark.trio
+async def test_timer_closes_at_end_plus_grace() -> None:
+    _, ctx = await run_actor(
+        [
+            [trades(trade("2025-01-15T15:00:30", 10.0))],
+            [Tick(sec("2025-01-15T15:01:04.999"))],  # end 15:01 + 5 s grace not reached
+            [Tick(sec("2025-01-15T15:01:05"))],  # exactly end + grace: closes
+            [trades(trade("2025-01-15T15:00:40", 11.0))],  # so this is a correction
+        ],
+        grace=5.0,
+    )
+    assert kinds(ctx.out) == [
+        ("BarUpdated", "15:00", False),
+        ("BarClosed", "15:00", False),
+        ("BarUpdated", "15:00", True),
+    ]
+    assert ohlcvt(ctx.out[1].bar) == (10.0, 10.0, 10.0, 10.0, 1, 1)
+
+
+@pytest.mark.trio
+async def test_closing_is_per_contract_and_timeframe() -> None:
+    _, ctx = await run_actor(
+        [
+            [
+                trades(trade("2025-01-15T15:00:30", 10.0), trade("2025-01-15T15:01:30", 11.0)),
+                trades(trade("2025-01-15T15:01:40", 20.0, contract=MES)),
+                Tick(sec("2025-01-15T15:01:50")),
+            ],
+        ],
+        ("1min", "5min"),
+    )
+    closed = [
+        (m.bar.contract, m.bar.timeframe, m.bar.start) for m in ctx.out if type(m) is BarClosed
+    ]
+    assert closed[0] == (MNQ, "1min", us("2025-01-15T15:00"))
+    # at the Stop (inbox end) the rest closes, in start order per series
+    assert sorted(closed[1:]) == [
+        (MES, "1min", us("2025-01-15T15:01")),
+        (MES, "5min", us("2025-01-15T15:00")),
+        (MNQ, "1min", us("2025-01-15T15:01")),
+        (MNQ, "5min", us("2025-01-15T15:00")),
+    ]
+
+
+@pytest.mark.trio
+async def test_late_trade_corrects_a_closed_bar() -> None:
+    actor, ctx = await run_actor(
+        [
+            [trades(trade("2025-01-15T15:00:30", 10.0), trade("2025-01-15T15:01:10", 12.0))],
+            [Tick(sec("2025-01-15T15:01:15"))],  # closes 15:00
+            [trades(trade("2025-01-15T15:00:59", 9.0, volume=4))],  # late: amends 15:00
+            [trades(trade("2025-01-15T15:00:01", 11.0))],  # late and earliest: new open
+            [Stop()],
+        ]
+    )
+    assert kinds(ctx.out) == [
+        ("BarUpdated", "15:00", False),
+        ("BarUpdated", "15:01", False),
+        ("BarClosed", "15:00", False),
+        ("BarUpdated", "15:00", True),
+        ("BarUpdated", "15:00", True),
+        ("BarClosed", "15:01", False),
+    ]
+    assert ohlcvt(ctx.out[3].bar) == (10.0, 10.0, 9.0, 9.0, 5, 2)
+    assert ohlcvt(ctx.out[4].bar) == (11.0, 11.0, 9.0, 9.0, 6, 3)
+    assert actor.counters["late_trades"] == 2
+    assert actor.counters["bars_corrected"] == 2
+    assert actor.counters["bars_closed"] == 2
+
+
+@pytest.mark.trio
+async def test_late_trade_into_an_empty_past_bar_opens_and_closes_it() -> None:
+    _, ctx = await run_actor(
+        [
+            [trades(trade("2025-01-15T15:00:30", 10.0), trade("2025-01-15T15:02:10", 12.0))],
+            [Tick(sec("2025-01-15T15:02:20"))],
+            [trades(trade("2025-01-15T15:01:30", 11.0))],  # 15:01 never had a trade
+            [trades(trade("2025-01-15T15:01:40", 12.0))],
+        ]
+    )
+    assert kinds(ctx.out)[3:] == [
+        ("BarUpdated", "15:01", False),
+        ("BarClosed", "15:01", False),  # already due: closed in the same batch
+        ("BarUpdated", "15:01", True),  # so the next late trade is a correction
+        ("BarClosed", "15:02", False),  # the inbox ended
+    ]
+
+
+@pytest.mark.trio
+async def test_late_trade_beyond_a_tiny_ring_is_counted() -> None:
+    actor, ctx = await run_actor(
+        [
+            [trades(*(trade(us("2025-01-15T15:00") + s * 1_000_000, 10.0) for s in range(5)))],
+            [Tick(sec("2025-01-15T15:00:10"))],  # closes 5 one-second bars, ring keeps 2
+            [trades(trade("2025-01-15T15:00:00.5", 99.0))],
+        ],
+        ("1sec",),
+        ring_size=2,
+    )
+    assert actor.counters["late_beyond_ring"] == 1
+    assert 99.0 not in {b.high for b in final_bars(ctx.out).values()}
+
+
+@pytest.mark.trio
+async def test_stop_flushes_forming_bars_and_ignores_the_rest() -> None:
+    _, ctx = await run_actor(
+        [
+            [
+                trades(trade("2025-01-15T15:00:30", 10.0)),
+                Stop(),
+                trades(trade("2025-01-15T15:00:31", 1.0)),
+            ],
+            [trades(trade("2025-01-15T15:00:32", 2.0))],
+        ],
+        ("1min", "4hr"),
+    )
+    assert [(type(m).__name__, m.bar.timeframe) for m in ctx.out] == [
+        ("BarUpdated", "1min"),
+        ("BarUpdated", "4hr"),
+        ("BarClosed", "1min"),
+        ("BarClosed", "4hr"),
+    ]
+    assert all(m.bar.low == 10.0 for m in ctx.out)
+
+
+@pytest.mark.trio
+async def test_unknown_and_bad_messages_are_counted() -> None:
+    replies = RecordingRef("reply")
+    actor, ctx = await run_actor(
+        [[object(), "junk", Tick(math.nan), Tick(math.inf), Request(body=Stop(), reply=replies)]]
+    )
+    assert actor.counters["unknown_messages"] == 5
+    assert replies.messages == [] and ctx.out == []
+
+
+@pytest.mark.trio
+async def test_stats_report_counters_and_latency() -> None:
+    actor = BarsActor(["1min"])
+    ctx = FakeContext()
+    ctx.now = sec("2025-01-15T15:00:30") + 0.25  # 250 ms after the trade was received
+    inbox = ScriptedInbox([[trades(trade("2025-01-15T15:00:30", 10.0))], [Tick(ctx.now)]])
+    await actor.run(inbox, ctx)  # type: ignore[arg-type]
+    first, last = ctx.reports
+    assert first.source == "bars"
+    assert first.counters["trades_aggregated"] == 1
+    assert first.latencies["trade_to_bar"] == [pytest.approx(0.25)]
+    assert last.counters["bars_closed"] == 1 and last.latencies["trade_to_bar"] == []
+
+
+# ---------------------------------------------------------------- backfill
+
+
+def hist(start: str, o: float, h: float, low: float, c: float, v: int = 10) -> Bar:
+    return Bar("history", "1min", us(start), o, h, low, c, v, 0)
+
+
+@pytest.mark.trio
+async def test_backfill_merges_without_duplicates_live_wins() -> None:
+    history = [  # newest first, as the gateway sends them, with a duplicate
+        hist("2025-01-15T15:02", 5.0, 6.0, 4.0, 5.5),
+        hist("2025-01-15T15:01", 3.0, 4.0, 2.0, 3.5),
+        hist("2025-01-15T15:01", 3.0, 4.0, 2.0, 3.5),
+        hist("2025-01-15T14:59", 1.0, 2.0, 0.5, 1.5),
+        hist("2025-01-15T15:00:30", 1.0, 1.0, 1.0, 1.0),  # not aligned to 1min
+        hist("2025-01-15T15:00", math.nan, 1.0, 1.0, 1.0),  # bad price
+        hist("2025-01-15T15:00", 1.0, 1.0, 2.0, 1.0),  # low above high
+        hist("2025-01-15T15:00", 1.0, 1.0, 1.0, 1.0, v=-1),  # negative volume
+        "not a bar",  # type: ignore[list-item]
+    ]
+    replies = RecordingRef("reply")
+    actor, ctx = await run_actor(
+        [
+            [trades(trade("2025-01-15T15:02:10", 50.0))],  # live bar at 15:02
+            [BackfillBars(MNQ, "1min", history), BackfillBars(MNQ, "7min", history[:1])],
+            [BackfillBars(MNQ, "1min", history[:2])],  # again: all duplicates now
+            [Request(body=GetBars(MNQ, "1min", 10), reply=replies)],
+        ]
+    )
+    inserted = [m.bar for m in ctx.out if type(m) is BarClosed][:2]
+    assert [(b.contract, b.timeframe, b.start) for b in inserted] == [
+        (MNQ, "1min", us("2025-01-15T14:59")),
+        (MNQ, "1min", us("2025-01-15T15:01")),
+    ]
+    assert actor.counters["backfill_inserted"] == 2
+    assert actor.counters["backfill_rejected"] == 6  # 5 bad + the unknown timeframe
+    (frame,) = replies.messages
+    assert frame["start"].dt.strftime("%H:%M").to_list() == ["14:59", "15:01", "15:02"]
+    assert frame["close"].to_list() == [1.5, 3.5, 50.0]  # the live 15:02 won
+
+
+@pytest.mark.trio
+async def test_live_trade_amends_a_backfilled_bar() -> None:
+    _, ctx = await run_actor(
+        [
+            [BackfillBars(MNQ, "1min", [hist("2025-01-15T15:01", 3.0, 4.0, 2.0, 3.5)])],
+            [trades(trade("2025-01-15T15:01:30", 4.5, volume=2))],
+        ]
+    )
+    last = ctx.out[-1]
+    assert isinstance(last, BarUpdated) and last.closed
+    assert ohlcvt(last.bar) == (3.0, 4.5, 2.0, 4.5, 12, 1)
+
+
+# ----------------------------------------------------------------- GetBars
+
+
+@pytest.mark.trio
+async def test_get_bars_frame_schema_and_order() -> None:
+    replies = RecordingRef("reply")
+    ask = [
+        Request(body=GetBars(MNQ, "1min", 2), reply=replies),
+        Request(body=GetBars(MNQ, "1min", 100), reply=replies),
+        Request(body=GetBars(MNQ, "1min", 0), reply=replies),
+        Request(body=GetBars(MNQ, "1min", "3"), reply=replies),  # type: ignore[arg-type]
+        Request(body=GetBars(MES, "1min", 5), reply=replies),
+        Request(body=GetBars(MNQ, "2min", 5), reply=replies),
+    ]
+    await run_actor(
+        [
+            [trades(*(trade(f"2025-01-15T15:0{m}:10", 10.0 + m) for m in range(4)))],
+            [Tick(sec("2025-01-15T15:02:30"))],  # 15:00, 15:01 closed; 15:02, 15:03 forming
+            ask,
+        ],
+        ring_size=1,
+    )
+    last2, everything, *empties = replies.messages
+    assert everything.schema == pl.Schema(
+        {
+            "contract": pl.String,
+            "timeframe": pl.String,
+            "start": pl.Datetime("us", "UTC"),
+            "open": pl.Float64,
+            "high": pl.Float64,
+            "low": pl.Float64,
+            "close": pl.Float64,
+            "volume": pl.Int64,
+            "trades": pl.Int64,
+        }
+    )
+    assert everything.rows() == [
+        (MNQ, "1min", datetime(2025, 1, 15, 15, m, tzinfo=UTC), p, p, p, p, 1, 1)
+        for m, p in ((1, 11.0), (2, 12.0), (3, 13.0))  # ring_size=1 keeps 15:01 only
+    ]
+    assert last2.rows() == everything.rows()[1:]
+    assert [e.shape for e in empties] == [(0, 9)] * 4
+    assert all(e.schema == everything.schema for e in empties)
+
+
+# ------------------------------------------------------ the real mailbox
+
+
+@pytest.mark.trio
+async def test_runs_on_a_real_mailbox_until_it_closes() -> None:
+    mailbox: Mailbox[Any] = Mailbox("bars", MailboxSpec(capacity=8))
+    for m in range(3):
+        mailbox.send_nowait(trades(trade(f"2025-01-15T15:0{m}:10", 10.0 + m)))
+    mailbox.close()
+    actor = BarsActor(["1min"])
+    ctx = FakeContext()
+    await actor.run(mailbox, ctx)
+    assert [type(m).__name__ for m in ctx.out] == ["BarUpdated"] * 3 + ["BarClosed"] * 3
+    mailbox.dispose()
+
+
+# ------------------------------------------------------------- property
+
+
+CHICAGO = ZoneInfo("America/Chicago")
+FIXED = {"1sec": 1_000_000, "1min": 60_000_000, "5min": 300_000_000, "1hr": 3_600_000_000}
+WALL_HOURS = {"3hr": 3, "4hr": 4}
+
+
+def reference_start(tf: str, ts: int) -> int:
+    """The §5 rules written out plainly, straight on zoneinfo."""
+    if tf in FIXED:
+        return ts - ts % FIXED[tf]
+    local = (EPOCH + timedelta(microseconds=ts)).astimezone(CHICAGO).replace(tzinfo=None)
+    if tf in WALL_HOURS:
+        n = WALL_HOURS[tf]
+        wall = local.replace(minute=0, second=0, microsecond=0)
+        wall -= timedelta(hours=(local.hour - 17) % n)
+    else:
+        day = (local + timedelta(hours=7)).date()
+        if tf == "1week":
+            day -= timedelta(days=day.weekday())
+        if tf == "1month":
+            day = day.replace(day=1)
+        wall = datetime.combine(day - timedelta(days=1), time(17))
+    # fold=0 = first occurrence; in Chicago the only skipped boundary (02:00, 3hr)
+    # maps with fold=0 to 03:00 CDT, the next valid instant
+    return (wall.replace(tzinfo=CHICAGO) - EPOCH) // timedelta(microseconds=1)
+
+
+def reference_bars(accepted: list[Trade], tfs: Sequence[str]) -> dict[tuple[str, str, int], Bar]:
+    groups: dict[tuple[str, str, int], list[tuple[int, int, Trade]]] = {}
+    for arrival, t in enumerate(accepted):
+        for tf in tfs:
+            groups.setdefault((t.contract, tf, reference_start(tf, t.ts)), []).append(
+                (t.ts, arrival, t)
+            )
+    out = {}
+    for key, items in groups.items():
+        items.sort()
+        prices = [t.price for _, _, t in items]
+        out[key] = Bar(
+            key[0],
+            key[1],
+            key[2],
+            prices[0],
+            max(prices),
+            min(prices),
+            prices[-1],
+            sum(t.volume for _, _, t in items),
+            len(items),
+        )
+    return out
+
+
+BASES = [
+    us(x) for x in ("2025-03-09T05:30", "2025-11-02T04:30", "2025-02-28T21:00", "2025-03-02T22:00")
+]
+STEP = st.one_of(
+    st.just(0),
+    st.integers(0, 3_000_000),
+    st.integers(0, 600_000_000),
+    st.integers(0, 7_200_000_000),
+)
+EVENT = st.tuples(
+    st.sampled_from([MNQ, MES, "CON.F.US.M2K.Z25"]),
+    STEP,
+    st.one_of(st.just(0), st.integers(0, 60_000_000)),  # how far back (late) the trade is
+    st.integers(1, 8).map(float),  # few prices: many ties
+    st.integers(1, 5),
+    st.sampled_from(["same", "message", "batch", "tick"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    base=st.sampled_from(BASES),
+    tfs=st.lists(
+        st.sampled_from(["1sec", "1min", "5min", "1hr", "3hr", "4hr", "1day", "1week", "1month"]),
+        min_size=1,
+        max_size=4,
+        unique=True,
+    ),
+    events=st.lists(EVENT, min_size=1, max_size=60),
+    grace=st.sampled_from([0.0, 5.0]),
+    tick_lag=st.sampled_from([-30.0, 0.0, 90.0]),
+    stop=st.booleans(),
+)
+def test_final_bars_equal_a_reference_aggregation(
+    base: int,
+    tfs: list[str],
+    events: list[tuple[str, int, int, float, int, str]],
+    grace: float,
+    tick_lag: float,
+    stop: bool,
+) -> None:
+    clock, now = base, 0.0
+    newest: dict[str, int] = {}
+    accepted: list[Trade] = []
+    batches: list[list[Any]] = [[]]
+    message: list[Trade] = []
+    for contract, step, back, price, volume, cut in events:
+        clock += step
+        # validation's staleness rule: at most 60 s older than the contract's newest
+        ts = max(clock - back, newest.get(contract, clock) - 60_000_000)
+        newest[contract] = max(newest.get(contract, ts), ts)
+        t = Trade(contract, ts, price, volume, 1, clock / 1e6)
+        accepted.append(t)
+        message.append(t)
+        if cut != "same":
+            batches[-1].append(TradesAccepted(message))
+            message = []
+        if cut in ("batch", "tick"):
+            batches.append([])
+        if cut == "tick":
+            now = max(now, clock / 1e6 + tick_lag)
+            batches[-1].append(Tick(now))
+    batches[-1].append(TradesAccepted(message))
+    if stop:
+        batches[-1].append(Stop())
+    actor, ctx = trio.run(lambda: run_actor(batches, tfs, grace=grace))
+    assert final_bars(ctx.out) == reference_bars(accepted, tfs)
+    assert {
+        (m.bar.contract, m.bar.timeframe, m.bar.start) for m in ctx.out if type(m) is BarClosed
+    } == set(final_bars(ctx.out))
+    assert actor.counters["trades_aggregated"] == len(accepted)
+    assert actor.counters["late_beyond_ring"] == 0
+
+
+def test_reference_start_agrees_with_the_literal_rules() -> None:
+    """The reference itself, pinned on the values of test_timeframes."""
+    assert reference_start("4hr", us("2025-03-09T09:00")) == us("2025-03-09T07:00")
+    assert reference_start("4hr", us("2025-11-02T08:00")) == us("2025-11-02T06:00")
+    assert reference_start("3hr", us("2025-03-09T09:00")) == us("2025-03-09T08:00")
+    assert reference_start("1week", us("2025-03-12T15:00")) == us("2025-03-09T22:00")
+    assert reference_start("1month", us("2025-03-15T12:00")) == us("2025-02-28T23:00")
+    assert date(2025, 3, 9).weekday() == 6

@@ -1,0 +1,755 @@
+"""Validation rules (DESIGN §4) with literal values at every boundary, and the actor loop."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from actors.validation import TimestampParser, ValidationActor, ValidationConfig
+from protocols.errors import ConfigError
+from protocols.messages import (
+    CountersReported,
+    DepthAccepted,
+    DepthLevel,
+    HubMessageReceived,
+    QuoteAccepted,
+    Stop,
+    Tick,
+    Trade,
+    TradesAccepted,
+)
+
+C = "CON.F.US.MNQ.H25"
+RECV = 1737469800.0  # 2025-01-21T14:30:00Z
+RECV_US = 1737469800_000000
+TS = "2025-01-21T14:30:00Z"
+
+
+def trade(price: Any = 21000.25, volume: Any = 1, ts: Any = TS, side: Any = 0) -> dict[str, Any]:
+    return {"symbolId": "F.US.MNQ", "price": price, "timestamp": ts, "type": side, "volume": volume}
+
+
+def raw_args(*args: Any) -> msgspec.Raw:
+    # json.dumps writes NaN/Infinity as bare tokens, like a careless producer would.
+    return msgspec.Raw(json.dumps(list(args)).encode())
+
+
+def frame(
+    payload: Any,
+    contract: Any = C,
+    target: str = "GatewayTrade",
+    received_at: float = RECV,
+    hub: str = "market",
+) -> HubMessageReceived:
+    return HubMessageReceived(hub, target, raw_args(contract, payload), received_at)  # type: ignore[arg-type]
+
+
+def raw_frame(raw: bytes, target: str = "GatewayTrade", hub: str = "market") -> HubMessageReceived:
+    return HubMessageReceived(hub, target, msgspec.Raw(raw), RECV)  # type: ignore[arg-type]
+
+
+class Judged:
+    """Everything one actor let through, plus its non-zero counters."""
+
+    def __init__(self, actor: ValidationActor | None = None) -> None:
+        self.actor = actor or ValidationActor()
+        self.trades: list[Trade] = []
+        self.quotes: list[QuoteAccepted] = []
+        self.depth: list[DepthAccepted] = []
+        self.user: list[HubMessageReceived] = []
+
+    def __call__(self, *frames: HubMessageReceived) -> Judged:
+        for f in frames:
+            self.actor.on_hub_message(f, self.trades, self.quotes, self.depth, self.user)
+        return self
+
+    @property
+    def rejected(self) -> dict[str, int]:
+        return {k: v for k, v in self.actor.counters().items() if v and "accepted" not in k}
+
+    @property
+    def prices(self) -> list[float]:
+        return [t.price for t in self.trades]
+
+
+def judge_trades(*items: Any, actor: ValidationActor | None = None) -> Judged:
+    """Each item in its own frame, in order."""
+    return Judged(actor)(*(frame([item]) for item in items))
+
+
+def reasons(j: Judged) -> dict[str, int]:
+    return {
+        k.removeprefix("trades_rejected."): v
+        for k, v in j.rejected.items()
+        if k.startswith("trades_rejected.")
+    }
+
+
+# ------------------------------------------------------------------ accepting
+
+
+def test_accepted_trade_carries_contract_of_the_frame_exact_time_and_side() -> None:
+    j = judge_trades(trade(price=21000.25, volume=3, ts="2025-01-21T14:29:59.5+00:00", side=1))
+    assert j.trades == [Trade(C, RECV_US - 500_000, 21000.25, 3, 1, RECV)]
+    assert j.actor.counters()["trades_accepted"] == 1
+    assert j.rejected == {"frames_received": 1}
+
+
+def test_single_object_payload_and_integer_price() -> None:
+    j = Judged()(frame(trade(price=21000)))
+    assert j.prices == [21000.0]
+    assert type(j.trades[0].price) is float
+
+
+def test_missing_symbol_id_and_bad_side_still_accept_with_unknown_side() -> None:
+    item = trade(side="buy")
+    del item["symbolId"]
+    j = judge_trades(item, trade(side=None))
+    assert [t.side for t in j.trades] == [-1, -1]
+
+
+# ---------------------------------------------------------------- price rule
+
+
+@pytest.mark.parametrize(
+    "price",
+    [0, 0.0, -0.0, -1, -21000.25, "21000.25", "abc", None, True, False, [], {},
+     float("nan"), float("inf"), float("-inf"), 10**400],
+)  # fmt: skip
+def test_price_not_a_finite_positive_number(price: Any) -> None:
+    assert reasons(judge_trades(trade(price=price))) == {"price": 1}
+
+
+def test_price_missing_and_huge_literal() -> None:
+    item = trade()
+    del item["price"]
+    j = Judged()(
+        frame([item]),
+        raw_frame(b'["C",[{"price":1e999,"volume":1,"timestamp":"%s"}]]' % TS.encode()),
+    )
+    assert reasons(j) == {"price": 2}
+
+
+@pytest.mark.parametrize("price", [5e-324, 1e-9, 1e308, 21000.25])
+def test_price_tiny_and_huge_but_finite_is_accepted(price: float) -> None:
+    assert judge_trades(trade(price=price)).prices == [price]
+
+
+# --------------------------------------------------------------- volume rule
+
+
+@pytest.mark.parametrize(
+    "volume", [0, -1, 1.0, 1.5, "1", None, True, False, 2**63, 10**30, float("nan"), [1]]
+)
+def test_volume_not_an_integer_at_least_one(volume: Any) -> None:
+    assert reasons(judge_trades(trade(volume=volume))) == {"volume": 1}
+
+
+@pytest.mark.parametrize("volume", [1, 2**63 - 1])
+def test_volume_boundaries_accepted(volume: int) -> None:
+    assert [t.volume for t in judge_trades(trade(volume=volume)).trades] == [volume]
+
+
+# ------------------------------------------------------------ timestamp rule
+
+
+@pytest.mark.parametrize(
+    "ts",
+    [None, 1737469800, 1737469800.0, True, "", "not a time", "2025-13-01T00:00:00Z",
+     "2025-01-21T25:00:00Z", "2025-02-30T00:00:00Z", "2025-01-21T14:30:00+24:00",
+     "2025-01-21T14:30:00z", "2025-01-21T14:30:00 ", "\uff12025-01-21T14:30:00Z", ["x"]],
+)  # fmt: skip
+def test_timestamp_missing_or_unparseable(ts: Any) -> None:
+    assert reasons(judge_trades(trade(ts=ts))) == {"timestamp": 1}
+
+
+def test_timestamp_key_missing() -> None:
+    item = trade()
+    del item["timestamp"]
+    assert reasons(judge_trades(item)) == {"timestamp": 1}
+
+
+@pytest.mark.parametrize(
+    ("text", "micros"),
+    [
+        ("2025-01-21T14:30:00.1234567+00:00", RECV_US + 123456),  # .NET: 7 digits, truncated
+        ("2025-01-21T14:29:59.9999999+00:00", RECV_US - 1),  # truncated, never rounded up
+        ("2025-01-21T14:30:00Z", RECV_US),
+        ("2025-01-21T14:30:00", RECV_US),  # no offset: UTC
+        ("2025-01-21T14:30:00.5", RECV_US + 500_000),
+        ("2025-01-21T14:30:00.000001Z", RECV_US + 1),
+        ("2025-01-21T08:30:00-06:00", RECV_US),
+        ("2025-01-21T20:00:00.25+05:30", RECV_US + 250_000),
+        ("2025-01-21 14:30:00+00:00", RECV_US),  # other ISO forms go the slow path
+        ("20250121T143000Z", RECV_US),
+        ("2025-01-21T14:30:00+00:00:01", RECV_US - 1_000_000),
+    ],
+)
+def test_timestamp_forms_convert_exactly(text: str, micros: int) -> None:
+    parser = TimestampParser()
+    assert parser.parse(text) == micros  # slow path, teaches the caches
+    assert parser.parse(text) == micros  # fast path
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2025-01-21T14:30:00.\u0661\u0662Z",  # non-ASCII digits
+        "2025-01-21T14:30:00._5Z",
+        "2025-01-21T14:30:00.-5Z",
+        "2025-01-21T14:30:00.5+5:30",
+        "2025-01-21T14:30:00.5ZZ",
+        "2025-01-21T14:30:00.5 Z",
+        "2025-01-21T14:30:00+0\u0665:00",
+    ],
+)
+def test_warm_caches_never_accept_what_fromisoformat_refuses(text: str) -> None:
+    parser = TimestampParser()
+    assert parser.parse("2025-01-21T14:30:00.1+05:30") is not None
+    assert parser.parse("2025-01-21T14:30:00.1Z") is not None
+    assert parser.parse(text) is None
+
+
+def reference_micros(text: str) -> int:
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    moment=st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
+    offset=st.none() | st.just("Z") | st.integers(-1439, 1439),
+    extra=st.text("0123456789", max_size=3),
+    warm=st.booleans(),
+)
+def test_timestamp_parser_agrees_with_fromisoformat(
+    moment: datetime, offset: int | str | None, extra: str, warm: bool
+) -> None:
+    if isinstance(offset, int):
+        sign = "+" if offset >= 0 else "-"
+        zone = f"{sign}{abs(offset) // 60:02d}:{abs(offset) % 60:02d}"
+    else:
+        zone = offset or ""
+    fraction = f".{moment.microsecond:06d}{extra}".rstrip("0") if moment.microsecond else ""
+    text = moment.replace(microsecond=0).isoformat() + fraction + zone
+    parser = TimestampParser()
+    if warm:  # the same second and zone already cached: exercises the fast path
+        parser.parse(moment.replace(microsecond=0).isoformat() + zone)
+    assert parser.parse(text) == parser.parse(text) == reference_micros(text)
+
+
+# ---------------------------------------------------------- future / too old
+
+
+@pytest.mark.parametrize(
+    ("ts", "reason"),
+    [
+        ("2025-01-21T14:30:05Z", None),  # exactly 5 s after receipt passes
+        ("2025-01-21T14:30:05.000001Z", "future"),
+        ("2025-01-20T14:30:00Z", None),  # exactly 24 h before passes
+        ("2025-01-20T14:29:59.9999999Z", "too_old"),  # 24 h + 1 µs (after truncation)
+        ("2030-01-01T00:00:00Z", "future"),
+        ("1970-01-01T00:00:00Z", "too_old"),
+    ],
+)
+def test_future_and_too_old_boundaries(ts: str, reason: str | None) -> None:
+    j = judge_trades(trade(ts=ts))
+    assert reasons(j) == ({reason: 1} if reason else {})
+
+
+def test_receive_time_with_fraction_is_exact_to_the_microsecond() -> None:
+    recv = 1737469800.25
+    ok = frame([trade(ts="2025-01-21T14:30:05.25Z")], received_at=recv)
+    late = frame([trade(ts="2025-01-21T14:30:05.250001Z")], received_at=recv)
+    assert reasons(Judged()(ok, late)) == {"future": 1}
+
+
+def test_thresholds_are_config() -> None:
+    config = ValidationConfig(max_future=1.0, max_age=10.0, stale_after=2.0, max_spike=0.1)
+    j = judge_trades(
+        trade(ts="2025-01-21T14:30:01Z"),  # accepted, newest
+        trade(ts="2025-01-21T14:30:01.000001Z"),  # future
+        trade(ts="2025-01-21T14:29:49.999999Z"),  # too_old
+        trade(ts="2025-01-21T14:29:58.999999Z"),  # stale (2 s + 1 µs older than newest)
+        trade(ts="2025-01-21T14:29:59Z", price=21000.25 * 1.1 + 0.25),  # spike
+        trade(ts="2025-01-21T14:29:59Z", price=19000),  # -9.5 %: accepted
+        actor=ValidationActor(config),
+    )
+    assert reasons(j) == {"future": 1, "too_old": 1, "stale": 1, "spike": 1}
+    assert j.prices == [21000.25, 19000.0]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"max_future": -1.0},
+        {"max_age": float("nan")},
+        {"stale_after": float("inf")},
+        {"max_spike": -0.1},
+        {"batch_limit": 0},
+        {"report_every": 0},
+    ],
+)
+def test_config_rejects_nonsense(bad: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        ValidationConfig(**bad)
+
+
+# --------------------------------------------------------------------- stale
+
+
+def test_stale_is_relative_to_the_newest_accepted_trade() -> None:
+    j = judge_trades(
+        trade(ts="2025-01-21T14:30:00Z"),
+        trade(ts="2025-01-21T14:29:00Z"),  # exactly 60 s older: passes
+        trade(ts="2025-01-21T14:28:59.999999Z"),  # 60 s + 1 µs: stale
+        trade(ts="2025-01-21T14:30:04Z"),  # newest is now 14:30:04
+        trade(ts="2025-01-21T14:29:04Z"),  # 60 s before it: passes
+        trade(ts="2025-01-21T14:29:03.9999999Z"),  # stale
+    )
+    assert reasons(j) == {"stale": 2}
+    assert len(j.trades) == 4
+
+
+def test_rejected_trades_do_not_move_the_newest_time() -> None:
+    j = judge_trades(
+        trade(ts="2025-01-21T14:29:00Z"),
+        trade(ts="2025-01-21T14:30:03Z", price=-1),  # rejected (price): not newest
+        trade(ts="2025-01-21T14:28:00Z"),  # 60 s before the accepted one: passes
+    )
+    assert reasons(j) == {"price": 1}
+    assert len(j.trades) == 2
+
+
+# --------------------------------------------------------------------- spike
+
+
+@pytest.mark.parametrize(
+    ("last", "price", "ok"),
+    [
+        (100.0, 150.0, True),  # exactly +50 % passes
+        (100.0, 150.01, False),
+        (100.0, 50.0, True),  # exactly -50 % passes
+        (100.0, 49.99, False),
+        (0.3, 0.45, True),  # exact on the decimals, though 0.45 / 0.3 > 1.5 in floats
+        (0.3, 0.4500001, False),
+        (21000.25, 31500.375, True),
+        (21000.25, 31500.5, False),
+    ],
+)
+def test_spike_boundaries(last: float, price: float, ok: bool) -> None:
+    j = judge_trades(trade(price=last), trade(price=price))
+    assert reasons(j) == ({} if ok else {"spike": 1})
+
+
+def test_spike_is_relative_to_the_last_accepted_price_not_the_last_seen() -> None:
+    j = judge_trades(
+        trade(price=100.0),
+        trade(price=200.0),  # spike: rejected, 100 stays the reference
+        trade(price=140.0),  # +40 % of 100: accepted (-30 % of 200 would pass too)
+        trade(price=71.0),  # -49.3 % of 140: accepted; vs 200 it would be a spike
+    )
+    assert reasons(j) == {"spike": 1}
+    assert j.prices == [100.0, 140.0, 71.0]
+
+
+def test_spike_reference_is_the_last_accepted_by_arrival_not_by_timestamp() -> None:
+    j = judge_trades(
+        trade(price=100.0, ts="2025-01-21T14:30:00Z"),
+        trade(price=120.0, ts="2025-01-21T14:29:50Z"),  # older but arrived later
+        trade(price=175.0, ts="2025-01-21T14:30:01Z"),  # +45.8 % of 120 (+75 % of 100)
+    )
+    assert j.prices == [100.0, 120.0, 175.0]
+
+
+# ---------------------------------------------------------- order and frames
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        (trade(price=-1, ts="garbage"), "price"),
+        (trade(price="x", volume=0), "price"),
+        (trade(volume=0, ts="garbage"), "volume"),
+        (trade(ts="garbage"), "timestamp"),
+        (trade(price=1e6, ts="2025-01-21T14:31:00Z"), "future"),  # also a spike
+        (trade(price=1e6, ts="2025-01-19T00:00:00Z"), "too_old"),  # also stale and a spike
+        (trade(price=1e6, ts="2025-01-21T14:28:00Z"), "stale"),  # also a spike
+    ],
+)
+def test_first_failing_rule_names_the_reason(item: dict[str, Any], reason: str) -> None:
+    j = judge_trades(trade(price=100.0, ts="2025-01-21T14:30:00Z"), item)
+    assert reasons(j) == {reason: 1}
+
+
+def test_each_item_of_a_frame_is_judged_alone_in_order() -> None:
+    items = [
+        trade(price=100.0),
+        trade(price=float("nan")),
+        "not an object",
+        None,
+        [1, 2],
+        trade(price=101.0, volume=1.0),
+        trade(price=102.0),
+        {},
+    ]
+    j = Judged()(frame(items))
+    assert j.prices == [100.0, 102.0]
+    assert reasons(j) == {"price": 2, "malformed": 3, "volume": 1}
+
+
+def test_contracts_are_independent() -> None:
+    j = Judged()(
+        frame([trade(price=100.0, ts="2025-01-21T14:30:00Z")], contract="A"),
+        frame([trade(price=1000.0, ts="2025-01-21T14:28:00Z")], contract="B"),
+        frame([trade(price=101.0, ts="2025-01-21T14:29:30Z")], contract="A"),
+        frame([trade(price=1001.0, ts="2025-01-21T14:28:30Z")], contract="B"),
+        frame([trade(price=1001.0, ts="2025-01-21T14:29:45Z")], contract="A"),  # spike for A
+        frame([trade(price=101.0, ts="2025-01-21T14:28:30Z")], contract="A"),  # stale for A
+    )
+    assert [(t.contract, t.price) for t in j.trades] == [
+        ("A", 100.0),
+        ("B", 1000.0),
+        ("A", 101.0),
+        ("B", 1001.0),
+    ]
+    assert reasons(j) == {"spike": 1, "stale": 1}
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"", b"[", b"{}", b'"x"', b"null", b"42", b"[]", b'["C"]', b'["C", [], 3]',
+        b"[1, []]", b"[null, []]", b'["", []]', b"\xff\xfe[", b"[" * 100_000 + b"]" * 100_000,
+        b'["C", [' + b"[" * 50_000 + b"]" * 50_000 + b"]]",
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("target", ["GatewayTrade", "GatewayQuote", "GatewayDepth"])
+def test_malformed_frames_are_counted_and_skipped(raw: bytes, target: str) -> None:
+    j = Judged()(raw_frame(raw, target))
+    counters = j.actor.counters()
+    assert (
+        counters["frames_malformed"]
+        + sum(v for k, v in counters.items() if k.endswith(".malformed"))
+        == 1
+    )
+    assert not (j.trades or j.quotes or j.depth)
+
+
+def test_unknown_target_and_unknown_hub_and_bad_receive_time() -> None:
+    j = Judged()(
+        frame([trade()], target="GatewayNews"),
+        frame([trade()], hub="other"),
+        frame([trade()], received_at=float("nan")),
+        HubMessageReceived("market", "GatewayTrade", 42, RECV),  # type: ignore[arg-type]
+    )
+    assert j.rejected == {"frames_received": 4, "frames_unknown_target": 1, "frames_malformed": 3}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    target=st.sampled_from(["GatewayTrade", "GatewayQuote", "GatewayDepth", "GatewayUserOrder"]),
+    payload=st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=40),
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+            st.sampled_from(["price", "volume", "timestamp", "type", "bestBid", "bestAsk",
+                             "lastPrice", "currentVolume", "lastUpdated", "x"]), inner, max_size=6),
+        max_leaves=20,
+    ),
+    garbage=st.binary(max_size=40),
+)  # fmt: skip
+def test_garbage_never_raises(target: str, payload: Any, garbage: bytes) -> None:
+    hub = "user" if target.startswith("GatewayUser") else "market"
+    j = Judged()(frame(payload, target=target, hub=hub), raw_frame(garbage, target, hub))
+    assert j.actor.counters()["frames_received"] == 2
+
+
+# -------------------------------------------------------------------- quotes
+
+
+def quote(**fields: Any) -> dict[str, Any]:
+    base = {"symbol": "F.US.MNQ", "lastPrice": 21000.5, "bestBid": 21000.25, "bestAsk": 21000.5,
+            "volume": 12345, "timestamp": TS, "lastUpdated": TS}  # fmt: skip
+    base.update(fields)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+def judge_quotes(*quotes: Any) -> Judged:
+    return Judged()(*(frame(q, target="GatewayQuote") for q in quotes))
+
+
+def quote_reasons(j: Judged) -> dict[str, int]:
+    return {
+        k.removeprefix("quotes_rejected."): v
+        for k, v in j.rejected.items()
+        if k.startswith("quotes_rejected.")
+    }
+
+
+def test_quote_accepted_with_its_own_time() -> None:
+    j = judge_quotes(quote(timestamp="2025-01-21T14:29:59.1234567+00:00"))
+    assert j.quotes == [QuoteAccepted(C, RECV_US - 876544, RECV, 21000.5, 21000.25, 21000.5, 12345)]
+
+
+def test_partial_quotes_and_unused_fields_of_any_type_are_fine() -> None:
+    j = judge_quotes(
+        {"bestBid": 21000.25, "timestamp": TS},
+        {"lastPrice": 21001, "lastUpdated": TS, "symbol": 5, "change": "x"},
+        quote(bestBid=None, bestAsk=None),
+    )
+    assert [(q.last, q.bid, q.ask) for q in j.quotes] == [
+        (None, 21000.25, None),
+        (21001.0, None, None),
+        (21000.5, None, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason"),
+    [
+        ({"lastPrice": 0}, "price"),
+        ({"bestBid": float("nan")}, "price"),
+        ({"bestAsk": "21000"}, "price"),
+        ({"bestBid": True}, "price"),
+        ({"volume": -1}, "volume"),
+        ({"volume": 1.5}, "volume"),
+        ({"bestBid": 21000.75, "bestAsk": 21000.5}, "crossed"),
+        ({"bestBid": 21000.75, "bestAsk": 21000.5, "lastPrice": -1}, "price"),
+        ({"timestamp": ..., "lastUpdated": ...}, "timestamp"),
+        ({"timestamp": "nope"}, "timestamp"),
+        ({"timestamp": 17}, "timestamp"),
+        ({"timestamp": "2025-01-21T14:30:05.000001Z"}, "future"),
+        ({"timestamp": "2025-01-20T14:29:59.999999Z"}, "too_old"),
+    ],
+)
+def test_quote_rules(fields: dict[str, Any], reason: str) -> None:
+    assert quote_reasons(judge_quotes(quote(**fields))) == {reason: 1}
+
+
+def test_quote_boundaries_pass() -> None:
+    j = judge_quotes(
+        quote(bestBid=21000.5, bestAsk=21000.5),  # locked, not crossed
+        quote(timestamp="2025-01-21T14:30:05Z"),
+        quote(timestamp=..., lastUpdated="2025-01-21T14:29:05Z"),  # 60 s older: passes
+        quote(timestamp="2025-01-21T14:29:04.999999Z"),  # stale vs 14:30:05
+        quote(volume=0),
+    )
+    assert len(j.quotes) == 4
+    assert quote_reasons(j) == {"stale": 1}
+
+
+def test_quote_payload_not_an_object() -> None:
+    j = judge_quotes("x", [quote(), 3])
+    assert len(j.quotes) == 1
+    assert quote_reasons(j) == {"malformed": 2}
+
+
+# --------------------------------------------------------------------- depth
+
+
+def level(**fields: Any) -> dict[str, Any]:
+    base = {"timestamp": TS, "type": 1, "price": 21000.25, "volume": 5, "currentVolume": 7}
+    base.update(fields)
+    return {k: v for k, v in base.items() if v is not ...}
+
+
+def depth_reasons(j: Judged) -> dict[str, int]:
+    return {
+        k.removeprefix("depth_rejected."): v
+        for k, v in j.rejected.items()
+        if k.startswith("depth_rejected.")
+    }
+
+
+def test_depth_frame_keeps_only_good_levels() -> None:
+    j = Judged()(
+        frame(
+            [
+                level(),
+                level(price=0),
+                level(volume=-1),
+                level(currentVolume=...),
+                level(type="ask"),
+                level(type=-1),
+                level(timestamp="later"),
+                level(timestamp="2025-01-21T14:30:05.000001Z"),
+                level(timestamp="2025-01-20T14:29:59Z"),
+                level(volume=0, currentVolume=0, type=2, price=21000.0),
+                "x",
+            ],
+            target="GatewayDepth",
+        ),
+        frame(level(type=6), target="GatewayDepth"),  # a single object
+    )
+    assert j.depth == [
+        DepthAccepted(
+            C, RECV, [DepthLevel(RECV_US, 1, 21000.25, 5, 7), DepthLevel(RECV_US, 2, 21000.0, 0, 0)]
+        ),
+        DepthAccepted(C, RECV, [DepthLevel(RECV_US, 6, 21000.25, 5, 7)]),
+    ]
+    assert depth_reasons(j) == {
+        "price": 1, "volume": 2, "type": 2, "timestamp": 1, "future": 1, "too_old": 1,
+        "malformed": 1,
+    }  # fmt: skip
+    assert j.actor.counters()["depth_accepted"] == 3
+
+
+def test_depth_stale_and_all_bad_frame_sends_nothing() -> None:
+    j = Judged()(
+        frame([level(timestamp="2025-01-21T14:30:00Z")], target="GatewayDepth"),
+        frame(
+            [level(timestamp="2025-01-21T14:29:00Z"), level(timestamp="2025-01-21T14:28:59Z")],
+            target="GatewayDepth",
+        ),
+        frame([level(price=-5)], target="GatewayDepth"),
+    )
+    assert [len(d.levels) for d in j.depth] == [1, 1]
+    assert depth_reasons(j) == {"stale": 1, "price": 1}
+
+
+# ---------------------------------------------------------------------- user
+
+
+@pytest.mark.parametrize(
+    "raw", [b'[{"id": 1}]', b'[{"action": 1, "data": {"id": 1}}]', b'[7, {"id": 1}]']
+)
+def test_user_frames_pass_through_unchanged(raw: bytes) -> None:
+    msg = raw_frame(raw, "GatewayUserOrder", hub="user")
+    j = Judged()(msg)
+    assert j.user == [msg]
+    assert j.user[0] is msg
+
+
+@pytest.mark.parametrize("raw", [b"[]", b"[1, 2, 3]", b"{}", b"[", b"null"])
+def test_user_frames_of_wrong_shape_are_malformed(raw: bytes) -> None:
+    j = Judged()(raw_frame(raw, "GatewayUserTrade", hub="user"))
+    assert j.user == []
+    assert j.rejected == {"frames_received": 1, "frames_malformed": 1}
+
+
+def test_user_unknown_target() -> None:
+    j = Judged()(raw_frame(b"[{}]", "GatewayTrade", hub="user"))
+    assert j.rejected == {"frames_received": 1, "frames_unknown_target": 1}
+
+
+# ----------------------------------------------------------------- the actor
+
+
+class FakeRef:
+    def __init__(self, name: str, *, full: bool = False) -> None:
+        self.name = name
+        self.told: list[Any] = []
+        self.full = full
+
+    async def tell(self, msg: Any) -> None:
+        await trio.lowlevel.checkpoint()
+        self.told.append(msg)
+
+    def tell_nowait(self, msg: Any) -> None:
+        if self.full:
+            raise anyio.WouldBlock
+        self.told.append(msg)
+
+
+class FakeCtx:
+    name = "validation"
+
+    def __init__(self, *, stats_full: bool = False) -> None:
+        names = ["bars", "topic.trades", "topic.quotes", "topic.depth", "topic.user"]
+        self.refs = {n: FakeRef(n) for n in names}
+        self.refs["stats"] = FakeRef("stats", full=stats_full)
+        self.healthy = 0
+
+    def ref(self, name: str) -> FakeRef:
+        return self.refs[name]
+
+    def wall_time(self) -> float:
+        return RECV
+
+    def report_healthy(self) -> None:
+        self.healthy += 1
+
+
+class ScriptedInbox:
+    """Hands out the given batches, then reports the mailbox closed (an empty batch)."""
+
+    def __init__(self, *batches: list[Any]) -> None:
+        self.batches = list(batches)
+        self.limits: list[int] = []
+
+    async def receive_batch(self, limit: int) -> list[Any]:
+        await trio.lowlevel.checkpoint()
+        self.limits.append(limit)
+        return self.batches.pop(0) if self.batches else []
+
+
+def told(ctx: FakeCtx, name: str) -> list[Any]:
+    return ctx.refs[name].told
+
+
+@pytest.mark.trio
+async def test_run_sends_one_trades_message_per_batch_to_bars_and_topic() -> None:
+    ctx = FakeCtx()
+    inbox = ScriptedInbox(
+        [frame([trade(price=100.0), trade(price=-1)]), frame(trade(price=101.0))],
+        [frame([trade(price=102.0)], contract="B"), frame([trade(price=1.0)])],
+        [frame(quote(), target="GatewayQuote"), frame([level()], target="GatewayDepth")],
+        [raw_frame(b"[{}]", "GatewayUserAccount", hub="user")],
+    )
+    actor = ValidationActor(ValidationConfig(batch_limit=7))
+    await actor.run(inbox, ctx)
+    bars = told(ctx, "bars")
+    assert bars == told(ctx, "topic.trades")
+    assert [[(t.contract, t.price) for t in m.trades] for m in bars] == [
+        [(C, 100.0), (C, 101.0)],
+        [("B", 102.0)],
+    ]
+    assert all(isinstance(m, TradesAccepted) for m in bars)
+    assert [type(m) for m in told(ctx, "topic.quotes")] == [QuoteAccepted]
+    assert [type(m) for m in told(ctx, "topic.depth")] == [DepthAccepted]
+    assert len(told(ctx, "topic.user")) == 1
+    assert inbox.limits == [7] * 5
+    assert ctx.healthy == 1
+    (final,) = told(ctx, "stats")  # report_every=100: only the report at close
+    assert final == CountersReported(source="validation", counters=actor.counters())
+    assert final.counters["trades_accepted"] == 3
+    assert final.counters["trades_rejected.price"] == 1
+    assert final.counters["trades_rejected.spike"] == 1
+
+
+@pytest.mark.trio
+async def test_run_reports_every_n_batches_on_tick_and_stops_on_stop() -> None:
+    ctx = FakeCtx()
+    inbox = ScriptedInbox(
+        [frame([trade()])],
+        [frame([trade()])],  # second batch: report (report_every=2)
+        [Tick(now=1.0)],  # report
+        ["what is this", frame([trade()]), Stop(), frame([trade()])],  # flush, report, return
+        [frame([trade()])],  # never read
+    )
+    actor = ValidationActor(ValidationConfig(report_every=2))
+    await actor.run(inbox, ctx)
+    reports = told(ctx, "stats")
+    assert [r.counters["trades_accepted"] for r in reports] == [2, 2, 3]
+    assert reports[-1].counters["messages_ignored"] == 1
+    assert len(told(ctx, "bars")) == 3
+    assert len(inbox.batches) == 1
+
+
+@pytest.mark.trio
+async def test_a_full_stats_mailbox_never_stops_the_actor() -> None:
+    ctx = FakeCtx(stats_full=True)
+    actor = ValidationActor(ValidationConfig(report_every=1))
+    await actor.run(ScriptedInbox([frame([trade()])], [Tick(now=1.0)]), ctx)
+    assert actor.counters()["reports_dropped"] == 3  # each batch (one with the tick), close
+    assert len(told(ctx, "bars")) == 1
