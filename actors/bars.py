@@ -29,7 +29,9 @@ than validation's 60 s staleness window).
 Emission per inbox batch: one ``BarUpdated`` per touched bar (the latest state;
 ``closed=True`` marks a correction of a closed bar), ``BarClosed`` when the
 clock (``Tick.now >= end + grace``) or ``Stop`` closes a bar. Updates touched
-before a tick are emitted before that tick's closes.
+before a tick are emitted before that tick's closes. Forming bars close only by
+the clock, so the runtime must keep sending ``Tick``s (replay: virtual ones).
+A ``Request`` whose body is not ``GetBars`` is counted as unknown, unanswered.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ from protocols.messages import (
     BarClosed,
     BarUpdated,
     CountersReported,
+    Flush,
     GetBars,
     Message,
     Request,
@@ -210,6 +213,7 @@ class BarsActor:
         topic = ctx.ref("topic.bars")
         stats = ctx.ref("stats")
         latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        flushes: list[Any] = []  # reply refs of Flush barriers in the current batch
         while batch := await inbox.receive_batch(BATCH_LIMIT):
             received_at: float | None = None
             stopping = False
@@ -225,6 +229,8 @@ class BarsActor:
                     self._report(stats, latencies)
                 elif isinstance(msg, Request) and isinstance(msg.body, GetBars):
                     msg.reply.tell_nowait(self.on_get_bars(msg.body))
+                elif isinstance(msg, Request) and isinstance(msg.body, Flush):
+                    flushes.append(msg.reply)
                 elif isinstance(msg, BackfillBars):
                     self.on_backfill(msg)
                 elif isinstance(msg, Stop):
@@ -238,11 +244,19 @@ class BarsActor:
             if self._overdue and self._now_us is not None:
                 self._close_due(self._now_us)
             await self._emit(topic)
+            self._answer(flushes)
             if received_at is not None:
                 latencies.append(ctx.wall_time() - received_at)
         self.on_stop()
         await self._emit(topic)
+        self._answer(flushes)
         self._report(stats, latencies)
+
+    def _answer(self, flushes: list[Any]) -> None:
+        """Answer Flush barriers: everything before them has been told downstream."""
+        for reply in flushes:
+            reply.tell_nowait(dict(self.counters))
+        flushes.clear()
 
     async def _emit(self, topic: Ref[Any]) -> None:
         self._collect_touched()

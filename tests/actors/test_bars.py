@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import anyio
 import polars as pl
 import pytest
 import trio
@@ -22,6 +23,7 @@ from protocols.messages import (
     BarClosed,
     BarUpdated,
     CountersReported,
+    Flush,
     GetBars,
     Request,
     Stop,
@@ -30,6 +32,7 @@ from protocols.messages import (
     TradesAccepted,
 )
 from supervisors.mailbox import Mailbox, MailboxSpec
+from supervisors.ref import MailboxRef
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MNQ = "CON.F.US.MNQ.Z25"
@@ -608,3 +611,17 @@ def test_reference_start_agrees_with_the_literal_rules() -> None:
     assert reference_start("1week", us("2025-03-12T15:00")) == us("2025-03-09T22:00")
     assert reference_start("1month", us("2025-03-15T12:00")) == us("2025-02-28T23:00")
     assert date(2025, 3, 9).weekday() == 6
+
+
+@pytest.mark.trio
+async def test_flush_is_answered_after_earlier_bars_were_told() -> None:
+    box: Mailbox[object] = Mailbox("bars", MailboxSpec(16))
+    ctx = FakeContext()
+    box.send_nowait(trades(trade("2025-01-06T15:00:10+00:00", 10.0)))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(BarsActor(["1min"]).run, box, ctx)
+        counters = await MailboxRef(box).ask(Flush(), timeout=1)
+        assert counters["trades_aggregated"] == 1
+        assert [type(m).__name__ for m in ctx.out] == ["BarUpdated"]
+        box.close()
+    box.dispose()

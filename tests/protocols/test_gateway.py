@@ -220,7 +220,7 @@ def test_bar_units() -> None:
 
 def test_decoder_is_built_once_per_type() -> None:
     assert decoder(LoginResponse) is decoder(LoginResponse)
-    assert decoder(LoginResponse) is not decoder(ValidateResponse)
+    assert decoder(ValidateResponse).type is ValidateResponse
 
 
 # ------------------------------------------------------------- tolerant reads

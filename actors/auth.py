@@ -1,0 +1,436 @@
+"""The auth actor: owns the gateway JWT, keeps it fresh, hands it out.
+
+Theory of operation
+-------------------
+Two tasks of one actor share its state on one thread. The *inbox loop*
+answers messages and never waits on HTTP; the *keeper* makes every HTTP call,
+one at a time, and sleeps until the next refresh is due. State changes only
+in synchronous code between awaits, so neither task ever sees half a change
+and no lock is needed. The actor is always in one of two states:
+
+========  ==================================  ========================================  ========
+state     event                               action                                    next
+========  ==================================  ========================================  ========
+FETCHING  GetToken                            reply if the held token is unexpired and  FETCHING
+                                              not refused, else queue the asker
+FETCHING  RefreshToken                        ignore: a fresh token is already coming   FETCHING
+FETCHING  token obtained                      answer the queue, publish TokenIssued     HOLDING
+FETCHING  no token (AuthFailed/GatewayError)  answer the queue and publish              (raise)
+                                              AuthFailureReported, then raise
+HOLDING   GetToken                            reply with the held token                 HOLDING
+HOLDING   GetToken, token expired             queue the asker, wake the keeper (login)  FETCHING
+HOLDING   RefreshToken                        mark the held token refused, wake the     FETCHING
+                                              keeper (login)
+HOLDING   refresh due                         validate; on failure login once           FETCHING
+========  ==================================  ========================================  ========
+
+Invariants: at most one HTTP call is in flight (only the keeper calls), so any
+number of concurrent asks cost one login; every queued asker gets exactly one
+answer unless the actor is stopped first; no fetch starts sooner than
+``min_refresh_interval`` after the last token arrived (wakes are ignored and
+timers floored until then), so neither a skewed clock nor a hub repeating 401
+can drive a request storm. Rejected credentials raise at once and are never
+retried here: the supervisor decides.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import random
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import anyio
+import httpx
+import msgspec
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+
+from protocols.errors import AuthFailed, ConfigError, GatewayError, PxError
+from protocols.gateway import (
+    ENCODER,
+    LoginKeyRequest,
+    LoginResponse,
+    RestResponse,
+    ValidateResponse,
+    decoder,
+)
+from protocols.interfaces import ActorContext, Inbox, Ref
+from protocols.messages import (
+    AuthFailureReported,
+    GetToken,
+    RefreshToken,
+    Request,
+    Stop,
+    TokenIssued,
+)
+from protocols.secrets import Secret, jwt_expiry, redact
+
+logger = logging.getLogger("pxnode.auth")
+
+TOKENS_TOPIC = "topic.tokens"
+LOGIN_PATH = "/api/Auth/loginKey"
+VALIDATE_PATH = "/api/Auth/validate"
+
+R = TypeVar("R", bound=RestResponse)
+
+
+class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Where and how to log in. ``api_key`` is a ``Secret``, so the config prints safely.
+
+    Times are seconds. Retries cover 429 (waiting ``Retry-After``, capped at
+    ``retry_after_max``), 5xx, timeouts and transport errors, with exponential
+    backoff from ``backoff_min`` doubling to ``backoff_max``, shortened by up to
+    ``backoff_jitter`` (a fraction), ``max_attempts`` calls in all.
+    """
+
+    username: str
+    api_key: Secret
+    api_url: str = "https://api.topstepx.com"
+    refresh_before: float = 1800.0
+    min_refresh_interval: float = 10.0
+    request_timeout: float = 10.0
+    max_attempts: int = 5
+    backoff_min: float = 1.0
+    backoff_max: float = 60.0
+    backoff_jitter: float = 0.1
+    retry_after_max: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not self.username:
+            raise ConfigError("auth: username is empty")
+        if not isinstance(self.api_key, Secret) or not self.api_key.reveal():
+            raise ConfigError("auth: api_key must be a non-empty Secret")
+        if not self.api_url.startswith(("http://", "https://")):
+            raise ConfigError(f"auth: api_url must be an http(s) URL, got {self.api_url!r}")
+        for name in ("refresh_before", "min_refresh_interval", "retry_after_max"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"auth: {name} must be a finite number >= 0, got {value!r}")
+        for name in ("request_timeout", "backoff_min", "backoff_max"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"auth: {name} must be a finite number > 0, got {value!r}")
+        if self.backoff_min > self.backoff_max:
+            raise ConfigError("auth: backoff_min must not exceed backoff_max")
+        if not 0 <= self.backoff_jitter < 1:
+            raise ConfigError(f"auth: backoff_jitter must be in [0, 1), got {self.backoff_jitter}")
+        if not 1 <= self.max_attempts <= 100:
+            raise ConfigError(f"auth: max_attempts must be in 1..100, got {self.max_attempts}")
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        *,
+        username: str | None = None,
+        api_key: Secret | str | None = None,
+        **settings: Any,
+    ) -> AuthConfig:
+        """Credentials given here win; missing ones come from PROJECT_X_USERNAME / _API_KEY."""
+        env = os.environ if environ is None else environ
+        username = username or env.get("PROJECT_X_USERNAME")
+        key = api_key or env.get("PROJECT_X_API_KEY")
+        if not username:
+            raise ConfigError("auth: no username (set PROJECT_X_USERNAME)")
+        if not key:
+            raise ConfigError("auth: no API key (set PROJECT_X_API_KEY)")
+        secret = key if isinstance(key, Secret) else Secret(key)
+        return cls(username=username, api_key=secret, **settings)
+
+
+class _Transient(Exception):
+    """A failed attempt worth repeating (429, 5xx, timeout, transport error)."""
+
+    def __init__(self, what: str, *, status: int | None = None, retry_after: float | None = None):
+        super().__init__(what)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class AuthActor:
+    """Logs in, refreshes ahead of expiry, answers ``GetToken``, publishes ``TokenIssued``."""
+
+    _wake: anyio.Event  # set to cut the keeper's sleep short; a new one per held token
+
+    def __init__(
+        self,
+        config: AuthConfig,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._config = config
+        self._transport = transport
+        self._rng = rng if rng is not None else random.Random(0)
+        self._token: Secret | None = None
+        self._expires_at = 0.0  # unix seconds (the JWT's exp)
+        self._issued_at = -math.inf  # anyio time the held token arrived
+        self._fetching = True  # a run starts by logging in
+        self._refused = False  # a hub refused the held token: asks wait for the next
+        self._waiters: list[Ref[Any]] = []
+        self._failure: PxError | None = None
+
+    def __repr__(self) -> str:
+        state = "fetching" if self._fetching else "holding"
+        return f"<AuthActor {state} expires_at={self._expires_at:.0f} waiting={len(self._waiters)}>"
+
+    async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
+        tokens = ctx.ref(TOKENS_TOPIC)
+        config = self._config
+        self._wake = anyio.Event()
+        async with (
+            httpx.AsyncClient(
+                base_url=config.api_url,
+                transport=self._transport,
+                timeout=config.request_timeout,
+            ) as client,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(self._keep, client, ctx, tokens, tg.cancel_scope)
+            async for msg in inbox:
+                if isinstance(msg, Stop):
+                    break
+                self._on_message(msg, ctx)
+            tg.cancel_scope.cancel()
+        if self._failure is not None:
+            raise self._failure
+
+    # ------------------------------------------------------------ inbox loop
+
+    def _on_message(self, msg: Any, ctx: ActorContext) -> None:
+        match msg:
+            case Request(body=GetToken(), reply=reply):
+                self._on_get_token(reply, ctx)
+            case RefreshToken():
+                self._on_refresh_token()
+            case _:
+                logger.warning("ignoring unexpected message %s", type(msg).__name__)
+
+    def _on_get_token(self, reply: Ref[Any], ctx: ActorContext) -> None:
+        token = self._token
+        if token is not None and not self._refused and ctx.wall_time() < self._expires_at:
+            _answer(reply, TokenIssued(token=token, expires_at=self._expires_at))
+        elif token is not None and not self._fetching and not self._may_refetch():
+            # Fresh from the gateway yet expired by our clock: the clocks disagree,
+            # and this is still the newest token there is.
+            _answer(reply, TokenIssued(token=token, expires_at=self._expires_at))
+        else:
+            self._waiters.append(reply)
+            if not self._fetching:
+                logger.info("held token expired; logging in again")
+                self._wake_keeper()
+
+    def _on_refresh_token(self) -> None:
+        if self._fetching:
+            logger.debug("refresh requested while one is under way; coalesced")
+        elif not self._may_refetch():
+            logger.debug("refresh requested for a token only seconds old; ignored")
+        else:
+            logger.info("refresh requested; logging in again")
+            self._refused = True
+            self._wake_keeper()
+
+    def _may_refetch(self) -> bool:
+        return anyio.current_time() - self._issued_at >= self._config.min_refresh_interval
+
+    def _wake_keeper(self) -> None:
+        self._fetching = True
+        self._wake.set()
+
+    # ---------------------------------------------------------------- keeper
+
+    async def _keep(
+        self,
+        client: httpx.AsyncClient,
+        ctx: ActorContext,
+        tokens: Ref[Any],
+        scope: anyio.CancelScope,
+    ) -> None:
+        try:
+            fresh = await self._login(client)
+            ctx.report_healthy()
+            await self._hold(fresh, ctx, tokens)
+            while True:
+                forced = await self._sleep_until_due(ctx)
+                self._fetching = True
+                fresh = await (self._login(client) if forced else self._renew(client))
+                await self._hold(fresh, ctx, tokens)
+        except PxError as exc:
+            self._failure = exc
+            self._fetching = False
+            report = AuthFailureReported(reason=str(exc))
+            logger.error("no token: %s", exc)
+            waiters, self._waiters = self._waiters, []
+            for reply in waiters:
+                _answer(reply, report)
+            _answer(tokens, report)
+            scope.cancel()
+
+    async def _hold(self, fresh: tuple[Secret, float], ctx: ActorContext, tokens: Ref[Any]) -> None:
+        self._token, self._expires_at = fresh
+        self._issued_at = anyio.current_time()
+        self._fetching = self._refused = False
+        self._wake = anyio.Event()
+        issued = TokenIssued(token=self._token, expires_at=self._expires_at)
+        waiters, self._waiters = self._waiters, []
+        for reply in waiters:
+            _answer(reply, issued)
+        logger.info("token issued; expires in %.0f s", self._expires_at - ctx.wall_time())
+        # A token must reach every subscriber: wait for room rather than drop it.
+        await tokens.tell(issued)
+
+    async def _sleep_until_due(self, ctx: ActorContext) -> bool:
+        """Sleep until the refresh is due (False) or someone wakes us (True)."""
+        lifetime = self._expires_at - ctx.wall_time()
+        config = self._config
+        # Refresh ``refresh_before`` ahead; a short-lived token at half its life;
+        # never sooner than ``min_refresh_interval`` (a token born expired).
+        delay = max(lifetime - config.refresh_before, lifetime / 2, config.min_refresh_interval)
+        logger.debug("next refresh in %.0f s", delay)
+        with anyio.move_on_after(delay):
+            await self._wake.wait()
+            return True
+        return False
+
+    async def _login(self, client: httpx.AsyncClient) -> tuple[Secret, float]:
+        config = self._config
+        body = ENCODER.encode(
+            LoginKeyRequest(user_name=config.username, api_key=config.api_key.reveal())
+        )
+        answer = await self._call(client, LOGIN_PATH, body, LoginResponse)
+        return _read_token(answer.token, LOGIN_PATH)
+
+    async def _renew(self, client: httpx.AsyncClient) -> tuple[Secret, float]:
+        try:
+            answer = await self._call(
+                client, VALIDATE_PATH, b"{}", ValidateResponse, bearer=self._token
+            )
+            return _read_token(answer.new_token, VALIDATE_PATH)
+        except PxError as exc:
+            logger.warning("token refresh failed (%s); logging in again", exc)
+            return await self._login(client)
+
+    # ----------------------------------------------------------------- HTTP
+
+    async def _call(
+        self,
+        client: httpx.AsyncClient,
+        path: str,
+        body: bytes,
+        kind: type[R],
+        *,
+        bearer: Secret | None = None,
+    ) -> R:
+        """One logical call: POST with retries, judged into an answer or a PxError."""
+        headers = {"content-type": "application/json", "accept": "application/json"}
+        if bearer is not None:
+            headers["authorization"] = f"Bearer {bearer.reveal()}"
+        retrying = AsyncRetrying(
+            sleep=anyio.sleep,
+            stop=stop_after_attempt(self._config.max_attempts),
+            wait=self._backoff,
+            retry=retry_if_exception_type(_Transient),
+            before_sleep=self._log_retry,
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    answer = await self._attempt(client, path, body, headers, kind)
+        except _Transient as exc:
+            raise GatewayError(
+                f"gave up after {self._config.max_attempts} attempts: {exc}", status=exc.status
+            ) from None
+        return answer
+
+    async def _attempt(
+        self,
+        client: httpx.AsyncClient,
+        path: str,
+        body: bytes,
+        headers: dict[str, str],
+        kind: type[R],
+    ) -> R:
+        config = self._config
+        try:
+            with anyio.fail_after(config.request_timeout):
+                response = await client.post(path, content=body, headers=headers)
+        except TimeoutError:
+            raise _Transient(
+                f"POST {path}: no answer within {config.request_timeout:g} s"
+            ) from None
+        except httpx.TransportError as exc:
+            raise _Transient(self._redact(f"POST {path}: {type(exc).__name__}: {exc}")) from None
+        except httpx.RequestError as exc:  # an undecodable body, say: repeating won't help
+            raise GatewayError(self._redact(f"POST {path}: {type(exc).__name__}: {exc}")) from None
+        status = response.status_code
+        if status == 429:
+            retry_after = self._retry_after(response)
+            raise _Transient(f"POST {path}: HTTP 429", status=status, retry_after=retry_after)
+        if status >= 500:
+            raise _Transient(f"POST {path}: HTTP {status}", status=status)
+        if status in (401, 403):
+            raise AuthFailed(f"POST {path} refused: HTTP {status}")
+        if status != 200:
+            raise GatewayError(f"POST {path} failed: HTTP {status}", status=status)
+        try:
+            answer = decoder(kind).decode(response.content)
+        except msgspec.DecodeError:
+            raise GatewayError(f"POST {path}: malformed answer", status=status) from None
+        if not answer.success:
+            detail = self._redact(answer.error_message or "")
+            raise AuthFailed(
+                f"POST {path} rejected: errorCode {answer.error_code}"
+                + (f" ({detail})" if detail else "")
+            )
+        return answer
+
+    def _retry_after(self, response: httpx.Response) -> float | None:
+        """``Retry-After`` in seconds, capped; None (use backoff) if absent or unusable."""
+        try:
+            seconds = float(response.headers.get("retry-after", "nan"))
+        except ValueError:  # an HTTP-date or garbage
+            return None
+        if not (math.isfinite(seconds) and seconds >= 0):
+            return None
+        return min(seconds, self._config.retry_after_max)
+
+    def _backoff(self, state: RetryCallState) -> float:
+        config = self._config
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, _Transient) and exc.retry_after is not None:
+            return exc.retry_after
+        base = config.backoff_min * 2.0 ** min(state.attempt_number - 1, 64)
+        return min(base, config.backoff_max) * (1 - config.backoff_jitter * self._rng.random())
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome is not None else None
+        delay = state.next_action.sleep if state.next_action is not None else 0.0
+        logger.warning(
+            "attempt %d of %d failed (%s); retrying in %.1f s",
+            state.attempt_number,
+            self._config.max_attempts,
+            exc,
+            delay,
+        )
+
+    def _redact(self, text: str) -> str:
+        held = (self._token,) if self._token is not None else ()
+        return redact(text, self._config.api_key, *held)
+
+
+def _read_token(raw: str | None, path: str) -> tuple[Secret, float]:
+    if not raw:
+        raise GatewayError(f"POST {path} succeeded without a token")
+    return Secret(raw), jwt_expiry(raw)
+
+
+def _answer(ref: Ref[Any], msg: Any) -> None:
+    """Tell without waiting; an asker that gave up (or a full mailbox) is not our failure."""
+    with contextlib.suppress(
+        anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError, PxError
+    ):
+        ref.tell_nowait(msg)
