@@ -47,17 +47,18 @@ Out: accepted trades of a batch go as one ``TradesAccepted`` to ``bars`` and
 one ``QuoteAccepted`` each to ``topic.quotes``; depth one ``DepthAccepted`` per
 frame to ``topic.depth``; user-hub frames unchanged to ``topic.user``.
 Cumulative counters go to ``stats`` every ``report_every`` batches, on Tick,
-on Stop and when the inbox closes.
+on Stop and when the inbox closes; an asked ``Flush`` is answered with them
+once everything queued before it has been told downstream (a barrier).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta, tzinfo
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import msgspec
@@ -69,38 +70,34 @@ from protocols.messages import (
     CountersReported,
     DepthAccepted,
     DepthLevel,
+    Flush,
     HubMessageReceived,
     QuoteAccepted,
+    Request,
     Stop,
     Tick,
     Trade,
     TradesAccepted,
 )
 
+T = TypeVar("T")
+
 I64_MAX = 2**63 - 1
 _INF = math.inf
 _NAN = math.nan
-_DIGITS = "0123456789"
-_SCALE = (0, 100_000, 10_000, 1_000, 100, 10, 1)  # fraction digits -> µs multiplier
 _EPOCH = datetime(1970, 1, 1)
+_fromisoformat = datetime.fromisoformat
 _ONE_US = timedelta(microseconds=1)
 _USER_TARGETS = frozenset(
     {"GatewayUserAccount", "GatewayUserOrder", "GatewayUserPosition", "GatewayUserTrade"}
 )
 _USER_ARGS = msgspec.json.Decoder(list[msgspec.Raw])
 
-TRADE_REASONS = ("price", "volume", "timestamp", "future", "too_old", "stale", "spike", "malformed")
-QUOTE_REASONS = (
-    "price",
-    "volume",
-    "crossed",
-    "timestamp",
-    "future",
-    "too_old",
-    "stale",
-    "malformed",
-)
-DEPTH_REASONS = ("price", "volume", "type", "timestamp", "future", "too_old", "stale", "malformed")
+# Rule order per kind (the first failing rule names the reason); "malformed" is a non-object item.
+_TIME_RULES = ("timestamp", "future", "too_old", "stale")
+TRADE_REASONS = ("price", "volume", *_TIME_RULES, "spike", "malformed")
+QUOTE_REASONS = ("price", "volume", "crossed", *_TIME_RULES, "malformed")
+DEPTH_REASONS = ("price", "volume", "type", *_TIME_RULES, "malformed")
 
 
 class ValidationConfig(msgspec.Struct, frozen=True):
@@ -134,67 +131,56 @@ class ValidationConfig(msgspec.Struct, frozen=True):
 class TimestampParser:
     """ISO 8601 text -> integer microseconds since the epoch, exact and fast.
 
-    The gateway's form is ``YYYY-MM-DDTHH:MM:SS[.fffffff][Z|±HH:MM]`` and the
-    first 19 characters repeat for every tick of a second, so their value is
-    cached; the fraction is truncated to µs (.NET writes 7 digits) and the offset
-    is looked up. Only strings that ``datetime.fromisoformat`` already accepted
-    teach the caches, and anything not in them takes that slow path, so the fast
-    path never accepts what the slow one refuses. No offset means UTC.
+    ``datetime.fromisoformat`` (C, every ISO 8601 form since 3.11) validates the
+    whole string and truncates a 7-digit .NET fraction to µs; what is slow is
+    turning its result into an integer. But the first 19 characters
+    (``YYYY-MM-DDTHH:MM:SS``) repeat for every tick of a second, so their value
+    is cached, and a known offset is a dict hit: one call, one slice, two
+    lookups per timestamp. No offset means UTC.
     """
 
     __slots__ = ("_heads", "_offsets")
     _MAX_HEADS = 4096
+    _MAX_OFFSETS = 64
 
     def __init__(self) -> None:
         self._heads: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> µs, read as UTC
-        self._offsets: dict[str, int] = {"": 0, "Z": 0}  # offset suffix -> µs east of UTC
+        self._offsets: dict[tzinfo, int] = {}  # fromisoformat's tzinfo -> µs east of UTC
 
     def parse(self, text: str) -> int | None:
-        head = self._heads.get(text[:19])
-        if head is not None:
-            if text[19:20] == ".":
-                zone = text[20:].lstrip(_DIGITS)  # the fraction: ASCII digits only
-                offset = self._offsets.get(zone)
-                if offset is not None:
-                    digits = len(text) - len(zone) - 20
-                    if digits >= 6:
-                        return head + int(text[20:26]) - offset
-                    if digits:
-                        return head + int(text[20 : 20 + digits]) * _SCALE[digits] - offset
-            else:
-                offset = self._offsets.get(text[19:])
-                if offset is not None:
-                    return head - offset
-        return self._parse_slow(text)
-
-    def _parse_slow(self, text: str) -> int | None:
         try:
-            moment = datetime.fromisoformat(text)
+            moment = _fromisoformat(text)
         except (ValueError, TypeError):
             return None
-        delta = moment.utcoffset() or timedelta(0)
-        naive = moment.replace(tzinfo=None)
-        offset = delta // _ONE_US
-        micros = (naive - _EPOCH) // _ONE_US - offset
-        self._learn(text, naive, offset)
-        return micros
+        head = self._heads.get(text[:19])
+        if head is not None:
+            zone = moment.tzinfo
+            if zone is UTC or zone is None:
+                return head + moment.microsecond
+            offset = self._offsets.get(zone)
+            if offset is not None:
+                return head + moment.microsecond - offset
+        return self._convert(text, moment)
 
-    def _learn(self, text: str, naive: datetime, offset: int) -> None:
-        head = text[:19]
-        if not (
-            head.isascii()
-            and head[4] == head[7] == "-"
-            and head[10] == "T"
-            and head[13] == head[16] == ":"
+    def _convert(self, text: str, moment: datetime) -> int:
+        """The exact conversion; it teaches the caches what ``parse`` may look up."""
+        zone, delta = moment.tzinfo, moment.utcoffset()
+        offset = 0 if delta is None else delta // _ONE_US
+        head = (moment.replace(tzinfo=None, microsecond=0) - _EPOCH) // _ONE_US
+        # Only an extended-format prefix fixes the date and time to the second by itself.
+        key = text[:19]
+        if (
+            key.isascii()
+            and key[4] == key[7] == "-"
+            and key[10] == "T"
+            and key[13] == key[16] == ":"
         ):
-            return
-        rest = text[19:]
-        zone = rest[1:].lstrip(_DIGITS) if rest[:1] == "." else rest
-        if zone == "Z" or (len(zone) == 6 and zone[0] in "+-" and zone[3] == ":"):
+            if len(self._heads) >= self._MAX_HEADS:
+                self._heads.clear()
+            self._heads[key] = head
+        if zone is not None and zone is not UTC and len(self._offsets) < self._MAX_OFFSETS:
             self._offsets[zone] = offset
-        if len(self._heads) >= self._MAX_HEADS:
-            self._heads.clear()
-        self._heads[head] = (naive.replace(microsecond=0) - _EPOCH) // _ONE_US
+        return head + moment.microsecond - offset
 
 
 def _spike_exceeds(price: float, last: float, limit: float) -> bool:
@@ -239,13 +225,25 @@ def _text(value: Any) -> str:
     return value if type(value) is str else ""
 
 
-def _frame(raw: Any) -> tuple[str, list[Any]] | None:
-    """``[contract, payload]`` as plain JSON, payload as a list of items; None if malformed."""
+def _fallback(
+    raw: Any, counts: dict[str, int], kind: str, sanitise: Callable[[dict[str, Any]], T]
+) -> tuple[str, list[T]] | None:
+    """The slow path: ``[contract, payload]`` as plain JSON, each object item sanitised.
+
+    Items that are not objects are counted as ``<kind>_rejected.malformed``; a
+    frame of the wrong shape gives None (the caller counts it).
+    """
     args = _loads(raw)
     if type(args) is not list or len(args) != 2 or type(args[0]) is not str or not args[0]:
         return None
     payload = args[1]
-    return args[0], payload if type(payload) is list else [payload]
+    items: list[T] = []
+    for item in payload if type(payload) is list else [payload]:
+        if type(item) is dict:
+            items.append(sanitise(item))
+        else:
+            counts[f"{kind}_rejected.malformed"] += 1
+    return args[0], items
 
 
 # ----------------------------------------------------------------------- actor
@@ -256,12 +254,15 @@ class ValidationActor:
 
     def __init__(self, config: ValidationConfig | None = None) -> None:
         self.config = config = config or ValidationConfig()
-        self._max_future = round(config.max_future * 1_000_000)
-        self._max_age = round(config.max_age * 1_000_000)
-        self._stale = round(config.stale_after * 1_000_000)
-        # Floats settle everything outside this band; inside it _spike_exceeds decides exactly.
-        self._spike_low = config.max_spike * (1 - 1e-9)
-        self._spike_high = config.max_spike * (1 + 1e-9)
+        # (max_future µs, max_age µs, stale_after µs, spike band low, high): floats settle a
+        # spike outside the band, _spike_exceeds decides inside it, exactly.
+        self._limits = (
+            round(config.max_future * 1_000_000),
+            round(config.max_age * 1_000_000),
+            round(config.stale_after * 1_000_000),
+            config.max_spike * (1 - 1e-9),
+            config.max_spike * (1 + 1e-9),
+        )
         self._timestamps = TimestampParser()
         self._trade_state: dict[str, list[Any]] = {}  # contract -> [newest ts, last price]
         self._quote_newest: dict[str, int] = {}
@@ -296,6 +297,7 @@ class ValidationActor:
         user_topic, stats = ctx.ref("topic.user"), ctx.ref("stats")
         limit, report_every = self.config.batch_limit, self.config.report_every
         batches = 0
+        flushes: list[Any] = []  # reply refs of Flush barriers, answered once the batch is out
         while batch := await inbox.receive_batch(limit):
             trades: list[Trade] = []
             quotes: list[QuoteAccepted] = []
@@ -307,6 +309,8 @@ class ValidationActor:
                     self.on_hub_message(msg, trades, quotes, depth, user)
                 elif isinstance(msg, Tick):
                     report = True
+                elif isinstance(msg, Request) and isinstance(msg.body, Flush):
+                    flushes.append(msg.reply)
                 elif isinstance(msg, Stop):
                     stop = True
                     break
@@ -322,6 +326,9 @@ class ValidationActor:
                 await depth_topic.tell(levels)
             for frame in user:
                 await user_topic.tell(frame)
+            for reply in flushes:
+                reply.tell_nowait(self.counters())
+            flushes.clear()
             if batches == 0:
                 ctx.report_healthy()
             batches += 1
@@ -356,7 +363,8 @@ class ValidationActor:
         except (TypeError, ValueError, OverflowError):
             counts["frames_malformed"] += 1
             return
-        target, hub = msg.target, str(msg.hub)  # str: a Struct built in code is not validated
+        hub: str = msg.hub  # a str, not the Literal: a Struct built in code is not validated
+        target = msg.target
         if hub == "market":
             if target == "GatewayTrade":
                 self.on_trade_frame(msg, received_us, trades)
@@ -385,48 +393,24 @@ class ValidationActor:
     # ---------------------------------------------------------------- trades
 
     def on_trade_frame(self, msg: HubMessageReceived, received_us: int, out: list[Trade]) -> None:
+        # The hot loop: everything it touches is a local; one dict write per rejection.
+        counts = self._counts
         items: Sequence[TradeItem]
         try:
             contract, payload = TRADE_ARGS.decode(msg.arguments)
             items = payload if type(payload) is list else [payload]  # type: ignore[list-item]
         except (msgspec.DecodeError, TypeError):
-            frame = _frame(msg.arguments)
+            frame = _fallback(msg.arguments, counts, "trades", _sanitised_trade)
             if frame is None:
-                self._counts["frames_malformed"] += 1
+                counts["frames_malformed"] += 1
                 return
-            contract, raw_items = frame
-            items = []
-            for item in raw_items:
-                if type(item) is dict:
-                    items.append(
-                        TradeItem(
-                            symbol_id="",
-                            price=_price(item.get("price")),
-                            timestamp=_text(item.get("timestamp")),
-                            type=_count(item.get("type")),
-                            volume=_count(item.get("volume")),
-                        )
-                    )
-                else:
-                    self._counts["trades_rejected.malformed"] += 1
+            contract, items = frame
         if not contract:
-            self._counts["frames_malformed"] += 1
+            counts["frames_malformed"] += 1
             return
-        self._judge_trades(contract, items, msg.received_at, received_us, out)
-
-    def _judge_trades(
-        self,
-        contract: str,
-        items: Sequence[TradeItem],
-        received_at: float,
-        received_us: int,
-        out: list[Trade],
-    ) -> None:
-        # The hot loop: everything it touches is a local; one dict write per rejection.
-        counts = self._counts
-        parse = self._timestamps.parse
-        latest, earliest = received_us + self._max_future, received_us - self._max_age
-        stale, spike_low, spike_high = self._stale, self._spike_low, self._spike_high
+        parse, received_at = self._timestamps.parse, msg.received_at
+        max_future, max_age, stale, spike_low, spike_high = self._limits
+        latest, earliest = received_us + max_future, received_us - max_age
         state = self._trade_state.get(contract)  # [newest accepted ts, last accepted price]
         append = out.append
         accepted = 0
@@ -474,17 +458,11 @@ class ValidationActor:
             contract, quote = QUOTE_ARGS.decode(msg.arguments)
             items = [quote]
         except (msgspec.DecodeError, TypeError):
-            frame = _frame(msg.arguments)
+            frame = _fallback(msg.arguments, counts, "quotes", _sanitised_quote)
             if frame is None:
                 counts["frames_malformed"] += 1
                 return
-            contract, raw_items = frame
-            items = []
-            for raw in raw_items:
-                if type(raw) is dict:
-                    items.append(_sanitised_quote(raw))
-                else:
-                    counts["quotes_rejected.malformed"] += 1
+            contract, items = frame
         if not contract:
             counts["frames_malformed"] += 1
             return
@@ -505,7 +483,17 @@ class ValidationActor:
                 continue
             newest[contract] = max(stamp, newest.get(contract, stamp))
             counts["quotes_accepted"] += 1
-            out.append(QuoteAccepted(contract, stamp, msg.received_at, last, bid, ask, volume))
+            out.append(
+                QuoteAccepted(
+                    contract=contract,
+                    ts=stamp,
+                    received_at=msg.received_at,
+                    last=last,
+                    bid=bid,
+                    ask=ask,
+                    volume=volume,
+                )
+            )
 
     # ----------------------------------------------------------------- depth
 
@@ -518,17 +506,11 @@ class ValidationActor:
             contract, payload = DEPTH_ARGS.decode(msg.arguments)
             items = payload if type(payload) is list else [payload]  # type: ignore[list-item]
         except (msgspec.DecodeError, TypeError):
-            frame = _frame(msg.arguments)
+            frame = _fallback(msg.arguments, counts, "depth", _sanitised_depth)
             if frame is None:
                 counts["frames_malformed"] += 1
                 return
-            contract, raw_items = frame
-            items = []
-            for raw in raw_items:
-                if type(raw) is dict:
-                    items.append(_sanitised_depth(raw))
-                else:
-                    counts["depth_rejected.malformed"] += 1
+            contract, items = frame
         if not contract:
             counts["frames_malformed"] += 1
             return
@@ -561,16 +543,27 @@ class ValidationActor:
         self, kind: str, text: str | None, received_us: int, newest: int | None
     ) -> int | str:
         """The time rules for quotes and depth: the item's ts, or the failing rule's counter key."""
+        max_future, max_age, stale = self._limits[:3]
         ts = None if text is None else self._timestamps.parse(text)
         if ts is None:
             return f"{kind}_rejected.timestamp"
-        if ts > received_us + self._max_future:
+        if ts > received_us + max_future:
             return f"{kind}_rejected.future"
-        if ts < received_us - self._max_age:
+        if ts < received_us - max_age:
             return f"{kind}_rejected.too_old"
-        if newest is not None and ts < newest - self._stale:
+        if newest is not None and ts < newest - stale:
             return f"{kind}_rejected.stale"
         return ts
+
+
+def _sanitised_trade(raw: dict[str, Any]) -> TradeItem:
+    return TradeItem(
+        symbol_id="",
+        price=_price(raw.get("price")),
+        timestamp=_text(raw.get("timestamp")),
+        type=_count(raw.get("type")),
+        volume=_count(raw.get("volume")),
+    )
 
 
 def _sanitised_quote(raw: dict[str, Any]) -> QuoteItem:

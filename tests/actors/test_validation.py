@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
-import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -19,13 +19,18 @@ from protocols.messages import (
     CountersReported,
     DepthAccepted,
     DepthLevel,
+    Flush,
+    GetStats,
     HubMessageReceived,
     QuoteAccepted,
+    Request,
     Stop,
     Tick,
     Trade,
     TradesAccepted,
 )
+from supervisors.mailbox import Mailbox, MailboxSpec
+from supervisors.ref import MailboxRef
 
 C = "CON.F.US.MNQ.H25"
 RECV = 1737469800.0  # 2025-01-21T14:30:00Z
@@ -645,6 +650,11 @@ def test_user_unknown_target() -> None:
 # ----------------------------------------------------------------- the actor
 
 
+@pytest.fixture(params=["trio", "asyncio"])
+def anyio_backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 class FakeRef:
     def __init__(self, name: str, *, full: bool = False) -> None:
         self.name = name
@@ -652,7 +662,7 @@ class FakeRef:
         self.full = full
 
     async def tell(self, msg: Any) -> None:
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
         self.told.append(msg)
 
     def tell_nowait(self, msg: Any) -> None:
@@ -688,7 +698,7 @@ class ScriptedInbox:
         self.limits: list[int] = []
 
     async def receive_batch(self, limit: int) -> list[Any]:
-        await trio.lowlevel.checkpoint()
+        await anyio.lowlevel.checkpoint()
         self.limits.append(limit)
         return self.batches.pop(0) if self.batches else []
 
@@ -697,7 +707,7 @@ def told(ctx: FakeCtx, name: str) -> list[Any]:
     return ctx.refs[name].told
 
 
-@pytest.mark.trio
+@pytest.mark.anyio
 async def test_run_sends_one_trades_message_per_batch_to_bars_and_topic() -> None:
     ctx = FakeCtx()
     inbox = ScriptedInbox(
@@ -727,7 +737,7 @@ async def test_run_sends_one_trades_message_per_batch_to_bars_and_topic() -> Non
     assert final.counters["trades_rejected.spike"] == 1
 
 
-@pytest.mark.trio
+@pytest.mark.anyio
 async def test_run_reports_every_n_batches_on_tick_and_stops_on_stop() -> None:
     ctx = FakeCtx()
     inbox = ScriptedInbox(
@@ -746,10 +756,76 @@ async def test_run_reports_every_n_batches_on_tick_and_stops_on_stop() -> None:
     assert len(inbox.batches) == 1
 
 
-@pytest.mark.trio
+@pytest.mark.anyio
 async def test_a_full_stats_mailbox_never_stops_the_actor() -> None:
     ctx = FakeCtx(stats_full=True)
     actor = ValidationActor(ValidationConfig(report_every=1))
     await actor.run(ScriptedInbox([frame([trade()])], [Tick(now=1.0)]), ctx)
     assert actor.counters()["reports_dropped"] == 3  # each batch (one with the tick), close
     assert len(told(ctx, "bars")) == 1
+
+
+@pytest.mark.anyio
+async def test_a_slow_bars_actor_gets_backpressure_and_loses_nothing() -> None:
+    ctx = FakeCtx()
+    bars: Mailbox[TradesAccepted] = Mailbox("bars", MailboxSpec(capacity=1))
+    ctx.refs["bars"] = MailboxRef(bars)  # type: ignore[assignment]
+    inbox = ScriptedInbox(*([frame([trade(price=100.0 + i)])] for i in range(5)))
+    received: list[float] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ValidationActor().run, inbox, ctx)
+            while len(received) < 5:
+                await anyio.lowlevel.checkpoint()  # the actor runs ahead until bars is full
+                received.extend(t.price for t in (await bars.receive()).trades)
+    finally:
+        bars.dispose()
+    assert received == [100.0, 101.0, 102.0, 103.0, 104.0]
+    assert bars.statistics().dropped == 0
+
+
+def test_counters_name_every_reason_from_the_start() -> None:
+    counters = ValidationActor().counters()
+    assert set(counters.values()) == {0}
+    for kind, reasons_ in [
+        ("trades", ["price", "volume", "timestamp", "future", "too_old", "stale", "spike"]),
+        ("quotes", ["price", "volume", "crossed", "timestamp", "future", "too_old", "stale"]),
+        ("depth", ["price", "volume", "type", "timestamp", "future", "too_old", "stale"]),
+    ]:
+        assert f"{kind}_accepted" in counters
+        for reason in [*reasons_, "malformed"]:
+            assert f"{kind}_rejected.{reason}" in counters
+    assert {"frames_received", "frames_malformed", "frames_unknown_target"} <= counters.keys()
+
+
+@pytest.mark.anyio
+async def test_flush_is_a_barrier_answered_with_the_counters() -> None:
+    ctx = FakeCtx()
+    inbox: Mailbox[Any] = Mailbox("validation", MailboxSpec(capacity=16))
+    ref = MailboxRef(inbox)
+    actor = ValidationActor()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(actor.run, inbox, ctx)
+            await ref.tell(frame([trade(), trade(price=-1)]))
+            counters = await ref.ask(Flush(), timeout=5.0)
+            assert len(told(ctx, "bars")) == 1  # told downstream before the answer
+            inbox.close()
+    finally:
+        inbox.dispose()
+    assert counters["trades_accepted"] == 1
+    assert counters["trades_rejected.price"] == 1
+
+
+@pytest.mark.anyio
+async def test_flush_in_a_batch_is_answered_after_the_batch_other_requests_are_ignored() -> None:
+    ctx = FakeCtx()
+    reply = FakeRef("reply")
+    inbox = ScriptedInbox(
+        [Request(body=Flush(), reply=reply), frame([trade()]), Request(GetStats(), FakeRef("x"))]
+    )
+    actor = ValidationActor()
+    await actor.run(inbox, ctx)
+    (answer,) = reply.told
+    assert answer["trades_accepted"] == 1
+    assert answer["messages_ignored"] == 1
