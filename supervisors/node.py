@@ -43,17 +43,27 @@ TOPICS = (
     "topic.user",
     "topic.bars",
     "topic.tokens",
+    "topic.raw",
 )
 """Broadcast points of a node; applications subscribe with their own mailbox policy."""
 
 
 @dataclass(frozen=True, slots=True)
 class NodeChild:
+    """One row of the node table.
+
+    ``make(config, registry)`` runs once per node and returns the factory of
+    the actor's incarnations, so state that must survive restarts (a hub's
+    subscription book) is created once, explicitly, and handed to each new
+    incarnation. ``attach`` lists topics the actor's own mailbox subscribes to.
+    """
+
     name: str
-    build: Callable[[NodeConfig, Registry], Any]
+    make: Callable[[NodeConfig, Registry], Callable[[], Any]]
     mailbox: Callable[[NodeConfig], MailboxSpec]
     restart: RestartType = RestartType.PERMANENT
     shutdown: float = 5.0
+    attach: tuple[str, ...] = ()
     enabled: Callable[[NodeConfig], bool] = lambda config: True
 
 
@@ -61,25 +71,32 @@ def _data_path(config: NodeConfig) -> MailboxSpec:
     return MailboxSpec(config.mailbox_capacity, OverflowPolicy.BLOCK)
 
 
+def _conflating(capacity: int) -> Callable[[NodeConfig], MailboxSpec]:
+    return lambda _: MailboxSpec(capacity, OverflowPolicy.DROP_OLDEST)
+
+
 NODE_CHILDREN: tuple[NodeChild, ...] = (
     # Reports are cumulative, so conflating them loses nothing.
     NodeChild(
         "stats",
-        lambda config, _: StatsActor(config.stats),
-        lambda _: MailboxSpec(1024, OverflowPolicy.DROP_OLDEST),
+        lambda config, _: lambda: StatsActor(config.stats),
+        _conflating(1024),
+        attach=("topic.events",),
     ),
     NodeChild(
         "bars",
-        lambda config, _: BarsActor(
-            config.bars.timeframes, config.bars.ring_size, config.bars.grace
+        lambda config, _: (
+            lambda: BarsActor(config.bars.timeframes, config.bars.ring_size, config.bars.grace)
         ),
         _data_path,
     ),
-    NodeChild("validation", lambda config, _: ValidationActor(config.validation), _data_path),
+    NodeChild(
+        "validation", lambda config, _: lambda: ValidationActor(config.validation), _data_path
+    ),
     NodeChild(
         "clock",
-        lambda config, registry: ClockActor(
-            registry, config.tick_interval, ("bars", "validation", "stats")
+        lambda config, registry: (
+            lambda: ClockActor(registry, config.tick_interval, ("bars", "validation", "stats"))
         ),
         lambda _: MailboxSpec(1),
         enabled=lambda config: config.tick_interval > 0,
@@ -124,7 +141,7 @@ class Node:
 
 def _factory(row: NodeChild, config: NodeConfig, registry: Registry, override: Any) -> Any:
     if override is None:
-        return lambda: row.build(config, registry)
+        return row.make(config, registry)
     if hasattr(override, "run") and not isinstance(override, type):
         return lambda: override
     if callable(override):
@@ -163,8 +180,9 @@ async def open_node(
     supervisor = Supervisor(
         "node", specs, registry=registry, rng=random.Random(config.seed), intensity=10, period=60
     )
-    if "stats" in registry:
-        registry.topic("topic.events").attach(registry.mailbox("stats"))
+    for row in rows:
+        for topic in row.attach:
+            registry.topic(topic).attach(registry.mailbox(row.name))
     root: Mailbox[Any] = Mailbox("node", MailboxSpec(1))
     try:
         async with anyio.create_task_group() as tg:

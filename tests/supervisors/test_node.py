@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from protocols.errors import ConfigError, Escalation
 from protocols.interfaces import ActorContext, Inbox
-from protocols.messages import CountersReported, GetStats, Request
-from supervisors.config import NodeConfig
+from protocols.messages import (
+    BarClosed,
+    CountersReported,
+    Flush,
+    GetStats,
+    HubMessageReceived,
+    Request,
+    Tick,
+)
+from supervisors.config import BarsConfig, NodeConfig
 from supervisors.mailbox import MailboxSpec, OverflowPolicy
 from supervisors.node import NODE_CHILDREN, open_node
 
@@ -108,3 +118,44 @@ async def test_escalation_leaves_the_block(autojump_clock: object) -> None:
     with pytest.raises(Escalation, match="more than 10 restarts"):
         async with open_node(overrides={"stats": Crash}):
             await anyio.sleep_forever()
+
+
+def _trade_frame(contract: str, *items: tuple[str, float, int]) -> msgspec.Raw:
+    payload = [
+        {"symbolId": "F.US.MNQ", "price": p, "timestamp": ts, "type": 0, "volume": v}
+        for ts, p, v in items
+    ]
+    return msgspec.Raw(msgspec.json.encode([contract, payload]))
+
+
+@pytest.mark.anyio
+async def test_data_path_turns_hub_trades_into_bars_on_both_backends() -> None:
+    mnq = "CON.F.US.MNQ.Z25"
+    received = datetime(2025, 1, 6, 15, 1, 30, tzinfo=UTC).timestamp()
+    config = NodeConfig(tick_interval=0, bars=BarsConfig(timeframes=["1min"]))
+    async with open_node(config) as node:
+        with node.topic("topic.bars").subscribe(
+            "test", MailboxSpec(100, OverflowPolicy.BLOCK)
+        ) as bars:
+            frame = _trade_frame(
+                mnq,
+                ("2025-01-06T15:00:10+00:00", 100.0, 1),
+                ("2025-01-06T15:00:50+00:00", 101.0, 2),
+                ("2025-01-06T15:00:20+00:00", -5.0, 1),  # rejected: price
+                ("2025-01-06T15:01:05+00:00", 99.0, 3),
+            )
+            await node.ref("validation").tell(
+                HubMessageReceived("market", "GatewayTrade", frame, received)
+            )
+            counters = await node.ref("validation").ask(Flush(), timeout=5)
+            assert counters["trades_accepted"] == 3
+            assert counters["trades_rejected.price"] == 1
+            await node.ref("bars").tell(Tick(now=received + 60))
+            await node.ref("bars").ask(Flush(), timeout=5)
+            closed = [m.bar for m in bars.drain(100) if isinstance(m, BarClosed)]
+            frame_df = await node.bars(mnq, "1min", 10)
+    assert [(b.start, b.open, b.high, b.low, b.close, b.volume, b.trades) for b in closed] == [
+        (1736175600000000, 100.0, 101.0, 100.0, 101.0, 3, 2),
+        (1736175660000000, 99.0, 99.0, 99.0, 99.0, 3, 1),
+    ]
+    assert frame_df["close"].to_list() == [101.0, 99.0]
