@@ -1,0 +1,104 @@
+"""The ``pxnode`` command line through its real entry point."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from supervisors.cli import app
+
+runner = CliRunner()
+
+TRADES = [
+    ("2025-01-06T15:00:10+00:00", 100.0, 1),
+    ("2025-01-06T15:00:50+00:00", 101.0, 2),
+    ("2025-01-06T15:01:05+00:00", 99.0, 3),
+]
+
+
+def write_tape(path: Path) -> None:
+    items = [
+        {"symbolId": "F.US.MNQ", "price": p, "timestamp": ts, "type": 0, "volume": v}
+        for ts, p, v in TRADES
+    ]
+    lines = [
+        {"t": 1736175670.0, "hub": "market", "target": "GatewayTrade",
+         "arguments": ["CON.F.US.MNQ.Z25", items]},
+        "this line is not json",
+    ]  # fmt: skip
+    path.write_text("\n".join(json.dumps(x) if isinstance(x, dict) else x for x in lines) + "\n")
+
+
+def test_help_lists_the_commands() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("replay", "gateway"):
+        assert command in result.output
+
+
+def test_replay_writes_bars_and_json_stats(tmp_path: Path) -> None:
+    tape = tmp_path / "t.tape"
+    write_tape(tape)
+    out = tmp_path / "bars.csv"
+    result = runner.invoke(
+        app, ["replay", str(tape), "--timeframes", "1min", "--out", str(out), "--json-stats"]
+    )
+    assert result.exit_code == 0, result.output
+    stats = msgspec.json.decode(result.stdout.strip().splitlines()[-1])
+    assert stats["lines"] == 2 and stats["malformed"] == 1 and stats["trades_accepted"] == 3
+    frame = pl.read_csv(out)
+    assert frame["close"].to_list() == [101.0, 99.0]
+    assert frame["volume"].to_list() == [3, 3]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["replay", "/no/such/tape", "--out", "x.csv"], "cannot open tape"),
+        (["replay", "TAPE", "--out", "x.csv", "--timeframes", "7min"], "invalid timeframe '7min'"),
+        (["replay", "TAPE", "--out", "x.csv", "--timeframes", ","], "at least one timeframe"),
+        (["replay", "TAPE", "--out", "x.json"], "--out must end in .parquet or .csv"),
+        (["gateway", "--rate", "-1"], "rate must be in"),
+        (["replay", "TAPE", "--out", "x.csv", "--log-level", "loud"], "unknown log level"),
+    ],
+)
+def test_bad_arguments_fail_with_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    tape = tmp_path / "t.tape"
+    write_tape(tape)
+    args = [str(tape) if a == "TAPE" else a for a in args]
+    args = [str(tmp_path / a) if a.startswith("x.") else a for a in args]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+    assert "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_gateway_stops_cleanly_on_sigterm_and_sigint() -> None:
+    for signum, code in ((signal.SIGTERM, 0), (signal.SIGINT, 130)):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from supervisors.cli import main; main()", "gateway"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "PYTHONWARNINGS": "error"},
+        )
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert "listening on http://127.0.0.1:" in line
+        time.sleep(0.2)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=20)
+        assert proc.returncode == code, err
+        assert "Traceback" not in err
