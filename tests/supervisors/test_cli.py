@@ -99,6 +99,6 @@ def test_gateway_stops_cleanly_on_sigterm_and_sigint() -> None:
         assert "listening on http://127.0.0.1:" in line
         time.sleep(0.2)
         proc.send_signal(signum)
-        out, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=20)
         assert proc.returncode == code, err
         assert "Traceback" not in err
