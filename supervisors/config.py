@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
+from actors.health import HealthConfig
 from actors.stats import StatsConfig
 from actors.validation import ValidationConfig
 from protocols.errors import ConfigError
@@ -33,12 +34,19 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     bars: BarsConfig = msgspec.field(default_factory=BarsConfig)
     validation: ValidationConfig = msgspec.field(default_factory=ValidationConfig)
     stats: StatsConfig = msgspec.field(default_factory=StatsConfig)
+    health: HealthConfig = msgspec.field(default_factory=HealthConfig)
+    """Stale-feed threshold and score weights; its ``contracts`` default to ``contracts``."""
     tick_interval: float = 0.25
     """Seconds between clock ticks (bar timers, stats sampling); 0 = no clock (replay)."""
     mailbox_capacity: int = 4096
     """Capacity of the data-path mailboxes (validation, bars)."""
     seed: int = 0
     """Seed of the node's random number generator (backoff and breaker jitter)."""
+
+    def health_config(self) -> HealthConfig:
+        if self.health.contracts:
+            return self.health
+        return msgspec.structs.replace(self.health, contracts=list(self.contracts))
 
     def __post_init__(self) -> None:
         if self.tick_interval < 0:

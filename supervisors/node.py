@@ -22,9 +22,11 @@ import anyio
 import polars as pl
 
 from actors.bars import BarsActor
+from actors.health import HealthActor
 from actors.stats import StatsActor
 from actors.validation import ValidationActor
 from protocols.errors import ConfigError
+from protocols.health import GetHealth, HealthReport
 from protocols.messages import GetBars, GetStats
 from protocols.stats import StatsSnapshot
 
@@ -84,6 +86,12 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
         attach=("topic.events",),
     ),
     NodeChild(
+        "health",
+        lambda config, _: lambda: HealthActor(config.health_config()),
+        _conflating(1024),
+        attach=("topic.events", "topic.trades", "topic.quotes", "topic.depth"),
+    ),
+    NodeChild(
         "bars",
         lambda config, _: (
             lambda: BarsActor(config.bars.timeframes, config.bars.ring_size, config.bars.grace)
@@ -129,6 +137,11 @@ class Node:
         frame = await self.ref("bars").ask(GetBars(contract, timeframe, n), timeout=5.0)
         assert isinstance(frame, pl.DataFrame)
         return frame
+
+    async def health(self) -> HealthReport:
+        report = await self.ref("health").ask(GetHealth(), timeout=5.0)
+        assert isinstance(report, HealthReport)
+        return report
 
     async def stats(self) -> StatsSnapshot:
         snapshot = await self.ref("stats").ask(GetStats(), timeout=5.0)

@@ -40,13 +40,15 @@ class FakeStats:
 
 
 def test_table_lists_the_node_children_in_start_order() -> None:
-    assert [row.name for row in NODE_CHILDREN] == ["stats", "bars", "validation", "clock"]
+    assert [row.name for row in NODE_CHILDREN] == ["stats", "health", "bars", "validation", "clock"]
 
 
 @pytest.mark.anyio
 async def test_node_starts_and_stops_cleanly_on_both_backends() -> None:
     async with open_node(NodeConfig(tick_interval=0.01)) as node:
-        assert node.supervisor.child_names() == ["stats", "bars", "validation", "clock"]
+        assert node.supervisor.child_names() == ["stats", "health", "bars", "validation", "clock"]
+        report = await node.health()
+        assert report.score < 1  # no hub is connected in a node without a gateway
         await anyio.sleep(0.05)
         snapshot = await node.stats()
         assert snapshot.uptime_s >= 0
@@ -63,7 +65,7 @@ async def test_override_replaces_an_actor_by_name(autojump_clock: object) -> Non
     mailboxes = [r for r in reports if r.source == "mailboxes"]
     assert len(mailboxes) == 3  # one per tick at 1, 2, 3 s
     assert mailboxes[0].gauges["bars.capacity"] == 4096
-    assert {r.source for r in reports} == {"mailboxes", "bars", "validation"}
+    assert {r.source for r in reports} == {"mailboxes", "bars", "validation", "health"}
 
 
 @pytest.mark.trio
@@ -78,7 +80,7 @@ async def test_override_with_factory_and_unknown_name(autojump_clock: object) ->
         return made[-1]
 
     async with open_node(NodeConfig(tick_interval=0), overrides={"stats": factory}) as node:
-        assert node.supervisor.child_names() == ["stats", "bars", "validation"]
+        assert node.supervisor.child_names() == ["stats", "health", "bars", "validation"]
     assert len(made) == 1
 
 
