@@ -67,10 +67,12 @@ from protocols.errors import ConfigError, MailboxClosed, MailboxFull
 from protocols.gateway import DEPTH_ARGS, QUOTE_ARGS, TRADE_ARGS, DepthItem, QuoteItem, TradeItem
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
+    ContractSummary,
     CountersReported,
     DepthAccepted,
     DepthLevel,
     Flush,
+    GetContracts,
     HubMessageReceived,
     QuoteAccepted,
     Request,
@@ -264,7 +266,8 @@ class ValidationActor:
             config.max_spike * (1 + 1e-9),
         )
         self._timestamps = TimestampParser()
-        self._trade_state: dict[str, list[Any]] = {}  # contract -> [newest ts, last price]
+        # contract -> [newest accepted ts, last accepted price, accepted trades]
+        self._trade_state: dict[str, list[Any]] = {}
         self._quote_newest: dict[str, int] = {}
         self._depth_newest: dict[str, int] = {}
         self._counts: dict[str, int] = dict.fromkeys(
@@ -311,6 +314,8 @@ class ValidationActor:
                     report = True
                 elif isinstance(msg, Request) and isinstance(msg.body, Flush):
                     flushes.append(msg.reply)
+                elif isinstance(msg, Request) and isinstance(msg.body, GetContracts):
+                    msg.reply.tell_nowait(self.contracts())
                 elif isinstance(msg, Stop):
                     stop = True
                     break
@@ -337,6 +342,13 @@ class ValidationActor:
             if report or batches % report_every == 0:
                 self._report(stats)
         self._report(stats)
+
+    def contracts(self) -> dict[str, ContractSummary]:
+        """Last accepted price and accepted trade count of every contract seen."""
+        return {
+            contract: ContractSummary(last_price=state[1], trades=state[2])
+            for contract, state in self._trade_state.items()
+        }
 
     def _report(self, stats: Ref[Any]) -> None:
         # Reports are cumulative: a dropped one loses nothing the next one carries.
@@ -411,7 +423,7 @@ class ValidationActor:
         parse, received_at = self._timestamps.parse, msg.received_at
         max_future, max_age, stale, spike_low, spike_high = self._limits
         latest, earliest = received_us + max_future, received_us - max_age
-        state = self._trade_state.get(contract)  # [newest accepted ts, last accepted price]
+        state = self._trade_state.get(contract)
         append = out.append
         accepted = 0
         for item in items:
@@ -427,7 +439,7 @@ class ValidationActor:
             elif ts < earliest:
                 reason = "trades_rejected.too_old"
             elif state is None:
-                state = self._trade_state[contract] = [ts, price]
+                state = self._trade_state[contract] = [ts, price, 0]
                 append(Trade(contract, ts, price, volume, item.type, received_at))
                 accepted += 1
                 continue
@@ -445,7 +457,9 @@ class ValidationActor:
                 accepted += 1
                 continue
             counts[reason] += 1
-        counts["trades_accepted"] += accepted
+        if accepted:
+            counts["trades_accepted"] += accepted
+            state[2] += accepted  # type: ignore[index]  # accepted > 0: state exists
 
     # ---------------------------------------------------------------- quotes
 

@@ -163,6 +163,15 @@ class DepthAccepted(Message, frozen=True):
     levels: list[DepthLevel]
 
 
+class GetContracts(Message, frozen=True):
+    """Ask validation: ``dict[contract, ContractSummary]`` of every contract with trades."""
+
+
+class ContractSummary(msgspec.Struct, frozen=True):
+    last_price: float
+    trades: int
+
+
 # ------------------------------------------------------------------------ bars
 
 

@@ -16,10 +16,12 @@ from hypothesis import strategies as st
 from actors.validation import TimestampParser, ValidationActor, ValidationConfig
 from protocols.errors import ConfigError
 from protocols.messages import (
+    ContractSummary,
     CountersReported,
     DepthAccepted,
     DepthLevel,
     Flush,
+    GetContracts,
     GetStats,
     HubMessageReceived,
     QuoteAccepted,
@@ -829,3 +831,24 @@ async def test_flush_in_a_batch_is_answered_after_the_batch_other_requests_are_i
     (answer,) = reply.told
     assert answer["trades_accepted"] == 1
     assert answer["messages_ignored"] == 1
+
+
+def test_contracts_summarise_last_accepted_price_and_count() -> None:
+    judged = Judged()(
+        frame([trade(price=100.0), trade(price=-1)]),
+        frame(trade(price=101.0)),
+        frame([trade(price=500.0)]),  # a spike: not accepted, not the last price
+    )
+    assert judged.actor.contracts() == {C: ContractSummary(last_price=101.0, trades=2)}
+
+
+@pytest.mark.trio
+async def test_get_contracts_is_answered_through_the_inbox() -> None:
+    box: Mailbox[Any] = Mailbox("validation", MailboxSpec(16))
+    box.send_nowait(frame(trade(price=100.0)))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ValidationActor().run, box, FakeCtx())
+        summary = await MailboxRef(box).ask(GetContracts(), timeout=1)
+        box.close()
+    box.dispose()
+    assert summary == {C: ContractSummary(last_price=100.0, trades=1)}

@@ -1,0 +1,128 @@
+"""Replay throughput: the real actors against a pure-Python single-function baseline.
+
+Run: .venv/bin/python bench/replay.py [--trades N] [--tape PATH] [--backend trio|asyncio|both]
+
+Both paths read the same generated tape (made once in a temp dir, or ``--tape``)
+and build 1min, 5min, 1hr and 4hr bars:
+
+* baseline: one function, one loop: ``json.loads`` per line,
+  ``datetime.fromisoformat`` per trade, OHLCV in a dict. It validates only
+  price > 0 and volume >= 1, and its 4hr bars are UTC-aligned (floor of the
+  epoch), not the 17:00 Chicago session grid: an approximation that flatters it.
+* replay: ``supervisors.replay.replay`` -- tape decode → validation (every
+  DESIGN §4 rule) → bars (exact §5 semantics) → writer, through bounded
+  mailboxes, as ``pxnode replay`` runs it.
+
+Printed: trades/s of each path and the ratio replay / baseline, plus the
+tape-decode stage alone so a regression can be placed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import anyio
+from gen_tape import generate  # bench/ is sys.path[0] when run as a script
+
+from actors.recorder import TapeCounts, read_tape
+from supervisors.replay import replay
+
+TIMEFRAMES = ["1min", "5min", "1hr", "4hr"]
+FRAMES_S = (("1min", 60), ("5min", 300), ("1hr", 3600), ("4hr", 14400))
+
+
+def baseline(path: Path) -> tuple[int, int]:
+    """Decode and aggregate in one plain loop; returns (trade items seen, bars)."""
+    bars: dict[tuple[str, str, int], list[float]] = {}
+    trades = 0
+    with open(path, "rb") as tape:
+        for line in tape:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("target") != "GatewayTrade":
+                continue
+            contract, payload = record["arguments"]
+            for item in payload if isinstance(payload, list) else [payload]:
+                trades += 1
+                try:
+                    price, volume = float(item["price"]), int(item["volume"])
+                    ts = datetime.fromisoformat(item["timestamp"]).timestamp()
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if not price > 0 or volume < 1:
+                    continue
+                for name, seconds in FRAMES_S:
+                    key = (contract, name, int(ts // seconds) * seconds)
+                    bar = bars.get(key)
+                    if bar is None:
+                        bars[key] = [price, price, price, price, volume, 1]
+                    else:
+                        if price > bar[1]:
+                            bar[1] = price
+                        if price < bar[2]:
+                            bar[2] = price
+                        bar[3] = price
+                        bar[4] += volume
+                        bar[5] += 1
+    return trades, len(bars)
+
+
+def decode_only(path: Path) -> int:
+    counts = TapeCounts()
+    return sum(len(chunk) for chunk in read_tape(path, counts))
+
+
+def report(label: str, seconds: float, trades: int, note: str = "") -> float:
+    rate = trades / seconds
+    print(f"{label:<36} {seconds:6.2f} s {rate:>12,.0f} trades/s  {note}")
+    return rate
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trades", type=int, default=1_000_000)
+    parser.add_argument("--tape", type=Path, help="an existing tape (else one is generated)")
+    parser.add_argument("--backend", choices=("trio", "asyncio", "both"), default="both")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tape = args.tape
+        if tape is None:
+            tape = Path(tmp) / "bench.tape"
+            started = time.perf_counter()
+            summary = generate(tape, args.trades, seed=1)
+            made = time.perf_counter() - started
+            size = tape.stat().st_size / 2**20
+            print(f"tape: {summary.trades:,} trades in {summary.lines:,} lines, {size:.0f} MiB")
+            print(f"      (generated in {made:.1f} s)")
+        started = time.perf_counter()
+        trades, bars = baseline(tape)
+        base = report("baseline (json.loads + dict OHLCV)", time.perf_counter() - started, trades)
+        print(f"{'':<36} bars={bars}")
+
+        started = time.perf_counter()
+        lines = decode_only(tape)
+        seconds = time.perf_counter() - started
+        rate = report("tape decode only (read_tape)", seconds, trades, f"{lines:,} records")
+        print(f"{'':<36} ratio vs baseline {rate / base:.2f}x")
+
+        backends = ("trio", "asyncio") if args.backend == "both" else (args.backend,)
+        for backend in backends:
+            started = time.perf_counter()
+            result = anyio.run(replay, tape, TIMEFRAMES, backend=backend)
+            seconds = time.perf_counter() - started
+            stats = result.stats
+            judged = stats.trades_accepted + sum(stats.trades_rejected.values())
+            note = f"bars={stats.bars} accepted={stats.trades_accepted:,}"
+            rate = report(f"replay via actors ({backend})", seconds, judged, note)
+            print(f"{'':<36} ratio vs baseline {rate / base:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
