@@ -23,6 +23,8 @@ task: there is nothing to lock.
 * Cancellation is never a failure; a one-member exception group is unwrapped.
 * Shutdown is ordered (reverse start order): the child's mailbox is closed so
   it drains and returns; after ``shutdown`` seconds it is cancelled.
+* A failure of a type listed in the child's ``fatal`` escalates at once: a
+  restart cannot fix rejected credentials, it would only hammer the gateway.
 * A ``significant`` child that ends for good ends its supervisor too (OTP's
   auto_shutdown): normally if it ended normally, with ``Escalation`` otherwise.
 
@@ -84,6 +86,8 @@ class ChildSpec:
     mailbox: MailboxSpec = DEFAULT_MAILBOX
     backoff: Backoff = NO_BACKOFF
     breaker: BreakerPolicy | None = None
+    fatal: tuple[type[Exception], ...] = ()
+    """Failures no restart can fix (rejected credentials): escalate at once."""
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -322,6 +326,8 @@ class Supervisor:
         """
         child, spec = msg.child, msg.child.spec
         failed = msg.reason == "failed"
+        if failed and isinstance(msg.error, spec.fatal):
+            return True, self._escalation(f"{spec.name!r} failed: {msg.error}", msg.error)
         wants_restart = spec.restart is RestartType.PERMANENT or (
             spec.restart is RestartType.TRANSIENT and failed
         )

@@ -400,3 +400,18 @@ async def test_significant_child_ends_its_supervisor(autojump_clock: object) -> 
     root.dispose()
     assert anyio.current_time() == 5
     assert log[-1] == (5, "stop a")
+
+
+async def test_fatal_failure_escalates_without_a_restart(autojump_clock: object) -> None:
+    log: list[tuple[float, str]] = []
+    sup = Supervisor(
+        "s",
+        [spec("auth", lambda: Script(log, "auth", fail_after=1), fatal=(Boom,))],
+        intensity=100,
+    )
+    root: Mailbox[Any] = Mailbox("root")
+    with pytest.raises(Escalation, match="'auth' failed: auth") as info:
+        await sup.run(root)
+    root.dispose()
+    assert isinstance(info.value.__cause__, Boom)
+    assert len(starts(log)) == 1
