@@ -6,12 +6,18 @@ defined (and validated) in exactly one place.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import msgspec
 
 from actors.health import HealthConfig
 from actors.stats import StatsConfig
 from actors.validation import ValidationConfig
 from protocols.errors import ConfigError
+from protocols.secrets import Secret
 from protocols.timeframes import parse_timeframe
 
 
@@ -28,6 +34,23 @@ class BarsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             parse_timeframe(name)
 
 
+class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where the gateway is and who we are. Credentials never come from the command line."""
+
+    api_url: str = "https://api.topstepx.com"
+    """REST base URL (``/api/...`` is appended)."""
+    market_hub: str = "https://rtc.topstepx.com/hubs/market"
+    user_hub: str = "https://rtc.topstepx.com/hubs/user"
+    skip_negotiation: bool = False
+    """Open the websocket straight away instead of POSTing ``{hub}/negotiate`` first."""
+    accounts: list[int] = msgspec.field(default_factory=list)
+    """Account ids whose orders, positions and trades the user hub subscribes to."""
+    username: str | None = None
+    """Else PROJECT_X_USERNAME."""
+    api_key: Secret | None = None
+    """Else PROJECT_X_API_KEY. A ``Secret``: it never prints, logs or encodes."""
+
+
 class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     contracts: list[str] = msgspec.field(default_factory=list)
     """Contract ids to subscribe (CON.F.US.MNQ.Z25, ...)."""
@@ -36,6 +59,10 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     stats: StatsConfig = msgspec.field(default_factory=StatsConfig)
     health: HealthConfig = msgspec.field(default_factory=HealthConfig)
     """Stale-feed threshold and score weights; its ``contracts`` default to ``contracts``."""
+    gateway: GatewayConfig | None = None
+    """The live path (auth, both hubs, history back-fill); None for a node fed by a tape."""
+    record: str | None = None
+    """Append every received hub message to this tape file."""
     tick_interval: float = 0.25
     """Seconds between clock ticks (bar timers, stats sampling); 0 = no clock (replay)."""
     mailbox_capacity: int = 4096
@@ -53,3 +80,45 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigError(f"tick_interval must be >= 0, got {self.tick_interval}")
         if self.mailbox_capacity < 1:
             raise ConfigError(f"mailbox_capacity must be >= 1, got {self.mailbox_capacity}")
+
+
+_ENV = {
+    "PROJECT_X_API_URL": "api_url",
+    "PROJECT_X_MARKET_HUB": "market_hub",
+    "PROJECT_X_USER_HUB": "user_hub",
+}
+
+
+def _decode_hook(type_: type, value: Any) -> Any:
+    if type_ is Secret and isinstance(value, str):
+        return Secret(value)
+    raise NotImplementedError
+
+
+def load_config(
+    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+) -> NodeConfig:
+    """The node config from a TOML file (optional), then PROJECT_X_* environment variables.
+
+    The environment fills in what the file leaves out of ``[gateway]``
+    (PROJECT_X_API_URL, PROJECT_X_MARKET_HUB, PROJECT_X_USER_HUB); credentials
+    are read when the node starts (PROJECT_X_USERNAME / PROJECT_X_API_KEY).
+    """
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = Path(path).read_bytes()
+        except OSError as error:
+            raise ConfigError(f"cannot read config {str(path)!r}: {error.strerror}") from None
+        try:
+            data = msgspec.toml.decode(text)
+        except msgspec.DecodeError as error:
+            raise ConfigError(f"config {str(path)!r} is not valid TOML: {error}") from None
+    overrides = {field: env[name] for name, field in _ENV.items() if env.get(name)}
+    if overrides:
+        data["gateway"] = {**overrides, **data.get("gateway", {})}
+    try:
+        return msgspec.convert(data, NodeConfig, dec_hook=_decode_hook)
+    except msgspec.ValidationError as error:
+        raise ConfigError(f"invalid config: {error}") from None

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from protocols.errors import ConfigError
+from protocols.secrets import Secret
+from supervisors.config import GatewayConfig, NodeConfig, load_config
+
+
+def test_defaults_need_no_file_and_no_environment() -> None:
+    config = load_config(None, environ={})
+    assert config == NodeConfig()
+    assert config.gateway is None
+    assert config.bars.timeframes == ["1min", "5min", "1hr", "4hr"]
+
+
+def test_toml_file_then_environment(tmp_path: Path) -> None:
+    path = tmp_path / "pxnode.toml"
+    path.write_text(
+        'contracts = ["CON.F.US.MNQ.Z25"]\n'
+        "[bars]\ntimeframes = ['1sec', '4hr']\nring_size = 50\n"
+        "[validation]\nstale_after = 30.0\n"
+        "[gateway]\nuser_hub = 'http://127.0.0.1:9/hubs/user'\napi_key = 'k-123'\n"
+    )
+    env = {"PROJECT_X_API_URL": "http://127.0.0.1:9", "PROJECT_X_USER_HUB": "ignored"}
+    config = load_config(path, environ=env)
+    assert config.contracts == ["CON.F.US.MNQ.Z25"]
+    assert config.bars.timeframes == ["1sec", "4hr"] and config.bars.ring_size == 50
+    assert config.validation.stale_after == 30.0
+    assert config.gateway == GatewayConfig(
+        api_url="http://127.0.0.1:9",
+        user_hub="http://127.0.0.1:9/hubs/user",
+        api_key=Secret("k-123"),
+    )
+    assert "k-123" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("contracts = [", "not valid TOML"),
+        ("colour = 'red'", "invalid config"),
+        ("[bars]\ntimeframes = ['7min']", "invalid timeframe"),
+        ("tick_interval = -1", "tick_interval"),
+        ("[validation]\nmax_spike = -0.5", "max_spike"),
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, environ={})
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "nope.toml", environ={})
