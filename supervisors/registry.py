@@ -75,6 +75,7 @@ class Registry:
 
     def mailbox_statistics(self) -> list[MailboxStatistics]:
         stats = [m.statistics() for m in self._mailboxes.values()]
-        for topic in self._topics.values():
-            stats.extend(topic.statistics().subscribers)
+        for topic in self._topics.values():  # attached actor mailboxes are listed above
+            subscribers = topic.statistics().subscribers
+            stats.extend(s for s in subscribers if s.name not in self._mailboxes)
         return stats
