@@ -54,6 +54,18 @@ class Escalation(PxError):
         self.reason = reason
 
 
+class ConnectionLost(PxError):
+    """A hub connection failed or could not be made; the supervisor decides what next.
+
+    ``status`` is the HTTP status when the gateway refused the negotiation or
+    the upgrade (401: the token was refused). The message never holds a secret.
+    """
+
+    def __init__(self, message: str, *, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 class AuthFailed(PxError):
     """The gateway rejected the credentials or the token; retrying hot would not help."""
 

@@ -1,0 +1,15 @@
+"""The connection actor (one per hub) and the subscription book it keeps across restarts.
+
+``actor`` runs sessions (one socket each) and their tasks; ``link`` is the state
+of one socket; ``transport`` gets a socket (address, negotiate, upgrade);
+``book`` remembers what to subscribe after every reconnect; ``config`` is HubConfig.
+"""
+
+from protocols.errors import ConnectionLost as ConnectionLost
+
+from .actor import ConnectionActor as ConnectionActor
+from .book import BadCommand as BadCommand
+from .book import SubscriptionBook as SubscriptionBook
+from .config import HubConfig as HubConfig
+
+__all__ = ["BadCommand", "ConnectionActor", "ConnectionLost", "HubConfig", "SubscriptionBook"]

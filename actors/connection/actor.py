@@ -1,0 +1,508 @@
+"""The connection actor: one SignalR hub socket, from token to close.
+
+Theory of operation
+-------------------
+``run`` is a loop of *sessions*; a session is one socket. It asks auth for a
+token, negotiates (unless skipped), upgrades to a websocket, completes the
+SignalR handshake, sends every call of the subscription book, tells
+``Connected``, and then runs four tasks in one task group:
+
+========== ==============================================================
+reader     bytes -> wsproto -> codec -> ``HubMessageReceived`` to validation
+           (awaited: backpressure, never a drop) and ``topic.raw``; judges
+           silence against ``server_timeout`` and every way the socket ends
+writer     the only task that sends: drains the outbox in order
+heartbeat  every ``keepalive_interval``: SignalR Ping + websocket ping (RTT)
+reporter   cumulative counters to stats every ``report_interval``
+========== ==============================================================
+
+while the session's own task reads the inbox:
+
+======================= ==================================================
+message                 action
+======================= ==================================================
+Subscribe*/Unsubscribe* update the book, send the calls that changed
+TokenIssued (new token) close cleanly, start a new session (same book)
+ReconnectRequested      close cleanly, start a new session (same book)
+Stop, end of inbox      close cleanly (SignalR Close + websocket close), return
+======================= ==================================================
+
+A failure (EOF, websocket close from the server, SignalR Close, silence,
+refused handshake, HTTP 401) ends the session with ``ConnectionLost`` raised
+out of ``run``, after ``Disconnected`` was told: there is no retry loop here,
+because the supervisor's backoff and circuit breaker own that decision. Bad
+*messages* are not failures: the codec skips them, we count them.
+
+Invariants: only the writer sends on the stream after the handshake, so
+frames never interleave (no lock); a message is forwarded at most once, since
+nothing is read after our Close and a new session only forwards what its own
+socket brings; ``report_healthy`` is called only after the book's calls went
+out *and* the server then sent data (any message at all when the book is
+empty), so a breaker can never close on a socket that is up but deaf.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+from collections import Counter
+from typing import Any, Final
+
+import anyio
+import anyio.abc
+import httpx
+from wsproto import WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import BytesMessage, CloseConnection, Event, Pong, TextMessage
+from wsproto.events import Ping as WsPing
+
+from protocols.errors import AskTimeout, ConfigError, ConnectionLost, ProtocolError, PxError
+from protocols.hubs import (
+    MARKET_EVENTS,
+    USER_EVENTS,
+    Connected,
+    Disconnected,
+    HeartbeatMeasured,
+    ReconnectRequested,
+    SubscribeAccount,
+    SubscribeContract,
+    UnsubscribeAccount,
+    UnsubscribeContract,
+)
+from protocols.interfaces import ActorContext, Inbox, Ref
+from protocols.messages import (
+    AuthFailureReported,
+    CountersReported,
+    GetToken,
+    HubMessageReceived,
+    RefreshToken,
+    Stop,
+    TokenIssued,
+)
+from protocols.secrets import Secret, redact
+from protocols.signalr import (
+    BadMessage,
+    Close,
+    Completion,
+    HandshakeRequest,
+    HandshakeResponse,
+    Invocation,
+    Ping,
+    Role,
+    Sentinel,
+    SignalRConnection,
+)
+
+from .book import BadCommand, Call, SubscriptionBook
+from .config import HubConfig
+from .link import STREAM_ERRORS, Link, text_frame
+from .transport import Connect, Endpoint, negotiate, upgrade
+
+logger = logging.getLogger("pxnode.connection")
+
+_MAX_PENDING: Final = 1024  # invocation ids awaiting a Completion
+_MAX_REASON: Final = 200
+_TELL_ERRORS: Final = (anyio.WouldBlock, PxError)
+
+
+class ConnectionActor:
+    """Holds one hub open; see the module docstring.
+
+    ``connect`` is the transport seam (default: TCP, TLS for https/wss URLs);
+    ``http`` an httpx transport for negotiation (default: the network).
+    """
+
+    def __init__(
+        self,
+        config: HubConfig,
+        book: SubscriptionBook,
+        *,
+        connect: Connect | None = None,
+        http: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if book.hub != config.hub:
+            raise ConfigError(f"a {book.hub} book cannot serve the {config.hub} hub")
+        self._config = config
+        self._book = book
+        self._endpoint = Endpoint.parse(config.url)
+        self._connect = connect if connect is not None else self._endpoint.default_connect()
+        self._http = http
+        self._where = f"{config.hub} hub at {self._endpoint.authority}{self._endpoint.path}"
+        self._events = frozenset(MARKET_EVENTS if config.hub == "market" else USER_EVENTS)
+        self._counters: Counter[str] = Counter()
+        self._gauges: dict[str, float] = {"connected": 0.0}
+        self._healthy = False
+
+    def __repr__(self) -> str:
+        state = "connected" if self._gauges["connected"] else "disconnected"
+        return f"<ConnectionActor {self._where} {state} subscriptions={len(self._book)}>"
+
+    async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
+        hub = self._config.hub
+        try:
+            while await self._session(inbox, ctx):
+                self._counters["reconnects"] += 1
+        except ConnectionLost as exc:
+            self._counters["failures"] += 1
+            logger.warning("%s lost: %s", self._where, exc)
+            if exc.status == 401:
+                _tell(_optional_ref(ctx, "auth"), RefreshToken())
+            _tell(_optional_ref(ctx, "topic.events"), Disconnected(hub, str(exc)))
+            raise
+        finally:
+            self._report(ctx)
+
+    # ------------------------------------------------------------- session
+
+    async def _session(self, inbox: Inbox[Any], ctx: ActorContext) -> bool:
+        """One socket from token to close: True to connect again, False to stop."""
+        link = await self._open(ctx, await self._token(ctx))
+        again, reason = False, "closed"
+        try:
+            async with anyio.create_task_group() as tg:
+                link.scope = tg.cancel_scope
+                tg.start_soon(self._read, link, ctx)
+                tg.start_soon(self._write, link)
+                tg.start_soon(self._heartbeat, link, ctx)
+                tg.start_soon(self._report_every, ctx)
+                again, reason = await self._serve(inbox, link, ctx)
+                tg.cancel_scope.cancel()
+        finally:
+            self._gauges["connected"] = 0.0
+            await self._teardown(link)
+        if link.lost is not None:
+            raise link.lost
+        logger.info("%s closed: %s", self._where, reason)
+        _tell(_optional_ref(ctx, "topic.events"), Disconnected(self._config.hub, reason))
+        return again
+
+    async def _token(self, ctx: ActorContext) -> Secret:
+        try:
+            reply = await ctx.ref("auth").ask(GetToken(), self._config.connect_timeout)
+        except AskTimeout as exc:
+            raise ConnectionLost(f"{self._where}: no token: {exc}") from None
+        if isinstance(reply, TokenIssued) and isinstance(reply.token, Secret):
+            return reply.token
+        why = reply.reason if isinstance(reply, AuthFailureReported) else type(reply).__name__
+        raise ConnectionLost(f"{self._where}: no token: {why}")
+
+    async def _open(self, ctx: ActorContext, token: Secret) -> Link:
+        """Negotiate, connect, upgrade and shake hands; the stream is closed on any failure."""
+        config, endpoint = self._config, self._endpoint
+        params = {"access_token": token.reveal()}
+        connection_id = None
+        try:
+            with anyio.fail_after(config.connect_timeout):
+                if not config.skip_negotiation:
+                    async with httpx.AsyncClient(transport=self._http) as client:
+                        negotiated = await negotiate(client, endpoint, token)
+                    connection_id = negotiated.connection_id
+                    if negotiated.socket_id:
+                        params = {"id": negotiated.socket_id, **params}
+                stream = await self._connect(endpoint.host, endpoint.port)
+        except TimeoutError:
+            raise ConnectionLost(f"{self._where}: connect timed out") from None
+        except STREAM_ERRORS as exc:
+            detail = redact(f"{type(exc).__name__}: {exc}", token)
+            raise ConnectionLost(f"{self._where}: connect failed: {detail}") from None
+        try:
+            with anyio.fail_after(config.handshake_timeout):
+                target = endpoint.upgrade_target(params)
+                ws, events = await upgrade(stream, endpoint, target, token)
+                codec = SignalRConnection(Role.CLIENT, max_message_size=config.max_message_size)
+                await stream.send(text_frame(ws, codec, HandshakeRequest()))
+                await self._handshake(stream, ws, codec, events)
+        except TimeoutError:
+            await anyio.aclose_forcefully(stream)
+            raise ConnectionLost(f"{self._where}: handshake timed out") from None
+        except STREAM_ERRORS as exc:
+            await anyio.aclose_forcefully(stream)
+            detail = redact(f"{type(exc).__name__}: {exc}", token)
+            raise ConnectionLost(f"{self._where}: handshake failed: {detail}") from None
+        except BaseException:
+            await anyio.aclose_forcefully(stream)
+            raise
+        self._counters["connects"] += 1
+        return Link(stream, ws, codec, token, connection_id)
+
+    async def _handshake(
+        self,
+        stream: anyio.abc.ByteStream,
+        ws: WSConnection,
+        codec: SignalRConnection,
+        events: list[Event],
+    ) -> None:
+        """Read until the SignalR handshake answer; later messages stay queued in the codec."""
+        while True:
+            for control in self._take(codec, events):
+                if isinstance(control, CloseConnection):
+                    raise ConnectionLost(
+                        f"{self._where}: websocket closed during the handshake ({control.code})"
+                    )
+                if isinstance(control, WsPing):
+                    await stream.send(ws.send(control.response()))
+            try:
+                answer = codec.next_event()
+            except ProtocolError as exc:
+                raise ConnectionLost(f"{self._where}: SignalR handshake failed: {exc}") from None
+            if isinstance(answer, HandshakeResponse):
+                if answer.error is not None:
+                    refusal = answer.error[:_MAX_REASON]
+                    raise ConnectionLost(f"{self._where}: SignalR handshake refused: {refusal}")
+                return
+            try:
+                data = await stream.receive()
+            except anyio.EndOfStream:
+                raise ConnectionLost(f"{self._where}: EOF during the SignalR handshake") from None
+            ws.receive_data(data)
+            events = list(ws.events())
+
+    async def _serve(self, inbox: Inbox[Any], link: Link, ctx: ActorContext) -> tuple[bool, str]:
+        """Resubscribe, announce, then obey the inbox; (connect again?, why the socket ends)."""
+        for call in self._book.calls():
+            await self._invoke(link, call)
+        link.subscribed = True
+        self._gauges["connected"] = 1.0
+        logger.info("%s connected (%d subscriptions)", self._where, len(self._book))
+        _tell(_optional_ref(ctx, "topic.events"), Connected(self._config.hub, link.connection_id))
+        while True:
+            try:
+                msg = await inbox.receive()
+            except anyio.EndOfStream:
+                msg = Stop()
+            match msg:
+                case Stop():
+                    await self._close(link)
+                    return False, "stopped"
+                case (
+                    SubscribeContract()
+                    | UnsubscribeContract()
+                    | SubscribeAccount()
+                    | UnsubscribeAccount()
+                ):
+                    await self._command(link, msg)
+                case TokenIssued(token=token) if token != link.token:
+                    await self._close(link)
+                    return True, "token refreshed"
+                case ReconnectRequested(hub=hub, reason=why) if hub == self._config.hub:
+                    await self._close(link)
+                    return True, f"reconnect requested: {str(why)[:_MAX_REASON]}"
+                case TokenIssued() | AuthFailureReported():
+                    pass  # our token is still the newest; auth's failures are its own
+                case _:
+                    self._counters["commands_rejected.unknown"] += 1
+                    logger.warning("%s: ignoring %s", self._where, type(msg).__name__)
+
+    async def _command(self, link: Link, command: Any) -> None:
+        try:
+            calls = self._book.apply(command)
+        except BadCommand as exc:
+            self._counters[f"commands_rejected.{exc.reason}"] += 1
+            logger.warning("%s: rejected %s: %s", self._where, type(command).__name__, exc)
+            return
+        for call in calls:
+            await self._invoke(link, call)
+
+    async def _invoke(self, link: Link, call: Call) -> None:
+        target, arguments = call
+        ident = str(next(link.ids))
+        link.pending[ident] = target
+        if len(link.pending) > _MAX_PENDING:  # a server that never completes
+            del link.pending[next(iter(link.pending))]
+        await link.outbox.send(link.text(Invocation(target, list(arguments), ident)))
+        self._counters["calls"] += 1
+
+    async def _close(self, link: Link) -> None:
+        """SignalR Close, then websocket close; wait (bounded) for the server's answer."""
+        link.closing = True
+        with anyio.move_on_after(self._config.close_timeout):
+            if link.ws.state is ConnectionState.OPEN:
+                await link.outbox.send(link.text(Close()))
+                await link.outbox.send(link.ws.send(CloseConnection(code=1000)))
+                await link.closed.wait()
+
+    async def _teardown(self, link: Link) -> None:
+        """Answer or send a websocket close if still owed (bounded), then drop the stream."""
+        try:
+            if link.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+                with anyio.move_on_after(self._config.close_timeout):
+                    await link.stream.send(link.ws.send(CloseConnection(code=1000)))
+        except STREAM_ERRORS:
+            pass  # the socket is already gone; nobody is left to tell
+        finally:
+            link.outbox.close()
+            link.outgoing.close()
+            await anyio.aclose_forcefully(link.stream)
+
+    # ---------------------------------------------------------------- tasks
+
+    async def _read(self, link: Link, ctx: ActorContext) -> None:
+        forward = ctx.ref("validation").tell
+        raw = _optional_ref(ctx, "topic.raw")
+        events_ref = _optional_ref(ctx, "topic.events")
+        timeout = self._config.server_timeout
+        counters = self._counters
+        while True:
+            await self._dispatch(link, ctx, forward, raw, ctx.wall_time())
+            if link.lost is not None:
+                return
+            with anyio.CancelScope(deadline=link.heard_at + timeout) as silence:
+                try:
+                    data = await link.stream.receive()
+                except anyio.EndOfStream:
+                    link.fail(f"{self._where}: the server closed the connection (EOF)")
+                    return
+                except STREAM_ERRORS as exc:
+                    detail = redact(f"{type(exc).__name__}: {exc}", link.token)
+                    link.fail(f"{self._where}: receive failed: {detail}")
+                    return
+            if silence.cancelled_caught:
+                link.fail(f"{self._where}: no message from the server in {timeout:g} s (frozen)")
+                return
+            counters["bytes"] += len(data)
+            link.ws.receive_data(data)
+            for control in self._take(link.codec, list(link.ws.events())):
+                if isinstance(control, WsPing):
+                    if link.ws.state is ConnectionState.OPEN:
+                        with contextlib.suppress(anyio.WouldBlock):  # busy sending: it is alive
+                            link.outbox.send_nowait(link.ws.send(control.response()))
+                elif isinstance(control, Pong):
+                    self._on_pong(link, control, events_ref)
+                elif isinstance(control, CloseConnection):
+                    if not link.closing:
+                        await self._dispatch(link, ctx, forward, raw, ctx.wall_time())
+                    what = (
+                        "the server closed the websocket"
+                        if link.ws.state is ConnectionState.REMOTE_CLOSING
+                        else "websocket protocol error"  # wsproto refused a frame
+                    )
+                    reason = f": {control.reason[:_MAX_REASON]}" if control.reason else ""
+                    link.fail(f"{self._where}: {what} (code {control.code}){reason}")
+                    return
+
+    def _take(self, codec: SignalRConnection, events: list[Event]) -> list[Event]:
+        """Feed text frames to the codec; the control events are the caller's."""
+        controls = []
+        for event in events:
+            if isinstance(event, TextMessage):
+                codec.receive_data(event.data.encode())
+            elif isinstance(event, BytesMessage):
+                self._counters["bad.binary"] += 1  # the JSON protocol speaks text only
+            else:
+                controls.append(event)
+        return controls
+
+    async def _dispatch(
+        self, link: Link, ctx: ActorContext, forward: Any, raw: Ref[Any] | None, at: float
+    ) -> None:
+        """Handle every message the codec holds; invocations go out in arrival order."""
+        codec, counters, hub = link.codec, self._counters, self._config.hub
+        heard = data = False
+        while True:
+            event = codec.next_event()
+            if isinstance(event, Sentinel):
+                break  # NEED_DATA, or CLOSED after our own Close
+            heard = True
+            counters["messages"] += 1
+            if type(event) is Invocation:
+                data = True
+                msg = HubMessageReceived(hub, event.target, event.arguments, at)
+                await forward(msg)
+                if raw is not None and not _tell(raw, msg):
+                    counters["raw_dropped"] += 1
+                target = event.target if event.target in self._events else "other"
+                counters[f"invocations.{target}"] += 1
+            elif type(event) is BadMessage:
+                counters[f"bad.{event.reason}"] += 1
+                logger.debug(
+                    "%s: skipped a %s message of %d bytes", self._where, event.reason, event.size
+                )
+            elif type(event) is Completion:
+                self._on_completion(link, event)
+            elif type(event) is Close:
+                error = f": {event.error[:_MAX_REASON]}" if event.error else ""
+                link.fail(f"{self._where}: the server closed the hub{error}")
+                return
+            elif type(event) is not Ping:
+                counters["unexpected"] += 1
+        if heard:
+            link.heard_at = anyio.current_time()
+            if not self._healthy and link.subscribed and (data or not len(self._book)):
+                self._healthy = True
+                ctx.report_healthy()
+
+    def _on_completion(self, link: Link, completion: Completion) -> None:
+        target = link.pending.pop(completion.invocation_id, "an unknown call")
+        if completion.error is not None:
+            self._counters["calls_failed"] += 1
+            logger.warning("%s: %s failed: %s", self._where, target, completion.error[:_MAX_REASON])
+
+    def _on_pong(self, link: Link, pong: Pong, events_ref: Ref[Any] | None) -> None:
+        if link.ping is None or bytes(pong.payload) != link.ping[0]:
+            return  # unsolicited, or the answer to a ping we stopped waiting for
+        rtt = anyio.current_time() - link.ping[1]
+        link.ping = None
+        self._gauges["rtt"] = rtt
+        _tell(events_ref, HeartbeatMeasured(self._config.hub, rtt))
+
+    async def _write(self, link: Link) -> None:
+        async for data in link.outgoing:
+            try:
+                await link.stream.send(data)
+            except STREAM_ERRORS as exc:
+                detail = redact(f"{type(exc).__name__}: {exc}", link.token)
+                link.fail(f"{self._where}: send failed: {detail}")
+                return
+
+    async def _heartbeat(self, link: Link, ctx: ActorContext) -> None:
+        """Keep the server's client timeout at bay and measure the round trip.
+
+        Frames are queued without waiting: a full outbox means the socket is
+        busy sending anyway, and not waiting keeps our Close the last frame.
+        """
+        for n in itertools.count():
+            await anyio.sleep(self._config.keepalive_interval)
+            if link.closing:
+                return
+            payload = n.to_bytes(8, "big")
+            try:
+                link.outbox.send_nowait(link.text(Ping()))
+                link.outbox.send_nowait(link.ws.send(WsPing(payload=payload)))
+            except anyio.WouldBlock:
+                continue
+            link.ping = (payload, anyio.current_time())
+            self._counters["pings"] += 1
+
+    async def _report_every(self, ctx: ActorContext) -> None:
+        while True:
+            await anyio.sleep(self._config.report_interval)
+            self._report(ctx)
+
+    def _report(self, ctx: ActorContext) -> None:
+        self._gauges["subscriptions"] = float(len(self._book))
+        report = CountersReported(
+            source=f"connection_{self._config.hub}",
+            counters=dict(self._counters),
+            gauges=dict(self._gauges),
+        )
+        _tell(_optional_ref(ctx, "stats"), report)
+
+
+def _optional_ref(ctx: ActorContext, name: str) -> Ref[Any] | None:
+    """A ref the node may not have (a recorder tap, stats in a test): None then."""
+    try:
+        return ctx.ref(name)
+    except KeyError:
+        return None
+
+
+def _tell(ref: Ref[Any] | None, msg: Any) -> bool:
+    """Tell without waiting; False if it could not be delivered (never raises)."""
+    if ref is None:
+        return False
+    try:
+        ref.tell_nowait(msg)
+    except _TELL_ERRORS:
+        return False
+    return True

@@ -1,0 +1,56 @@
+"""The configuration of one hub connection."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from protocols.errors import ConfigError
+from protocols.hubs import HubName
+
+from .transport import Endpoint
+
+
+class HubConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """One hub's address and timings (seconds).
+
+    ``server_timeout``: no SignalR message from the server for this long means
+    the socket is dead even if TCP says otherwise (the silent freeze).
+    ``connect_timeout`` bounds the token ask, negotiation and TCP connect;
+    ``handshake_timeout`` the websocket upgrade plus the SignalR handshake;
+    ``close_timeout`` how long a clean close waits for the server's answer.
+    """
+
+    hub: HubName
+    url: str
+    skip_negotiation: bool = False
+    keepalive_interval: float = 15.0
+    server_timeout: float = 30.0
+    handshake_timeout: float = 15.0
+    connect_timeout: float = 10.0
+    close_timeout: float = 2.0
+    max_message_size: int = 1 << 20
+    report_interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.hub not in ("market", "user"):
+            raise ConfigError(f"hub must be 'market' or 'user', got {self.hub!r}")
+        Endpoint.parse(self.url)
+        for name in (
+            "keepalive_interval",
+            "server_timeout",
+            "handshake_timeout",
+            "connect_timeout",
+            "close_timeout",
+            "report_interval",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (
+                isinstance(value, int | float) and math.isfinite(value) and value > 0
+            ):
+                raise ConfigError(
+                    f"{self.hub} hub: {name} must be a positive number, got {value!r}"
+                )
+        if not 1024 <= self.max_message_size <= 1 << 30:
+            raise ConfigError(f"{self.hub} hub: max_message_size must be in 1 KiB..1 GiB")
