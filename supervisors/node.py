@@ -21,17 +21,23 @@ from typing import Any
 import anyio
 import polars as pl
 
+from actors.auth import AuthActor, AuthConfig
 from actors.bars import BarsActor
+from actors.connection import ConnectionActor, HubConfig, SubscriptionBook
 from actors.health import HealthActor
+from actors.recorder import TapeRecorder
 from actors.stats import StatsActor
 from actors.validation import ValidationActor
-from protocols.errors import ConfigError
+from protocols.errors import AuthFailed, ConfigError
 from protocols.health import GetHealth, HealthReport
+from protocols.hubs import HubName, SubscribeAccount, SubscribeContract
 from protocols.messages import GetBars, GetStats
 from protocols.stats import StatsSnapshot
 
+from .backoff import NO_BACKOFF, Backoff
+from .breaker import BreakerPolicy
 from .clock import ClockActor
-from .config import NodeConfig
+from .config import GatewayConfig, NodeConfig
 from .mailbox import Mailbox, MailboxSpec, MailboxStatistics, OverflowPolicy
 from .registry import Registry
 from .supervisor import ChildSpec, RestartType, Supervisor, unwrap
@@ -67,6 +73,9 @@ class NodeChild:
     shutdown: float = 5.0
     attach: tuple[str, ...] = ()
     enabled: Callable[[NodeConfig], bool] = lambda config: True
+    backoff: Backoff = NO_BACKOFF
+    breaker: BreakerPolicy | None = None
+    fatal: tuple[type[Exception], ...] = ()
 
 
 def _data_path(config: NodeConfig) -> MailboxSpec:
@@ -75,6 +84,54 @@ def _data_path(config: NodeConfig) -> MailboxSpec:
 
 def _conflating(capacity: int) -> Callable[[NodeConfig], MailboxSpec]:
     return lambda _: MailboxSpec(capacity, OverflowPolicy.DROP_OLDEST)
+
+
+def _commands(_: NodeConfig) -> MailboxSpec:
+    return MailboxSpec(256, OverflowPolicy.BLOCK)  # commands and tokens are never dropped
+
+
+def _live(config: NodeConfig) -> bool:
+    return config.gateway is not None
+
+
+def _gateway(config: NodeConfig) -> GatewayConfig:
+    assert config.gateway is not None
+    return config.gateway
+
+
+def _make_auth(config: NodeConfig, _: Registry) -> Callable[[], AuthActor]:
+    gateway = _gateway(config)
+    auth = AuthConfig.from_env(
+        username=gateway.username, api_key=gateway.api_key, api_url=gateway.api_url
+    )
+    rng = random.Random(config.seed)
+    return lambda: AuthActor(auth, rng=rng)
+
+
+def _make_connection(hub: HubName) -> Callable[[NodeConfig, Registry], Callable[[], Any]]:
+    """The hub's subscription book is made once here and handed to every incarnation.
+
+    Only one incarnation of a child runs at a time, so the book has one owner.
+    """
+
+    def make(config: NodeConfig, _: Registry) -> Callable[[], ConnectionActor]:
+        gateway = _gateway(config)
+        url = gateway.market_hub if hub == "market" else gateway.user_hub
+        hub_config = HubConfig(hub=hub, url=url, skip_negotiation=gateway.skip_negotiation)
+        book = SubscriptionBook(hub)
+        if hub == "market":
+            for contract in config.contracts:
+                book.apply(SubscribeContract(contract))
+        else:
+            for account in gateway.accounts:
+                book.apply(SubscribeAccount(account))
+        return lambda: ConnectionActor(hub_config, book)
+
+    return make
+
+
+HUB_BREAKER = BreakerPolicy(backoff=Backoff(min_backoff=0.5, max_backoff=30.0, jitter=0.2))
+"""DESIGN §2 defaults (5 failures / 60 s, 30 s doubling to 300 s, K = 5); quick retries below."""
 
 
 NODE_CHILDREN: tuple[NodeChild, ...] = (
@@ -102,12 +159,46 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
         "validation", lambda config, _: lambda: ValidationActor(config.validation), _data_path
     ),
     NodeChild(
+        "recorder",
+        lambda config, _: lambda: TapeRecorder(str(config.record)),
+        lambda _: MailboxSpec(4096, OverflowPolicy.BLOCK),
+        attach=("topic.raw",),
+        enabled=lambda config: config.record is not None,
+    ),
+    NodeChild(
         "clock",
         lambda config, registry: (
             lambda: ClockActor(registry, config.tick_interval, ("bars", "validation", "stats"))
         ),
         lambda _: MailboxSpec(1),
         enabled=lambda config: config.tick_interval > 0,
+    ),
+    # Sources last: the ordered shutdown stops them first.
+    NodeChild(
+        "auth",
+        _make_auth,
+        _commands,
+        enabled=_live,
+        backoff=Backoff(min_backoff=1.0, max_backoff=60.0, jitter=0.2),
+        fatal=(AuthFailed,),
+    ),
+    NodeChild(
+        "connection_user",
+        _make_connection("user"),
+        _commands,
+        shutdown=3.0,
+        attach=("topic.tokens",),
+        enabled=_live,
+        breaker=HUB_BREAKER,
+    ),
+    NodeChild(
+        "connection_market",
+        _make_connection("market"),
+        _commands,
+        shutdown=3.0,
+        attach=("topic.tokens",),
+        enabled=_live,
+        breaker=HUB_BREAKER,
     ),
 )
 
@@ -187,6 +278,9 @@ async def open_node(
             restart=row.restart,
             shutdown=row.shutdown,
             mailbox=row.mailbox(config),
+            backoff=row.backoff,
+            breaker=row.breaker,
+            fatal=row.fatal,
         )
         for row in rows
     ]

@@ -40,7 +40,17 @@ class FakeStats:
 
 
 def test_table_lists_the_node_children_in_start_order() -> None:
-    assert [row.name for row in NODE_CHILDREN] == ["stats", "health", "bars", "validation", "clock"]
+    assert [row.name for row in NODE_CHILDREN] == [
+        "stats",
+        "health",
+        "bars",
+        "validation",
+        "recorder",
+        "clock",
+        "auth",
+        "connection_user",
+        "connection_market",
+    ]
 
 
 @pytest.mark.anyio

@@ -1,0 +1,68 @@
+"""A whole node against the simulated gateway over real loopback sockets (a few seconds)."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from actors.gateway_sim import SimConfig, running
+from protocols.errors import ConfigError
+from protocols.messages import BarUpdated
+from protocols.secrets import Secret
+from supervisors.config import BarsConfig, GatewayConfig, NodeConfig
+from supervisors.mailbox import MailboxSpec, OverflowPolicy
+from supervisors.node import open_node
+
+MNQ, ES = "CON.F.US.MNQ.Z25", "CON.F.US.EP.Z25"
+
+
+def live_config(url: str, **gateway: object) -> NodeConfig:
+    return NodeConfig(
+        contracts=[MNQ, ES],
+        bars=BarsConfig(timeframes=["1sec", "1min"]),
+        tick_interval=0.1,
+        gateway=GatewayConfig(
+            api_url=url,
+            market_hub=f"{url}/hubs/market",
+            user_hub=f"{url}/hubs/user",
+            accounts=[7001],
+            username="demo",
+            api_key=Secret("demo-key"),
+            **gateway,  # type: ignore[arg-type]
+        ),
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.anyio
+async def test_node_streams_bars_from_the_sim_on_both_backends() -> None:
+    sim_config = SimConfig(seed=3, rate=400.0, contracts=(MNQ, ES))
+    async with running(sim_config) as sim, open_node(live_config(sim.url)) as node:
+        with node.topic("topic.bars").subscribe(
+            "t", MailboxSpec(10_000, OverflowPolicy.DROP_OLDEST)
+        ) as bars:
+            contracts: set[str] = set()
+            with anyio.fail_after(10):
+                while contracts != {MNQ, ES}:
+                    msg = await bars.receive()
+                    if isinstance(msg, BarUpdated):
+                        contracts.add(msg.bar.contract)
+            with anyio.fail_after(10):
+                while not (report := await node.health()).healthy:  # noqa: ASYNC110 - polls a snapshot
+                    await anyio.sleep(0.1)
+        assert report.hubs["market"].breaker == "closed"
+        assert report.hubs["user"].connected
+        frame = await node.bars(MNQ, "1sec", 5)
+        assert frame.height >= 1
+
+
+@pytest.mark.anyio
+async def test_live_node_without_credentials_is_a_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("PROJECT_X_USERNAME", raising=False)
+    monkeypatch.delenv("PROJECT_X_API_KEY", raising=False)
+    config = NodeConfig(gateway=GatewayConfig(api_url="http://127.0.0.1:1"))
+    with pytest.raises(ConfigError, match="PROJECT_X_USERNAME"):
+        async with open_node(config):
+            pass
