@@ -12,18 +12,26 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import anyio
 import msgspec
 import typer
 
+from actors.auth import AuthConfig
 from protocols.errors import PxError
+from protocols.secrets import Secret
 from protocols.timeframes import parse_timeframe
 
+from .config import BarsConfig, GatewayConfig, NodeConfig, load_config
+from .contracts import resolve_contracts
+from .node import open_node
 from .supervisor import unwrap
+
+DEMO_ACCOUNT_ID = 7001
+"""The simulated gateway's demo account (its orders, positions and trades)."""
 
 app = typer.Typer(
     name="pxnode",
@@ -157,6 +165,212 @@ def gateway(
         return 0
 
     _main(command, log_level)
+
+
+# ------------------------------------------------------------ live commands
+
+Contracts = Annotated[
+    list[str] | None,
+    typer.Option("--contracts", help="Contract ids or symbols, comma-separated or repeated."),
+]
+Timeframes = Annotated[str, typer.Option(help="Comma-separated, e.g. 1min,5min,1hr,4hr.")]
+Duration = Annotated[
+    float | None, typer.Option(help="Stop by itself after this many seconds.", min=0)
+]
+Json = Annotated[bool, typer.Option("--json", help="One JSON snapshot per line per second.")]
+MetricsPort = Annotated[
+    int | None, typer.Option("--metrics-port", help="Serve Prometheus text at /metrics.")
+]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML config file.")]
+
+
+def _contracts(values: list[str] | None) -> list[str]:
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+async def _run_node(
+    config: NodeConfig,
+    stopping: Stopping,
+    *,
+    json: bool,
+    duration: float | None,
+    metrics_port: int | None,
+) -> int:
+    from .dashboard import run_dashboard, run_json
+    from .metrics import serve_metrics
+
+    async with open_node(config) as node, anyio.create_task_group() as tg:
+        if metrics_port is not None:
+            port = await tg.start(serve_metrics, node, metrics_port)
+            typer.echo(f"pxnode: metrics at http://127.0.0.1:{port}/metrics", err=True)
+        if json:
+            await run_json(node, stopping.event, duration=duration)
+        else:
+            await run_dashboard(
+                node, stopping.event, timeframes=config.bars.timeframes, duration=duration
+            )
+        tg.cancel_scope.cancel()
+    return 0
+
+
+@app.command()
+def demo(
+    contracts: Contracts = None,
+    timeframes: Timeframes = "1min,5min,1hr,4hr",
+    faults: Annotated[str, typer.Option(help="Fault SPEC for the sim (see README).")] = "",
+    duration: Duration = None,
+    json: Json = False,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated market.")] = 1,
+    rate: Annotated[float, typer.Option(help="Simulated trades per second.")] = 200.0,
+    metrics_port: MetricsPort = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Run the simulated gateway and a whole node in one process, with a live dashboard."""
+    from actors.gateway_sim import CONTRACTS, SimConfig, running
+
+    names = _timeframes(timeframes)
+    wanted = _contracts(contracts) or list(CONTRACTS)
+    ids = [_sim_contract(name, CONTRACTS) for name in wanted]
+    try:
+        sim_config = SimConfig(seed=seed, rate=rate, contracts=tuple(ids), faults=faults)
+    except PxError as error:
+        _fail(str(error))
+        raise
+
+    async def command(stopping: Stopping) -> int:
+        async with running(sim_config) as sim:
+            gateway = GatewayConfig(
+                api_url=sim.url,
+                market_hub=f"{sim.url}/hubs/market",
+                user_hub=f"{sim.url}/hubs/user",
+                accounts=[DEMO_ACCOUNT_ID],
+                username="demo",
+                api_key=Secret("demo-key"),
+            )
+            config = NodeConfig(
+                contracts=ids, bars=BarsConfig(timeframes=names), gateway=gateway, seed=seed
+            )
+            return await _run_node(
+                config, stopping, json=json, duration=duration, metrics_port=metrics_port
+            )
+
+    _main(command, log_level)
+
+
+def _sim_contract(name: str, known: Mapping[str, Any]) -> str:
+    """The sim knows its contracts: accept the id, the symbol (MNQ) or the name (MNQZ5)."""
+    if name in known:
+        return name
+    for contract_id, spec in known.items():
+        if name.upper() in (spec.name.upper(), spec.symbol_id.rsplit(".", 1)[-1].upper()):
+            return contract_id
+    _fail(f"unknown contract {name!r}; the simulated gateway has {', '.join(known)}")
+    raise AssertionError
+
+
+def _live_config(
+    config_file: Path | None,
+    contracts: list[str] | None,
+    timeframes: str | None,
+    api_url: str | None,
+    market_hub: str | None,
+    user_hub: str | None,
+    record: Path | None,
+) -> NodeConfig:
+    try:
+        config = load_config(config_file)
+        gateway = config.gateway or GatewayConfig()
+        changes = {
+            key: value
+            for key, value in (
+                ("api_url", api_url),
+                ("market_hub", market_hub),
+                ("user_hub", user_hub),
+            )
+            if value is not None
+        }
+        gateway = msgspec.structs.replace(gateway, **changes)
+        AuthConfig.from_env(username=gateway.username, api_key=gateway.api_key)
+    except PxError as error:
+        _fail(str(error))
+        raise
+    updates: dict[str, Any] = {"gateway": gateway}
+    if names := _contracts(contracts):
+        updates["contracts"] = names
+    if timeframes is not None:
+        updates["bars"] = msgspec.structs.replace(config.bars, timeframes=_timeframes(timeframes))
+    if record is not None:
+        updates["record"] = str(record)
+    config = msgspec.structs.replace(config, **updates)
+    if not config.contracts:
+        _fail("no contracts: give --contracts or `contracts` in the config file")
+    return config
+
+
+def _run_command(
+    config: NodeConfig,
+    *,
+    json: bool,
+    duration: float | None,
+    metrics_port: int | None,
+    log_level: str,
+) -> None:
+    async def command(stopping: Stopping) -> int:
+        assert config.gateway is not None
+        auth = AuthConfig.from_env(
+            username=config.gateway.username,
+            api_key=config.gateway.api_key,
+            api_url=config.gateway.api_url,
+        )
+        ids = await resolve_contracts(config.contracts, auth)
+        live = msgspec.structs.replace(config, contracts=ids)
+        return await _run_node(
+            live, stopping, json=json, duration=duration, metrics_port=metrics_port
+        )
+
+    _main(command, log_level)
+
+
+@app.command()
+def run(
+    contracts: Contracts = None,
+    timeframes: Annotated[str | None, typer.Option(help="Comma-separated timeframes.")] = None,
+    api_url: Annotated[str | None, typer.Option("--api-url", help="REST base URL.")] = None,
+    market_hub: Annotated[str | None, typer.Option("--market-hub", help="Market hub URL.")] = None,
+    user_hub: Annotated[str | None, typer.Option("--user-hub", help="User hub URL.")] = None,
+    record: Annotated[Path | None, typer.Option("--record", help="Also record a tape.")] = None,
+    metrics_port: MetricsPort = None,
+    duration: Duration = None,
+    json: Json = False,
+    config: ConfigFile = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Run a node against a real (or any) gateway; credentials from PROJECT_X_* or the config."""
+    node_config = _live_config(config, contracts, timeframes, api_url, market_hub, user_hub, record)
+    _run_command(
+        node_config, json=json, duration=duration, metrics_port=metrics_port, log_level=log_level
+    )
+
+
+@app.command()
+def record(
+    tape: Annotated[Path, typer.Argument(help="Tape file to append hub messages to.")],
+    contracts: Contracts = None,
+    timeframes: Annotated[str | None, typer.Option(help="Comma-separated timeframes.")] = None,
+    api_url: Annotated[str | None, typer.Option("--api-url", help="REST base URL.")] = None,
+    market_hub: Annotated[str | None, typer.Option("--market-hub", help="Market hub URL.")] = None,
+    user_hub: Annotated[str | None, typer.Option("--user-hub", help="User hub URL.")] = None,
+    metrics_port: MetricsPort = None,
+    duration: Duration = None,
+    json: Json = False,
+    config: ConfigFile = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Record raw hub traffic to a tape (a ``run`` with ``--record TAPE``)."""
+    node_config = _live_config(config, contracts, timeframes, api_url, market_hub, user_hub, tape)
+    _run_command(
+        node_config, json=json, duration=duration, metrics_port=metrics_port, log_level=log_level
+    )
 
 
 def main() -> None:
