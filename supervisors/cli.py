@@ -26,8 +26,8 @@ from protocols.secrets import Secret
 from protocols.timeframes import parse_timeframe
 
 from .config import BarsConfig, GatewayConfig, NodeConfig, load_config
-from .contracts import resolve_contracts
 from .node import open_node
+from .preflight import check_reachable, resolve_contracts
 from .supervisor import unwrap
 
 DEMO_ACCOUNT_ID = 7001
@@ -258,11 +258,13 @@ def demo(
 
 
 def _sim_contract(name: str, known: Mapping[str, Any]) -> str:
-    """The sim knows its contracts: accept the id, the symbol (MNQ) or the name (MNQZ5)."""
+    """The sim knows its contracts: the id, the symbol (MNQ, ES) or the name (MNQZ5)."""
     if name in known:
         return name
+    wanted = name.upper()
     for contract_id, spec in known.items():
-        if name.upper() in (spec.name.upper(), spec.symbol_id.rsplit(".", 1)[-1].upper()):
+        symbol = spec.symbol_id.rsplit(".", 1)[-1].upper()
+        if wanted in (spec.name.upper(), symbol) or spec.name.upper()[:-2] == wanted:
             return contract_id
     _fail(f"unknown contract {name!r}; the simulated gateway has {', '.join(known)}")
     raise AssertionError
@@ -322,6 +324,7 @@ def _run_command(
             api_key=config.gateway.api_key,
             api_url=config.gateway.api_url,
         )
+        await check_reachable(auth.api_url)
         ids = await resolve_contracts(config.contracts, auth)
         live = msgspec.structs.replace(config, contracts=ids)
         return await _run_node(

@@ -46,7 +46,15 @@ from actors.bars import SCHEMA
 from actors.recorder import TapeCounts, read_tape
 from actors.validation import TRADE_REASONS
 from protocols.errors import ConfigError
-from protocols.messages import Bar, BarClosed, BarUpdated, Flush, HubMessageReceived, Tick
+from protocols.messages import (
+    Bar,
+    BarClosed,
+    BarUpdated,
+    Flush,
+    HubMessageReceived,
+    HubMessagesReceived,
+    Tick,
+)
 
 from .config import BarsConfig, NodeConfig
 from .mailbox import Mailbox, MailboxSpec, OverflowPolicy
@@ -56,6 +64,8 @@ END_OF_TAPE = 253_402_300_800.0
 """Year 10000 (unix s): a tick at this time closes every bar, whatever its length and grace."""
 FLUSH_TIMEOUT = 120.0
 """Seconds a barrier may take: it waits for at most one full mailbox of work."""
+MAX_FRAMES = 64
+"""Most frames told to validation in one message (fewer if a tape second ends first)."""
 WRITER_MAILBOX = MailboxSpec(4096, OverflowPolicy.BLOCK)
 WRITER_BATCH = 1024
 
@@ -134,27 +144,31 @@ def _replay_config(config: NodeConfig, timeframes: Sequence[str]) -> NodeConfig:
 async def _feed(node: Any, tape: Iterable[list[Any]]) -> dict[str, int]:
     """Tell every record to validation, ticking bars on whole tape seconds; then the barriers."""
     validation, bars = node.ref("validation"), node.ref("bars")
-    tell, tell_nowait = validation.tell, validation.tell_nowait
     next_second = -math.inf
+    frames: list[HubMessageReceived] = []
     for records in tape:  # one chunk of the file: thousands of lines
         for record in records:
             t = record.t
-            msg = HubMessageReceived(record.hub, record.target, record.arguments, t)
-            try:
-                tell_nowait(msg)
-            except anyio.WouldBlock:
-                await tell(msg)
-            if t >= next_second:
-                next_second = math.floor(t) + 1.0
-                tick = Tick(now=t)
-                try:
-                    bars.tell_nowait(tick)
-                except anyio.WouldBlock:
-                    await bars.tell(tick)
+            frames.append(HubMessageReceived(record.hub, record.target, record.arguments, t))
+            if t >= next_second or len(frames) >= MAX_FRAMES:
+                await _tell(validation, HubMessagesReceived(frames))
+                frames = []
+                if t >= next_second:
+                    next_second = math.floor(t) + 1.0
+                    await _tell(validation, Tick(now=t))
+    if frames:
+        await _tell(validation, HubMessagesReceived(frames))
     counters: dict[str, int] = await validation.ask(Flush(), FLUSH_TIMEOUT)
     await bars.tell(Tick(now=END_OF_TAPE))
     await bars.ask(Flush(), FLUSH_TIMEOUT)
     return counters
+
+
+async def _tell(ref: Any, msg: Any) -> None:
+    try:
+        ref.tell_nowait(msg)
+    except anyio.WouldBlock:
+        await ref.tell(msg)
 
 
 class _BarWriter:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import polars as pl
@@ -102,3 +103,103 @@ def test_gateway_stops_cleanly_on_sigterm_and_sigint() -> None:
         _, err = proc.communicate(timeout=20)
         assert proc.returncode == code, err
         assert "Traceback" not in err
+
+
+def pxnode(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> Any:
+    return subprocess.run(
+        [sys.executable, "-c", "from supervisors.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONWARNINGS": "error", **(env or {})},
+    )
+
+
+@pytest.mark.slow
+def test_demo_json_streams_snapshots_with_bars_for_several_contracts() -> None:
+    done = pxnode("demo", "--duration", "5", "--json", "--timeframes", "1sec,1min", "--rate", "400")
+    assert done.returncode == 0, done.stderr
+    lines = [msgspec.json.decode(line) for line in done.stdout.splitlines()]
+    assert 4 <= len(lines) <= 7
+    last = lines[-1]
+    assert last["bars_closed"] > 0
+    assert sum(1 for c in last["contracts"].values() if c["trades"] > 0) >= 2
+    assert last["breaker"] == {"market": "closed", "user": "closed"} and last["healthy"]
+    assert "Traceback" not in done.stderr
+
+
+@pytest.mark.slow
+def test_demo_without_a_tty_prints_plain_lines() -> None:
+    done = pxnode("demo", "--duration", "2.5", "--contracts", "MNQ,ES")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() and "\x1b[" not in done.stdout
+
+
+@pytest.mark.slow
+def test_record_then_replay_round_trip(tmp_path: Path) -> None:
+    gateway = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "from supervisors.cli import main; main()",
+            "gateway",
+            "--rate",
+            "500",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert gateway.stdout is not None
+        url = gateway.stdout.readline().split()[-3]
+        env = {"PROJECT_X_USERNAME": "demo", "PROJECT_X_API_KEY": "demo-key"}
+        tape = tmp_path / "session.tape"
+        done = pxnode(
+            "record", str(tape), "--contracts", "MNQ,CON.F.US.EP.Z25", "--duration", "3",
+            "--json", "--api-url", url, "--market-hub", f"{url}/hubs/market",
+            "--user-hub", f"{url}/hubs/user", env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        text = tape.read_text()
+        assert "GatewayTrade" in text and "demo-key" not in text
+        out = tmp_path / "bars.parquet"
+        replayed = pxnode("replay", str(tape), "--timeframes", "1sec", "--out", str(out),
+                          "--json-stats")  # fmt: skip
+        assert replayed.returncode == 0, replayed.stderr
+        stats = msgspec.json.decode(replayed.stdout.strip().splitlines()[-1])
+        assert stats["trades_accepted"] > 100 and stats["malformed"] == 0
+        assert set(pl.read_parquet(out)["contract"]) == {"CON.F.US.MNQ.Z25", "CON.F.US.EP.Z25"}
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        gateway.communicate(timeout=20)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["run", "--contracts", "MNQ"], {}, "no username (set PROJECT_X_USERNAME)"),
+        (["run"], {"PROJECT_X_USERNAME": "u", "PROJECT_X_API_KEY": "k"}, "no contracts"),
+        (
+            ["run", "--contracts", "MNQ", "--api-url", "http://127.0.0.1:1"],
+            {"PROJECT_X_USERNAME": "u", "PROJECT_X_API_KEY": "k"},
+            "gateway unreachable at http://127.0.0.1:1",
+        ),
+        (["run", "--contracts", "MNQ", "--config", "/no/such.toml"], {}, "cannot read config"),
+        (["demo", "--contracts", "XYZ"], {}, "unknown contract 'XYZ'"),
+        (["demo", "--timeframes", "2day"], {}, "invalid timeframe"),
+        (["demo", "--faults", "explode@3"], {}, "explode"),
+    ],
+)
+def test_live_commands_fail_with_one_line(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str], message: str
+) -> None:
+    for name in ("PROJECT_X_USERNAME", "PROJECT_X_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "k" not in result.stderr.split() and "Traceback" not in result.output

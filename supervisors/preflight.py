@@ -1,8 +1,10 @@
-"""Contract names from the command line: ids pass through, symbols are looked up.
+"""Checks before a live node starts, so a mistake is one clear line, not a retry loop.
 
-``MNQ`` or ``MNQZ5`` becomes ``CON.F.US.MNQ.Z25`` through POST /api/Contract/search,
-preferring the active contract. This runs once, before the node starts, so the
-node's config (health, snapshot, subscriptions) only ever holds contract ids.
+* The gateway must be reachable (GET /api/Status/ping, no auth): an unreachable
+  URL is a typo far more often than an outage.
+* Contract names: ids pass through, symbols are looked up. ``MNQ`` or ``MNQZ5``
+  becomes ``CON.F.US.MNQ.Z25`` through POST /api/Contract/search, preferring the
+  active contract, so the node's config only ever holds contract ids.
 """
 
 from __future__ import annotations
@@ -24,6 +26,18 @@ CONTRACT_ID_PREFIX = "CON."
 
 _LOGIN = decoder(LoginResponse)
 _SEARCH = decoder(ContractSearchResponse)
+
+
+async def check_reachable(
+    api_url: str, *, transport: httpx.AsyncBaseTransport | None = None, timeout: float = 10.0
+) -> None:
+    """``GatewayError`` if nothing answers at ``api_url`` (any HTTP answer will do)."""
+    async with httpx.AsyncClient(base_url=api_url, transport=transport, timeout=timeout) as client:
+        try:
+            await client.get("/api/Status/ping")
+        except httpx.HTTPError as error:
+            where = f"{api_url}: {type(error).__name__}"
+            raise GatewayError(f"gateway unreachable at {where}") from None
 
 
 async def resolve_contracts(
