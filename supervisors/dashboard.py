@@ -37,6 +37,7 @@ from rich.text import Text
 from protocols.errors import AskTimeout, ConfigError
 from protocols.health import HealthReport
 from protocols.hubs import Connected, Disconnected, HeartbeatMeasured
+from protocols.interfaces import Inbox
 from protocols.messages import (
     Bar,
     BreakerTransitioned,
@@ -49,7 +50,7 @@ from protocols.messages import (
 )
 from protocols.timeframes import bar_end, parse_timeframe
 
-from .mailbox import Mailbox, MailboxSpec, MailboxStatistics, OverflowPolicy
+from .mailbox import MailboxSpec, MailboxStatistics, OverflowPolicy
 from .node import Node
 from .snapshot import NodeSnapshot, take_snapshot
 
@@ -109,11 +110,11 @@ class DashboardView(msgspec.Struct, frozen=True):
 
 async def collect_view(
     node: Node,
-    quotes_inbox: Mailbox[Any],
+    quotes_inbox: Inbox[Any],
     timeframes: Sequence[str],
     bars_n: int = 20,
     *,
-    events_inbox: Mailbox[Any] | None = None,
+    events_inbox: Inbox[Any] | None = None,
     previous: DashboardView | None = None,
 ) -> DashboardView:
     """Ask the node for one frame; quotes and events carry over from ``previous``."""

@@ -13,7 +13,7 @@ is an actor object (``run(inbox, ctx)``) or a zero-argument factory of one.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +31,14 @@ from actors.validation import ValidationActor
 from protocols.errors import AuthFailed, ConfigError
 from protocols.health import GetHealth, HealthReport
 from protocols.hubs import HubName, SubscribeAccount, SubscribeContract
-from protocols.messages import GetBars, GetStats
+from protocols.messages import (
+    BarClosed,
+    BarUpdated,
+    GetBars,
+    GetStats,
+    QuoteAccepted,
+    TradesAccepted,
+)
 from protocols.stats import StatsSnapshot
 
 from .backoff import NO_BACKOFF, Backoff
@@ -41,7 +48,7 @@ from .config import GatewayConfig, NodeConfig
 from .mailbox import Mailbox, MailboxSpec, MailboxStatistics, OverflowPolicy
 from .registry import Registry
 from .supervisor import ChildSpec, RestartType, Supervisor, unwrap
-from .topic import Topic
+from .topic import Subscription, Topic
 
 TOPICS = (
     "topic.events",
@@ -210,6 +217,7 @@ class Node:
         self.config = config
         self.registry = registry
         self.supervisor = supervisor
+        self._streams = 0
 
     def __repr__(self) -> str:
         return f"<Node children={self.supervisor.child_names()}>"
@@ -222,6 +230,41 @@ class Node:
         if name not in TOPICS:
             raise KeyError(f"no topic {name!r}; topics are {', '.join(TOPICS)}")
         return self.registry.topic(name)
+
+    async def subscribe(self, contracts: Sequence[str]) -> None:
+        """Subscribe quotes, trades and depth of ``contracts`` (kept across reconnects)."""
+        for contract in contracts:
+            await self.ref("connection_market").tell(SubscribeContract(contract))
+
+    def stream_bars(self, **policy: Any) -> Subscription[BarUpdated | BarClosed]:
+        """``BarUpdated`` (forming bars and corrections) and ``BarClosed`` as they happen."""
+        return self._stream("topic.bars", "bars", **policy)
+
+    def stream_trades(self, **policy: Any) -> Subscription[TradesAccepted]:
+        """Every validated trade, in ``TradesAccepted`` batches in arrival order."""
+        return self._stream("topic.trades", "trades", **policy)
+
+    def stream_quotes(self, **policy: Any) -> Subscription[QuoteAccepted]:
+        return self._stream("topic.quotes", "quotes", **policy)
+
+    def stream_events(self, **policy: Any) -> Subscription[Any]:
+        """Supervision, breaker, connection and heartbeat events."""
+        return self._stream("topic.events", "events", **policy)
+
+    def _stream(
+        self,
+        topic: str,
+        kind: str,
+        *,
+        capacity: int = 1024,
+        policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
+    ) -> Subscription[Any]:
+        """A subscriber's own bounded mailbox: a slow consumer never stalls the feed
+        (with the default DROP_OLDEST its drops are counted in its statistics); BLOCK
+        makes it lossless at the price of backpressure on the publisher."""
+        self._streams += 1
+        name = f"stream.{kind}.{self._streams}"
+        return self.topic(topic).subscribe(name, MailboxSpec(capacity, policy))
 
     async def bars(self, contract: str, timeframe: str, n: int = 100) -> pl.DataFrame:
         """The last ``n`` bars of ``contract`` x ``timeframe`` (forming bar last)."""
@@ -305,6 +348,8 @@ async def open_node(
         raise error from None
     finally:
         root.dispose()
+        for name in TOPICS:  # the node has stopped: every subscription ends
+            registry.topic(name).close()
 
 
 async def _run_root(

@@ -11,8 +11,6 @@ half done. With no subscribers a message is simply not wanted (counted as
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -46,20 +44,23 @@ class Topic(Generic[T]):
     def __repr__(self) -> str:
         return f"<Topic {self._name!r} subscribers={len(self._subscribers)}>"
 
-    @contextmanager
     def subscribe(
         self, name: str | None = None, spec: MailboxSpec = DEFAULT_MAILBOX
-    ) -> Iterator[Mailbox[T]]:
-        """Subscribe for the duration of the ``with`` block; the mailbox is the inbox."""
+    ) -> Subscription[T]:
+        """A new subscription: use it in a ``with`` block, or iterate it to the end."""
         key = self._next_id
         self._next_id += 1
         mailbox: Mailbox[T] = Mailbox(name or f"{self._name}#{key}", spec)
         self._subscribers[key] = mailbox
-        try:
-            yield mailbox
-        finally:
-            del self._subscribers[key]
-            mailbox.dispose()
+        return Subscription(self, key, mailbox)
+
+    def _unsubscribe(self, key: int) -> None:
+        self._subscribers.pop(key, None)
+
+    def close(self) -> None:
+        """End every subscription: subscribers drain what is queued, then see the end."""
+        for mailbox in self._subscribers.values():
+            mailbox.close()
 
     def attach(self, mailbox: Mailbox[T]) -> None:
         """Subscribe an actor's own mailbox (its owner keeps and closes it)."""
@@ -98,3 +99,62 @@ class Topic(Generic[T]):
             unrouted=self._unrouted,
             subscribers=tuple(m.statistics() for m in self._subscribers.values()),
         )
+
+
+class Subscription(Generic[T]):
+    """One subscriber's end of a topic: an ``Inbox`` with its own bounded mailbox.
+
+    ``with topic.subscribe(...) as sub:`` unsubscribes at the end of the block;
+    iterating ``async for msg in sub`` ends when the topic closes (the node
+    stops) and then disposes of itself. ``close()`` is the senders' end, as on
+    a mailbox: no more messages arrive, what is queued can still be drained.
+    """
+
+    def __init__(self, topic: Topic[T], key: int, mailbox: Mailbox[T]) -> None:
+        self._topic = topic
+        self._key = key
+        self.mailbox = mailbox
+
+    def __repr__(self) -> str:
+        return f"<Subscription {self.mailbox.name!r} to {self._topic.name!r}>"
+
+    def __enter__(self) -> Subscription[T]:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.dispose()
+
+    def close(self) -> None:
+        """Stop receiving; what is already queued can still be drained."""
+        self._topic._unsubscribe(self._key)
+        self.mailbox.close()
+
+    def dispose(self) -> None:
+        """Unsubscribe and close the mailbox for good (idempotent)."""
+        self._topic._unsubscribe(self._key)
+        self.mailbox.dispose()
+
+    def statistics(self) -> MailboxStatistics:
+        return self.mailbox.statistics()
+
+    async def receive(self) -> T:
+        return await self.mailbox.receive()
+
+    def receive_nowait(self) -> T:
+        return self.mailbox.receive_nowait()
+
+    def drain(self, limit: int) -> list[T]:
+        return self.mailbox.drain(limit)
+
+    async def receive_batch(self, limit: int) -> list[T]:
+        return await self.mailbox.receive_batch(limit)
+
+    def __aiter__(self) -> Subscription[T]:
+        return self
+
+    async def __anext__(self) -> T:
+        try:
+            return await self.mailbox.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self.dispose()
+            raise StopAsyncIteration from None

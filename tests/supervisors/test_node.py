@@ -171,3 +171,31 @@ async def test_data_path_turns_hub_trades_into_bars_on_both_backends() -> None:
         (1736175660000000, 99.0, 99.0, 99.0, 99.0, 3, 1),
     ]
     assert frame_df["close"].to_list() == [101.0, 99.0]
+
+
+@pytest.mark.anyio
+async def test_streams_have_their_own_policy_and_end_with_the_node() -> None:
+    mnq = "CON.F.US.MNQ.Z25"
+    received = datetime(2025, 1, 6, 15, 1, 30, tzinfo=UTC).timestamp()
+    config = NodeConfig(tick_interval=0, bars=BarsConfig(timeframes=["1min"]))
+    got: list[Any] = []
+
+    async def consume(stream: Any) -> None:
+        async for msg in stream:  # ends by itself when the node stops
+            got.append(msg)
+
+    async with anyio.create_task_group() as tg, open_node(config) as node:
+        tg.start_soon(consume, node.stream_trades(capacity=100, policy=OverflowPolicy.BLOCK))
+        slow = node.stream_trades(capacity=1)  # conflating: keeps the newest, counts drops
+        for second in range(5):
+            frame = _trade_frame(mnq, (f"2025-01-06T15:00:1{second}+00:00", 100.0 + second, 1))
+            await node.ref("validation").tell(
+                HubMessageReceived("market", "GatewayTrade", frame, received)
+            )
+            await node.ref("validation").ask(Flush(), timeout=5)
+        stats = slow.statistics()
+        assert (stats.depth, stats.dropped) == (1, 4)
+        slow.dispose()
+        with node.stream_bars() as bars:
+            assert bars.statistics().policy is OverflowPolicy.DROP_OLDEST
+    assert [t.price for m in got for t in m.trades] == [100.0, 101.0, 102.0, 103.0, 104.0]
