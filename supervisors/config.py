@@ -61,6 +61,8 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Stale-feed threshold and score weights; its ``contracts`` default to ``contracts``."""
     gateway: GatewayConfig | None = None
     """The live path (auth, both hubs, history back-fill); None for a node fed by a tape."""
+    history_bars: int = 200
+    """Bars per contract x timeframe back-filled at start (0: none); gaps are always back-filled."""
     record: str | None = None
     """Append every received hub message to this tape file."""
     tick_interval: float = 0.25

@@ -25,6 +25,7 @@ from actors.auth import AuthActor, AuthConfig
 from actors.bars import BarsActor
 from actors.connection import ConnectionActor, HubConfig, SubscriptionBook
 from actors.health import HealthActor
+from actors.history import HistoryActor, HistoryConfig
 from actors.recorder import TapeRecorder
 from actors.stats import StatsActor
 from actors.validation import ValidationActor
@@ -137,6 +138,17 @@ def _make_connection(hub: HubName) -> Callable[[NodeConfig, Registry], Callable[
     return make
 
 
+def _make_history(config: NodeConfig, _: Registry) -> Callable[[], HistoryActor]:
+    history = HistoryConfig(
+        contracts=list(config.contracts),
+        timeframes=list(config.bars.timeframes),
+        api_url=_gateway(config).api_url,
+        initial_bars=min(config.history_bars, config.bars.ring_size),
+    )
+    rng = random.Random(config.seed + 1)
+    return lambda: HistoryActor(history, rng=rng)
+
+
 HUB_BREAKER = BreakerPolicy(backoff=Backoff(min_backoff=0.5, max_backoff=30.0, jitter=0.2))
 """DESIGN §2 defaults (5 failures / 60 s, 30 s doubling to 300 s, K = 5); quick retries below."""
 
@@ -175,7 +187,9 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
     NodeChild(
         "clock",
         lambda config, registry: (
-            lambda: ClockActor(registry, config.tick_interval, ("bars", "validation", "stats"))
+            lambda: ClockActor(
+                registry, config.tick_interval, ("bars", "validation", "stats", "health")
+            )
         ),
         lambda _: MailboxSpec(1),
         enabled=lambda config: config.tick_interval > 0,
@@ -188,6 +202,14 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
         enabled=_live,
         backoff=Backoff(min_backoff=1.0, max_backoff=60.0, jitter=0.2),
         fatal=(AuthFailed,),
+    ),
+    # After auth (it asks for tokens), before the hubs (it must see their first Connected).
+    NodeChild(
+        "history",
+        _make_history,
+        _conflating(256),  # only the market hub's Connected/Disconnected matter to it
+        attach=("topic.events",),
+        enabled=lambda config: _live(config) and bool(config.contracts),
     ),
     NodeChild(
         "connection_user",

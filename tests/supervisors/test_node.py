@@ -48,6 +48,7 @@ def test_table_lists_the_node_children_in_start_order() -> None:
         "recorder",
         "clock",
         "auth",
+        "history",
         "connection_user",
         "connection_market",
     ]

@@ -1,0 +1,44 @@
+"""Embed pxnode in an asyncio application: validated trades and health.
+
+Run: .venv/bin/python examples/embed_asyncio.py [seconds]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from actors.gateway_sim import SimConfig, running
+from protocols.secrets import Secret
+from supervisors import NodeConfig, OverflowPolicy, open_node
+from supervisors.config import GatewayConfig
+
+
+async def main(seconds: float) -> None:
+    async with running(SimConfig(rate=300.0)) as sim:
+        config = NodeConfig(
+            contracts=["CON.F.US.MNQ.Z25", "CON.F.US.EP.Z25"],
+            gateway=GatewayConfig(
+                api_url=sim.url,
+                market_hub=f"{sim.url}/hubs/market",
+                user_hub=f"{sim.url}/hubs/user",
+                username="demo",
+                api_key=Secret("demo-key"),
+            ),
+        )
+        async with open_node(config) as node:
+            count = 0
+            # A lossless subscription: BLOCK applies backpressure instead of dropping.
+            with node.stream_trades(capacity=4096, policy=OverflowPolicy.BLOCK) as trades:
+                try:
+                    async with asyncio.timeout(seconds):
+                        async for batch in trades:
+                            count += len(batch.trades)
+                except TimeoutError:
+                    pass
+            health = await node.health()
+            print(f"{count} trades; healthy={health.healthy} score={health.score:.2f}")
+
+
+if __name__ == "__main__":
+    asyncio.run(main(float(sys.argv[1]) if len(sys.argv) > 1 else 3.0))

@@ -1,0 +1,50 @@
+"""Embed pxnode in a trio application: stream bars from a (simulated) gateway.
+
+Run: .venv/bin/python examples/embed_trio.py [seconds]
+
+Against the real gateway, drop the simulator and set GatewayConfig() with
+PROJECT_X_USERNAME / PROJECT_X_API_KEY in the environment.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import trio
+
+from actors.gateway_sim import SimConfig, running
+from protocols.messages import BarClosed, BarUpdated
+from protocols.secrets import Secret
+from supervisors import BarsConfig, NodeConfig, open_node
+from supervisors.config import GatewayConfig
+
+MNQ = "CON.F.US.MNQ.Z25"
+
+
+async def main(seconds: float) -> None:
+    async with running(SimConfig(rate=500.0)) as sim:
+        config = NodeConfig(
+            contracts=[MNQ],
+            bars=BarsConfig(timeframes=["1sec", "1min"]),
+            gateway=GatewayConfig(
+                api_url=sim.url,
+                market_hub=f"{sim.url}/hubs/market",
+                user_hub=f"{sim.url}/hubs/user",
+                username="demo",
+                api_key=Secret("demo-key"),
+            ),
+        )
+        async with open_node(config) as node:
+            with trio.move_on_after(seconds), node.stream_bars() as bars:
+                async for msg in bars:
+                    if isinstance(msg, BarClosed):
+                        bar = msg.bar
+                        print(f"closed {bar.timeframe} {bar.start} close={bar.close} v={bar.volume}")
+                    elif isinstance(msg, BarUpdated) and msg.closed:
+                        print(f"corrected {msg.bar.timeframe} {msg.bar.start}")
+            frame = await node.bars(MNQ, "1sec", 5)
+            print(frame)
+
+
+if __name__ == "__main__":
+    trio.run(main, float(sys.argv[1]) if len(sys.argv) > 1 else 5.0)
