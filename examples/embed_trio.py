@@ -39,7 +39,9 @@ async def main(seconds: float) -> None:
                 async for msg in bars:
                     if isinstance(msg, BarClosed):
                         bar = msg.bar
-                        print(f"closed {bar.timeframe} {bar.start} close={bar.close} v={bar.volume}")
+                        print(
+                            f"closed {bar.timeframe} {bar.start} close={bar.close} v={bar.volume}"
+                        )
                     elif isinstance(msg, BarUpdated) and msg.closed:
                         print(f"corrected {msg.bar.timeframe} {msg.bar.start}")
             frame = await node.bars(MNQ, "1sec", 5)
