@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-Raw hub invocations (``HubMessageReceived``) arrive in batches. Each market
+Raw hub invocations (``HubMessageReceived``, or several at once in a
+``HubMessagesReceived``, as replay sends them) arrive in batches. Each market
 frame is ``[contractId, payload]``; every item of its payload is judged alone,
 in arrival order, and the first failing rule names the reason:
 
@@ -45,7 +46,9 @@ settles the rare near-boundary case exactly on the decimals as written, so
 Out: accepted trades of a batch go as one ``TradesAccepted`` to ``bars`` and
 ``topic.trades`` (awaited: backpressure, never a lost accepted trade); quotes
 one ``QuoteAccepted`` each to ``topic.quotes``; depth one ``DepthAccepted`` per
-frame to ``topic.depth``; user-hub frames unchanged to ``topic.user``.
+frame to ``topic.depth``; user-hub frames unchanged to ``topic.user``. A batch
+of ``HubMessagesReceived`` is sent every ``batch_limit`` frames, so downstream
+messages stay as large as with one message per frame.
 Cumulative counters go to ``stats`` every ``report_every`` batches, on Tick,
 on Stop and when the inbox closes; an asked ``Flush`` is answered with them
 once everything queued before it has been told downstream (a barrier).
@@ -74,6 +77,7 @@ from protocols.messages import (
     Flush,
     GetContracts,
     HubMessageReceived,
+    HubMessagesReceived,
     QuoteAccepted,
     Request,
     Stop,
@@ -251,6 +255,52 @@ def _fallback(
 # ----------------------------------------------------------------------- actor
 
 
+class _Outbox:
+    """What the current batch let through, per destination, until ``send`` tells it.
+
+    Accepted trades go as one ``TradesAccepted``, told with a plain (awaited)
+    ``tell``: a scheduling point per batch, so the consumers drain between two
+    batches. Quotes, depth and user frames go one message each, so they are told
+    without a scheduling point while their mailbox has room: an awaited tell
+    yields, and every yield would wake a consumer for a single message.
+    """
+
+    __slots__ = ("_refs", "depth", "quotes", "trades", "user")
+
+    def __init__(self, ctx: ActorContext) -> None:
+        self._refs = tuple(
+            ctx.ref(name)
+            for name in ("bars", "topic.trades", "topic.quotes", "topic.depth", "topic.user")
+        )
+        self.trades: list[Trade] = []
+        self.quotes: list[QuoteAccepted] = []
+        self.depth: list[DepthAccepted] = []
+        self.user: list[HubMessageReceived] = []
+
+    async def send(self) -> None:
+        bars, trades_topic, quotes_topic, depth_topic, user_topic = self._refs
+        if self.trades:
+            accepted = TradesAccepted(trades=self.trades)
+            self.trades = []
+            await bars.tell(accepted)
+            await trades_topic.tell(accepted)
+        for items, ref in ((self.quotes, quotes_topic), (self.depth, depth_topic)):
+            for item in items:
+                await _tell(ref, item)
+            items.clear()
+        for frame in self.user:
+            await _tell(user_topic, frame)
+        self.user.clear()
+
+
+async def _tell(ref: Ref[Any], msg: Any) -> None:
+    """Awaits only when the mailbox is full: backpressure, but no yield per message."""
+    try:
+        ref.tell_nowait(msg)
+    except anyio.WouldBlock:
+        await ref.tell(msg)
+
+
 class ValidationActor:
     """Judges every trade, quote and depth item; forwards the accepted, counts the rest."""
 
@@ -295,21 +345,23 @@ class ValidationActor:
     # --------------------------------------------------------------- the loop
 
     async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
-        bars, trades_topic = ctx.ref("bars"), ctx.ref("topic.trades")
-        quotes_topic, depth_topic = ctx.ref("topic.quotes"), ctx.ref("topic.depth")
-        user_topic, stats = ctx.ref("topic.user"), ctx.ref("stats")
+        stats = ctx.ref("stats")
         limit, report_every = self.config.batch_limit, self.config.report_every
+        out = _Outbox(ctx)
         batches = 0
         flushes: list[Any] = []  # reply refs of Flush barriers, answered once the batch is out
         while batch := await inbox.receive_batch(limit):
-            trades: list[Trade] = []
-            quotes: list[QuoteAccepted] = []
-            depth: list[DepthAccepted] = []
-            user: list[HubMessageReceived] = []
+            frames = 0  # judged since the last send: a batch of HubMessagesReceived is split
             report = stop = False
             for msg in batch:
                 if isinstance(msg, HubMessageReceived):
-                    self.on_hub_message(msg, trades, quotes, depth, user)
+                    self.on_hub_message(msg, out.trades, out.quotes, out.depth, out.user)
+                    frames += 1
+                elif isinstance(msg, HubMessagesReceived):
+                    frames += self.on_hub_messages(msg, out.trades, out.quotes, out.depth, out.user)
+                    if frames >= limit:
+                        await out.send()
+                        frames = 0
                 elif isinstance(msg, Tick):
                     report = True
                 elif isinstance(msg, Request) and isinstance(msg.body, Flush):
@@ -321,16 +373,7 @@ class ValidationActor:
                     break
                 else:
                     self._counts["messages_ignored"] += 1
-            if trades:
-                accepted = TradesAccepted(trades=trades)
-                await bars.tell(accepted)
-                await trades_topic.tell(accepted)
-            for quote in quotes:
-                await quotes_topic.tell(quote)
-            for levels in depth:
-                await depth_topic.tell(levels)
-            for frame in user:
-                await user_topic.tell(frame)
+            await out.send()
             for reply in flushes:
                 reply.tell_nowait(self.counters())
             flushes.clear()
@@ -358,6 +401,27 @@ class ValidationActor:
             self._counts["reports_dropped"] += 1
 
     # ------------------------------------------------------------- dispatch
+
+    def on_hub_messages(
+        self,
+        msg: HubMessagesReceived,
+        trades: list[Trade],
+        quotes: list[QuoteAccepted],
+        depth: list[DepthAccepted],
+        user: list[HubMessageReceived],
+    ) -> int:
+        """Judge each frame of ``msg`` in order (a non-frame is ignored); returns how many."""
+        frames: object = msg.messages
+        if type(frames) is not list:
+            self._counts["messages_ignored"] += 1
+            return 0
+        on_hub_message = self.on_hub_message
+        for frame in frames:
+            if type(frame) is HubMessageReceived:
+                on_hub_message(frame, trades, quotes, depth, user)
+            else:
+                self._counts["messages_ignored"] += 1
+        return len(frames)
 
     def on_hub_message(
         self,

@@ -122,6 +122,17 @@ class HubMessageReceived(Message, frozen=True):
     received_at: float
 
 
+class HubMessagesReceived(Message, frozen=True):
+    """Several hub invocations in arrival order, judged exactly as if told one by one.
+
+    A live connection tells each frame as it comes; replay has a whole tape at
+    hand and tells the frames of one tape second at once, so the mailbox hop is
+    paid per second of tape instead of per frame.
+    """
+
+    messages: list[HubMessageReceived]
+
+
 class Trade(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One accepted trade (not a message on its own; travels in ``TradesAccepted``)."""
 

@@ -6,10 +6,13 @@ A replay is a node without sockets and without a wall clock
 (``tick_interval=0``): the tape is the only source and its ``t`` fields are
 the only time. Three parties run concurrently:
 
-* the feeder (this task) tells every tape line to ``validation`` as the
-  ``HubMessageReceived`` the connection actor would have sent, with
-  ``received_at=t``, and tells ``bars`` a ``Tick(now=t)`` whenever ``t``
-  enters a new whole second, so bar timers fire in tape time;
+* the feeder (this task) turns every tape line into the ``HubMessageReceived``
+  the connection actor would have sent, with ``received_at=t``, and tells
+  ``bars`` a ``Tick(now=t)`` whenever ``t`` enters a new whole second, so bar
+  timers fire in tape time. The frames go to ``validation`` in one
+  ``HubMessagesReceived`` per tape second (at most ``MAX_FRAMES``), told just
+  before that second's tick: the same order as one message per frame, for a
+  mailbox hop per second instead of per frame;
 * the node's own actors (validation → bars), unchanged;
 * the writer, on a BLOCK subscription to ``topic.bars`` taken before the first
   line, keeping the newest version of every bar by (contract, timeframe, start).
@@ -46,6 +49,7 @@ from actors.bars import SCHEMA
 from actors.recorder import TapeCounts, read_tape
 from actors.validation import TRADE_REASONS
 from protocols.errors import ConfigError
+from protocols.interfaces import Inbox
 from protocols.messages import (
     Bar,
     BarClosed,
@@ -57,7 +61,7 @@ from protocols.messages import (
 )
 
 from .config import BarsConfig, NodeConfig
-from .mailbox import Mailbox, MailboxSpec, OverflowPolicy
+from .mailbox import MailboxSpec, OverflowPolicy
 from .node import open_node
 
 END_OF_TAPE = 253_402_300_800.0
@@ -155,7 +159,7 @@ async def _feed(node: Any, tape: Iterable[list[Any]]) -> dict[str, int]:
                 frames = []
                 if t >= next_second:
                     next_second = math.floor(t) + 1.0
-                    await _tell(validation, Tick(now=t))
+                    await _tell(bars, Tick(now=t))
     if frames:
         await _tell(validation, HubMessagesReceived(frames))
     counters: dict[str, int] = await validation.ask(Flush(), FLUSH_TIMEOUT)
@@ -165,6 +169,7 @@ async def _feed(node: Any, tape: Iterable[list[Any]]) -> dict[str, int]:
 
 
 async def _tell(ref: Any, msg: Any) -> None:
+    """Await only when the mailbox is full (an awaited tell yields on every call)."""
     try:
         ref.tell_nowait(msg)
     except anyio.WouldBlock:
@@ -178,7 +183,7 @@ class _BarWriter:
         self._bars: dict[BarKey, Bar] = {}
         self._on_bar = on_bar
 
-    async def run(self, inbox: Mailbox[Any]) -> None:
+    async def run(self, inbox: Inbox[Any]) -> None:
         bars, on_bar = self._bars, self._on_bar
         while batch := await inbox.receive_batch(WRITER_BATCH):
             for msg in batch:

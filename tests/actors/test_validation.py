@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -24,6 +25,7 @@ from protocols.messages import (
     GetContracts,
     GetStats,
     HubMessageReceived,
+    HubMessagesReceived,
     QuoteAccepted,
     Request,
     Stop,
@@ -652,6 +654,58 @@ def test_user_unknown_target() -> None:
 # ----------------------------------------------------------------- the actor
 
 
+# ------------------------------------------------------ batches of frames
+
+MIXED = [
+    frame([trade(price=100.0), trade(price=-1), trade(price=100.5, ts="2025-01-21T14:29:59Z")]),
+    frame(trade(price=160.0)),  # spike
+    frame([trade(price=101.0, ts="2025-01-21T14:28:00Z")]),  # stale once 14:29:59 is in
+    frame([trade(price=101.0, volume=0), 42, trade(price=99.0)], contract="B"),
+    frame([trade(ts="2025-01-21T14:30:05.000001Z")]),  # future
+    frame(quote(), target="GatewayQuote"),
+    frame([level()], target="GatewayDepth"),
+    frame([trade()], target="GatewayNothing"),
+    raw_frame(b"[{}]", "GatewayUserAccount", hub="user"),
+    raw_frame(b'["C", [{"price": 1'),  # not JSON
+]
+
+
+def outputs(j: Judged) -> tuple[Any, ...]:
+    return j.trades, j.quotes, j.depth, j.user, j.actor.counters()
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    order=st.lists(st.integers(0, len(MIXED) - 1), max_size=30),
+    cuts=st.sets(st.integers(0, 30)),
+)
+def test_a_batch_of_frames_is_judged_as_if_told_one_by_one(
+    order: list[int], cuts: set[int]
+) -> None:
+    frames = [MIXED[k] for k in order]
+    one_by_one = Judged()(*frames)
+    batched = Judged()
+    bounds = [0, *sorted(c for c in cuts if c < len(frames)), len(frames)]
+    for start, end in itertools.pairwise(bounds):
+        msg = HubMessagesReceived(frames[start:end])
+        n = batched.actor.on_hub_messages(
+            msg, batched.trades, batched.quotes, batched.depth, batched.user
+        )
+        assert n == end - start
+    assert outputs(batched) == outputs(one_by_one)
+
+
+def test_what_is_not_a_frame_in_a_batch_is_ignored_and_counted() -> None:
+    j = Judged()
+    args = (j.trades, j.quotes, j.depth, j.user)
+    junk: list[Any] = [frame([trade(price=100.0)]), "junk", None, frame([trade(price=100.5)])]
+    assert j.actor.on_hub_messages(HubMessagesReceived(junk), *args) == 4
+    assert j.actor.on_hub_messages(HubMessagesReceived("frames"), *args) == 0  # type: ignore[arg-type]
+    assert j.prices == [100.0, 100.5]
+    assert j.actor.counters()["messages_ignored"] == 3
+    assert j.actor.counters()["frames_received"] == 2
+
+
 @pytest.fixture(params=["trio", "asyncio"])
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -784,6 +838,38 @@ async def test_a_slow_bars_actor_gets_backpressure_and_loses_nothing() -> None:
         bars.dispose()
     assert received == [100.0, 101.0, 102.0, 103.0, 104.0]
     assert bars.statistics().dropped == 0
+
+
+@pytest.mark.anyio
+async def test_run_sends_what_batches_of_frames_let_through_every_batch_limit_frames() -> None:
+    ctx = FakeCtx()
+    prices = [[100.0, 100.25, 100.5], [100.75], [101.0, 101.25]]
+    batches = [HubMessagesReceived([frame([trade(price=p)]) for p in ps]) for ps in prices]
+    inbox = ScriptedInbox([batches[0], Tick(now=1.0), batches[1], batches[2]])
+    await ValidationActor(ValidationConfig(batch_limit=2)).run(inbox, ctx)
+    bars = told(ctx, "bars")
+    assert bars == told(ctx, "topic.trades")
+    # 3 frames >= 2: sent; then 1 + 2 frames: sent; nothing left for the end of the batch
+    assert [[t.price for t in m.trades] for m in bars] == [prices[0], prices[1] + prices[2]]
+
+
+@pytest.mark.anyio
+async def test_a_slow_quote_consumer_gets_backpressure_and_loses_nothing() -> None:
+    ctx = FakeCtx()
+    quotes: Mailbox[QuoteAccepted] = Mailbox("topic.quotes", MailboxSpec(capacity=1))
+    ctx.refs["topic.quotes"] = MailboxRef(quotes)  # type: ignore[assignment]
+    frames = [frame(quote(lastPrice=100.0 + i), target="GatewayQuote") for i in range(5)]
+    inbox = ScriptedInbox([HubMessagesReceived(frames[:3])], frames[3:])
+    received: list[float | None] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ValidationActor().run, inbox, ctx)
+            while len(received) < 5:
+                received.append((await quotes.receive()).last)
+    finally:
+        quotes.dispose()
+    assert received == [100.0, 101.0, 102.0, 103.0, 104.0]
+    assert quotes.statistics().dropped == 0
 
 
 def test_counters_name_every_reason_from_the_start() -> None:

@@ -242,6 +242,17 @@ async def test_replay_is_deterministic_and_equals_an_aggregation(tmp_path: Path)
 
 
 @pytest.mark.anyio
+async def test_frames_told_one_by_one_give_the_same_bars(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "random.tape"
+    generated_tape(path, seed=11, frames=400)
+    batched = await run(path, ["1min", "1hr"])
+    monkeypatch.setattr("supervisors.replay.MAX_FRAMES", 1)
+    assert await run(path, ["1min", "1hr"]) == batched
+
+
+@pytest.mark.anyio
 async def test_bad_inputs_are_clear_errors(tape: Path, tmp_path: Path) -> None:
     with pytest.raises(TapeError, match="cannot open tape"):
         await run(tmp_path / "missing.tape", ["1min"])
