@@ -367,7 +367,7 @@ async def open_node(
         error = unwrap(group)
         if error is group:
             raise
-        raise error from None
+        raise error from error.__cause__  # keep an Escalation's cause (the child failure)
     finally:
         root.dispose()
         for name in TOPICS:  # the node has stopped: every subscription ends

@@ -304,7 +304,16 @@ class GatewaySim:
             else:
                 continue
             await self._pace()
-            await stream.send(data)
+            try:
+                await stream.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                # The client is gone (it may have closed while a stall held this
+                # write back). Raised here, the error would leave ``_run_hub`` in
+                # an exception group that ``handle`` cannot catch, and bring down
+                # the listener's task group: the whole gateway.
+                self.counters["connections_broken"] += 1
+                c.scope.cancel()
+                return
             c.last_write = anyio.current_time()
             if isinstance(item, CloseConnection):
                 if ours:
