@@ -1,0 +1,338 @@
+"""A whole node wired to a ``GatewaySim`` without a socket, for virtual-time fault tests.
+
+The node runs unchanged except for its live rows, which ``sim_node`` overrides
+with the same actors built on in-memory seams: auth, history and negotiation
+reach the sim's ``RestHandler`` through an ``httpx.MockTransport``, and each
+hub dial (the connection actor's ``connect`` seam) becomes a pair of memory
+streams whose far end the sim serves with ``GatewaySim.handle``. Nothing waits
+on the operating system, so trio's ``MockClock(autojump_threshold=0)`` runs
+minutes of outages, cool-downs and timeouts in milliseconds.
+
+Each hub has its own host (``market.sim``, ``user.sim``), so a test can refuse
+or hang the dials of one hub. The subscription books are made once here, like
+``open_node`` makes them, and handed to every incarnation of the connection.
+
+Clocks: the sim and the node each read unix time as an anchor plus
+``anyio.current_time()``. The node's registry takes its anchor on its first
+``wall_time`` call (at the latest the clock actor's first tick), so the two
+disagree by at most that much virtual time, well inside validation's 5 s.
+
+The tests run on trio only: MockClock is trio's, and so is the task census
+(``node_tasks``) that proves a stopped node left nothing running.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import httpx
+import trio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from actors.auth import AuthActor, AuthConfig
+from actors.connection import ConnectionActor, HubConfig, SubscriptionBook
+from actors.gateway_sim import Fault, GatewaySim, SimConfig
+from actors.health import HealthConfig
+from actors.history import HistoryActor, HistoryConfig
+from protocols.hubs import HubName, SubscribeAccount, SubscribeContract
+from protocols.secrets import Secret
+from supervisors.config import BarsConfig, GatewayConfig, NodeConfig
+from supervisors.mailbox import Mailbox, MailboxSpec, OverflowPolicy
+from supervisors.node import Node, open_node
+from supervisors.supervisor import unwrap
+
+MNQ, ES = "CON.F.US.MNQ.Z25", "CON.F.US.EP.Z25"
+ACCOUNT = 7001  # the sim's demo account
+API_KEY = "demo-key"
+HOSTS: dict[HubName, str] = {"market": "market.sim", "user": "user.sim"}
+
+
+# ------------------------------------------------------------------ the wire
+
+
+class Pipe(anyio.abc.ByteStream):
+    """One end of an in-memory socket; closing it is EOF for the other end."""
+
+    def __init__(
+        self, send: MemoryObjectSendStream[bytes], receive: MemoryObjectReceiveStream[bytes]
+    ) -> None:
+        self._send, self._receive = send, receive
+        self._buffer = b""
+        self.closed = False
+
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        if not self._buffer:
+            self._buffer = await self._receive.receive()
+        data, self._buffer = self._buffer[:max_bytes], self._buffer[max_bytes:]
+        return data
+
+    async def send(self, item: bytes) -> None:
+        await self._send.send(item)
+
+    async def send_eof(self) -> None:
+        self._send.close()
+
+    async def aclose(self) -> None:
+        self.close()
+        await anyio.lowlevel.checkpoint()
+
+    def close(self) -> None:
+        self.closed = True
+        self._send.close()
+        self._receive.close()
+
+
+def socket_pair() -> tuple[Pipe, Pipe]:
+    a_send, b_receive = anyio.create_memory_object_stream[bytes](64)
+    b_send, a_receive = anyio.create_memory_object_stream[bytes](64)
+    return Pipe(a_send, a_receive), Pipe(b_send, b_receive)
+
+
+@dataclass(frozen=True, slots=True)
+class RestCall:
+    at: float  # anyio time
+    path: str
+    status: int
+
+
+class SimNet:
+    """The node's seams into one sim: ``connect`` for the hubs, ``transport()`` for HTTP.
+
+    ``refused`` hosts fail every dial (connection refused), ``hanging`` hosts
+    never answer one. Every dial, REST call and issued token is recorded.
+    """
+
+    def __init__(self, sim: GatewaySim, tg: anyio.abc.TaskGroup) -> None:
+        self.sim = sim
+        self._tg = tg
+        self.refused: set[str] = set()
+        self.hanging: set[str] = set()
+        self.dials: list[tuple[float, str]] = []
+        self.rest: list[RestCall] = []
+        self.tokens: list[str] = []  # every JWT the sim handed out, in order
+        self._pipes: list[Pipe] = []  # (node end, sim end) per dial
+
+    async def connect(self, host: str, port: int) -> anyio.abc.ByteStream:
+        self.dials.append((anyio.current_time(), host))
+        if host in self.hanging:
+            await anyio.sleep_forever()
+        if host in self.refused:
+            raise ConnectionRefusedError(f"{host}:{port}: connection refused")
+        client, server = socket_pair()
+        self._pipes += (client, server)
+        self._tg.start_soon(self.sim.handle, server)
+        return client
+
+    def transport(self) -> httpx.MockTransport:
+        return httpx.MockTransport(self._respond)
+
+    def _respond(self, request: httpx.Request) -> httpx.Response:
+        target = request.url.raw_path.decode("ascii")
+        status, headers, body = self.sim.rest.handle(
+            request.method, target, request.headers.raw, request.content
+        )
+        path = target.partition("?")[0]
+        self.rest.append(RestCall(anyio.current_time(), path, status))
+        if status == 200 and path.startswith("/api/Auth/"):
+            answer = json.loads(body)
+            token = answer.get("token") or answer.get("newToken")
+            if token:
+                self.tokens.append(token)
+        return httpx.Response(status, headers=headers, content=body)
+
+    def calls(self, path: str) -> list[RestCall]:
+        return [call for call in self.rest if call.path == path]
+
+    def hub_dials(self, hub: HubName) -> list[float]:
+        return [at for at, host in self.dials if host == HOSTS[hub]]
+
+    def open_sockets(self) -> int:
+        """Node-side socket ends not closed yet."""
+        return sum(1 for pipe in self._pipes[::2] if not pipe.closed)
+
+    def close(self) -> None:
+        for pipe in self._pipes:
+            pipe.close()
+
+
+# -------------------------------------------------------------------- taps
+
+
+class Tap:
+    """A test's own BLOCK mailbox on a node topic; it outlives the node (read it after).
+
+    Large enough never to fill in a test, so it never pushes back on the node.
+    """
+
+    def __init__(self, node: Node, topic: str, capacity: int = 1 << 16) -> None:
+        self.mailbox: Mailbox[Any] = Mailbox(f"test.{topic}", MailboxSpec(capacity))
+        assert self.mailbox.spec.policy is OverflowPolicy.BLOCK
+        node.topic(topic).attach(self.mailbox)
+        self.seen: list[Any] = []
+
+    def take(self) -> list[Any]:
+        """Everything told so far (cumulative; after ``dispose``, what was told until then)."""
+        if not self.mailbox.closed:
+            self.seen += self.mailbox.drain(1 << 30)
+        return self.seen
+
+    def of(self, kind: type) -> list[Any]:
+        return [m for m in self.take() if isinstance(m, kind)]
+
+    def dispose(self) -> None:
+        self.take()
+        self.mailbox.dispose()
+
+
+# ---------------------------------------------------------------- the node
+
+
+@dataclass
+class SimNode:
+    node: Node
+    sim: GatewaySim
+    net: SimNet
+    events: Tap
+    books: dict[HubName, SubscriptionBook]
+    stopped: tuple[float, float] | None = None
+    """Virtual time the node took to stop, and when it was stopped (after a normal exit)."""
+    left_running: list[str] = field(default_factory=list)
+    """Tasks of the node still alive once ``open_node`` returned (trio only): none, ever."""
+    left_open: int = 0
+    """Node-side sockets still open once ``open_node`` returned."""
+
+    def wall(self) -> float:
+        return self.sim.wall_time()
+
+
+def node_config(
+    *, health: HealthConfig | None = None, api_key: str = API_KEY, tick_interval: float = 0.25
+) -> NodeConfig:
+    return NodeConfig(
+        contracts=[MNQ, ES],
+        tick_interval=tick_interval,
+        history_bars=0,  # no start-up back-fill (days of synthetic history); gaps still are
+        bars=BarsConfig(timeframes=["1min"]),
+        health=health or HealthConfig(),
+        gateway=GatewayConfig(
+            api_url="http://api.sim",
+            market_hub=f"http://{HOSTS['market']}/hubs/market",
+            user_hub=f"http://{HOSTS['user']}/hubs/user",
+            accounts=[ACCOUNT],
+            username="demo",
+            api_key=Secret(api_key),
+        ),
+    )
+
+
+@asynccontextmanager
+async def sim_node(
+    *,
+    config: NodeConfig | None = None,
+    sim: SimConfig | None = None,
+    hub: dict[str, Any] | None = None,
+    refused: tuple[HubName, ...] = (),
+    faults: tuple[Fault, ...] = (),
+) -> AsyncIterator[SimNode]:
+    """A sim and a node talking to it; ``hub`` holds HubConfig timings for both hubs.
+
+    ``refused`` hubs refuse every dial from the start; ``faults`` are applied to
+    the sim before the node starts (armed REST failures meet the first login).
+    An escalation of the node leaves the block as itself (not in a group).
+    """
+    config = config or node_config()
+    sim_config = sim or SimConfig(seed=3, rate=50.0, contracts=(MNQ, ES), tick=0.1)
+    gateway = config.gateway
+    assert gateway is not None and gateway.username is not None and gateway.api_key is not None
+    auth = AuthConfig.from_env(
+        {}, username=gateway.username, api_key=gateway.api_key, api_url=gateway.api_url
+    )
+    books: dict[HubName, SubscriptionBook] = {"market": SubscriptionBook("market")}
+    books["user"] = SubscriptionBook("user")
+    for contract in config.contracts:
+        books["market"].apply(SubscribeContract(contract))
+    for account in gateway.accounts:
+        books["user"].apply(SubscribeAccount(account))
+    anchor = time.time() - anyio.current_time()
+    try:
+        async with anyio.create_task_group() as tg:
+            gateway_sim = GatewaySim(sim_config, wall_time=lambda: anchor + anyio.current_time())
+            await tg.start(gateway_sim.run)
+            net = SimNet(gateway_sim, tg)
+            net.refused.update(HOSTS[h] for h in refused)
+            for fault in faults:
+                gateway_sim.apply(fault)
+
+            def connection(name: HubName) -> Any:
+                url = gateway.market_hub if name == "market" else gateway.user_hub
+                hub_config = HubConfig(hub=name, url=url, **(hub or {}))
+                return lambda: ConnectionActor(
+                    hub_config, books[name], connect=net.connect, http=net.transport()
+                )
+
+            history = HistoryConfig(
+                contracts=list(config.contracts),
+                timeframes=list(config.bars.timeframes),
+                api_url=gateway.api_url,
+                initial_bars=min(config.history_bars, config.bars.ring_size),
+            )
+            history_rng = random.Random(config.seed + 1)
+            overrides = {
+                "auth": lambda: AuthActor(auth, transport=net.transport()),
+                "history": lambda: HistoryActor(
+                    history, transport=net.transport(), rng=history_rng
+                ),
+                "connection_market": connection("market"),
+                "connection_user": connection("user"),
+            }
+            try:
+                async with open_node(config, overrides) as node:
+                    events = Tap(node, "topic.events")
+                    handle = SimNode(node, gateway_sim, net, events, books)
+                    try:
+                        yield handle
+                    finally:
+                        events.dispose()
+                        exiting_at = anyio.current_time()
+                handle.stopped = (anyio.current_time() - exiting_at, exiting_at)
+                handle.left_running = node_tasks()
+                handle.left_open = net.open_sockets()
+            finally:
+                tg.cancel_scope.cancel()
+                net.close()
+    except BaseExceptionGroup as group:
+        error = unwrap(group)
+        if error is group:
+            raise
+        raise error from error.__cause__
+
+
+def node_tasks() -> list[str]:
+    """Names of the live tasks running node code (actors but the sim's, supervisors)."""
+    root = trio.lowlevel.current_root_task()
+    assert root is not None
+    names: list[str] = []
+    todo = [root]
+    while todo:
+        task = todo.pop()
+        names.append(task.name)
+        todo.extend(t for nursery in task.child_nurseries for t in nursery.child_tasks)
+    return [
+        n for n in names if n.startswith(("actors.", "supervisors.")) and ".gateway_sim." not in n
+    ]
+
+
+async def until(predicate: Any, limit: float = 60.0, step: float = 0.05) -> None:
+    """Poll a condition on the node's observable state (virtual time)."""
+    with anyio.fail_after(limit):
+        while not predicate():  # noqa: ASYNC110 - the node's state is read, not awaited
+            await anyio.sleep(step)
