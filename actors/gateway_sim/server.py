@@ -298,7 +298,11 @@ class GatewaySim:
                 if c.ws.state is not ConnectionState.OPEN:
                     continue
                 data = c.ws.send(TextMessage(b"".join(parts).decode()))
-            elif c.ws.state in (ConnectionState.OPEN, ConnectionState.REMOTE_CLOSING):
+            elif c.ws.state is ConnectionState.OPEN or (
+                # once the client has closed, only our answering close may still go out
+                isinstance(item, CloseConnection)
+                and c.ws.state is ConnectionState.REMOTE_CLOSING
+            ):
                 ours = c.ws.state is ConnectionState.OPEN
                 data = c.ws.send(item)
             else:
@@ -314,7 +318,10 @@ class GatewaySim:
                 self.counters["connections_broken"] += 1
                 c.scope.cancel()
                 return
-            c.last_write = anyio.current_time()
+            if isinstance(item, bytes):
+                # Only SignalR traffic counts: a websocket pong is not a SignalR
+                # message, and a client pinging every 15 s must still get our pings.
+                c.last_write = anyio.current_time()
             if isinstance(item, CloseConnection):
                 if ours:
                     with anyio.move_on_after(CLOSE_WAIT):
