@@ -300,8 +300,7 @@ class GatewaySim:
                 data = c.ws.send(TextMessage(b"".join(parts).decode()))
             elif c.ws.state is ConnectionState.OPEN or (
                 # once the client has closed, only our answering close may still go out
-                isinstance(item, CloseConnection)
-                and c.ws.state is ConnectionState.REMOTE_CLOSING
+                isinstance(item, CloseConnection) and c.ws.state is ConnectionState.REMOTE_CLOSING
             ):
                 ours = c.ws.state is ConnectionState.OPEN
                 data = c.ws.send(item)
