@@ -86,15 +86,27 @@ class Mailbox(Generic[T]):
     # ---------------------------------------------------------------- senders
 
     async def send(self, msg: T) -> None:
+        """Apply the policy; only a full BLOCK mailbox makes the sender wait.
+
+        When there is room the message is queued without a schedule point (a
+        cancellation is still honoured): the receiver runs when the sender next
+        waits, and then drains everything queued in one batch. That is the whole
+        difference between ~8 µs and ~0.4 µs per message on the hot paths.
+        """
+        await anyio.lowlevel.checkpoint_if_cancelled()
         if self.spec.policy is OverflowPolicy.BLOCK:
             try:
-                await self._send.send(msg)
+                self._send.send_nowait(msg)
+            except anyio.WouldBlock:
+                try:
+                    await self._send.send(msg)
+                except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+                    raise MailboxClosed(f"mailbox {self.name!r} is closed") from None
             except (anyio.ClosedResourceError, anyio.BrokenResourceError):
                 raise MailboxClosed(f"mailbox {self.name!r} is closed") from None
             self._told += 1
         else:
             self.send_nowait(msg)
-            await anyio.lowlevel.checkpoint()
 
     def send_nowait(self, msg: T) -> None:
         send = self._send
