@@ -46,8 +46,8 @@ from typing import Any, TypeVar
 import anyio
 import httpx
 import msgspec
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from protocols import rest
 from protocols.errors import AuthFailed, ConfigError, GatewayError, PxError
 from protocols.gateway import (
     ENCODER,
@@ -141,15 +141,6 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
         return cls(username=username, api_key=secret, **settings)
 
 
-class _Transient(Exception):
-    """A failed attempt worth repeating (429, 5xx, timeout, transport error)."""
-
-    def __init__(self, what: str, *, status: int | None = None, retry_after: float | None = None):
-        super().__init__(what)
-        self.status = status
-        self.retry_after = retry_after
-
-
 class AuthActor:
     """Logs in, refreshes ahead of expiry, answers ``GetToken``, publishes ``TokenIssued``."""
 
@@ -165,6 +156,7 @@ class AuthActor:
         self._config = config
         self._transport = transport
         self._rng = rng if rng is not None else random.Random(0)
+        self._policy = msgspec.convert(config, rest.RetryPolicy, from_attributes=True)
         self._token: Secret | None = None
         self._expires_at = 0.0  # unix seconds (the JWT's exp)
         self._issued_at = -math.inf  # anyio time the held token arrived
@@ -325,53 +317,31 @@ class AuthActor:
         bearer: Secret | None = None,
     ) -> R:
         """One logical call: POST with retries, judged into an answer or a PxError."""
-        headers = {"content-type": "application/json", "accept": "application/json"}
-        if bearer is not None:
-            headers["authorization"] = f"Bearer {bearer.reveal()}"
-        retrying = AsyncRetrying(
-            sleep=anyio.sleep,
-            stop=stop_after_attempt(self._config.max_attempts),
-            wait=self._backoff,
-            retry=retry_if_exception_type(_Transient),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
+        policy = self._policy
         try:
-            async for attempt in retrying:
-                with attempt:
-                    answer = await self._attempt(client, path, body, headers, kind)
-        except _Transient as exc:
+            return await rest.with_retries(
+                lambda: self._attempt(client, path, body, kind, bearer),
+                policy,
+                self._rng,
+                log=logger,
+            )
+        except rest.Transient as exc:
             raise GatewayError(
-                f"gave up after {self._config.max_attempts} attempts: {exc}", status=exc.status
+                f"gave up after {policy.max_attempts} attempts: {exc}", status=exc.status
             ) from None
-        return answer
 
     async def _attempt(
         self,
         client: httpx.AsyncClient,
         path: str,
         body: bytes,
-        headers: dict[str, str],
         kind: type[R],
+        bearer: Secret | None,
     ) -> R:
-        config = self._config
-        try:
-            with anyio.fail_after(config.request_timeout):
-                response = await client.post(path, content=body, headers=headers)
-        except TimeoutError:
-            raise _Transient(
-                f"POST {path}: no answer within {config.request_timeout:g} s"
-            ) from None
-        except httpx.TransportError as exc:
-            raise _Transient(self._redact(f"POST {path}: {type(exc).__name__}: {exc}")) from None
-        except httpx.RequestError as exc:  # an undecodable body, say: repeating won't help
-            raise GatewayError(self._redact(f"POST {path}: {type(exc).__name__}: {exc}")) from None
+        response = await rest.post_json(
+            client, path, body, self._policy, bearer=bearer, secrets=self._secrets()
+        )
         status = response.status_code
-        if status == 429:
-            retry_after = self._retry_after(response)
-            raise _Transient(f"POST {path}: HTTP 429", status=status, retry_after=retry_after)
-        if status >= 500:
-            raise _Transient(f"POST {path}: HTTP {status}", status=status)
         if status in (401, 403):
             raise AuthFailed(f"POST {path} refused: HTTP {status}")
         if status != 200:
@@ -381,45 +351,16 @@ class AuthActor:
         except msgspec.DecodeError:
             raise GatewayError(f"POST {path}: malformed answer", status=status) from None
         if not answer.success:
-            detail = self._redact(answer.error_message or "")
+            detail = redact(answer.error_message or "", *self._secrets())
             raise AuthFailed(
                 f"POST {path} rejected: errorCode {answer.error_code}"
                 + (f" ({detail})" if detail else "")
             )
         return answer
 
-    def _retry_after(self, response: httpx.Response) -> float | None:
-        """``Retry-After`` in seconds, capped; None (use backoff) if absent or unusable."""
-        try:
-            seconds = float(response.headers.get("retry-after", "nan"))
-        except ValueError:  # an HTTP-date or garbage
-            return None
-        if not (math.isfinite(seconds) and seconds >= 0):
-            return None
-        return min(seconds, self._config.retry_after_max)
-
-    def _backoff(self, state: RetryCallState) -> float:
-        config = self._config
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return exc.retry_after
-        base = config.backoff_min * 2.0 ** min(state.attempt_number - 1, 64)
-        return min(base, config.backoff_max) * (1 - config.backoff_jitter * self._rng.random())
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        delay = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.warning(
-            "attempt %d of %d failed (%s); retrying in %.1f s",
-            state.attempt_number,
-            self._config.max_attempts,
-            exc,
-            delay,
-        )
-
-    def _redact(self, text: str) -> str:
+    def _secrets(self) -> tuple[Secret, ...]:
         held = (self._token,) if self._token is not None else ()
-        return redact(text, self._config.api_key, *held)
+        return (self._config.api_key, *held)
 
 
 def _read_token(raw: str | None, path: str) -> tuple[Secret, float]:

@@ -63,10 +63,10 @@ from typing import Any, Final
 import anyio
 import httpx
 import msgspec
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
 from protocols import gateway as gw
-from protocols.errors import ConfigError, PxError
+from protocols import rest
+from protocols.errors import ConfigError, GatewayError, PxError
 from protocols.hubs import Connected, Disconnected
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
@@ -218,14 +218,6 @@ class _Failed(Exception):
         self.kind = kind
 
 
-class _Transient(Exception):
-    """A failed attempt worth repeating (429, 5xx, timeout, transport error)."""
-
-    def __init__(self, what: str, *, retry_after: float | None = None) -> None:
-        super().__init__(what)
-        self.retry_after = retry_after
-
-
 class _Refused(Exception):
     """HTTP 401: the token is no good; a fresh one may be."""
 
@@ -251,6 +243,7 @@ class HistoryActor:
         self._config = config
         self._transport = transport
         self._rng = rng if rng is not None else random.Random(0)
+        self._policy = msgspec.convert(config, rest.RetryPolicy, from_attributes=True)
         self._contracts = list(dict.fromkeys(config.contracts))
         frames = {tf.name: tf for tf in map(parse_timeframe, config.timeframes)}
         self._timeframes: list[Timeframe] = list(frames.values())
@@ -430,49 +423,27 @@ class HistoryActor:
     async def _with_retries(
         self, client: httpx.AsyncClient, body: bytes, token: Secret
     ) -> list[Any]:
-        config = self._config
-        headers = {
-            "content-type": "application/json",
-            "accept": "application/json",
-            "authorization": f"Bearer {token.reveal()}",
-        }
-        retrying = AsyncRetrying(
-            sleep=anyio.sleep,
-            stop=stop_after_attempt(config.max_attempts),
-            wait=self._backoff,
-            retry=retry_if_exception_type(_Transient),
-            before_sleep=self._log_retry,
-            reraise=True,
-        )
+        policy = self._policy
         try:
-            async for attempt in retrying:
-                with attempt:
-                    bars = await self._attempt(client, body, headers)
-        except _Transient as exc:
+            return await rest.with_retries(
+                lambda: self._attempt(client, body, token),
+                policy,
+                self._rng,
+                log=logger,
+                label="retrieveBars attempt",
+            )
+        except rest.Transient as exc:
             raise _Failed(
-                "transient", f"gave up after {config.max_attempts} attempts: {exc}"
+                "transient", f"gave up after {policy.max_attempts} attempts: {exc}"
             ) from None
-        return bars
 
-    async def _attempt(
-        self, client: httpx.AsyncClient, body: bytes, headers: dict[str, str]
-    ) -> list[Any]:
-        timeout = self._config.request_timeout
+    async def _attempt(self, client: httpx.AsyncClient, body: bytes, token: Secret) -> list[Any]:
         self.counters["requests"] += 1
         try:
-            with anyio.fail_after(timeout):
-                response = await client.post(PATH, content=body, headers=headers)
-        except TimeoutError:
-            raise _Transient(f"no answer within {timeout:g} s") from None
-        except httpx.TransportError as exc:
-            raise _Transient(self._redact(f"{type(exc).__name__}: {exc}")) from None
-        except httpx.RequestError as exc:  # an undecodable body, say: repeating won't help
-            raise _Failed("malformed", self._redact(f"{type(exc).__name__}: {exc}")) from None
+            response = await rest.post_json(client, PATH, body, self._policy, bearer=token)
+        except GatewayError as exc:  # a request that cannot be made: repeating won't help
+            raise _Failed("malformed", str(exc)) from None
         status = response.status_code
-        if status == 429:
-            raise _Transient("HTTP 429", retry_after=self._retry_after(response))
-        if status >= 500:
-            raise _Transient(f"HTTP {status}")
         if status == 401:
             raise _Refused
         if status != 200:
@@ -497,35 +468,6 @@ class HistoryActor:
         items: list[Any] = answer.bars
         self.counters["bars_received"] += len(items)
         return items
-
-    def _retry_after(self, response: httpx.Response) -> float | None:
-        """``Retry-After`` in seconds, capped; None (use backoff) if absent or unusable."""
-        try:
-            seconds = float(response.headers.get("retry-after", "nan"))
-        except ValueError:  # an HTTP-date or garbage
-            return None
-        if not (math.isfinite(seconds) and seconds >= 0):
-            return None
-        return min(seconds, self._config.retry_after_max)
-
-    def _backoff(self, state: RetryCallState) -> float:
-        config = self._config
-        exc = state.outcome.exception() if state.outcome is not None else None
-        if isinstance(exc, _Transient) and exc.retry_after is not None:
-            return exc.retry_after
-        base = config.backoff_min * 2.0 ** min(state.attempt_number - 1, 64)
-        return min(base, config.backoff_max) * (1 - config.backoff_jitter * self._rng.random())
-
-    def _log_retry(self, state: RetryCallState) -> None:
-        exc = state.outcome.exception() if state.outcome is not None else None
-        delay = state.next_action.sleep if state.next_action is not None else 0.0
-        logger.warning(
-            "retrieveBars attempt %d of %d failed (%s); retrying in %.1f s",
-            state.attempt_number,
-            self._config.max_attempts,
-            exc,
-            delay,
-        )
 
     def _redact(self, text: str) -> str:
         return redact(text, self._token) if self._token is not None else text

@@ -59,7 +59,6 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta, tzinfo
 from fractions import Fraction
 from typing import Any, TypeVar
 
@@ -85,15 +84,13 @@ from protocols.messages import (
     Trade,
     TradesAccepted,
 )
+from protocols.timestamps import TimestampParser
 
 T = TypeVar("T")
 
 I64_MAX = 2**63 - 1
 _INF = math.inf
 _NAN = math.nan
-_EPOCH = datetime(1970, 1, 1)
-_fromisoformat = datetime.fromisoformat
-_ONE_US = timedelta(microseconds=1)
 _USER_TARGETS = frozenset(
     {"GatewayUserAccount", "GatewayUserOrder", "GatewayUserPosition", "GatewayUserTrade"}
 )
@@ -129,64 +126,6 @@ class ValidationConfig(msgspec.Struct, frozen=True):
                 raise ConfigError(f"validation.{name} must be a finite number >= 0, got {value}")
         if self.batch_limit < 1 or self.report_every < 1:
             raise ConfigError("validation.batch_limit and report_every must be >= 1")
-
-
-# ------------------------------------------------------------------ timestamps
-
-
-class TimestampParser:
-    """ISO 8601 text -> integer microseconds since the epoch, exact and fast.
-
-    ``datetime.fromisoformat`` (C, every ISO 8601 form since 3.11) validates the
-    whole string and truncates a 7-digit .NET fraction to µs; what is slow is
-    turning its result into an integer. But the first 19 characters
-    (``YYYY-MM-DDTHH:MM:SS``) repeat for every tick of a second, so their value
-    is cached, and a known offset is a dict hit: one call, one slice, two
-    lookups per timestamp. No offset means UTC.
-    """
-
-    __slots__ = ("_heads", "_offsets")
-    _MAX_HEADS = 4096
-    _MAX_OFFSETS = 64
-
-    def __init__(self) -> None:
-        self._heads: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> µs, read as UTC
-        self._offsets: dict[tzinfo, int] = {}  # fromisoformat's tzinfo -> µs east of UTC
-
-    def parse(self, text: str) -> int | None:
-        try:
-            moment = _fromisoformat(text)
-        except (ValueError, TypeError):
-            return None
-        head = self._heads.get(text[:19])
-        if head is not None:
-            zone = moment.tzinfo
-            if zone is UTC or zone is None:
-                return head + moment.microsecond
-            offset = self._offsets.get(zone)
-            if offset is not None:
-                return head + moment.microsecond - offset
-        return self._convert(text, moment)
-
-    def _convert(self, text: str, moment: datetime) -> int:
-        """The exact conversion; it teaches the caches what ``parse`` may look up."""
-        zone, delta = moment.tzinfo, moment.utcoffset()
-        offset = 0 if delta is None else delta // _ONE_US
-        head = (moment.replace(tzinfo=None, microsecond=0) - _EPOCH) // _ONE_US
-        # Only an extended-format prefix fixes the date and time to the second by itself.
-        key = text[:19]
-        if (
-            key.isascii()
-            and key[4] == key[7] == "-"
-            and key[10] == "T"
-            and key[13] == key[16] == ":"
-        ):
-            if len(self._heads) >= self._MAX_HEADS:
-                self._heads.clear()
-            self._heads[key] = head
-        if zone is not None and zone is not UTC and len(self._offsets) < self._MAX_OFFSETS:
-            self._offsets[zone] = offset
-        return head + moment.microsecond - offset
 
 
 def _spike_exceeds(price: float, last: float, limit: float) -> bool:
@@ -466,24 +405,38 @@ class ValidationActor:
         else:
             counts["frames_malformed"] += 1
 
+    def _frame(
+        self,
+        arguments: Any,
+        decoder: msgspec.json.Decoder[Any],
+        kind: str,
+        sanitise: Callable[[dict[str, Any]], T],
+    ) -> tuple[str, Sequence[T]] | None:
+        """``[contract, payload]`` as the contract and its items; None (counted) if no frame.
+
+        The typed decoder first; one bad item fails it, and then the sanitising
+        fallback judges what it can (see the module docstring).
+        """
+        try:
+            contract, payload = decoder.decode(arguments)
+        except (msgspec.DecodeError, TypeError):
+            frame = _fallback(arguments, self._counts, kind, sanitise)
+        else:
+            frame = contract, payload if type(payload) is list else [payload]
+        if frame is None or not frame[0]:
+            self._counts["frames_malformed"] += 1
+            return None
+        return frame
+
     # ---------------------------------------------------------------- trades
 
     def on_trade_frame(self, msg: HubMessageReceived, received_us: int, out: list[Trade]) -> None:
         # The hot loop: everything it touches is a local; one dict write per rejection.
-        counts = self._counts
-        items: Sequence[TradeItem]
-        try:
-            contract, payload = TRADE_ARGS.decode(msg.arguments)
-            items = payload if type(payload) is list else [payload]  # type: ignore[list-item]
-        except (msgspec.DecodeError, TypeError):
-            frame = _fallback(msg.arguments, counts, "trades", _sanitised_trade)
-            if frame is None:
-                counts["frames_malformed"] += 1
-                return
-            contract, items = frame
-        if not contract:
-            counts["frames_malformed"] += 1
+        frame = self._frame(msg.arguments, TRADE_ARGS, "trades", _sanitised_trade)
+        if frame is None:
             return
+        contract, items = frame
+        counts = self._counts
         parse, received_at = self._timestamps.parse, msg.received_at
         max_future, max_age, stale, spike_low, spike_high = self._limits
         latest, earliest = received_us + max_future, received_us - max_age
@@ -530,20 +483,11 @@ class ValidationActor:
     def on_quote_frame(
         self, msg: HubMessageReceived, received_us: int, out: list[QuoteAccepted]
     ) -> None:
-        counts, newest = self._counts, self._quote_newest
-        items: list[QuoteItem]
-        try:
-            contract, quote = QUOTE_ARGS.decode(msg.arguments)
-            items = [quote]
-        except (msgspec.DecodeError, TypeError):
-            frame = _fallback(msg.arguments, counts, "quotes", _sanitised_quote)
-            if frame is None:
-                counts["frames_malformed"] += 1
-                return
-            contract, items = frame
-        if not contract:
-            counts["frames_malformed"] += 1
+        frame = self._frame(msg.arguments, QUOTE_ARGS, "quotes", _sanitised_quote)
+        if frame is None:
             return
+        contract, items = frame
+        counts, newest = self._counts, self._quote_newest
         for quote in items:
             last, bid, ask, volume = quote.last_price, quote.best_bid, quote.best_ask, quote.volume
             text = quote.timestamp if quote.timestamp is not None else quote.last_updated
@@ -578,20 +522,11 @@ class ValidationActor:
     def on_depth_frame(
         self, msg: HubMessageReceived, received_us: int, out: list[DepthAccepted]
     ) -> None:
-        counts = self._counts
-        items: Sequence[DepthItem]
-        try:
-            contract, payload = DEPTH_ARGS.decode(msg.arguments)
-            items = payload if type(payload) is list else [payload]  # type: ignore[list-item]
-        except (msgspec.DecodeError, TypeError):
-            frame = _fallback(msg.arguments, counts, "depth", _sanitised_depth)
-            if frame is None:
-                counts["frames_malformed"] += 1
-                return
-            contract, items = frame
-        if not contract:
-            counts["frames_malformed"] += 1
+        frame = self._frame(msg.arguments, DEPTH_ARGS, "depth", _sanitised_depth)
+        if frame is None:
             return
+        contract, items = frame
+        counts = self._counts
         levels: list[DepthLevel] = []
         newest = self._depth_newest.get(contract)
         for item in items:

@@ -182,6 +182,10 @@ MetricsPort = Annotated[
     int | None, typer.Option("--metrics-port", help="Serve Prometheus text at /metrics.")
 ]
 ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML config file.")]
+LiveTimeframes = Annotated[str | None, typer.Option(help="Comma-separated timeframes.")]
+ApiUrl = Annotated[str | None, typer.Option("--api-url", help="REST base URL.")]
+MarketHub = Annotated[str | None, typer.Option("--market-hub", help="Market hub URL.")]
+UserHub = Annotated[str | None, typer.Option("--user-hub", help="User hub URL.")]
 
 
 def _contracts(values: list[str] | None) -> list[str]:
@@ -337,10 +341,10 @@ def _run_command(
 @app.command()
 def run(
     contracts: Contracts = None,
-    timeframes: Annotated[str | None, typer.Option(help="Comma-separated timeframes.")] = None,
-    api_url: Annotated[str | None, typer.Option("--api-url", help="REST base URL.")] = None,
-    market_hub: Annotated[str | None, typer.Option("--market-hub", help="Market hub URL.")] = None,
-    user_hub: Annotated[str | None, typer.Option("--user-hub", help="User hub URL.")] = None,
+    timeframes: LiveTimeframes = None,
+    api_url: ApiUrl = None,
+    market_hub: MarketHub = None,
+    user_hub: UserHub = None,
     record: Annotated[Path | None, typer.Option("--record", help="Also record a tape.")] = None,
     metrics_port: MetricsPort = None,
     duration: Duration = None,
@@ -359,10 +363,10 @@ def run(
 def record(
     tape: Annotated[Path, typer.Argument(help="Tape file to append hub messages to.")],
     contracts: Contracts = None,
-    timeframes: Annotated[str | None, typer.Option(help="Comma-separated timeframes.")] = None,
-    api_url: Annotated[str | None, typer.Option("--api-url", help="REST base URL.")] = None,
-    market_hub: Annotated[str | None, typer.Option("--market-hub", help="Market hub URL.")] = None,
-    user_hub: Annotated[str | None, typer.Option("--user-hub", help="User hub URL.")] = None,
+    timeframes: LiveTimeframes = None,
+    api_url: ApiUrl = None,
+    market_hub: MarketHub = None,
+    user_hub: UserHub = None,
     metrics_port: MetricsPort = None,
     duration: Duration = None,
     json: Json = False,

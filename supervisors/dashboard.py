@@ -3,39 +3,27 @@
 Three layers, so what a trader sees is decided by a pure function:
 ``collect_view`` asks the node (snapshot, health, bars, mailboxes) and drains the
 dashboard's conflating subscriptions into a frozen ``DashboardView``; ``render``
-turns a view and a terminal size into lines, with no I/O; ``run_dashboard`` is
-the loop that draws them (a ``rich.live.Live`` on a terminal, one plain line per
-refresh otherwise, so a pipe or a log file never receives escape codes).
-
-Layout, top to bottom: three header lines (health, uptime, trades/s, RSS; hubs
-with breaker state and reconnects; counts and non-zero rejects by reason), the
-contract blocks (last/bid/ask, then one line per timeframe: sparkline of the
-closed bars' closes and the forming bar's OHLCV), then the busiest mailboxes
-beside the recent events. Invariants: no line is wider than ``width`` and there
-are at most ``height`` lines. Nothing is cut silently: a contract without room
-for its block gets a one-line summary, contracts without even that are counted
-"+N more", and a long line ends in "…". Wider terminals get more contract
-columns; taller ones more rows. A frame the node did not answer in time is shown
-again, marked STALE, rather than stopping the screen.
+(in ``dashboard_render``) turns a view and a terminal size into lines, with no
+I/O; ``run_dashboard`` is the loop that draws them (a ``rich.live.Live`` on a
+terminal, one plain line per refresh otherwise, so a pipe or a log file never
+receives escape codes).
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import anyio
 import msgspec
 import polars as pl
-from rich.console import Console, Group, RenderableType
+from rich.console import Console
 from rich.live import Live
-from rich.text import Text
 
 from protocols.errors import AskTimeout, ConfigError
-from protocols.health import HealthReport
 from protocols.hubs import Connected, Disconnected, HeartbeatMeasured
 from protocols.interfaces import Inbox
 from protocols.messages import (
@@ -50,59 +38,21 @@ from protocols.messages import (
 )
 from protocols.timeframes import bar_end, parse_timeframe
 
+from .dashboard_render import (
+    MAX_CONTRACTS,
+    DashboardView,
+    MailboxView,
+    QuoteView,
+    SeriesView,
+    render,
+    summary_line,
+)
 from .mailbox import MailboxSpec, MailboxStatistics, OverflowPolicy
 from .node import Node
-from .snapshot import NodeSnapshot, take_snapshot
+from .snapshot import take_snapshot
 
-SPARKS = "▁▂▃▄▅▆▇█"
-BREAKER_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red"}
-MAX_CONTRACTS = 12
-"""Contracts whose bars are asked for each refresh (more are only counted)."""
 MAX_EVENTS = 50
 MAX_MAILBOXES = 16
-HEADER_LINES = 3
-COLUMN_WIDTH = 78
-"""Width below which a second column of contract blocks is not worth it."""
-
-
-class QuoteView(msgspec.Struct, frozen=True):
-    """The newest known value of each field; a partial quote leaves the others as they were."""
-
-    bid: float | None = None
-    ask: float | None = None
-    last: float | None = None
-
-
-class SeriesView(msgspec.Struct, frozen=True):
-    closes: tuple[float, ...]
-    """Close prices of the last closed bars, oldest first."""
-    forming: Bar | None
-
-
-class MailboxView(msgspec.Struct, frozen=True):
-    name: str
-    depth: int
-    capacity: int
-    dropped: int
-
-
-class DashboardView(msgspec.Struct, frozen=True):
-    """Everything one frame shows, taken at (almost) one instant."""
-
-    snapshot: NodeSnapshot
-    health: HealthReport
-    contracts: tuple[str, ...]
-    """Every known contract in display order (configured first)."""
-    timeframes: tuple[str, ...]
-    quotes: dict[str, QuoteView]
-    series: dict[str, dict[str, SeriesView]]
-    """contract -> timeframe -> bars, for the first ``MAX_CONTRACTS`` contracts."""
-    mailboxes: tuple[MailboxView, ...]
-    """Busiest first: near full or dropping, then by fill and drops."""
-    events: tuple[str, ...]
-    """Recent supervision, breaker and connection events, oldest first."""
-    stale: str | None = None
-    """Why this frame is an old one (the node did not answer in time); None: fresh."""
 
 
 # ------------------------------------------------------------------ collect
@@ -200,295 +150,6 @@ def describe_event(msg: object) -> str | None:
         case HeartbeatMeasured():
             return None
     return type(msg).__name__
-
-
-# ------------------------------------------------------------------- render
-
-
-def sparkline(values: Iterable[float], width: int) -> str:
-    """The last ``width`` values as block characters scaled between their min and max.
-
-    A flat series sits at mid height (no move is not a low); a value that is not
-    finite is a blank, so one NaN neither breaks nor rescales the line.
-    """
-    tail = list(values)[-width:] if width > 0 else []
-    finite = [v for v in tail if math.isfinite(v)]
-    if not finite:
-        return " " * len(tail)
-    lo, hi = min(finite), max(finite)
-    span = hi - lo
-    if math.isinf(span):  # extremes of opposite sign: scale halves, which cannot overflow
-        lo, hi, tail = lo / 2, hi / 2, [v / 2 for v in tail]
-        span = hi - lo
-    top = len(SPARKS) - 1
-    return "".join(
-        " "
-        if not math.isfinite(v)
-        else SPARKS[top // 2 if span == 0 else round((v - lo) / span * top)]
-        for v in tail
-    )
-
-
-def render(view: DashboardView, width: int, height: int = 24) -> RenderableType:
-    """The whole screen for a ``width`` x ``height`` terminal (see the module docstring)."""
-    width, height = max(width, 1), max(height, 1)
-    header = [_status_line(view), _hubs_line(view), _rejects_line(view)]
-    wanted = max(len(view.mailboxes), len(view.events), 1)
-    bottom_rows = min(wanted, 4 if height < 40 else 8)
-    if height - HEADER_LINES - 1 - (bottom_rows + 1) < 1 + len(view.timeframes):
-        bottom_rows = 0  # a short terminal: the contracts matter more
-    room = height - HEADER_LINES - 1 - (bottom_rows + 1 if bottom_rows else 0)
-    title, body = _contracts(view, width, room)
-    lines = [*header, _rule(title, width), *body]
-    if bottom_rows:
-        bottom_rows = min(wanted, bottom_rows + room - len(body))  # what contracts left over
-        lines += [_rule("mailboxes · events", width), *_bottom(view, width, bottom_rows)]
-    for line in lines:
-        line.no_wrap = True
-        line.truncate(width, overflow="ellipsis")
-    return Group(*lines[:height])
-
-
-def summary_line(view: DashboardView) -> str:
-    """The whole state on one plain line (no terminal: pipes, logs, CI)."""
-    s = view.snapshot
-    hubs = " ".join(f"{hub}={s.breaker[hub]}/{s.reconnects.get(hub, 0)}" for hub in s.breaker)
-    rejects = sum(s.trades_rejected.values())
-    prices = " ".join(
-        f"{contract}={_price(_last(view, contract))}" for contract in view.contracts[:MAX_CONTRACTS]
-    )
-    more = len(view.contracts) - MAX_CONTRACTS
-    return (
-        f"{s.ts[11:19]} up={_uptime(s.uptime_s)} health={s.health_score:.2f} "
-        f"trades={s.trades_accepted} rate={s.trades_per_s:.1f}/s rejects={rejects} "
-        f"bars={s.bars_closed} drops={s.mailbox_drops} rss={_mib(s.rss_bytes)} {hubs} {prices}"
-        + (f" +{more} more" if more > 0 else "")
-        + (f" STALE: {view.stale}" if view.stale else "")
-    ).rstrip()
-
-
-def _status_line(view: DashboardView) -> Text:
-    s = view.snapshot
-    score_style = "green" if s.health_score >= 0.9 else "yellow" if s.health_score >= 0.5 else "red"
-    line = Text.assemble(
-        ("pxnode ", "bold"),
-        ("STALE " if view.stale else "", "bold red"),
-        ("● healthy " if s.healthy else "● degraded ", "green" if s.healthy else "red"),
-        (f"{s.health_score:.2f}", f"bold {score_style}"),
-        f"  up {_uptime(s.uptime_s)}  ",
-        (f"{s.trades_per_s:.1f}", "bold"),
-        f" trades/s  RSS {_mib(s.rss_bytes)}",
-    )
-    if view.stale:
-        line.append(f"  {view.stale}", "red")
-    return line
-
-
-def _hubs_line(view: DashboardView) -> Text:
-    line = Text("hubs ")
-    for hub, h in view.health.hubs.items():
-        line.append(f" {hub} ", "bold")
-        line.append(h.breaker, BREAKER_STYLE.get(h.breaker, ""))
-        line.append(" up" if h.connected else " down", "" if h.connected else "red")
-        line.append(f" {h.reconnects} reconn ")
-    if view.health.reasons:
-        line.append(" · " + "; ".join(view.health.reasons), "dim")
-    return line
-
-
-def _rejects_line(view: DashboardView) -> Text:
-    s = view.snapshot
-    line = Text(f"trades {s.trades_accepted:,}  bars {s.bars_closed:,}  drops ")
-    line.append(f"{s.mailbox_drops:,}", "red" if s.mailbox_drops else "")
-    line.append("  rejects")
-    reasons = [(r, n) for r, n in s.trades_rejected.items() if n]
-    if not reasons:
-        line.append(" none", "dim")
-    for k, (reason, n) in enumerate(reasons):
-        line.append((" · " if k else " ") + f"{reason} ")
-        line.append(f"{n:,}", "yellow")
-    return line
-
-
-def _contracts(view: DashboardView, width: int, room: int) -> tuple[str, list[Text]]:
-    """As many contracts as fit, as many of them as full blocks as possible, in columns.
-
-    Only ``room`` lines per column: trying every count of full blocks (largest
-    first) and keeping the one that shows the most contracts is cheap at this size.
-    """
-    block = 1 + len(view.timeframes)
-    n = len(view.contracts)
-    columns = max(1, min((width + 2) // (COLUMN_WIDTH + 2), -(-n * block // max(room, 1))))
-    best: tuple[int, list[int]] = (0, [])
-    lowest = 1 if n and block <= room else 0  # the first contract in full whenever it fits
-    for full in range(n, lowest - 1, -1):
-        placed = _place([block] * full + [1] * (n - full), columns, room)
-        if len(placed) > len(best[1]):
-            best = (full, placed)
-    full, placed = best
-    full = min(full, len(placed))  # blocks are placed first; only those that fit count
-    colw = (width - 2 * (columns - 1)) // columns
-    items = [_block(view, c, colw) for c in view.contracts[:full]]
-    items += [[_compact(view, c, colw)] for c in view.contracts[full : len(placed)]]
-    cols: list[list[Text]] = [[] for _ in range(columns)]
-    for item, column in zip(items, placed, strict=True):
-        cols[column].extend(item)
-    shown = len(placed)
-    title = f"contracts {shown} of {n}" + (f" · +{n - shown} more" if shown < n else "")
-    if columns == 1:
-        return title, cols[0]
-    rows = []
-    for i in range(max(map(len, cols))):
-        row = Text()
-        for c, col in enumerate(cols):
-            cell = col[i].copy() if i < len(col) else Text()
-            cell.truncate(colw, overflow="ellipsis", pad=c < columns - 1)
-            row.append_text(cell)
-            if c < columns - 1:
-                row.append("  ")
-        rows.append(row)
-    return title, rows
-
-
-def _place(sizes: list[int], columns: int, room: int) -> list[int]:
-    """Column of each item, in order, filling one column before the next; stops when full."""
-    placed: list[int] = []
-    column, used = 0, 0
-    for size in sizes:
-        while column < columns and used + size > room:
-            column, used = column + 1, 0
-        if column == columns:
-            break
-        placed.append(column)
-        used += size
-    return placed
-
-
-def _quote_line(view: DashboardView, contract: str) -> Text:
-    line = _price_line(view, contract)
-    summary = view.snapshot.contracts.get(contract)
-    trades = summary.trades if summary else 0
-    line.append(f"  {trades:,} trade" + ("" if trades == 1 else "s"))
-    return line
-
-
-def _price_line(view: DashboardView, contract: str) -> Text:
-    quote = view.quotes.get(contract, QuoteView())
-    return Text.assemble(
-        (contract, "bold cyan"),
-        "  last ",
-        (_price(_last(view, contract)), "bold"),
-        "  bid ",
-        _price(quote.bid),
-        "  ask ",
-        _price(quote.ask),
-    )
-
-
-def _block(view: DashboardView, contract: str, width: int) -> list[Text]:
-    series = [view.series.get(contract, {}).get(tf) for tf in view.timeframes]
-    bars = [_ohlcv(s.forming if s else None) for s in series]
-    # one sparkline width for the whole block, so the OHLCV columns line up
-    room = min(
-        max((len(s.closes) for s in series if s), default=0),
-        width - 8 - max((b.cell_len for b in bars), default=0) - 2,
-    )
-    lines = [_quote_line(view, contract)]
-    for tf, s, bar in zip(view.timeframes, series, bars, strict=True):
-        line = Text(f"  {tf:<6}")
-        line.append(f"{sparkline(s.closes if s else (), room):<{max(room, 0)}}", "cyan")
-        line.append("  ")
-        line.append_text(bar)
-        lines.append(line)
-    return lines
-
-
-def _compact(view: DashboardView, contract: str, width: int) -> Text:
-    line = _price_line(view, contract)
-    first = view.series.get(contract, {}).get(view.timeframes[0]) if view.timeframes else None
-    if first is not None and first.closes:
-        line.append(f"  {view.timeframes[0]} ")
-        line.append(sparkline(first.closes, width - line.cell_len), "cyan")
-    return line
-
-
-def _ohlcv(bar: Bar | None) -> Text:
-    if bar is None:
-        return Text("no bar forming", "dim")
-    direction = "green" if bar.close > bar.open else "red" if bar.close < bar.open else ""
-    return Text.assemble(
-        f"O {_price(bar.open)} H {_price(bar.high)} L {_price(bar.low)} C ",
-        (_price(bar.close), f"bold {direction}".strip()),
-        f" V {bar.volume:,}",
-    )
-
-
-def _bottom(view: DashboardView, width: int, rows: int) -> list[Text]:
-    left = min(38, (width - 3) // 2)
-    boxes = []
-    for m in view.mailboxes[:rows]:
-        fill = m.depth / max(m.capacity, 1)
-        line = Text(f"{m.name[:16]:<16} ")  # 38 cells in all
-        line.append(
-            f"{_short(m.depth) + '/' + _short(m.capacity):>10}", "red" if fill >= 0.9 else ""
-        )
-        line.append(" drop ")
-        line.append(_short(m.dropped), "red" if m.dropped else "dim")
-        boxes.append(line)
-    events = [Text(e) for e in view.events[-rows:]] or [Text("no events yet", "dim")]
-    for event in events:
-        event.highlight_regex(r"\bopen\b|escalated|failed|disconnected", "bold red")
-        event.highlight_regex(r"\bhalf_open\b|restarting", "yellow")
-        event.highlight_regex(r"\bclosed\b|connected$|healthy", "green")
-    out = []
-    for i in range(max(len(boxes), len(events))):
-        row = boxes[i].copy() if i < len(boxes) else Text()
-        row.truncate(left, overflow="ellipsis", pad=True)
-        row.append(" │ ", "dim")
-        if i < len(events):
-            row.append_text(events[i])
-        out.append(row)
-    return out
-
-
-def _rule(title: str, width: int) -> Text:
-    head = f"── {title} "
-    return Text(head + "─" * max(width - len(head), 0), "dim")
-
-
-def _last(view: DashboardView, contract: str) -> float | None:
-    summary = view.snapshot.contracts.get(contract)
-    if summary is not None and summary.last_price is not None:
-        return summary.last_price
-    return view.quotes.get(contract, QuoteView()).last
-
-
-def _price(x: float | None) -> str:
-    if x is None or not math.isfinite(x):
-        return "—"
-    text = f"{x:.2f}"
-    return text if float(text) == x else repr(x)  # finer ticks (1/32, 0.001) exactly
-
-
-def _uptime(seconds: float) -> str:
-    minutes, sec = divmod(int(max(seconds, 0)), 60)
-    hours, minute = divmod(minutes, 60)
-    days, hour = divmod(hours, 24)
-    return (f"{days}d" if days else "") + f"{hour:02d}:{minute:02d}:{sec:02d}"
-
-
-def _short(n: int) -> str:
-    """A count in at most 5 characters: 12345 is 12k."""
-    value, unit = float(n), ""
-    for bigger in "kMGTPE":
-        if round(value) < 10_000:
-            break
-        value, unit = value / 1000, bigger
-    return f"{value:.0f}{unit}" if unit else str(n)
-
-
-def _mib(n: int) -> str:
-    return f"{n / 2**20:.1f} MiB"
 
 
 # ---------------------------------------------------------------------- run

@@ -19,7 +19,7 @@ from protocols.messages import Request, Stop
 
 def system_clock() -> Callable[[], float]:
     """Unix time that follows ``anyio.current_time()`` (anchored once, at call time)."""
-    offset = time.time() - anyio.current_time()
+    offset = time.time() - anyio.current_time()  # wall-clock ok: anchor once, then anyio time
     return lambda: offset + anyio.current_time()
 
 

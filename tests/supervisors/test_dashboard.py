@@ -30,16 +30,13 @@ from protocols.messages import (
 )
 from protocols.stats import StatsSnapshot
 from supervisors.config import NodeConfig
-from supervisors.dashboard import (
+from supervisors.dashboard import collect_view, describe_event, run_dashboard, run_json
+from supervisors.dashboard_render import (
     DashboardView,
     MailboxView,
     QuoteView,
     SeriesView,
-    collect_view,
-    describe_event,
     render,
-    run_dashboard,
-    run_json,
     sparkline,
     summary_line,
 )

@@ -23,16 +23,15 @@ contain a dot, which keeps the key unambiguous (split at the first dot).
 from __future__ import annotations
 
 import math
-from array import array
 from collections import Counter
-from collections.abc import Callable, Mapping
-from typing import Any, TypeGuard
+from collections.abc import Mapping
+from typing import Any
 
 import anyio
 import msgspec
 import psutil
 
-from protocols.errors import ConfigError, PxError
+from protocols.errors import PxError
 from protocols.interfaces import ActorContext, Inbox
 from protocols.messages import (
     BreakerTransitioned,
@@ -48,226 +47,17 @@ from protocols.messages import (
     SupervisorEscalated,
     Tick,
 )
-from protocols.stats import ChildStats, LatencySummary, MailboxStats, StatsSnapshot
+from protocols.stats import ChildStats, MailboxStats, StatsSnapshot
+
+from .config import StatsConfig, is_gauge
+from .windows import LatencySeries, LogScale, RateWindow
 
 _MAX_COUNT = 2**63 - 1  # what a Prometheus/JSON consumer can still hold exactly
 _BATCH = 256
-_MAX_RATE_BUCKETS = 3_600  # per counter
-_MAX_BUCKETS = 20_000  # per latency window
 _EXIT_REASONS = frozenset({"normal", "failed", "cancelled"})
 _BREAKER_STATES = frozenset({"closed", "open", "half_open"})
 _MAILBOX_FIELDS = ("depth", "capacity", "dropped")
 _REPLY_ERRORS = (PxError, anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError)
-
-BAR_BYTES = 320
-"""Memory of one bar in a ring, with margin (a ``Bar`` in a deque measured ~284 B)."""
-
-
-class StatsConfig(msgspec.Struct, frozen=True):
-    """Bounds and windows of the stats actor (times in seconds)."""
-
-    rate_window: float = 10.0
-    rate_bucket: float = 1.0
-    latency_window: float = 60.0
-    latency_error: float = 0.01
-    """Relative error of p50/p99 for latencies within [latency_min, latency_max]."""
-    latency_min: float = 1e-6
-    latency_max: float = 1e4
-    source_ttl: float = 60.0
-    max_sources: int = 256
-    max_keys: int = 4096
-    """Counters plus gauges over all sources."""
-    max_latency_keys: int = 64
-    """Each latency series holds two windows of ~1,150 8-byte counts (18 KiB) at the defaults."""
-    max_samples_per_report: int = 10_000
-    max_mailboxes: int = 512
-    max_children: int = 512
-    max_name_len: int = 200
-
-    def __post_init__(self) -> None:
-        for field in ("rate_window", "rate_bucket", "latency_window", "source_ttl"):
-            _require(getattr(self, field), field, lambda v: v > 0)
-        ratio = self.rate_window / self.rate_bucket
-        if not (ratio >= 1 and ratio.is_integer()):
-            raise ConfigError("stats rate_bucket must divide rate_window")
-        if ratio > _MAX_RATE_BUCKETS:
-            raise ConfigError(f"stats rate_window needs more than {_MAX_RATE_BUCKETS} buckets")
-        _require(self.latency_error, "latency_error", lambda v: 0 < v < 1)
-        _require(self.latency_max, "latency_max", lambda v: v > 0)
-        _require(self.latency_min, "latency_min", lambda v: 0 < v < self.latency_max)
-        if _LogScale(self.latency_error, self.latency_min, self.latency_max).size > _MAX_BUCKETS:
-            raise ConfigError(f"stats latency range needs more than {_MAX_BUCKETS} buckets")
-        for field in (
-            "max_sources",
-            "max_keys",
-            "max_latency_keys",
-            "max_samples_per_report",
-            "max_mailboxes",
-            "max_children",
-            "max_name_len",
-        ):
-            value = getattr(self, field)
-            if type(value) is not int or value < 1:
-                raise ConfigError(f"stats {field} must be an integer >= 1, got {value!r}")
-
-
-def _require(value: object, field: str, ok: Callable[[float], bool]) -> None:
-    if not (_is_gauge(value) and ok(value)):
-        raise ConfigError(f"stats {field} is out of range: {value!r}")
-
-
-def dynamic_limits(
-    available_bytes: int,
-    contracts: int,
-    timeframes: int,
-    *,
-    cap_ring: int,
-    bytes_per_bar: int = BAR_BYTES,
-    budget_fraction: float = 0.25,
-    floor: int = 2,
-) -> int:
-    """Bars to keep per (contract, timeframe) ring.
-
-    All rings together take at most ``budget_fraction`` of the memory that is
-    available now (``psutil.virtual_memory().available``, passed in so this stays
-    pure), and never more than ``cap_ring`` bars each. ``floor`` wins over the
-    budget: a ring needs the forming bar and the last closed one to work at all.
-    """
-    for name, value in (("contracts", contracts), ("timeframes", timeframes), ("floor", floor)):
-        if type(value) is not int or value < 1:
-            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    if type(cap_ring) is not int or cap_ring < floor:
-        raise ConfigError(f"cap_ring must be an integer >= {floor}, got {cap_ring!r}")
-    if type(bytes_per_bar) is not int or bytes_per_bar < 1:
-        raise ConfigError(f"bytes_per_bar must be an integer >= 1, got {bytes_per_bar!r}")
-    if type(available_bytes) is not int or available_bytes < 0:
-        raise ConfigError(f"available_bytes must be an integer >= 0, got {available_bytes!r}")
-    _require(budget_fraction, "budget_fraction", lambda v: 0 < v <= 1)
-    per_ring = int(available_bytes * budget_fraction) // (contracts * timeframes * bytes_per_bar)
-    return max(floor, min(cap_ring, per_ring))
-
-
-# ------------------------------------------------------------------ rates
-
-
-class _RateWindow:
-    """Increases of one counter in a ring of ``n`` buckets of equal width.
-
-    Invariant: ``buckets[e % n]`` holds the increase during bucket epoch ``e`` for
-    ``head - n < e <= head``; buckets of older epochs have been zeroed. The rate
-    uses only completed buckets (all but ``head``), so it is exact for a steady
-    flow and lags by at most one bucket.
-    """
-
-    __slots__ = ("born", "buckets", "head")
-
-    def __init__(self, n: int, epoch: int) -> None:
-        self.buckets = [0] * n
-        self.head = epoch
-        self.born = epoch
-
-    def _advance(self, epoch: int) -> None:
-        n = len(self.buckets)
-        for e in range(self.head + 1, min(epoch, self.head + n) + 1):
-            self.buckets[e % n] = 0
-        self.head = max(self.head, epoch)
-
-    def add(self, epoch: int, increase: int) -> None:
-        self._advance(epoch)
-        self.buckets[epoch % len(self.buckets)] += increase
-
-    def rate(self, epoch: int, width: float) -> float:
-        self._advance(epoch)
-        completed = min(epoch - self.born, len(self.buckets) - 1)
-        if completed <= 0:
-            return 0.0
-        return (sum(self.buckets) - self.buckets[epoch % len(self.buckets)]) / (completed * width)
-
-
-# -------------------------------------------------------------- latencies
-
-
-class _LogScale:
-    """Log-spaced buckets shared by all latency series (the DDSketch mapping).
-
-    Bucket ``i`` holds values in (gamma**(i-1), gamma**i]; reporting
-    2*gamma**i/(gamma+1) for any of them is off by at most
-    alpha = (gamma-1)/(gamma+1) relative. Values outside [low, high] share the
-    edge buckets, so the bound holds inside that range and a window is a dense
-    array of ``size`` counts: log(high/low)/log(gamma) + 2, ~1,150 for
-    1 µs..10⁴ s at 1 %.
-    """
-
-    def __init__(self, alpha: float, low: float, high: float) -> None:
-        self._gamma = (1 + alpha) / (1 - alpha)
-        self._log_gamma = math.log(self._gamma)
-        self._low = low
-        self._lowest = math.ceil(math.log(low) / self._log_gamma)
-        self.size = math.ceil(math.log(high) / self._log_gamma) - self._lowest + 1
-
-    def offset(self, value: float) -> int:
-        if value <= self._low:
-            return 0
-        index = math.ceil(math.log(value) / self._log_gamma) - self._lowest
-        return min(index, self.size - 1)
-
-    def value(self, offset: int) -> float:
-        return 2 * self._gamma ** (offset + self._lowest) / (self._gamma + 1)
-
-
-class _Window:
-    __slots__ = ("counts", "high", "low", "n")
-
-    def __init__(self, size: int) -> None:
-        self.counts = array("Q", bytes(8 * size))  # flat: no int object per bucket
-        self.n = 0
-        self.low = math.inf
-        self.high = -math.inf
-
-
-class _LatencySeries:
-    """Lifetime count and sum; quantiles over the current and the previous window."""
-
-    __slots__ = ("count", "current", "previous", "total")
-
-    def __init__(self, size: int) -> None:
-        self.count = 0
-        self.total = 0.0
-        self.current = _Window(size)
-        self.previous = _Window(size)
-
-    def add(self, scale: _LogScale, value: float) -> None:
-        self.count += 1
-        self.total += value
-        w = self.current
-        w.counts[scale.offset(value)] += 1
-        w.n += 1
-        w.low = min(w.low, value)
-        w.high = max(w.high, value)
-
-    def rotate(self) -> None:
-        self.previous, self.current = self.current, _Window(len(self.current.counts))
-
-    def summary(self, scale: _LogScale) -> LatencySummary:
-        cur, prev = self.current, self.previous
-        n = cur.n + prev.n
-        if n == 0:
-            return LatencySummary(self.count, self.total, 0, 0.0, 0.0, 0.0)
-        counts = [a + b for a, b in zip(cur.counts, prev.counts, strict=True)]
-        low, high = min(cur.low, prev.low), max(cur.high, prev.high)
-
-        def quantile(q: float) -> float:
-            rank, seen = q * (n - 1), 0
-            for offset, c in enumerate(counts):
-                seen += c
-                if seen > rank:
-                    return min(max(scale.value(offset), low), high)
-            return high  # unreachable: seen reaches n > rank
-
-        return LatencySummary(self.count, self.total, n, quantile(0.5), quantile(0.99), high)
-
-
-# ------------------------------------------------------------------ actor
 
 
 class _Source:
@@ -276,17 +66,13 @@ class _Source:
     def __init__(self, now: float) -> None:
         self.counters: dict[str, int] = {}
         self.gauges: dict[str, float] = {}
-        self.rates: dict[str, _RateWindow] = {}
-        self.latencies: dict[str, _LatencySeries] = {}
+        self.rates: dict[str, RateWindow] = {}
+        self.latencies: dict[str, LatencySeries] = {}
         self.seen_at = now
 
 
 def _is_count(value: object) -> bool:
     return type(value) is int and 0 <= value <= _MAX_COUNT
-
-
-def _is_gauge(value: object) -> TypeGuard[float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class StatsActor:
@@ -296,7 +82,7 @@ class StatsActor:
         """``process`` is a ``psutil.Process`` (the current one unless a test passes a double)."""
         self._config = config = config or StatsConfig()
         self._process = process or psutil.Process()
-        self._scale = _LogScale(config.latency_error, config.latency_min, config.latency_max)
+        self._scale = LogScale(config.latency_error, config.latency_min, config.latency_max)
         self._buckets = round(config.rate_window / config.rate_bucket) + 1
         self._sources: dict[str, _Source] = {}
         self._keys = 0  # counters + gauges stored over all sources
@@ -388,13 +174,13 @@ class StatsActor:
     ) -> None:
         epoch = math.floor(now / self._config.rate_bucket)
         kept: dict[str, int] = {}
-        rates: dict[str, _RateWindow] = {}
+        rates: dict[str, RateWindow] = {}
         for key, value in counters.items():
             if not self._admit(key, _is_count(value)):
                 continue
             window = src.rates.get(key)
             if window is None:
-                window = _RateWindow(self._buckets, epoch)
+                window = RateWindow(self._buckets, epoch)
                 if not baseline:
                     window.add(epoch, value)  # a new counter of a known source started at 0
             else:
@@ -405,7 +191,7 @@ class StatsActor:
         src.counters, src.rates = kept, rates
 
     def _replace_gauges(self, src: _Source, gauges: Mapping[Any, Any]) -> None:
-        src.gauges = {k: float(v) for k, v in gauges.items() if self._admit(k, _is_gauge(v))}
+        src.gauges = {k: float(v) for k, v in gauges.items() if self._admit(k, is_gauge(v))}
 
     def _add_latencies(self, src: _Source, latencies: Mapping[Any, Any]) -> None:
         cap = self._config.max_samples_per_report
@@ -418,12 +204,12 @@ class StatsActor:
                 if self._latency_keys >= self._config.max_latency_keys:
                     self._dropped["latency_keys"] += 1
                     continue
-                series = src.latencies[key] = _LatencySeries(self._scale.size)
+                series = src.latencies[key] = LatencySeries(self._scale.size)
                 self._latency_keys += 1
             if len(samples) > cap:
                 self._dropped["latency_samples"] += len(samples) - cap
             for sample in samples[:cap]:
-                if _is_gauge(sample) and sample >= 0:
+                if is_gauge(sample) and sample >= 0:
                     series.add(self._scale, sample)
                 else:
                     self._dropped["invalid"] += 1
@@ -432,7 +218,7 @@ class StatsActor:
         boxes: dict[str, dict[str, int]] = {}
         for key, value in values.items():
             name, _, field = key.rpartition(".") if isinstance(key, str) else ("", "", "")
-            if not (self._name_ok(name) and field in _MAILBOX_FIELDS and _is_gauge(value)):
+            if not (self._name_ok(name) and field in _MAILBOX_FIELDS and is_gauge(value)):
                 self._dropped["invalid"] += 1
             elif name not in boxes and len(boxes) >= self._config.max_mailboxes:
                 self._dropped["mailboxes"] += 1
