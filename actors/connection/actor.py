@@ -76,6 +76,7 @@ from protocols.messages import (
     CountersReported,
     GetToken,
     HubMessageReceived,
+    HubMessagesReceived,
     RefreshToken,
     Stop,
     TokenIssued,
@@ -396,9 +397,14 @@ class ConnectionActor:
     async def _dispatch(
         self, link: Link, ctx: ActorContext, forward: Any, raw: Ref[Any] | None, at: float
     ) -> None:
-        """Handle every message the codec holds; invocations go out in arrival order."""
+        """Handle every message the codec holds; invocations go out in arrival order.
+
+        The invocations of one socket read travel to validation together, as
+        one ``HubMessagesReceived``: one mailbox message per read, not per frame.
+        """
         codec, counters, hub = link.codec, self._counters, self._config.hub
-        heard = data = False
+        heard = data = closed = False
+        received: list[HubMessageReceived] = []
         while True:
             event = codec.next_event()
             if isinstance(event, Sentinel):
@@ -408,7 +414,7 @@ class ConnectionActor:
             if type(event) is Invocation:
                 data = True
                 msg = HubMessageReceived(hub, event.target, event.arguments, at)
-                await forward(msg)
+                received.append(msg)
                 if raw is not None and not _tell(raw, msg):
                     counters["raw_dropped"] += 1
                 target = event.target if event.target in self._events else "other"
@@ -423,9 +429,14 @@ class ConnectionActor:
             elif type(event) is Close:
                 error = f": {event.error[:_MAX_REASON]}" if event.error else ""
                 link.fail(f"{self._where}: the server closed the hub{error}")
-                return
+                closed = True
+                break
             elif type(event) is not Ping:
                 counters["unexpected"] += 1
+        if received:  # what arrived before a Close is still delivered
+            await forward(received[0] if len(received) == 1 else HubMessagesReceived(received))
+        if closed:
+            return
         if heard:
             link.heard_at = anyio.current_time()
             if not self._healthy and link.subscribed and (data or not len(self._book)):

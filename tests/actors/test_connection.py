@@ -61,6 +61,7 @@ from protocols.messages import (
     CountersReported,
     GetToken,
     HubMessageReceived,
+    HubMessagesReceived,
     RefreshToken,
     Stop,
     TokenIssued,
@@ -270,6 +271,13 @@ class FakeRef:
         raise TypeError("not askable")
 
 
+class ValidationRef(FakeRef):
+    """Records each forwarded frame, unpacking the per-read ``HubMessagesReceived``."""
+
+    def tell_nowait(self, msg: Any) -> None:
+        self.told.extend(msg.messages if isinstance(msg, HubMessagesReceived) else [msg])
+
+
 class AuthRef(FakeRef):
     """Answers ``GetToken`` with ``token`` (or ``failure``), like the auth actor."""
 
@@ -315,7 +323,7 @@ class Rig:
         config.setdefault("skip_negotiation", True)
         self.config = HubConfig(hub=hub, url=f"http://gateway.test/hubs/{hub}", **config)  # type: ignore[arg-type]
         self.auth = AuthRef(TOKEN)
-        self.validation: Any = FakeRef("validation")
+        self.validation: Any = ValidationRef("validation")
         self.raw, self.events, self.stats = (FakeRef(n) for n in ("raw", "events", "stats"))
         self.ctx = FakeCtx(
             {
@@ -1057,7 +1065,7 @@ async def test_breaker_closes_only_when_data_flows(autojump_clock: Any) -> None:
             hub="market", url="http://gateway.test/hubs/market", skip_negotiation=True
         )
         registry = Registry(clock=lambda: EPOCH + anyio.current_time())
-        events, validation = FakeRef("topic.events"), FakeRef("validation")
+        events, validation = FakeRef("topic.events"), ValidationRef("validation")
         for name, ref in [
             ("auth", AuthRef(TOKEN)),
             ("topic.events", events),
