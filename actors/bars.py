@@ -32,6 +32,16 @@ clock (``Tick.now >= end + grace``) or ``Stop`` closes a bar. Updates touched
 before a tick are emitted before that tick's closes. Forming bars close only by
 the clock, so the runtime must keep sending ``Tick``s (replay: virtual ones).
 A ``Request`` whose body is not ``GetBars`` is counted as unknown, unanswered.
+A batch's messages are told without a scheduling point while the subscribers
+have room (an awaited tell per message woke a subscriber per message), then
+the actor yields once, so subscribers run once per batch.
+
+Reports to stats are cumulative counters plus the trade→bar latencies sampled
+since the last report. They go on a ``Tick`` at most once per
+``report_interval`` seconds of the runtime clock (``anyio.current_time()``, not
+``Tick.now``: a replay's ticks are tape seconds, thousands per real second, and
+every report costs stats work), whenever ``LATENCY_SAMPLES`` samples are
+waiting (so none is lost and the list stays bounded), and at the end.
 """
 
 from __future__ import annotations
@@ -186,13 +196,23 @@ _start = attrgetter("start")
 class BarsActor:
     """Builds bars for ``timeframes`` (e.g. ``["1min", "4hr"]``) from ``TradesAccepted``."""
 
-    def __init__(self, timeframes: Sequence[str], ring_size: int = 1000, grace: float = 0.0):
+    def __init__(
+        self,
+        timeframes: Sequence[str],
+        ring_size: int = 1000,
+        grace: float = 0.0,
+        report_interval: float = 1.0,
+    ):
         if isinstance(timeframes, str) or not timeframes:
             raise ConfigError("bars need a non-empty list of timeframes, e.g. ['1min', '4hr']")
         if not isinstance(ring_size, int) or ring_size < 1:
             raise ConfigError(f"bars ring_size must be an int >= 1, got {ring_size!r}")
         if not isinstance(grace, int | float) or not 0 <= grace < math.inf:
             raise ConfigError(f"bars grace must be a finite number >= 0, got {grace!r}")
+        if not isinstance(report_interval, int | float) or not 0 < report_interval < math.inf:
+            raise ConfigError(
+                f"bars report_interval must be a finite number > 0, got {report_interval!r}"
+            )
         parsed = {tf.name: tf for tf in map(parse_timeframe, timeframes)}
         self.timeframes: tuple[Timeframe, ...] = tuple(parsed.values())
         self._index = {name: k for k, name in enumerate(parsed)}
@@ -200,6 +220,7 @@ class BarsActor:
         self._series: list[dict[str, _Series]] = [{} for _ in self.timeframes]
         self._ring_size = ring_size
         self._grace_us = round(grace * 1_000_000)
+        self._report_interval = report_interval
         self._runs: dict[str, _Agg] = {}
         self._touched: list[tuple[_Series, _Agg]] = []
         self._outbox: list[Message] = []
@@ -212,11 +233,12 @@ class BarsActor:
     async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
         topic = ctx.ref("topic.bars")
         stats = ctx.ref("stats")
-        latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
+        latencies: list[float] = []  # since the last report, at most LATENCY_SAMPLES
+        reported_at = -math.inf  # anyio.current_time() of the last report
         flushes: list[Any] = []  # reply refs of Flush barriers in the current batch
         while batch := await inbox.receive_batch(BATCH_LIMIT):
             received_at: float | None = None
-            stopping = False
+            stopping = ticked = False
             for msg in batch:
                 if type(msg) is TradesAccepted:
                     if received_at is None and msg.trades:
@@ -226,7 +248,7 @@ class BarsActor:
                 self.flush_runs()
                 if isinstance(msg, Tick):
                     self.on_tick(msg.now)
-                    self._report(stats, latencies)
+                    ticked = True
                 elif isinstance(msg, Request) and isinstance(msg.body, GetBars):
                     msg.reply.tell_nowait(self.on_get_bars(msg.body))
                 elif isinstance(msg, Request) and isinstance(msg.body, Flush):
@@ -247,6 +269,11 @@ class BarsActor:
             self._answer(flushes)
             if received_at is not None:
                 latencies.append(ctx.wall_time() - received_at)
+            now = anyio.current_time()
+            due = ticked and now - reported_at >= self._report_interval
+            if due or len(latencies) >= LATENCY_SAMPLES:
+                reported_at = now
+                self._report(stats, latencies)
         self.on_stop()
         await self._emit(topic)
         self._answer(flushes)
@@ -259,12 +286,22 @@ class BarsActor:
         flushes.clear()
 
     async def _emit(self, topic: Ref[Any]) -> None:
+        """Tell the batch's bars; wait only while a subscriber is full, then yield once.
+
+        A topic's ``tell_nowait`` raises ``WouldBlock`` before it delivers to
+        anyone, so the awaited retry sends each message exactly once.
+        """
         self._collect_touched()
         outbox, self._outbox = self._outbox, []
         for msg in outbox:
-            await topic.tell(msg)
+            try:
+                topic.tell_nowait(msg)
+            except anyio.WouldBlock:
+                await topic.tell(msg)
+        if outbox:
+            await anyio.lowlevel.checkpoint()  # however fast the subscribers, others run
 
-    def _report(self, stats: Ref[Any], latencies: deque[float]) -> None:
+    def _report(self, stats: Ref[Any], latencies: list[float]) -> None:
         report = CountersReported(
             source="bars",
             counters=dict(self.counters),

@@ -15,7 +15,7 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from actors.bars import BarsActor
+from actors.bars import LATENCY_SAMPLES, BarsActor
 from protocols.errors import ConfigError
 from protocols.messages import (
     BackfillBars,
@@ -31,8 +31,9 @@ from protocols.messages import (
     Trade,
     TradesAccepted,
 )
-from supervisors.mailbox import Mailbox, MailboxSpec
+from supervisors.mailbox import Mailbox, MailboxSpec, OverflowPolicy
 from supervisors.ref import MailboxRef
+from supervisors.topic import Topic
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MNQ = "CON.F.US.MNQ.Z25"
@@ -155,6 +156,11 @@ def kinds(messages: list[Any]) -> list[tuple[str, str, bool]]:
         ((["1min"],), {"grace": math.nan}, "grace"),
         ((["1min"],), {"grace": math.inf}, "grace"),
         ((["1min"],), {"grace": "5"}, "grace"),
+        ((["1min"],), {"report_interval": 0}, "report_interval"),
+        ((["1min"],), {"report_interval": -1.0}, "report_interval"),
+        ((["1min"],), {"report_interval": math.nan}, "report_interval"),
+        ((["1min"],), {"report_interval": math.inf}, "report_interval"),
+        ((["1min"],), {"report_interval": "1"}, "report_interval"),
     ],
 )
 def test_bad_config(args: tuple[Any, ...], kw: dict[str, Any], match: str) -> None:
@@ -360,6 +366,46 @@ async def test_stats_report_counters_and_latency() -> None:
     assert last.counters["bars_closed"] == 1 and last.latencies["trade_to_bar"] == []
 
 
+class PacedInbox(ScriptedInbox):
+    """Hands out one batch every ``pace`` seconds (virtual time)."""
+
+    def __init__(self, batches: Sequence[Sequence[Any]], pace: float) -> None:
+        super().__init__(batches)
+        self._pace = pace
+
+    async def receive_batch(self, limit: int) -> list[Any]:
+        await trio.sleep(self._pace)
+        return await super().receive_batch(limit)
+
+
+@pytest.mark.trio
+async def test_reports_at_most_once_per_interval_of_the_runtime_clock(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Ticks a tape minute apart, four per second of the runtime clock: Tick.now
+    # does not pace reports, the clock does.
+    t0 = sec("2025-01-15T15:00:00")
+    batches = [
+        [trades(trade(int((t0 + 60 * k) * 1e6), 10.0)), Tick(t0 + 60 * k)] for k in range(10)
+    ]
+    actor = BarsActor(["1min"], report_interval=1.0)
+    ctx = FakeContext()
+    await actor.run(PacedInbox(batches, pace=0.25), ctx)  # type: ignore[arg-type]
+    # ticks at 0.25, 0.5, ..., 2.5 s: reports at 0.25, 1.25, 2.25, then the final one
+    assert [r.counters["trades_aggregated"] for r in ctx.reports] == [1, 5, 9, 10]
+    assert [len(r.latencies["trade_to_bar"]) for r in ctx.reports] == [1, 4, 4, 1]
+    assert ctx.reports[-1].counters["bars_closed"] == 10
+
+
+@pytest.mark.trio
+async def test_latency_samples_are_bounded_and_none_is_lost_between_ticks() -> None:
+    t0 = us("2025-01-15T15:00:00")
+    batches = [[trades(trade(t0 + k, 10.0))] for k in range(LATENCY_SAMPLES + 5)]
+    _, ctx = await run_actor(batches)
+    samples = [len(r.latencies["trade_to_bar"]) for r in ctx.reports]
+    assert samples == [LATENCY_SAMPLES, 5]  # a full list is reported without a Tick
+
+
 # ---------------------------------------------------------------- backfill
 
 
@@ -473,6 +519,97 @@ async def test_runs_on_a_real_mailbox_until_it_closes() -> None:
     await actor.run(mailbox, ctx)
     assert [type(m).__name__ for m in ctx.out] == ["BarUpdated"] * 3 + ["BarClosed"] * 3
     mailbox.dispose()
+
+
+# ------------------------------------------------------------ emission
+
+
+def many_bars_batch(n: int) -> list[Any]:
+    """One batch whose emission is ``n`` BarUpdated (one per contract)."""
+    return [trades(*(trade("2025-01-15T15:00:10", 10.0, contract=f"C{i}") for i in range(n)))]
+
+
+class FullEveryThirdRef(RecordingRef):
+    """``tell_nowait`` raises ``WouldBlock`` (delivering nothing) on every third call."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.calls = 0
+        self.awaited = 0
+
+    async def tell(self, msg: Any) -> None:
+        self.awaited += 1
+        await trio.lowlevel.checkpoint()
+        self.messages.append(msg)
+
+    def tell_nowait(self, msg: Any) -> None:
+        self.calls += 1
+        if self.calls % 3 == 0:
+            raise anyio.WouldBlock
+        self.messages.append(msg)
+
+
+@pytest.mark.trio
+async def test_bars_are_told_without_a_wait_until_the_topic_is_full() -> None:
+    _, roomy = await run_actor([many_bars_batch(10)])
+    assert len(roomy.out) == 20  # 10 updates, 10 closes at the end
+    ctx = FakeContext()
+    topic = ctx.refs["topic.bars"] = FullEveryThirdRef("topic.bars")
+    await BarsActor(["1min"]).run(ScriptedInbox([many_bars_batch(10)]), ctx)  # type: ignore[arg-type]
+    assert ctx.out == roomy.out  # the same messages, in the same order, once each
+    assert (topic.calls, topic.awaited) == (20, 6)  # only a full topic was awaited
+
+
+@pytest.mark.trio
+async def test_a_slow_block_subscriber_gets_every_bar_once_in_order() -> None:
+    _, reference = await run_actor([many_bars_batch(50), many_bars_batch(5)])
+    topic: Topic[Any] = Topic("topic.bars")
+    got: list[Any] = []
+    ctx = FakeContext()
+    ctx.refs["topic.bars"] = topic  # type: ignore[assignment]
+    with (
+        topic.subscribe("slow", MailboxSpec(2)) as slow,
+        topic.subscribe("ui", MailboxSpec(1, OverflowPolicy.DROP_OLDEST)),
+    ):
+        async with trio.open_nursery() as nursery:
+
+            async def consume() -> None:
+                async for msg in slow:
+                    got.append(msg)
+                    await trio.lowlevel.checkpoint()
+
+            nursery.start_soon(consume)
+            inbox = ScriptedInbox([many_bars_batch(50), many_bars_batch(5)])
+            await BarsActor(["1min"]).run(inbox, ctx)  # type: ignore[arg-type]
+            topic.close()
+    assert got == reference.out
+
+
+class EagerInbox(ScriptedInbox):
+    """Hands out its batches without ever yielding: the actor must yield itself."""
+
+    async def receive_batch(self, limit: int) -> list[Any]:
+        return self._batches.pop(0)[:limit] if self._batches else []
+
+
+@pytest.mark.trio
+async def test_yields_after_every_batch_that_told_something() -> None:
+    ctx = FakeContext()
+    seen: list[int] = []
+    batches = [[trades(trade(f"2025-01-15T15:0{m}:10", 10.0))] for m in range(4)]
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            while True:
+                seen.append(len(ctx.out))
+                await trio.lowlevel.checkpoint()
+
+        nursery.start_soon(watch)
+        await trio.lowlevel.checkpoint()
+        await BarsActor(["1min"]).run(EagerInbox(batches), ctx)  # type: ignore[arg-type]
+        nursery.cancel_scope.cancel()
+    # the watcher ran between batches: it saw the topic part-way through
+    assert set(seen) & {1, 2, 3}
 
 
 # ------------------------------------------------------------- property

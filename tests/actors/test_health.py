@@ -13,6 +13,8 @@ import msgspec
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actors.health import HealthActor, HealthConfig, ScoreWeights
 from protocols.errors import ConfigError, MailboxClosed, MailboxFull
@@ -709,7 +711,7 @@ def odd_messages(closed_reply: FakeRef) -> list[Any]:
         object(),
         b"\x00",
         Request(body="x", reply=None),
-        # invalid: 21
+        # invalid: 23
         Request(body=GetHealth(), reply=None),
         Connected(5, "x"),  # type: ignore[arg-type]
         Connected("chat", "x"),  # type: ignore[arg-type]
@@ -717,10 +719,12 @@ def odd_messages(closed_reply: FakeRef) -> list[Any]:
         HeartbeatMeasured("market", -1.0),
         HeartbeatMeasured("market", 1e9),
         HeartbeatMeasured("market", True),
+        HeartbeatMeasured("market", 10**400),  # an int beyond any float
         HeartbeatMeasured("market", "1"),  # type: ignore[arg-type]
         Tick(math.nan),
         Tick(None),  # type: ignore[arg-type]
         Tick(math.inf),
+        Tick(10**400),
         TradesAccepted(None),  # type: ignore[arg-type]
         TradesAccepted(
             [1, Trade(5, 0, 1.0, 1, 0, EPOCH), Trade(A, 0, 1.0, 1, 0, math.nan)]  # type: ignore[arg-type, list-item]
@@ -750,7 +754,7 @@ async def test_odd_input_is_counted_never_raised(autojump_clock: trio.testing.Mo
         h.send(*odd_messages(closed_reply))
         report = await h.health()
         c = report.counters
-        assert (c["unknown"], c["invalid"], c["replies_failed"]) == (6, 21, 1)
+        assert (c["unknown"], c["invalid"], c["replies_failed"]) == (6, 23, 1)
         assert c["escalations"] == 1 and c["quotes"] == 4 and c["trades"] == 3
         market = report.hubs["market"]
         assert market.connects == 2 and market.connection_id is None
@@ -758,3 +762,83 @@ async def test_odd_input_is_counted_never_raised(autojump_clock: trio.testing.Mo
         assert market.breaker == "closed" and market.rtt_samples == 0
         assert report.contracts.keys() == {A}
         assert h.stats == []  # no odd Tick got through
+
+
+# ------------------------------------------------- batched trades, per trade
+
+
+class SansIoCtx(FakeCtx):
+    """A fixed wall clock, so two actors fed alike report alike."""
+
+    def wall_time(self) -> float:
+        return EPOCH
+
+
+NAMES = [B, "C", A, "D"]
+ODD_NAMES: list[Any] = ["", "x" * 201, 5, None, ["unhashable"]]
+STAMPS = [EPOCH - 40.0, EPOCH - 1.0, EPOCH, EPOCH + 1e9, int(EPOCH) - 2]  # stale .. future
+ODD_STAMPS: list[Any] = [math.nan, math.inf, -math.inf, True, "now", 10**400]
+trade_items = st.lists(
+    st.one_of(
+        st.builds(
+            lambda c, at: Trade(c, 0, 1.0, 1, 0, at),
+            st.sampled_from(NAMES) | st.sampled_from(ODD_NAMES),
+            st.sampled_from(STAMPS) | st.sampled_from(ODD_STAMPS),
+        ),
+        st.sampled_from([None, 7, "trade"]),
+    ),
+    max_size=40,
+)
+
+
+def fed(messages: list[Any]) -> HealthActor:
+    actor = HealthActor(HealthConfig(contracts=[A], max_contracts=2))
+    ctx = SansIoCtx()
+    for hub in ("market", "user"):
+        actor.on_message(Connected(hub, f"{hub}-1"), ctx)
+    for msg in messages:
+        actor.on_message(msg, ctx)
+    return actor
+
+
+def judged(actor: HealthActor, now: float) -> HealthReport:
+    """The report at ``now``, counting data items alike whatever their kind."""
+    report = actor.report(now)
+    counters = dict(report.counters)
+    counters["items"] = counters.pop("trades", 0) + counters.pop("quotes", 0)
+    return msgspec.structs.replace(report, counters=counters)
+
+
+@settings(max_examples=200, deadline=None)
+@given(trade_items, st.integers(1, 5))
+def test_a_batch_of_trades_is_judged_exactly_like_one_quote_per_trade(
+    trades: list[Any], size: int
+) -> None:
+    batches = [TradesAccepted(trades[i : i + size]) for i in range(0, len(trades), size)]
+    # The per-item oracle: a quote is checked, clamped and recorded on its own
+    # (and a quote with no contract is invalid, like an item that is no Trade).
+    quotes = [
+        QuoteAccepted(t.contract, 0, t.received_at)
+        if isinstance(t, Trade)
+        else QuoteAccepted(None, 0, EPOCH)  # type: ignore[arg-type]
+        for t in trades
+    ]
+    batched, single = fed(batches), fed(quotes)
+    for now in (EPOCH, EPOCH + 50.0):  # later, a clamped stamp shows its age
+        assert judged(batched, now) == judged(single, now)
+
+
+def test_batched_trades_are_counted_per_trade() -> None:
+    stamps = [EPOCH - 5, EPOCH - 3, EPOCH + 100, EPOCH + 200, math.nan]
+    batch: list[Any] = [Trade(c, 0, 1.0, 1, 0, at) for c in (A, B, "C") for at in stamps]
+    unhashable = Trade(["x"], 0, 1.0, 1, 0, EPOCH)  # type: ignore[arg-type]
+    batch += [unhashable, Trade("x" * 201, 0, 1.0, 1, 0, EPOCH + 9), 3]
+    report = fed([TradesAccepted(batch)]).report(EPOCH)
+    c = report.counters
+    # 2 contracts fit (A configured, then B); C's 4 valid trades are dropped one by one.
+    counted = ("trades", "invalid", "future_clamped", "contracts_dropped")
+    assert [c[key] for key in counted] == [18, 6, 6, 4]
+    assert report.contracts.keys() == {A, B}
+    later = fed([TradesAccepted(batch)]).report(EPOCH + 50.0)
+    assert later.contracts[A].last_event_age == 50.0  # the future stamps, clamped to now
+    assert later.feed_age == 50.0
