@@ -71,6 +71,7 @@ from protocols.messages import (
     Request,
     Stop,
     Tick,
+    TrackTimeframes,
     Trade,
     TradesAccepted,
 )
@@ -255,6 +256,8 @@ class BarsActor:
                     flushes.append(msg.reply)
                 elif isinstance(msg, BackfillBars):
                     self.on_backfill(msg)
+                elif isinstance(msg, TrackTimeframes):
+                    self.on_track(msg.timeframes)
                 elif isinstance(msg, Stop):
                     stopping = True
                     break
@@ -413,6 +416,24 @@ class BarsActor:
             series.archive(agg)
             self._outbox.append(BarClosed(series.bar(agg)))
         self.counters["bars_closed"] += len(due)
+
+    def on_track(self, names: Sequence[str]) -> None:
+        """Build more timeframes from now on (runs are flushed first, so spans stay exact).
+
+        Trades before this point are not replayed into the new timeframes; the
+        history back-fill is what fills their past.
+        """
+        try:
+            added = [parse_timeframe(name) for name in names]
+        except (ConfigError, TypeError):
+            self.counters["unknown_messages"] += 1
+            return
+        for tf in added:
+            if tf.name not in self._index:
+                self._index[tf.name] = len(self.timeframes)
+                self.timeframes = (*self.timeframes, tf)
+                self._clocks.append(BarClock(tf))
+                self._series.append({})
 
     def on_backfill(self, msg: BackfillBars) -> None:
         """Merge history bars into the ring; a live bar on the same start wins."""

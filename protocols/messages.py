@@ -209,6 +209,12 @@ class BarClosed(Message, frozen=True):
     bar: Bar
 
 
+class TrackTimeframes(Message, frozen=True):
+    """Tell bars to build these timeframes too, from now on, for every contract."""
+
+    timeframes: list[str]
+
+
 class GetBars(Message, frozen=True):
     """Ask bars for the last ``n`` bars as a polars DataFrame (forming bar last)."""
 

@@ -38,9 +38,11 @@ from protocols.messages import (
     GetBars,
     GetStats,
     QuoteAccepted,
+    TrackTimeframes,
     TradesAccepted,
 )
 from protocols.stats import StatsSnapshot
+from protocols.timeframes import parse_timeframe
 
 from .backoff import NO_BACKOFF, Backoff
 from .breaker import BreakerPolicy
@@ -253,8 +255,12 @@ class Node:
             raise KeyError(f"no topic {name!r}; topics are {', '.join(TOPICS)}")
         return self.registry.topic(name)
 
-    async def subscribe(self, contracts: Sequence[str]) -> None:
-        """Subscribe quotes, trades and depth of ``contracts`` (kept across reconnects)."""
+    async def subscribe(self, contracts: Sequence[str], timeframes: Sequence[str] = ()) -> None:
+        """Subscribe quotes, trades and depth of ``contracts`` (kept across reconnects),
+        and build ``timeframes`` too from now on (checked here: ``ConfigError``)."""
+        names = [parse_timeframe(name).name for name in timeframes]
+        if names:
+            await self.ref("bars").tell(TrackTimeframes(names))
         for contract in contracts:
             await self.ref("connection_market").tell(SubscribeContract(contract))
 

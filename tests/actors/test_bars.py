@@ -762,3 +762,18 @@ async def test_flush_is_answered_after_earlier_bars_were_told() -> None:
         assert [type(m).__name__ for m in ctx.out] == ["BarUpdated"]
         box.close()
     box.dispose()
+
+
+def test_track_timeframes_builds_more_from_now_on() -> None:
+    actor = BarsActor(["1min"])
+    actor.on_trades([trade("2025-01-06T15:00:10+00:00", 10.0)])
+    actor.flush_runs()
+    actor.on_track(["5min", "1min", "bogus"])  # a bad name: counted, nothing added
+    assert [tf.name for tf in actor.timeframes] == ["1min"]
+    actor.on_track(["5min", "1min"])
+    actor.on_trades([trade("2025-01-06T15:00:20+00:00", 11.0)])
+    actor.flush_runs()
+    one = actor.on_get_bars(GetBars(MNQ, "1min", 5))
+    five = actor.on_get_bars(GetBars(MNQ, "5min", 5))
+    assert one["trades"].to_list() == [2] and five["trades"].to_list() == [1]
+    assert actor.counters["unknown_messages"] == 1

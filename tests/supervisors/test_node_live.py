@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import msgspec
 import pytest
 
 from actors.gateway_sim import SimConfig, running
@@ -66,3 +67,21 @@ async def test_live_node_without_credentials_is_a_config_error(
     with pytest.raises(ConfigError, match="PROJECT_X_USERNAME"):
         async with open_node(config):
             pass
+
+
+@pytest.mark.slow
+@pytest.mark.trio
+async def test_subscribe_adds_contracts_and_timeframes_at_run_time() -> None:
+    sim_config = SimConfig(seed=4, rate=400.0, contracts=(MNQ, ES))
+    async with running(sim_config) as sim:
+        config = msgspec.structs.replace(live_config(sim.url), contracts=[MNQ], history_bars=0)
+        async with open_node(config) as node:
+            with pytest.raises(ConfigError, match="invalid timeframe"):
+                await node.subscribe([ES], ["7min"])
+            await node.subscribe([ES], ["1sec", "5sec"])
+            with node.stream_bars(capacity=10_000) as bars:
+                seen: set[tuple[str, str]] = set()
+                with anyio.fail_after(10):
+                    while not {(ES, "5sec"), (MNQ, "5sec"), (ES, "1min")} <= seen:
+                        msg = await bars.receive()
+                        seen.add((msg.bar.contract, msg.bar.timeframe))
