@@ -12,6 +12,7 @@ is an actor object (``run(inbox, ctx)``) or a zero-argument factory of one.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from typing import Any
 
 import anyio
 import polars as pl
+import psutil
 
 from actors.auth import AuthActor, AuthConfig
 from actors.bars import BarsActor
@@ -27,7 +29,7 @@ from actors.connection import ConnectionActor, HubConfig, SubscriptionBook
 from actors.health import HealthActor
 from actors.history import HistoryActor, HistoryConfig
 from actors.recorder import TapeRecorder
-from actors.stats import StatsActor
+from actors.stats import StatsActor, dynamic_limits
 from actors.validation import ValidationActor
 from protocols.errors import AuthFailed, ConfigError
 from protocols.health import GetHealth, HealthReport
@@ -98,6 +100,27 @@ def _conflating(capacity: int) -> Callable[[NodeConfig], MailboxSpec]:
 
 def _commands(_: NodeConfig) -> MailboxSpec:
     return MailboxSpec(256, OverflowPolicy.BLOCK)  # commands and tokens are never dropped
+
+
+def _ring_size(config: NodeConfig) -> int:
+    """``bars.ring_size``, lowered if the memory available now cannot hold every ring.
+
+    Never below what exactness needs: a late trade may be ``stale_after`` older
+    than the newest one, so the shortest frame keeps that span plus two bars.
+    """
+    cap = config.bars.ring_size
+    shortest = min(
+        (tf.fixed_us for tf in map(parse_timeframe, config.bars.timeframes) if tf.fixed_us),
+        default=3_600_000_000,
+    )
+    exact = 2 + math.ceil(config.validation.stale_after * 1e6 / shortest)
+    return dynamic_limits(
+        psutil.virtual_memory().available,
+        max(1, len(config.contracts)),
+        len(config.bars.timeframes),
+        cap_ring=cap,
+        floor=min(cap, exact),
+    )
 
 
 def _live(config: NodeConfig) -> bool:
@@ -172,7 +195,7 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
     NodeChild(
         "bars",
         lambda config, _: (
-            lambda: BarsActor(config.bars.timeframes, config.bars.ring_size, config.bars.grace)
+            lambda: BarsActor(config.bars.timeframes, _ring_size(config), config.bars.grace)
         ),
         _data_path,
     ),

@@ -203,3 +203,21 @@ def test_live_commands_fail_with_one_line(
     assert message in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "k" not in result.stderr.split() and "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_demo_stops_cleanly_on_ctrl_c() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from supervisors.cli import main; main()", "demo", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline()  # the node is up and printing snapshots
+    assert first.startswith("{")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err

@@ -200,3 +200,19 @@ async def test_streams_have_their_own_policy_and_end_with_the_node() -> None:
         with node.stream_bars() as bars:
             assert bars.statistics().policy is OverflowPolicy.DROP_OLDEST
     assert [t.price for m in got for t in m.trades] == [100.0, 101.0, 102.0, 103.0, 104.0]
+
+
+def test_ring_size_follows_memory_but_never_below_exactness(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from supervisors import node as node_module
+
+    config = NodeConfig(contracts=["A"] * 10, bars=BarsConfig(timeframes=["1sec", "1min"]))
+    monkeypatch.setattr(
+        node_module.psutil, "virtual_memory", lambda: SimpleNamespace(available=24 << 30)
+    )
+    assert node_module._ring_size(config) == 1000  # plenty of memory: the configured cap
+    monkeypatch.setattr(node_module.psutil, "virtual_memory", lambda: SimpleNamespace(available=0))
+    assert node_module._ring_size(config) == 62  # 60 s of 1sec bars + 2: late trades stay exact
