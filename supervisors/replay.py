@@ -69,6 +69,8 @@ END_OF_TAPE = 253_402_300_800.0
 FLUSH_TIMEOUT = 120.0
 """Seconds a barrier may take: it waits for at most one full mailbox of work."""
 MAX_FRAMES = 64
+REPLAY_MAILBOX = 32
+"""Messages (of up to MAX_FRAMES frames) queued for validation at most."""
 """Most frames told to validation in one message (fewer if a tape second ends first)."""
 WRITER_MAILBOX = MailboxSpec(4096, OverflowPolicy.BLOCK)
 WRITER_BATCH = 1024
@@ -142,7 +144,10 @@ def _replay_config(config: NodeConfig, timeframes: Sequence[str]) -> NodeConfig:
         raise ConfigError("replay needs a non-empty list of timeframes, e.g. ['1min', '4hr']")
     bars = msgspec.structs.replace(config.bars, timeframes=list(timeframes))
     BarsConfig.__post_init__(bars)  # replace() skips validation; a bad name raises ConfigError
-    return msgspec.structs.replace(config, tick_interval=0.0, bars=bars)
+    # A tape is read far faster than it is judged: a small data-path mailbox keeps
+    # what is in flight (and the tape chunks its raw frames pin) to a few MiB.
+    capacity = min(config.mailbox_capacity, REPLAY_MAILBOX)
+    return msgspec.structs.replace(config, tick_interval=0.0, bars=bars, mailbox_capacity=capacity)
 
 
 async def _feed(node: Any, tape: Iterable[list[Any]]) -> dict[str, int]:
