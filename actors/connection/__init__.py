@@ -1,7 +1,8 @@
 """The connection actor (one per hub) and the subscription book it keeps across restarts.
 
-``actor`` runs sessions (one socket each) and their tasks; ``link`` is the state
-of one socket; ``transport`` gets a socket (address, negotiate, upgrade);
+``actor`` runs sessions (one socket each) and their tasks; ``opening`` opens a
+session's socket (token to SignalR handshake); ``link`` is the state of one
+socket; ``transport`` gets a socket (address, negotiate, upgrade);
 ``book`` remembers what to subscribe after every reconnect; ``config`` is HubConfig.
 """
 

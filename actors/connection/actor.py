@@ -2,10 +2,21 @@
 
 Theory of operation
 -------------------
-``run`` is a loop of *sessions*; a session is one socket. It asks auth for a
-token, negotiates (unless skipped), upgrades to a websocket, completes the
-SignalR handshake, sends every call of the subscription book, tells
-``Connected``, and then runs four tasks in one task group:
+``run`` is a loop of *sessions*; a session is one socket. It opens a link
+(``opening``: token from auth, negotiation unless skipped, websocket upgrade,
+SignalR handshake) while a second task keeps reading the inbox:
+
+======================= ==================================================
+message while connecting action
+======================= ==================================================
+Subscribe*/Unsubscribe* update the book (its calls go out once connected)
+TokenIssued             hold the newest, judge it once the link is open
+ReconnectRequested      nothing: the socket being opened is that reconnect
+Stop, end of inbox      cancel the connect (nothing is left open), return
+======================= ==================================================
+
+Once open, the session sends every call of the book, tells ``Connected``,
+acts on a held token, and then runs four tasks in one task group:
 
 ========== ==============================================================
 reader     bytes -> wsproto -> codec -> ``HubMessageReceived`` to validation
@@ -19,7 +30,7 @@ reporter   cumulative counters to stats every ``report_interval``
 while the session's own task reads the inbox:
 
 ======================= ==================================================
-message                 action
+message once open       action
 ======================= ==================================================
 Subscribe*/Unsubscribe* update the book, send the calls that changed
 TokenIssued (new token) close cleanly, start a new session (same book)
@@ -33,12 +44,14 @@ out of ``run``, after ``Disconnected`` was told: there is no retry loop here,
 because the supervisor's backoff and circuit breaker own that decision. Bad
 *messages* are not failures: the codec skips them, we count them.
 
-Invariants: only the writer sends on the stream after the handshake, so
-frames never interleave (no lock); a message is forwarded at most once, since
-nothing is read after our Close and a new session only forwards what its own
-socket brings; ``report_healthy`` is called only after the book's calls went
-out *and* the server then sent data (any message at all when the book is
-empty), so a breaker can never close on a socket that is up but deaf.
+Invariants: a subscription command is never lost (while connecting it goes
+into the book, all of whose calls go out once the link is open); only the
+writer sends on the stream after the handshake, so frames never interleave (no
+lock); a message is forwarded at most once, since nothing is read after our
+Close and a new session only forwards what its own socket brings;
+``report_healthy`` is called only after the book's calls went out *and* the
+server then sent data (any message at all when the book is empty), so a
+breaker can never close on a socket that is up but deaf.
 """
 
 from __future__ import annotations
@@ -52,12 +65,11 @@ from typing import Any, Final
 import anyio
 import anyio.abc
 import httpx
-from wsproto import WSConnection
 from wsproto.connection import ConnectionState
-from wsproto.events import BytesMessage, CloseConnection, Event, Pong, TextMessage
+from wsproto.events import CloseConnection, Pong
 from wsproto.events import Ping as WsPing
 
-from protocols.errors import AskTimeout, ConfigError, ConnectionLost, ProtocolError, PxError
+from protocols.errors import ConfigError, ConnectionLost, PxError
 from protocols.hubs import (
     MARKET_EVENTS,
     USER_EVENTS,
@@ -74,36 +86,25 @@ from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
     AuthFailureReported,
     CountersReported,
-    GetToken,
     HubMessageReceived,
     HubMessagesReceived,
     RefreshToken,
     Stop,
     TokenIssued,
 )
-from protocols.secrets import Secret, redact
-from protocols.signalr import (
-    BadMessage,
-    Close,
-    Completion,
-    HandshakeRequest,
-    HandshakeResponse,
-    Invocation,
-    Ping,
-    Role,
-    Sentinel,
-    SignalRConnection,
-)
+from protocols.secrets import redact
+from protocols.signalr import BadMessage, Close, Completion, Invocation, Ping, Sentinel
 
 from .book import BadCommand, Call, SubscriptionBook
 from .config import HubConfig
-from .link import STREAM_ERRORS, Link, text_frame
-from .transport import Connect, Endpoint, negotiate, upgrade
+from .link import STREAM_ERRORS, Link, take
+from .opening import MAX_REASON as _MAX_REASON
+from .opening import Opener
+from .transport import Connect, Endpoint
 
 logger = logging.getLogger("pxnode.connection")
 
 _MAX_PENDING: Final = 1024  # invocation ids awaiting a Completion
-_MAX_REASON: Final = 200
 _TELL_ERRORS: Final = (anyio.WouldBlock, PxError)
 
 
@@ -126,12 +127,12 @@ class ConnectionActor:
             raise ConfigError(f"a {book.hub} book cannot serve the {config.hub} hub")
         self._config = config
         self._book = book
-        self._endpoint = Endpoint.parse(config.url)
-        self._connect = connect if connect is not None else self._endpoint.default_connect()
-        self._http = http
-        self._where = f"{config.hub} hub at {self._endpoint.authority}{self._endpoint.path}"
-        self._events = frozenset(MARKET_EVENTS if config.hub == "market" else USER_EVENTS)
         self._counters: Counter[str] = Counter()
+        endpoint = Endpoint.parse(config.url)
+        connect = connect if connect is not None else endpoint.default_connect()
+        self._opener = Opener(config, endpoint, connect, http, self._counters)
+        self._where = self._opener.where
+        self._events = frozenset(MARKET_EVENTS if config.hub == "market" else USER_EVENTS)
         self._gauges: dict[str, float] = {"connected": 0.0}
         self._healthy = False
 
@@ -158,7 +159,11 @@ class ConnectionActor:
 
     async def _session(self, inbox: Inbox[Any], ctx: ActorContext) -> bool:
         """One socket from token to close: True to connect again, False to stop."""
-        link = await self._open(ctx, await self._token(ctx))
+        held: list[Any] = []
+        link = await self._connect(inbox, ctx, held)
+        if link is None:
+            logger.info("%s stopped while connecting", self._where)
+            return False
         again, reason = False, "closed"
         try:
             async with anyio.create_task_group() as tg:
@@ -167,7 +172,7 @@ class ConnectionActor:
                 tg.start_soon(self._write, link)
                 tg.start_soon(self._heartbeat, link, ctx)
                 tg.start_soon(self._report_every, ctx)
-                again, reason = await self._serve(inbox, link, ctx)
+                again, reason = await self._serve(inbox, link, ctx, held)
                 tg.cancel_scope.cancel()
         finally:
             self._gauges["connected"] = 0.0
@@ -178,95 +183,32 @@ class ConnectionActor:
         _tell(_optional_ref(ctx, "topic.events"), Disconnected(self._config.hub, reason))
         return again
 
-    async def _token(self, ctx: ActorContext) -> Secret:
-        try:
-            reply = await ctx.ref("auth").ask(GetToken(), self._config.connect_timeout)
-        except AskTimeout as exc:
-            raise ConnectionLost(f"{self._where}: no token: {exc}") from None
-        if isinstance(reply, TokenIssued) and isinstance(reply.token, Secret):
-            return reply.token
-        why = reply.reason if isinstance(reply, AuthFailureReported) else type(reply).__name__
-        raise ConnectionLost(f"{self._where}: no token: {why}")
+    async def _connect(self, inbox: Inbox[Any], ctx: ActorContext, held: list[Any]) -> Link | None:
+        """Open a link while obeying the inbox; None if told to stop first.
 
-    async def _open(self, ctx: ActorContext, token: Secret) -> Link:
-        """Negotiate, connect, upgrade and shake hands; the stream is closed on any failure."""
-        config, endpoint = self._config, self._endpoint
-        params = {"access_token": token.reveal()}
-        connection_id = None
-        try:
-            with anyio.fail_after(config.connect_timeout):
-                if not config.skip_negotiation:
-                    async with httpx.AsyncClient(transport=self._http) as client:
-                        negotiated = await negotiate(client, endpoint, token)
-                    connection_id = negotiated.connection_id
-                    if negotiated.socket_id:
-                        params = {"id": negotiated.socket_id, **params}
-                stream = await self._connect(endpoint.host, endpoint.port)
-        except TimeoutError:
-            raise ConnectionLost(f"{self._where}: connect timed out") from None
-        except STREAM_ERRORS as exc:
-            detail = redact(f"{type(exc).__name__}: {exc}", token)
-            raise ConnectionLost(f"{self._where}: connect failed: {detail}") from None
-        try:
-            with anyio.fail_after(config.handshake_timeout):
-                target = endpoint.upgrade_target(params)
-                ws, events = await upgrade(stream, endpoint, target, token)
-                codec = SignalRConnection(Role.CLIENT, max_message_size=config.max_message_size)
-                await stream.send(text_frame(ws, codec, HandshakeRequest()))
-                await self._handshake(stream, ws, codec, events)
-        except TimeoutError:
-            await anyio.aclose_forcefully(stream)
-            raise ConnectionLost(f"{self._where}: handshake timed out") from None
-        except STREAM_ERRORS as exc:
-            await anyio.aclose_forcefully(stream)
-            detail = redact(f"{type(exc).__name__}: {exc}", token)
-            raise ConnectionLost(f"{self._where}: handshake failed: {detail}") from None
-        except BaseException:
-            await anyio.aclose_forcefully(stream)
-            raise
-        self._counters["connects"] += 1
-        return Link(stream, ws, codec, token, connection_id)
+        What needs the link to be judged lands in ``held``, a Stop last.
+        """
+        link: Link | None = None
+        lost: ConnectionLost | None = None
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._hold, inbox, held, tg.cancel_scope)
+            try:
+                link = await self._opener.open(ctx)
+            except ConnectionLost as exc:  # raised below: the task group would wrap it
+                lost = exc
+            tg.cancel_scope.cancel()
+        if held and isinstance(held[-1], Stop):
+            if link is not None:  # opened in the same instant: shut it without a word
+                await self._teardown(link)
+            return None
+        if lost is not None:
+            raise lost
+        return link
 
-    async def _handshake(
-        self,
-        stream: anyio.abc.ByteStream,
-        ws: WSConnection,
-        codec: SignalRConnection,
-        events: list[Event],
+    async def _hold(
+        self, inbox: Inbox[Any], held: list[Any], connecting: anyio.CancelScope
     ) -> None:
-        """Read until the SignalR handshake answer; later messages stay queued in the codec."""
-        while True:
-            for control in self._take(codec, events):
-                if isinstance(control, CloseConnection):
-                    raise ConnectionLost(
-                        f"{self._where}: websocket closed during the handshake ({control.code})"
-                    )
-                if isinstance(control, WsPing):
-                    await stream.send(ws.send(control.response()))
-            try:
-                answer = codec.next_event()
-            except ProtocolError as exc:
-                raise ConnectionLost(f"{self._where}: SignalR handshake failed: {exc}") from None
-            if isinstance(answer, HandshakeResponse):
-                if answer.error is not None:
-                    refusal = answer.error[:_MAX_REASON]
-                    raise ConnectionLost(f"{self._where}: SignalR handshake refused: {refusal}")
-                return
-            try:
-                data = await stream.receive()
-            except anyio.EndOfStream:
-                raise ConnectionLost(f"{self._where}: EOF during the SignalR handshake") from None
-            ws.receive_data(data)
-            events = list(ws.events())
-
-    async def _serve(self, inbox: Inbox[Any], link: Link, ctx: ActorContext) -> tuple[bool, str]:
-        """Resubscribe, announce, then obey the inbox; (connect again?, why the socket ends)."""
-        for call in self._book.calls():
-            await self._invoke(link, call)
-        link.subscribed = True
-        self._gauges["connected"] = 1.0
-        logger.info("%s connected (%d subscriptions)", self._where, len(self._book))
-        _tell(_optional_ref(ctx, "topic.events"), Connected(self._config.hub, link.connection_id))
+        """The inbox while connecting; cancelled once the link is open."""
         while True:
             try:
                 msg = await inbox.receive()
@@ -274,36 +216,87 @@ class ConnectionActor:
                 msg = Stop()
             match msg:
                 case Stop():
-                    await self._close(link)
-                    return False, "stopped"
+                    held.append(msg)
+                    connecting.cancel()
+                    return
                 case (
                     SubscribeContract()
                     | UnsubscribeContract()
                     | SubscribeAccount()
                     | UnsubscribeAccount()
                 ):
-                    await self._command(link, msg)
-                case TokenIssued(token=token) if token != link.token:
-                    await self._close(link)
-                    return True, "token refreshed"
-                case ReconnectRequested(hub=hub, reason=why) if hub == self._config.hub:
-                    await self._close(link)
-                    return True, f"reconnect requested: {str(why)[:_MAX_REASON]}"
-                case TokenIssued() | AuthFailureReported():
-                    pass  # our token is still the newest; auth's failures are its own
+                    self._apply(msg)
+                case TokenIssued():
+                    held[:] = [msg]  # only the newest token counts
+                case ReconnectRequested(hub=hub) if hub == self._config.hub:
+                    pass  # the socket being opened is that reconnect
+                case AuthFailureReported():
+                    pass  # auth's failures are its own
                 case _:
-                    self._counters["commands_rejected.unknown"] += 1
-                    logger.warning("%s: ignoring %s", self._where, type(msg).__name__)
+                    self._ignore(msg)
 
-    async def _command(self, link: Link, command: Any) -> None:
+    async def _serve(
+        self, inbox: Inbox[Any], link: Link, ctx: ActorContext, held: list[Any]
+    ) -> tuple[bool, str]:
+        """Resubscribe, announce, then obey the held messages and the inbox.
+
+        Returns (connect again?, why the socket ends).
+        """
+        for call in self._book.calls():
+            await self._invoke(link, call)
+        link.subscribed = True
+        self._gauges["connected"] = 1.0
+        logger.info("%s connected (%d subscriptions)", self._where, len(self._book))
+        _tell(_optional_ref(ctx, "topic.events"), Connected(self._config.hub, link.connection_id))
+        for msg in held:
+            if (end := await self._obey(link, msg)) is not None:
+                return end
+        while True:
+            try:
+                msg = await inbox.receive()
+            except anyio.EndOfStream:
+                msg = Stop()
+            if (end := await self._obey(link, msg)) is not None:
+                return end
+
+    async def _obey(self, link: Link, msg: Any) -> tuple[bool, str] | None:
+        """Act on one message once open; the session's end, if it is one."""
+        match msg:
+            case Stop():
+                await self._close(link)
+                return False, "stopped"
+            case (
+                SubscribeContract()
+                | UnsubscribeContract()
+                | SubscribeAccount()
+                | UnsubscribeAccount()
+            ):
+                for call in self._apply(msg):
+                    await self._invoke(link, call)
+            case TokenIssued(token=token) if token != link.token:
+                await self._close(link)
+                return True, "token refreshed"
+            case ReconnectRequested(hub=hub, reason=why) if hub == self._config.hub:
+                await self._close(link)
+                return True, f"reconnect requested: {str(why)[:_MAX_REASON]}"
+            case TokenIssued() | AuthFailureReported():
+                pass  # our token is still the newest; auth's failures are its own
+            case _:
+                self._ignore(msg)
+        return None
+
+    def _apply(self, command: Any) -> list[Call]:
+        """Update the book: the calls that changed (none for a bad command, counted)."""
         try:
-            calls = self._book.apply(command)
+            return self._book.apply(command)
         except BadCommand as exc:
             self._counters[f"commands_rejected.{exc.reason}"] += 1
             logger.warning("%s: rejected %s: %s", self._where, type(command).__name__, exc)
-            return
-        for call in calls:
-            await self._invoke(link, call)
+            return []
+
+    def _ignore(self, msg: Any) -> None:
+        self._counters["commands_rejected.unknown"] += 1
+        logger.warning("%s: ignoring %s", self._where, type(msg).__name__)
 
     async def _invoke(self, link: Link, call: Call) -> None:
         target, arguments = call
@@ -363,7 +356,7 @@ class ConnectionActor:
                 return
             counters["bytes"] += len(data)
             link.ws.receive_data(data)
-            for control in self._take(link.codec, list(link.ws.events())):
+            for control in take(link.codec, list(link.ws.events()), self._counters):
                 if isinstance(control, WsPing):
                     if link.ws.state is ConnectionState.OPEN:
                         with contextlib.suppress(anyio.WouldBlock):  # busy sending: it is alive
@@ -381,18 +374,6 @@ class ConnectionActor:
                     reason = f": {control.reason[:_MAX_REASON]}" if control.reason else ""
                     link.fail(f"{self._where}: {what} (code {control.code}){reason}")
                     return
-
-    def _take(self, codec: SignalRConnection, events: list[Event]) -> list[Event]:
-        """Feed text frames to the codec; the control events are the caller's."""
-        controls = []
-        for event in events:
-            if isinstance(event, TextMessage):
-                codec.receive_data(event.data.encode())
-            elif isinstance(event, BytesMessage):
-                self._counters["bad.binary"] += 1  # the JSON protocol speaks text only
-            else:
-                controls.append(event)
-        return controls
 
     async def _dispatch(
         self, link: Link, ctx: ActorContext, forward: Any, raw: Ref[Any] | None, at: float

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import itertools
+from collections import Counter
 from typing import Final
 
 import anyio
 import anyio.abc
 from wsproto import WSConnection
-from wsproto.events import TextMessage
+from wsproto.events import BytesMessage, Event, TextMessage
 
 from protocols.errors import ConnectionLost
 from protocols.secrets import Secret
@@ -68,3 +69,16 @@ class Link:
 def text_frame(ws: WSConnection, codec: SignalRConnection, event: CodecEvent) -> bytes:
     """The websocket frame carrying one SignalR message."""
     return ws.send(TextMessage(data=codec.send(event).decode()))
+
+
+def take(codec: SignalRConnection, events: list[Event], counters: Counter[str]) -> list[Event]:
+    """Feed text frames to the codec; the control events are the caller's."""
+    controls = []
+    for event in events:
+        if isinstance(event, TextMessage):
+            codec.receive_data(event.data.encode())
+        elif isinstance(event, BytesMessage):
+            counters["bad.binary"] += 1  # the JSON protocol speaks text only
+        else:
+            controls.append(event)
+    return controls

@@ -683,6 +683,170 @@ async def test_reconnect_requested_by_health(autojump_clock: Any) -> None:
         assert rig.counters()["commands_rejected.unknown"] == 1
 
 
+# ------------------------------------------------- the inbox while connecting
+
+
+class GatedAuth(AuthRef):
+    """Holds every token ask until ``gate`` is set; counts asks that were cancelled."""
+
+    def __init__(self, token: str) -> None:
+        super().__init__(token)
+        self.gate = anyio.Event()
+        self.asks = self.abandoned = 0
+
+    async def ask(self, msg: Any, timeout: float) -> Any:
+        self.asks += 1
+        try:
+            await self.gate.wait()
+        except anyio.get_cancelled_exc_class():
+            self.abandoned += 1
+            raise
+        return await super().ask(msg, timeout)
+
+
+def _hanging_negotiation(abandoned: list[str]) -> httpx.MockTransport:
+    async def respond(request: httpx.Request) -> httpx.Response:
+        try:
+            await anyio.sleep_forever()
+        finally:
+            abandoned.append("negotiate")
+        raise AssertionError
+
+    return httpx.MockTransport(respond)
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("ending", ["stop", "end"])
+@pytest.mark.parametrize("phase", ["token", "negotiate", "dial", "handshake"])
+async def test_stop_while_connecting_returns_at_once(
+    autojump_clock: Any, caplog: Any, phase: str, ending: str
+) -> None:
+    """Shutdown must not wait out a connect: the supervisor's grace would be spent in full."""
+    caplog.set_level(logging.DEBUG)
+    abandoned: list[str] = []
+    async with rigged(skip_negotiation=phase != "negotiate") as rig:
+        auth = GatedAuth(TOKEN)
+        rig.ctx.refs["auth"] = auth
+        actor = rig.actor(http=_hanging_negotiation(abandoned))
+        if phase == "dial":
+
+            async def never(host: str, port: int) -> anyio.abc.ByteStream:
+                try:
+                    await anyio.sleep_forever()
+                finally:
+                    abandoned.append("dial")
+                raise AssertionError
+
+            actor = ConnectionActor(rig.config, rig.book, connect=never)
+        rig.start(actor)
+        await until(lambda: auth.asks)
+        if phase != "token":
+            auth.gate.set()
+        if phase == "handshake":
+            peer = await rig.peer(handshake=False)
+            assert isinstance(await peer.next_message(), HandshakeRequest)
+        else:
+            await anyio.sleep(1)  # well inside every timeout
+        t0 = anyio.current_time()
+        if ending == "stop":
+            rig.tell(Stop())
+        else:
+            rig.inbox.close()
+        assert await rig.ended() is None
+        assert anyio.current_time() - t0 < 0.01
+        assert not rig.told(Connected) and not rig.told(Disconnected)
+        if phase == "token":
+            assert auth.abandoned == 1
+        elif phase == "handshake":
+            await peer.drain()  # EOF: the half-open socket was closed
+        else:
+            assert abandoned == [phase]
+        assert rig.net.dials == ([("gateway.test", 80)] if phase == "handshake" else [])
+        assert TOKEN not in caplog.text and "stopped while connecting" in caplog.text
+
+
+@pytest.mark.trio
+async def test_a_stop_as_the_handshake_completes_still_closes(autojump_clock: Any) -> None:
+    async with rigged() as rig:
+        rig.start()
+        peer = await rig.peer(handshake=False)
+        assert isinstance(await peer.next_message(), HandshakeRequest)
+        await peer.send(HandshakeResponse())
+        rig.tell(Stop())  # the link opens and the Stop is read in the same instant
+        assert await rig.ended() is None
+        await peer.drain()
+        assert [c.code for c in peer.closes] == [1000]
+        assert not rig.told(Connected)
+
+
+@pytest.mark.trio
+async def test_commands_sent_while_connecting_are_subscribed_once_connected(
+    autojump_clock: Any,
+) -> None:
+    async with rigged() as rig:
+        auth = GatedAuth(TOKEN)
+        rig.ctx.refs["auth"] = auth
+        rig.start()
+        await until(lambda: auth.asks)
+        rig.tell(SubscribeContract(MNQ, ("trades",)))  # during the token ask
+        rig.tell(SubscribeContract(""))  # bad: counted, changes nothing
+        rig.tell("hello")
+        rig.tell(ReconnectRequested("market", "stale"))  # the connect in progress is that
+        await anyio.sleep(1)
+        auth.gate.set()
+        peer = await rig.peer(handshake=False)
+        assert isinstance(await peer.next_message(), HandshakeRequest)
+        rig.tell(SubscribeContract(MES, ("quotes",)))  # during the handshake
+        rig.tell(UnsubscribeContract(MNQ, ("trades",)))
+        rig.tell(SubscribeContract(MNQ, ("depth",)))
+        await anyio.sleep(1)
+        await peer.send(HandshakeResponse())
+        assert await peer.calls(2) == [
+            ("SubscribeContractQuotes", [MES]),
+            ("SubscribeContractMarketDepth", [MNQ]),
+        ]
+        await until(lambda: rig.told(Connected))
+        rig.tell(Stop())
+        await peer.expect_close()
+        assert await rig.ended() is None
+        assert len([m for m in peer.seen if isinstance(m, Invocation)]) == 2
+        assert len(rig.peers) == 1  # the reconnect request did not make a second socket
+        counters = rig.counters()
+        assert counters["commands_rejected.contract"] == 1
+        assert counters["commands_rejected.unknown"] == 1
+
+
+@pytest.mark.trio
+async def test_a_token_issued_while_connecting_is_judged_once_connected(
+    autojump_clock: Any,
+) -> None:
+    async with rigged() as rig:
+        rig.start()
+        first = await rig.peer(handshake=False)
+        assert isinstance(await first.next_message(), HandshakeRequest)
+        rig.tell(TokenIssued(token=Secret(TOKEN), expires_at=EPOCH))  # ours: nothing to do
+        await anyio.sleep(1)
+        await first.send(HandshakeResponse())
+        await until(lambda: rig.told(Connected))
+        await anyio.sleep(1)
+        assert len(rig.peers) == 1
+
+        rig.tell(ReconnectRequested("market", "again"))
+        await first.expect_close()
+        second = await rig.peer(handshake=False)
+        assert isinstance(await second.next_message(), HandshakeRequest)
+        rig.auth.token = NEW_TOKEN
+        rig.tell(TokenIssued(token=Secret("stale"), expires_at=EPOCH))
+        rig.tell(TokenIssued(token=Secret(NEW_TOKEN), expires_at=EPOCH))  # the newest wins
+        await second.send(HandshakeResponse())
+        await second.expect_close()  # connected with the old token: straight to the new one
+        third = await rig.peer()
+        assert f"access_token={NEW_TOKEN}" in third.target
+        await until(lambda: len(rig.told(Connected)) == 3)
+        assert rig.told(Disconnected)[-1] == Disconnected("market", "token refreshed")
+        assert rig.error is None
+
+
 # ------------------------------------------------------------------ failures
 
 
