@@ -79,6 +79,7 @@ from protocols.messages import (
     DepthAccepted,
     Flush,
     QuoteAccepted,
+    QuotesAccepted,
     Request,
     Stop,
     SupervisorEscalated,
@@ -243,8 +244,10 @@ class HealthActor:
         match msg:
             case TradesAccepted():
                 self.on_trades(msg, ctx)
-            case QuoteAccepted() | DepthAccepted():
-                self._count("quotes" if isinstance(msg, QuoteAccepted) else "depth")
+            case QuotesAccepted():
+                self.on_quotes(msg, ctx)
+            case DepthAccepted():
+                self._count("depth")
                 self._on_data(msg.contract, msg.received_at, ctx.wall_time())
             case Tick():
                 self.on_tick(msg, ctx)
@@ -274,27 +277,34 @@ class HealthActor:
     # ------------------------------------------------------------ market data
 
     def on_trades(self, msg: TradesAccepted, ctx: ActorContext) -> None:
-        """Check every trade, then record each contract once, with its newest stamp.
+        self._on_items(msg.trades, Trade, "trades", ctx)
+
+    def on_quotes(self, msg: QuotesAccepted, ctx: ActorContext) -> None:
+        self._on_items(msg.quotes, QuoteAccepted, "quotes", ctx)
+
+    def _on_items(
+        self, items: object, kind: type[Trade | QuoteAccepted], key: str, ctx: ActorContext
+    ) -> None:
+        """Check every item, then record each contract once, with its newest stamp.
 
         Freshness keeps only maxima, so one update per contract with the batch's
-        newest ``received_at`` leaves the same state as one per trade, for a
-        fraction of the cost on the replay path; the counters stay per trade.
+        newest ``received_at`` leaves the same state as one per item, for a
+        fraction of the cost on the live and replay paths; the counters stay per item.
         """
-        trades: object = msg.trades
-        if not isinstance(trades, list):
+        if not isinstance(items, list):
             self._count("invalid")
             return
         wall = ctx.wall_time()
-        self._count("trades", len(trades))
-        # contract -> [newest received_at, trades, trades from the future]
+        self._count(key, len(items))
+        # contract -> [newest received_at, items, items from the future]
         newest: dict[str, list[Any]] = {}
         invalid = future = 0
-        for trade in trades:
-            if not isinstance(trade, Trade):
+        for item in items:
+            if not isinstance(item, kind):
                 invalid += 1
                 continue
-            contract = trade.contract
-            at = trade.received_at
+            contract = item.contract
+            at = item.received_at
             # A non-str contract is never hashed (an unhashable one cannot crash us);
             # the float test is _is_time's fast path (False for NaN and infinities).
             if not (

@@ -44,11 +44,11 @@ settles the rare near-boundary case exactly on the decimals as written, so
 100 -> 150 passes at 50 % and 0.3 -> 0.45 does too.
 
 Out: accepted trades of a batch go as one ``TradesAccepted`` to ``bars`` and
-``topic.trades`` (awaited: backpressure, never a lost accepted trade); quotes
-one ``QuoteAccepted`` each to ``topic.quotes``; depth one ``DepthAccepted`` per
-frame to ``topic.depth``; user-hub frames unchanged to ``topic.user``. A batch
-of ``HubMessagesReceived`` is sent every ``batch_limit`` frames, so downstream
-messages stay as large as with one message per frame.
+``topic.trades`` (awaited: backpressure, never a lost accepted trade); accepted
+quotes of a batch as one ``QuotesAccepted`` to ``topic.quotes``; depth one
+``DepthAccepted`` per frame to ``topic.depth``; user-hub frames unchanged to
+``topic.user``. A batch of ``HubMessagesReceived`` is sent every ``batch_limit``
+frames, so downstream messages stay as large as with one message per frame.
 Cumulative counters go to ``stats`` every ``report_every`` batches, on Tick,
 on Stop and when the inbox closes; an asked ``Flush`` is answered with them
 once everything queued before it has been told downstream (a barrier).
@@ -78,6 +78,7 @@ from protocols.messages import (
     HubMessageReceived,
     HubMessagesReceived,
     QuoteAccepted,
+    QuotesAccepted,
     Request,
     Stop,
     Tick,
@@ -115,7 +116,7 @@ class ValidationConfig(msgspec.Struct, frozen=True):
     max_spike: float = 0.5
     """Largest relative move from the last accepted trade price (0.5 = 50 %)."""
     batch_limit: int = 1024
-    """Most messages drained from the inbox per batch (one TradesAccepted per batch)."""
+    """Most messages drained from the inbox per batch (one TradesAccepted, QuotesAccepted each)."""
     report_every: int = 100
     """Batches between two counter reports to ``stats`` (Tick and Stop report too)."""
 
@@ -199,9 +200,10 @@ class _Outbox:
 
     Accepted trades go as one ``TradesAccepted``, told with a plain (awaited)
     ``tell``: a scheduling point per batch, so the consumers drain between two
-    batches. Quotes, depth and user frames go one message each, so they are told
-    without a scheduling point while their mailbox has room: an awaited tell
-    yields, and every yield would wake a consumer for a single message.
+    batches. Quotes go as one ``QuotesAccepted``, depth and user frames one
+    message each; these are told without a scheduling point while their mailbox
+    has room: an awaited tell yields, and every yield would wake a consumer for
+    a single message.
     """
 
     __slots__ = ("_refs", "depth", "quotes", "trades", "user")
@@ -223,10 +225,13 @@ class _Outbox:
             self.trades = []
             await bars.tell(accepted)
             await trades_topic.tell(accepted)
-        for items, ref in ((self.quotes, quotes_topic), (self.depth, depth_topic)):
-            for item in items:
-                await _tell(ref, item)
-            items.clear()
+        if self.quotes:
+            quotes = QuotesAccepted(quotes=self.quotes)
+            self.quotes = []
+            await _tell(quotes_topic, quotes)
+        for depth in self.depth:
+            await _tell(depth_topic, depth)
+        self.depth.clear()
         for frame in self.user:
             await _tell(user_topic, frame)
         self.user.clear()

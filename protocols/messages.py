@@ -151,6 +151,8 @@ class TradesAccepted(Message, frozen=True):
 
 
 class QuoteAccepted(Message, frozen=True):
+    """One accepted quote (travels in ``QuotesAccepted``); a field the gateway left out is None."""
+
     contract: str
     ts: int
     received_at: float
@@ -158,6 +160,12 @@ class QuoteAccepted(Message, frozen=True):
     bid: float | None = None
     ask: float | None = None
     volume: int | None = None
+
+
+class QuotesAccepted(Message, frozen=True):
+    """Quotes that passed validation, in arrival order."""
+
+    quotes: list[QuoteAccepted]
 
 
 class DepthLevel(msgspec.Struct, frozen=True, array_like=True, gc=False):

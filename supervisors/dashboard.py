@@ -33,7 +33,7 @@ from protocols.messages import (
     ChildHealthy,
     ChildRestarting,
     ChildStarted,
-    QuoteAccepted,
+    QuotesAccepted,
     SupervisorEscalated,
 )
 from protocols.timeframes import bar_end, parse_timeframe
@@ -73,12 +73,14 @@ async def collect_view(
     quotes = dict(previous.quotes) if previous is not None else {}
     while batch := quotes_inbox.drain(1024):
         for msg in batch:
-            if isinstance(msg, QuoteAccepted):
-                old = quotes.get(msg.contract, QuoteView())
-                quotes[msg.contract] = QuoteView(
-                    bid=old.bid if msg.bid is None else msg.bid,
-                    ask=old.ask if msg.ask is None else msg.ask,
-                    last=old.last if msg.last is None else msg.last,
+            if not isinstance(msg, QuotesAccepted):
+                continue
+            for quote in msg.quotes:
+                old = quotes.get(quote.contract, QuoteView())
+                quotes[quote.contract] = QuoteView(
+                    bid=old.bid if quote.bid is None else quote.bid,
+                    ask=old.ask if quote.ask is None else quote.ask,
+                    last=old.last if quote.last is None else quote.last,
                 )
     events = list(previous.events) if previous is not None else []
     if events_inbox is not None:

@@ -39,7 +39,7 @@ from protocols.messages import (
     BarUpdated,
     GetBars,
     GetStats,
-    QuoteAccepted,
+    QuotesAccepted,
     TrackTimeframes,
     TradesAccepted,
 )
@@ -295,7 +295,8 @@ class Node:
         """Every validated trade, in ``TradesAccepted`` batches in arrival order."""
         return self._stream("topic.trades", "trades", **policy)
 
-    def stream_quotes(self, **policy: Any) -> Subscription[QuoteAccepted]:
+    def stream_quotes(self, **policy: Any) -> Subscription[QuotesAccepted]:
+        """Every validated quote, in ``QuotesAccepted`` batches in arrival order."""
         return self._stream("topic.quotes", "quotes", **policy)
 
     def stream_events(self, **policy: Any) -> Subscription[Any]:

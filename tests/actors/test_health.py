@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -31,6 +31,7 @@ from protocols.messages import (
     DepthAccepted,
     Flush,
     QuoteAccepted,
+    QuotesAccepted,
     Request,
     Stop,
     SupervisorEscalated,
@@ -128,7 +129,7 @@ class Harness:
         )
 
     def quote(self, contract: str = A) -> None:
-        self.send(QuoteAccepted(contract, 0, self.ctx.wall_time(), last=1.0))
+        self.send(QuotesAccepted([QuoteAccepted(contract, 0, self.ctx.wall_time(), last=1.0)]))
 
 
 @asynccontextmanager
@@ -256,7 +257,7 @@ async def test_fresh_data_ends_the_episode(autojump_clock: trio.testing.MockCloc
         await h.tick()
         assert len(h.requests) == 1
         # Data received before the request (late in a mailbox) proves nothing.
-        h.send(QuoteAccepted(A, 0, h.ctx.wall_time() - 5, last=1.0))
+        h.send(QuotesAccepted([QuoteAccepted(A, 0, h.ctx.wall_time() - 5, last=1.0)]))
         await trio.sleep(STALE)
         await h.tick()
         assert len(h.requests) == 1
@@ -363,7 +364,7 @@ async def test_future_received_at_cannot_keep_a_dead_feed_fresh(
 ) -> None:
     async with running() as h:
         h.up()
-        h.send(QuoteAccepted(A, 0, h.ctx.wall_time() + 1e9, last=1.0))
+        h.send(QuotesAccepted([QuoteAccepted(A, 0, h.ctx.wall_time() + 1e9, last=1.0)]))
         await trio.sleep(STALE + 1)
         report = await h.tick()
         assert len(h.requests) == 1 and report.counters["future_clamped"] == 1
@@ -499,7 +500,7 @@ class FlakyConnection:
             raise RuntimeError("handshake rejected")
         ctx.report_healthy()
         while True:
-            events.tell_nowait(QuoteAccepted(A, 0, ctx.wall_time(), last=1.0))
+            events.tell_nowait(QuotesAccepted([QuoteAccepted(A, 0, ctx.wall_time(), last=1.0)]))
             await anyio.sleep(1)
 
 
@@ -691,9 +692,9 @@ async def test_memory_stays_bounded_with_1e5_contracts(
         report = await h.health()
         assert len(report.contracts) == 1000 and report.counters["contracts_dropped"] == 99_000
         assert report.counters["trades"] == 100_000
-        h.send(QuoteAccepted("C99999", 0, h.ctx.wall_time(), last=1.0))  # untracked, but alive
+        h.quote("C99999")  # untracked, but alive
         await trio.sleep(STALE)
-        h.send(QuoteAccepted("C99999", 0, h.ctx.wall_time(), last=1.0))
+        h.quote("C99999")
         await trio.sleep(1)
         report = await h.tick()
         assert not h.requests and report.healthy  # the feed is alive
@@ -711,7 +712,7 @@ def odd_messages(closed_reply: FakeRef) -> list[Any]:
         object(),
         b"\x00",
         Request(body="x", reply=None),
-        # invalid: 23
+        # invalid: 25
         Request(body=GetHealth(), reply=None),
         Connected(5, "x"),  # type: ignore[arg-type]
         Connected("chat", "x"),  # type: ignore[arg-type]
@@ -729,9 +730,15 @@ def odd_messages(closed_reply: FakeRef) -> list[Any]:
         TradesAccepted(
             [1, Trade(5, 0, 1.0, 1, 0, EPOCH), Trade(A, 0, 1.0, 1, 0, math.nan)]  # type: ignore[arg-type, list-item]
         ),
-        QuoteAccepted(None, 0, EPOCH),  # type: ignore[arg-type]
-        QuoteAccepted(A, 0, "now"),  # type: ignore[arg-type]
-        QuoteAccepted("x" * 10_000, 0, EPOCH),
+        QuotesAccepted(None),  # type: ignore[arg-type]
+        QuotesAccepted(
+            [
+                1,  # type: ignore[list-item]
+                QuoteAccepted(None, 0, EPOCH),  # type: ignore[arg-type]
+                QuoteAccepted(A, 0, "now"),  # type: ignore[arg-type]
+                QuoteAccepted("x" * 10_000, 0, EPOCH),
+            ]
+        ),
         DepthAccepted(A, -math.inf, []),
         ChildStarted("node", None, 1),  # type: ignore[arg-type]
         BreakerTransitioned("node", "connection_market", "closed", "melted"),  # type: ignore[arg-type]
@@ -754,8 +761,8 @@ async def test_odd_input_is_counted_never_raised(autojump_clock: trio.testing.Mo
         h.send(*odd_messages(closed_reply))
         report = await h.health()
         c = report.counters
-        assert (c["unknown"], c["invalid"], c["replies_failed"]) == (6, 23, 1)
-        assert c["escalations"] == 1 and c["quotes"] == 4 and c["trades"] == 3
+        assert (c["unknown"], c["invalid"], c["replies_failed"]) == (6, 25, 1)
+        assert c["escalations"] == 1 and c["quotes"] == 5 and c["trades"] == 3
         market = report.hubs["market"]
         assert market.connects == 2 and market.connection_id is None
         assert not market.connected and "market: disconnected (no reason given)" in report.reasons
@@ -764,7 +771,7 @@ async def test_odd_input_is_counted_never_raised(autojump_clock: trio.testing.Mo
         assert h.stats == []  # no odd Tick got through
 
 
-# ------------------------------------------------- batched trades, per trade
+# ------------------------------------------ batched trades and quotes, per item
 
 
 class SansIoCtx(FakeCtx):
@@ -778,14 +785,14 @@ NAMES = [B, "C", A, "D"]
 ODD_NAMES: list[Any] = ["", "x" * 201, 5, None, ["unhashable"]]
 STAMPS = [EPOCH - 40.0, EPOCH - 1.0, EPOCH, EPOCH + 1e9, int(EPOCH) - 2]  # stale .. future
 ODD_STAMPS: list[Any] = [math.nan, math.inf, -math.inf, True, "now", 10**400]
-trade_items = st.lists(
+# (contract, received_at) of a data item, or an object that is no item at all
+data_items = st.lists(
     st.one_of(
-        st.builds(
-            lambda c, at: Trade(c, 0, 1.0, 1, 0, at),
+        st.tuples(
             st.sampled_from(NAMES) | st.sampled_from(ODD_NAMES),
             st.sampled_from(STAMPS) | st.sampled_from(ODD_STAMPS),
         ),
-        st.sampled_from([None, 7, "trade"]),
+        st.sampled_from([None, 7, "item"]),
     ),
     max_size=40,
 )
@@ -805,27 +812,38 @@ def judged(actor: HealthActor, now: float) -> HealthReport:
     """The report at ``now``, counting data items alike whatever their kind."""
     report = actor.report(now)
     counters = dict(report.counters)
-    counters["items"] = counters.pop("trades", 0) + counters.pop("quotes", 0)
+    counters["items"] = sum(counters.pop(key, 0) for key in ("trades", "quotes", "depth"))
     return msgspec.structs.replace(report, counters=counters)
 
 
+def trades_accepted(items: list[Any]) -> TradesAccepted:
+    return TradesAccepted(
+        [Trade(i[0], 0, 1.0, 1, 0, i[1]) if type(i) is tuple else i for i in items]
+    )
+
+
+def quotes_accepted(items: list[Any]) -> QuotesAccepted:
+    return QuotesAccepted([QuoteAccepted(i[0], 0, i[1]) if type(i) is tuple else i for i in items])
+
+
+@pytest.mark.parametrize("batch", [trades_accepted, quotes_accepted])
 @settings(max_examples=200, deadline=None)
-@given(trade_items, st.integers(1, 5))
-def test_a_batch_of_trades_is_judged_exactly_like_one_quote_per_trade(
-    trades: list[Any], size: int
+@given(items=data_items, size=st.integers(1, 5))
+def test_a_batch_is_judged_exactly_like_one_message_per_item(
+    batch: Callable[[list[Any]], Any], items: list[Any], size: int
 ) -> None:
-    batches = [TradesAccepted(trades[i : i + size]) for i in range(0, len(trades), size)]
-    # The per-item oracle: a quote is checked, clamped and recorded on its own
-    # (and a quote with no contract is invalid, like an item that is no Trade).
-    quotes = [
-        QuoteAccepted(t.contract, 0, t.received_at)
-        if isinstance(t, Trade)
-        else QuoteAccepted(None, 0, EPOCH)  # type: ignore[arg-type]
-        for t in trades
+    batches = [batch(items[i : i + size]) for i in range(0, len(items), size)]
+    # The per-item oracle: a depth message is checked, clamped and recorded on its
+    # own (and one with no contract is invalid, like an object that is no item).
+    single = [
+        DepthAccepted(item[0], item[1], [])
+        if type(item) is tuple
+        else DepthAccepted(None, EPOCH, [])  # type: ignore[arg-type]
+        for item in items
     ]
-    batched, single = fed(batches), fed(quotes)
+    batched, one_by_one = fed(batches), fed(single)
     for now in (EPOCH, EPOCH + 50.0):  # later, a clamped stamp shows its age
-        assert judged(batched, now) == judged(single, now)
+        assert judged(batched, now) == judged(one_by_one, now)
 
 
 def test_batched_trades_are_counted_per_trade() -> None:

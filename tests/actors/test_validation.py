@@ -26,6 +26,7 @@ from protocols.messages import (
     HubMessageReceived,
     HubMessagesReceived,
     QuoteAccepted,
+    QuotesAccepted,
     Request,
     Stop,
     Tick,
@@ -709,7 +710,7 @@ async def test_run_sends_one_trades_message_per_batch_to_bars_and_topic() -> Non
         [("B", 102.0)],
     ]
     assert all(isinstance(m, TradesAccepted) for m in bars)
-    assert [type(m) for m in told(ctx, "topic.quotes")] == [QuoteAccepted]
+    assert [type(m) for m in told(ctx, "topic.quotes")] == [QuotesAccepted]
     assert [type(m) for m in told(ctx, "topic.depth")] == [DepthAccepted]
     assert len(told(ctx, "topic.user")) == 1
     assert inbox.limits == [7] * 5
@@ -782,21 +783,53 @@ async def test_run_sends_what_batches_of_frames_let_through_every_batch_limit_fr
 
 
 @pytest.mark.anyio
+async def test_the_quotes_of_a_batch_go_as_one_message_in_arrival_order() -> None:
+    ctx = FakeCtx()
+    prices = [100.0, 100.25, 0.0, 100.5, 100.75, 101.0]  # 0.0: rejected, left out
+    frames = [
+        frame(quote(lastPrice=p), contract="B" if i % 2 else C, target="GatewayQuote")
+        for i, p in enumerate(prices)
+    ]
+    trades = frame([trade()])
+    inbox = ScriptedInbox([frames[0], HubMessagesReceived(frames[1:4]), trades, *frames[4:]])
+    await ValidationActor().run(inbox, ctx)
+    (sent,) = told(ctx, "topic.quotes")
+    assert isinstance(sent, QuotesAccepted)
+    assert [(q.contract, q.last) for q in sent.quotes] == [
+        (C, 100.0),
+        ("B", 100.25),
+        ("B", 100.5),
+        (C, 100.75),
+        ("B", 101.0),
+    ]
+    assert all(type(q) is QuoteAccepted for q in sent.quotes)
+    assert len(told(ctx, "topic.trades")) == 1
+
+
+@pytest.mark.anyio
+async def test_a_batch_without_accepted_quotes_sends_no_quotes_message() -> None:
+    ctx = FakeCtx()
+    rejected = frame(quote(lastPrice=-1.0), target="GatewayQuote")
+    await ValidationActor().run(ScriptedInbox([rejected, frame([trade()])]), ctx)
+    assert told(ctx, "topic.quotes") == []
+
+
+@pytest.mark.anyio
 async def test_a_slow_quote_consumer_gets_backpressure_and_loses_nothing() -> None:
     ctx = FakeCtx()
-    quotes: Mailbox[QuoteAccepted] = Mailbox("topic.quotes", MailboxSpec(capacity=1))
+    quotes: Mailbox[QuotesAccepted] = Mailbox("topic.quotes", MailboxSpec(capacity=1))
     ctx.refs["topic.quotes"] = MailboxRef(quotes)  # type: ignore[assignment]
     frames = [frame(quote(lastPrice=100.0 + i), target="GatewayQuote") for i in range(5)]
-    inbox = ScriptedInbox([HubMessagesReceived(frames[:3])], frames[3:])
-    received: list[float | None] = []
+    inbox = ScriptedInbox([HubMessagesReceived(frames[:3])], [frames[3]], [frames[4]])
+    received: list[list[float | None]] = []
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(ValidationActor().run, inbox, ctx)
-            while len(received) < 5:
-                received.append((await quotes.receive()).last)
+            while len(received) < 3:
+                received.append([q.last for q in (await quotes.receive()).quotes])
     finally:
         quotes.dispose()
-    assert received == [100.0, 101.0, 102.0, 103.0, 104.0]
+    assert received == [[100.0, 101.0, 102.0], [103.0], [104.0]]
     assert quotes.statistics().dropped == 0
 
 
