@@ -191,6 +191,8 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
         lambda config, _: lambda: HealthActor(config.health_config()),
         _conflating(1024),
         attach=("topic.events", "topic.trades", "topic.quotes", "topic.depth"),
+        # A node driven by a tape (no gateway, no clock) has no feed whose health to judge.
+        enabled=lambda config: _live(config) or config.tick_interval > 0,
     ),
     NodeChild(
         "bars",

@@ -91,7 +91,7 @@ async def test_override_with_factory_and_unknown_name(autojump_clock: object) ->
         return made[-1]
 
     async with open_node(NodeConfig(tick_interval=0), overrides={"stats": factory}) as node:
-        assert node.supervisor.child_names() == ["stats", "health", "bars", "validation"]
+        assert node.supervisor.child_names() == ["stats", "bars", "validation"]  # tape-driven
     assert len(made) == 1
 
 
