@@ -227,6 +227,7 @@ class BarsActor:
         self._outbox: list[Message] = []
         self._now_us: int | None = None  # the clock as of the last Tick
         self._overdue = False  # a bar was born already due (late trade into a gap)
+        self._next_end = math.inf  # no forming bar ends before this (µs): ticks skip the scan
         self.counters = dict.fromkeys(COUNTERS, 0)
 
     # ------------------------------------------------------------- the actor
@@ -368,6 +369,7 @@ class BarsActor:
                     self.counters["late_beyond_ring"] += run.trades
                     continue
                 agg = series.forming[start] = _Agg(start, end, run.first_ts, run.open, 0, 0)
+                self._next_end = min(self._next_end, end)
                 if self._now_us is not None and end + self._grace_us <= self._now_us:
                     self._overdue = True
             agg.absorb(run)
@@ -397,10 +399,16 @@ class BarsActor:
         self._collect_touched()  # updates before the closes they precede
         self._overdue = False
         deadline = now_us - self._grace_us
+        if deadline < self._next_end:
+            return  # nothing is due: most ticks end here
+        next_end = math.inf
         for by_contract in self._series:
             for series in by_contract.values():
                 if series.forming:
                     self._close(series, [a for a in series.forming.values() if a.end <= deadline])
+                    for agg in series.forming.values():
+                        next_end = min(next_end, agg.end)
+        self._next_end = next_end
 
     def on_stop(self) -> None:
         self.flush_runs()
