@@ -1,4 +1,4 @@
-"""The health actor: a truthful verdict on the hubs, and the stale-feed watchdog.
+"""The health actor: records what the events say, watches the feed, asks for reconnects.
 
 Theory of operation
 -------------------
@@ -13,24 +13,13 @@ answered from the same state with ``ctx.wall_time()`` as "now", an asked
 ``Tick.now``) is clamped to ``ctx.wall_time()``: it must not keep a dead feed
 fresh, nor push the next request or report out of reach.
 
-Per hub, the verdict is one conjunction, so no combination of events can make
-it lie (the peer SDK's "breaker closed, so healthy" while the socket was gone)::
-
-    healthy = connected and breaker == "closed" and child_healthy and not stale
-
+Per hub, the verdict (``verdict``) is a conjunction of these records alone.
 ``child_healthy`` is cleared by the child's ``ChildStarted`` and ``ChildExited``
 (a new incarnation has proved nothing yet) and set by ``ChildHealthy``;
 ``connected`` is cleared by ``Disconnected`` and by the child's exit (a dead
 actor sends no ``Disconnected``).
 
-Stale feed (the peer SDK's silent freeze): the market feed is watched while the
-market hub is connected and at least one contract is expected (configured, or
-seen producing data). It is quiet for ``now - max(newest data, connected_at)``
-and stale once that exceeds ``stale_after`` (exactly ``stale_after`` is not
-stale). One quiet contract is not a stale feed: it is listed, it lowers the
-score, but only silence from every contract asks for a reconnect.
-
-Reconnect requests, one per stale episode:
+Reconnect requests, one per stale episode (stale as defined in ``verdict``):
 
 ================= ===================================== ==========================
 state             event                                 next
@@ -57,19 +46,17 @@ the declared types (msgspec does not check on construction) is counted as
 from __future__ import annotations
 
 import math
-from collections import Counter, deque
-from collections.abc import Callable, Iterable
-from typing import Any, TypeGuard
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
 
 import anyio
-import msgspec
 
-from protocols.errors import ConfigError, PxError
-from protocols.health import ContractHealth, GetHealth, HealthComponents, HealthReport, HubHealth
+from protocols.errors import PxError
+from protocols.health import GetHealth, HealthReport
 from protocols.hubs import HUBS, Connected, Disconnected, HeartbeatMeasured, ReconnectRequested
 from protocols.interfaces import ActorContext, Inbox
 from protocols.messages import (
-    BreakerState,
     BreakerTransitioned,
     ChildExited,
     ChildHealthy,
@@ -88,11 +75,11 @@ from protocols.messages import (
     TradesAccepted,
 )
 
-_BREAKER_SCORE: dict[str, float] = {"closed": 1.0, "half_open": 0.5, "open": 0.0}
+from .config import MAX_NAME_LEN, HealthConfig, is_time, name_ok
+from .verdict import BREAKER_SCORE, NEVER, Hub, feed_quiet, judge
+
 _BATCH = 256
-_MAX_NAME_LEN = 200
 _MAX_RTT = 3600.0
-_NEVER = -math.inf
 # A tell can fail because the receiver is full (WouldBlock, MailboxFull), gone
 # (MailboxClosed, a closed reply channel) or absent (KeyError from ctx.ref).
 _TELL_ERRORS = (
@@ -104,130 +91,20 @@ _TELL_ERRORS = (
 )
 
 
-class ScoreWeights(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Relative weights of the score components; each must be positive.
-
-    Positive weights are what makes "unhealthy" and "score 1" exclusive: every
-    condition that makes a hub unhealthy drags its component below 1.
-    """
-
-    connectivity: float = 0.3
-    readiness: float = 0.2
-    breaker: float = 0.2
-    freshness: float = 0.2
-    latency: float = 0.1
-
-
-class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Thresholds and bounds of the health actor (times in seconds)."""
-
-    stale_after: float = 30.0
-    """No market data for longer than this while connected and subscribed: stale feed."""
-    contracts: list[str] = msgspec.field(default_factory=list)
-    """Contracts expected to be subscribed; any other counts once it produces data."""
-    hubs: list[str] = msgspec.field(default_factory=lambda: list(HUBS))
-    """Hubs the verdict covers (a market-data-only node watches just ``market``)."""
-    report_interval: float = 5.0
-    """Seconds between ``CountersReported`` to stats (on Tick)."""
-    weights: ScoreWeights = msgspec.field(default_factory=ScoreWeights)
-    max_contracts: int = 10_000
-    """Contracts tracked by name; the data of others still counts for the feed."""
-    rtt_window: int = 64
-    """Heartbeat round trips kept per hub for p50/max."""
-    rtt_good: float = 0.5
-    """A median round trip at or below this scores 1 ..."""
-    rtt_bad: float = 5.0
-    """... and at or above this 0 (linear in between)."""
-    max_reasons: int = 20
-
-    def __post_init__(self) -> None:
-        for name in ("stale_after", "report_interval", "rtt_good", "rtt_bad"):
-            value = getattr(self, name)
-            if not (_is_time(value) and value > 0):
-                raise ConfigError(f"health {name} must be a finite number > 0, got {value!r}")
-        if self.rtt_good >= self.rtt_bad:
-            raise ConfigError("health rtt_good must be below rtt_bad")
-        for name in ScoreWeights.__struct_fields__:
-            value = getattr(self.weights, name)
-            if not (_is_time(value) and value > 0):
-                raise ConfigError(f"health weight {name} must be > 0, got {value!r}")
-        for name, high in (("max_contracts", 10**7), ("rtt_window", 10_000), ("max_reasons", 1000)):
-            value = getattr(self, name)
-            if type(value) is not int or not 1 <= value <= high:
-                raise ConfigError(f"health {name} must be an integer in [1, {high}]")
-        hubs = self.hubs
-        if not hubs or not all(h in HUBS for h in hubs) or len(set(hubs)) != len(hubs):
-            raise ConfigError(f"health hubs must be distinct names among {HUBS}, got {hubs!r}")
-        if not all(_name_ok(c) for c in self.contracts):
-            raise ConfigError("health contracts must be non-empty names of <= 200 characters")
-        if len(set(self.contracts)) > self.max_contracts:
-            raise ConfigError("health contracts exceed max_contracts")
-
-
-def _is_time(value: object) -> TypeGuard[float]:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond any float
-        return False
-
-
-def _name_ok(value: object) -> TypeGuard[str]:
-    return isinstance(value, str) and 0 < len(value) <= _MAX_NAME_LEN
-
-
-class _Hub:
-    """What health knows about one hub; every field is set only by an event."""
-
-    __slots__ = (
-        "breaker",
-        "child",
-        "child_healthy",
-        "connected",
-        "connected_at",
-        "connection_id",
-        "connects",
-        "disconnect_reason",
-        "heard_at",
-        "name",
-        "reconnect_requests",
-        "rtts",
-    )
-
-    def __init__(self, name: str, rtt_window: int) -> None:
-        self.name = name
-        self.child = f"connection_{name}"
-        self.connected = False
-        self.connected_at = _NEVER
-        self.connection_id: str | None = None
-        self.disconnect_reason: str | None = None
-        self.breaker: BreakerState = "closed"
-        self.child_healthy = False
-        self.connects = 0
-        self.reconnect_requests = 0
-        self.heard_at = _NEVER
-        self.rtts: deque[float] = deque(maxlen=rtt_window)
-
-
-def _age(now: float, at: float) -> float | None:
-    return None if at == _NEVER else max(0.0, now - at)
-
-
 class HealthActor:
     """Watches hubs, breakers and feed freshness; answers ``GetHealth``, asks for reconnects."""
 
     def __init__(self, config: HealthConfig | None = None) -> None:
         self._config = config = config or HealthConfig()
-        self._hubs = {name: _Hub(name, config.rtt_window) for name in config.hubs}
+        self._hubs = {name: Hub(name, config.rtt_window) for name in config.hubs}
         self._by_child = {hub.child: hub for hub in self._hubs.values()}
-        # Newest received_at per tracked contract (_NEVER: expected, no data yet).
-        self._contracts: dict[str, float] = dict.fromkeys(config.contracts, _NEVER)
-        self._newest_data = _NEVER  # over every contract, tracked or not
+        # Newest received_at per tracked contract (NEVER: expected, no data yet).
+        self._contracts: dict[str, float] = dict.fromkeys(config.contracts, NEVER)
+        self._newest_data = NEVER  # over every contract, tracked or not
         self._stale = False  # the market feed, as of the last Tick
         self._requested_at: float | None = None  # the open episode's delivered request
-        self._attempted_at = _NEVER  # last reconnect attempt, delivered or not
-        self._reported_at = _NEVER
+        self._attempted_at = NEVER  # last reconnect attempt, delivered or not
+        self._reported_at = NEVER
         self._counters: Counter[str] = Counter()
 
     async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
@@ -306,10 +183,10 @@ class HealthActor:
             contract = item.contract
             at = item.received_at
             # A non-str contract is never hashed (an unhashable one cannot crash us);
-            # the float test is _is_time's fast path (False for NaN and infinities).
+            # the float test is is_time's fast path (False for NaN and infinities).
             if not (
                 isinstance(contract, str)
-                and (-math.inf < at < math.inf if type(at) is float else _is_time(at))
+                and (-math.inf < at < math.inf if type(at) is float else is_time(at))
             ):
                 invalid += 1
                 continue
@@ -322,7 +199,7 @@ class HealthActor:
                 seen[1] += 1
                 seen[2] += at > wall
         for contract, (at, n, ahead) in newest.items():
-            if len(contract) > _MAX_NAME_LEN or not contract:
+            if len(contract) > MAX_NAME_LEN or not contract:
                 invalid += n
             else:
                 future += ahead
@@ -333,7 +210,7 @@ class HealthActor:
             self._count("future_clamped", future)
 
     def _on_data(self, contract: object, received_at: object, wall: float) -> None:
-        if not (_name_ok(contract) and _is_time(received_at)):
+        if not (name_ok(contract) and is_time(received_at)):
             self._count("invalid")
             return
         at = float(received_at)
@@ -382,7 +259,7 @@ class HealthActor:
                 hub.disconnect_reason = "connection actor exited"
             case ChildHealthy():
                 hub.child_healthy = True
-            case BreakerTransitioned(new=new) if new in _BREAKER_SCORE:
+            case BreakerTransitioned(new=new) if new in BREAKER_SCORE:
                 hub.breaker = new
             case BreakerTransitioned():
                 self._count("invalid")
@@ -397,7 +274,7 @@ class HealthActor:
                 self._count("connects")
                 hub.connected = True
                 hub.connected_at = hub.heard_at = wall
-                hub.connection_id = cid if _name_ok(cid) else None
+                hub.connection_id = cid if name_ok(cid) else None
                 hub.connects += 1
                 if hub.name == "market":  # a new connection ends the episode
                     self._requested_at = None
@@ -405,9 +282,9 @@ class HealthActor:
             case Disconnected(reason=reason):
                 self._count("disconnects")
                 hub.connected = False
-                hub.disconnect_reason = reason[:_MAX_NAME_LEN] if isinstance(reason, str) else ""
+                hub.disconnect_reason = reason[:MAX_NAME_LEN] if isinstance(reason, str) else ""
             case HeartbeatMeasured(rtt=rtt):
-                if not (_is_time(rtt) and 0 <= rtt <= _MAX_RTT):
+                if not (is_time(rtt) and 0 <= rtt <= _MAX_RTT):
                     self._count("invalid")
                     return
                 self._count("heartbeats")
@@ -418,7 +295,7 @@ class HealthActor:
 
     def on_tick(self, msg: Tick, ctx: ActorContext) -> None:
         now = msg.now
-        if not _is_time(now):
+        if not is_time(now):
             self._count("invalid")
             return
         self._count("ticks")
@@ -426,7 +303,7 @@ class HealthActor:
         if now > wall:  # else one bogus far-future Tick would silence requests and reports
             now = wall
             self._count("future_clamped")
-        quiet = self._feed_quiet(now)
+        quiet = feed_quiet(self._hubs, self._contracts, self._newest_data, now)
         stale = quiet is not None and quiet > self._config.stale_after
         if stale and not self._stale:
             self._count("stale_episodes")
@@ -441,13 +318,6 @@ class HealthActor:
         if now - self._reported_at >= self._config.report_interval:
             self._reported_at = now
             self._report_counters(now, ctx)
-
-    def _feed_quiet(self, now: float) -> float | None:
-        """Seconds the watched market feed has been silent; None while not watched."""
-        market = self._hubs.get("market")
-        if market is None or not market.connected or not self._contracts:
-            return None
-        return max(0.0, now - max(self._newest_data, market.connected_at))
 
     def _request_reconnect(self, now: float, quiet: float, ctx: ActorContext) -> None:
         self._attempted_at = now
@@ -500,116 +370,6 @@ class HealthActor:
 
     def report(self, now: float) -> HealthReport:
         """Everything health knows, judged at ``now`` (unix seconds)."""
-        cfg = self._config
-        quiet = self._feed_quiet(now)
-        feed_stale = quiet is not None and quiet > cfg.stale_after
-        reasons: list[str] = []
-        hubs = {
-            name: self._hub_health(hub, now, feed_stale, reasons)
-            for name, hub in self._hubs.items()
-        }
-        if feed_stale:
-            assert quiet is not None
-            reasons.append(f"market: stale feed: no data for {quiet:.0f} s")
-        contracts, fresh = self._contract_health(now)
-        watched = quiet is not None and not feed_stale
-        quiet_names = [name for name, c in contracts.items() if not c.fresh] if watched else []
-        freshness = 0.0 if feed_stale else (fresh / len(contracts) if contracts else 1.0)
-        components = HealthComponents(
-            connectivity=_share(h.connected for h in hubs.values()),
-            readiness=_share(h.child_healthy for h in hubs.values()),
-            breaker=sum(_BREAKER_SCORE[h.breaker] for h in hubs.values()) / len(hubs),
-            freshness=freshness,
-            latency=self._latency(hubs, reasons),
+        return judge(
+            self._config, self._hubs, self._contracts, self._newest_data, self._counters, now
         )
-        healthy = all(h.healthy for h in hubs.values())
-        for name in quiet_names:
-            age = contracts[name].last_event_age
-            reasons.append(
-                f"contract {name}: no data yet"
-                if age is None
-                else f"contract {name}: no data for {age:.0f} s"
-            )
-        if len(reasons) > cfg.max_reasons:
-            more = len(reasons) - cfg.max_reasons + 1
-            reasons = [*reasons[: cfg.max_reasons - 1], f"... and {more} more"]
-        return HealthReport(
-            taken_at=now,
-            healthy=healthy,
-            score=self._score(components, healthy),
-            components=components,
-            hubs=hubs,
-            contracts=contracts,
-            feed_age=_age(now, self._newest_data),
-            reasons=reasons,
-            counters=dict(self._counters),
-        )
-
-    def _hub_health(self, hub: _Hub, now: float, feed_stale: bool, reasons: list[str]) -> HubHealth:
-        stale = feed_stale and hub.name == "market"
-        if not hub.connected and hub.connects:
-            why = hub.disconnect_reason or "no reason given"
-            reasons.append(f"{hub.name}: disconnected ({why})")
-        elif not hub.connected:
-            reasons.append(f"{hub.name}: not connected yet")
-        if hub.breaker != "closed":
-            reasons.append(f"{hub.name}: circuit breaker {hub.breaker}")
-        if not hub.child_healthy:
-            reasons.append(f"{hub.name}: connection not healthy since its last start")
-        rtts = sorted(hub.rtts)
-        return HubHealth(
-            healthy=hub.connected and hub.breaker == "closed" and hub.child_healthy and not stale,
-            connected=hub.connected,
-            breaker=hub.breaker,
-            child_healthy=hub.child_healthy,
-            stale=stale,
-            connection_id=hub.connection_id,
-            connects=hub.connects,
-            reconnects=max(0, hub.connects - 1),
-            reconnect_requests=hub.reconnect_requests,
-            last_event_age=_age(now, hub.heard_at),
-            rtt_p50=rtts[(len(rtts) - 1) // 2] if rtts else None,
-            rtt_max=rtts[-1] if rtts else None,
-            rtt_samples=len(rtts),
-        )
-
-    def _contract_health(self, now: float) -> tuple[dict[str, ContractHealth], int]:
-        market = self._hubs.get("market")
-        # Right after a (re)connect, a contract without data yet is not quiet.
-        since = market.connected_at if market is not None and market.connected else _NEVER
-        limit = self._config.stale_after
-        out: dict[str, ContractHealth] = {}
-        fresh = 0
-        for name, at in self._contracts.items():
-            ok = now - max(at, since) <= limit
-            fresh += ok
-            out[name] = ContractHealth(_age(now, at), ok)
-        return out, fresh
-
-    def _latency(self, hubs: dict[str, HubHealth], reasons: list[str]) -> float:
-        cfg = self._config
-        scores = []
-        for name, hub in hubs.items():
-            if hub.rtt_p50 is None:
-                continue  # no measurement is no evidence of a slow hub
-            score = min(1.0, max(0.0, (cfg.rtt_bad - hub.rtt_p50) / (cfg.rtt_bad - cfg.rtt_good)))
-            if score < 1.0:
-                reasons.append(f"{name}: heartbeat round trip p50 {hub.rtt_p50 * 1000:.0f} ms")
-            scores.append(score)
-        return sum(scores) / len(scores) if scores else 1.0
-
-    def _score(self, components: HealthComponents, healthy: bool) -> float:
-        weights = self._config.weights
-        pairs: list[tuple[float, float]] = [
-            (getattr(weights, f), getattr(components, f))
-            for f in HealthComponents.__struct_fields__
-        ]
-        score = sum(w * c for w, c in pairs) / sum(w for w, _ in pairs)
-        # Invariant: unhealthy scores below 1 (positive weights guarantee it up to
-        # rounding; this makes it exact even for extreme weight ratios).
-        return score if healthy else min(score, math.nextafter(1.0, 0.0))
-
-
-def _share(flags: Iterable[bool]) -> float:
-    values = list(flags)
-    return sum(values) / len(values)
