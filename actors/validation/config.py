@@ -1,0 +1,40 @@
+"""The thresholds of the validation rules and the names of the reasons they count."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from protocols.errors import ConfigError
+
+# Rule order per kind (the first failing rule names the reason); "malformed" is a non-object item.
+_TIME_RULES = ("timestamp", "future", "too_old", "stale")
+TRADE_REASONS = ("price", "volume", *_TIME_RULES, "spike", "malformed")
+QUOTE_REASONS = ("price", "volume", "crossed", *_TIME_RULES, "malformed")
+DEPTH_REASONS = ("price", "volume", "type", *_TIME_RULES, "malformed")
+
+
+class ValidationConfig(msgspec.Struct, frozen=True):
+    """Thresholds of the validation rules (DESIGN §4); every limit is inclusive."""
+
+    max_future: float = 5.0
+    """Seconds a timestamp may lie after the receive time (exchange/host clock skew)."""
+    max_age: float = 86_400.0
+    """Seconds a timestamp may lie before the receive time (older is a replayed or stuck feed)."""
+    stale_after: float = 60.0
+    """Seconds an item may be older than the newest accepted one of its contract."""
+    max_spike: float = 0.5
+    """Largest relative move from the last accepted trade price (0.5 = 50 %)."""
+    batch_limit: int = 1024
+    """Most messages drained from the inbox per batch (one TradesAccepted, QuotesAccepted each)."""
+    report_every: int = 100
+    """Batches between two counter reports to ``stats`` (Tick and Stop report too)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_future", "max_age", "stale_after", "max_spike"):
+            value = getattr(self, name)
+            if not 0.0 <= value < math.inf:
+                raise ConfigError(f"validation.{name} must be a finite number >= 0, got {value}")
+        if self.batch_limit < 1 or self.report_every < 1:
+            raise ConfigError("validation.batch_limit and report_every must be >= 1")
