@@ -75,6 +75,7 @@ def _main(command: Callable[[Stopping], Awaitable[int]], log_level: str = "warni
 
 async def _with_signals(command: Callable[[Stopping], Awaitable[int]]) -> int:
     stopping = Stopping()
+    code = 0  # stays 0 if a second signal cancels the command
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:
@@ -128,7 +129,19 @@ def replay(
         _fail(f"--out must end in .parquet or .csv, got {out.name!r}")
 
     async def command(stopping: Stopping) -> int:
-        result = await run_replay(tape, names)
+        # A replay has nothing to drain: a signal abandons it (the output file is
+        # only ever written whole, through a temporary file and a rename).
+        async with anyio.create_task_group() as tg:
+
+            async def abandon_on_signal() -> None:
+                await stopping.event.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(abandon_on_signal)
+            result = await run_replay(tape, names)
+            tg.cancel_scope.cancel()
+        if stopping.event.is_set():
+            return 0
         write_bars(result.bars, out)
         if json_stats:
             sys.stdout.write(msgspec.json.encode(result.stats).decode() + "\n")

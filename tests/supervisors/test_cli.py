@@ -221,3 +221,29 @@ def test_demo_stops_cleanly_on_ctrl_c() -> None:
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_replay_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    tape = tmp_path / "big.tape"
+    subprocess.run(
+        [sys.executable, "bench/gen_tape.py", "--trades", "1000000", str(tape)],
+        check=True,
+        capture_output=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    out = tmp_path / "bars.parquet"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from supervisors.cli import main; main()", "replay", str(tape),
+         "--timeframes", "1sec", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
+    )  # fmt: skip
+    time.sleep(1.2)  # imports done, the replay is under way (it takes seconds)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert not out.exists()  # abandoned: no partial output
