@@ -12,6 +12,12 @@ never on how finely ``advance`` is called.
 Prices live in integer ticks, so every price is on the grid; the wire price is
 ticks * tick size rounded to the tick's decimals (3 ticks of 0.1 must print as 0.3).
 
+Depth is a ladder of ``LEVELS`` price levels a side around the touch. Each batch
+sends what changed: a level that left the book goes out with volume 0 (the
+gateway's "delete this price"), a new or resized level with its size, then the
+best bid and ask. A client that applies updates by price (as the SDKs' order
+books do) therefore always holds the sim's book, never a crossed one.
+
 Each emitted trade also lands in two bounded records: ``recent_trades`` (ground
 truth for tests) and 1-second OHLCV aggregates, the source History/retrieveBars
 reads, so REST history is exactly the aggregate of what the hubs sent.
@@ -43,6 +49,8 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 # DomType of ProjectX depth items.
 DOM_ASK, DOM_BID, DOM_BEST_ASK, DOM_BEST_BID, DOM_TRADE = 1, 2, 3, 4, 5
 BUY, SELL = 0, 1
+LEVELS: Final = 10
+"""Depth price levels per side."""
 
 
 class ContractSpec(msgspec.Struct, frozen=True):
@@ -176,8 +184,8 @@ class _Book:
     """Mutable market state of one contract (all prices in ticks)."""
 
     __slots__ = (
-        "bid", "decimals", "depth", "high", "last", "low", "open", "quote", "ref", "seconds",
-        "spec", "tape", "tick", "volume",
+        "asks", "bid", "bids", "decimals", "high", "last", "low", "open", "quote", "ref",
+        "seconds", "spec", "stamp", "tape", "tick", "top", "volume",
     )  # fmt: skip
 
     def __init__(self, spec: ContractSpec, history_seconds: int, truth: int) -> None:
@@ -191,10 +199,63 @@ class _Book:
         self.seconds = SecondBars(history_seconds)
         self.tape: deque[SimTrade] = deque(maxlen=truth)
         self.quote: QuoteItem | None = None  # the latest of each, for subscribe snapshots
-        self.depth: list[DepthItem] = []
+        self.bids: dict[int, int] = {}  # ticks -> size; empty before the first trade
+        self.asks: dict[int, int] = {}
+        self.stamp = ""  # of the latest depth update
+        self.top = 0  # the bid the ladder was last stacked on
 
     def price(self, ticks: int) -> float:
         return round(ticks * self.tick, self.decimals)
+
+    def restack(self, stamp: str, rng: random.Random, sizes: tuple[int, int]) -> list[DepthItem]:
+        """Move the ladder to the current touch; the depth items of every level that changed.
+
+        The touch takes its new size; deeper levels keep theirs until they leave
+        the ladder (sent as volume 0) and get a random one when they join it.
+        """
+        self.stamp = stamp
+        changed: list[DepthItem] = []
+        ask = self.bid + 1
+        if self.bids and self.top == self.bid:  # the touch held (most batches): resize it
+            for side, kind, touch, size in ((self.bids, DOM_BID, self.bid, sizes[0]),
+                                            (self.asks, DOM_ASK, ask, sizes[1])):  # fmt: skip
+                if side[touch] != size:
+                    side[touch] = size
+                    changed.append(DepthItem(stamp, kind, self.price(touch), size, size))
+            return changed
+        self.top = self.bid
+        for side, kind, touch, step, size in (
+            (self.bids, DOM_BID, self.bid, -1, sizes[0]),
+            (self.asks, DOM_ASK, ask, 1, sizes[1]),
+        ):
+            wanted = range(touch, touch + step * LEVELS, step)
+            for ticks in [t for t in side if t not in wanted]:
+                del side[ticks]
+                changed.append(DepthItem(stamp, kind, self.price(ticks), 0, 0))
+            for ticks in wanted:
+                if ticks < 1:  # no level at or below a zero price
+                    break
+                new = size if ticks == touch else side.get(ticks) or rng.randint(1, 80)
+                if side.get(ticks) != new:
+                    side[ticks] = new
+                    changed.append(DepthItem(stamp, kind, self.price(ticks), new, new))
+        return changed
+
+    def ladder(self) -> list[DepthItem]:
+        """The whole book as depth items: asks high to low, bids high to low, then the touch."""
+        if not self.bids:
+            return []
+        stamp, price = self.stamp, self.price
+        items = [DepthItem(stamp, DOM_ASK, price(t), n, n) for t, n in sorted(self.asks.items())]
+        items.reverse()
+        items += [
+            DepthItem(stamp, DOM_BID, price(t), n, n)
+            for t, n in sorted(self.bids.items(), reverse=True)
+        ]
+        bid, ask = self.bids[self.bid], self.asks[self.bid + 1]
+        items.append(DepthItem(stamp, DOM_BEST_BID, price(self.bid), bid, bid))
+        items.append(DepthItem(stamp, DOM_BEST_ASK, price(self.bid + 1), ask, ask))
+        return items
 
 
 class MarketSim:
@@ -282,8 +343,8 @@ class MarketSim:
         return book.quote
 
     def depth(self, contract: str) -> list[DepthItem]:
-        """The latest depth levels of ``contract`` (empty before its first trade)."""
-        return self._books[contract].depth
+        """The whole book of ``contract`` as depth items (empty before its first trade)."""
+        return self._books[contract].ladder()
 
     def seconds(self, contract: str) -> SecondBars:
         return self._books[contract].seconds
@@ -331,14 +392,13 @@ class MarketSim:
         bid, ask = book.price(book.bid), book.price(book.bid + 1)
         bid_size, ask_size = rng.randint(1, 60), rng.randint(1, 60)
         book.quote = self._quote(book, stamp, bid, ask)
-        book.depth = [
-            DepthItem(stamp, DOM_TRADE, book.price(ticks), total, total),
-            DepthItem(stamp, DOM_BEST_BID, bid, bid_size, bid_size),
-            DepthItem(stamp, DOM_BEST_ASK, ask, ask_size, ask_size),
-        ]
+        levels = [DepthItem(stamp, DOM_TRADE, book.price(ticks), total, total)]
+        levels += book.restack(stamp, rng, (bid_size, ask_size))
+        levels.append(DepthItem(stamp, DOM_BEST_BID, bid, bid_size, bid_size))
+        levels.append(DepthItem(stamp, DOM_BEST_ASK, ask, ask_size, ask_size))
         out.append(TradesEmitted(spec.id, ts, items))
         out.append(QuoteEmitted(spec.id, ts, book.quote))
-        out.append(DepthEmitted(spec.id, ts, book.depth))
+        out.append(DepthEmitted(spec.id, ts, levels))
 
     def _quote(self, book: _Book, stamp: str, bid: float, ask: float) -> QuoteItem:
         last, ref = book.price(book.last), book.price(book.ref)

@@ -58,6 +58,41 @@ def bearer(headers: Headers) -> str | None:
     return None
 
 
+def accepts_json(headers: Headers) -> bool:
+    """Whether ASP.NET Core content negotiation picks JSON for a ``string`` answer.
+
+    The gateway's ping returns a string: text/plain by default, but a JSON string
+    (``"pong"``) when the Accept header prefers JSON, which is what SDKs sending
+    ``Accept: application/json`` parse. Like ASP.NET Core, ``*/*`` anywhere means
+    the header is ignored, ranges are tried by quality, and q=0 (or an unreadable
+    q) rules a range out.
+    """
+    ranges: list[tuple[float, int, str]] = []
+    for name, value in headers:
+        if name.lower() != b"accept":
+            continue
+        for part in value.decode("latin-1").split(","):
+            media, *params = (piece.strip().lower() for piece in part.split(";"))
+            quality = 1.0
+            for param in params:
+                key, _, number = param.partition("=")
+                if key.strip() == "q":
+                    try:
+                        quality = float(number)
+                    except ValueError:
+                        quality = 0.0
+            if media == "*/*":
+                return False
+            if 0.0 < quality <= 1.0:  # also false for NaN
+                ranges.append((-quality, len(ranges), media))
+    for _, _, media in sorted(ranges):
+        if media in ("text/plain", "text/*"):
+            return False
+        if media in ("application/json", "text/json", "application/*") or media.endswith("+json"):
+            return True
+    return False
+
+
 def unauthorized(reason: Rejection) -> Reply:
     challenge = f'Bearer error="invalid_token", error_description="token {reason}"'
     if reason == "missing":
@@ -126,7 +161,9 @@ class RestHandler:
             self.pending_500 -= 1
             return _error(500, "Internal server error")
         if path == "/api/Status/ping":
-            return (200, [_TEXT], b"pong") if method == "GET" else (405, [], b"")
+            if method != "GET":
+                return 405, [], b""
+            return (200, [_JSON], b'"pong"') if accepts_json(headers) else (200, [_TEXT], b"pong")
         route = self._routes.get(path[5:])
         if route is None:
             return 404, [], b""

@@ -10,6 +10,11 @@ from actors.gateway_sim.market import (
     BURST_CHUNK,
     CONTRACTS,
     DEFAULT_CONTRACTS,
+    DOM_ASK,
+    DOM_BEST_ASK,
+    DOM_BEST_BID,
+    DOM_BID,
+    LEVELS,
     DepthEmitted,
     MarketSim,
     QuoteEmitted,
@@ -90,7 +95,7 @@ def test_payloads_decode_strictly_as_the_gateway_schemas() -> None:
         else:
             contract, levels = gw.DEPTH_ARGS.decode(call.arguments)
             assert call.target == "GatewayDepth" and isinstance(levels, list)
-            assert {level.type for level in levels} == {3, 4, 5}
+            assert {3, 4, 5} <= {level.type for level in levels} <= {1, 2, 3, 4, 5}
         assert contract == event.contract
 
 
@@ -121,6 +126,58 @@ def test_quote_and_depth_snapshots() -> None:
     assert first.last_price == 4000.0 and first.best_bid == 3999.9
     sim.advance(START + 60)
     assert sim.quote(contract) is not first and sim.depth(contract)
+
+
+def apply(book: dict[int, dict[float, int]], levels: list[gw.DepthItem]) -> None:
+    """Depth items into a per-side price -> size book, the way the SDKs' order books do."""
+    side_of = {DOM_ASK: DOM_ASK, DOM_BEST_ASK: DOM_ASK, DOM_BID: DOM_BID, DOM_BEST_BID: DOM_BID}
+    for level in levels:
+        side = side_of.get(level.type)
+        if side is None:
+            continue
+        if level.volume == 0:
+            book[side].pop(level.price, None)
+        else:
+            book[side][level.price] = level.volume
+
+
+def test_depth_updates_keep_a_client_book_equal_to_the_sim_and_never_crossed() -> None:
+    # project-x-py's OrderBook applies levels by price and deletes on volume 0; with
+    # touch-only updates its book kept every price the touch ever visited and crossed.
+    sim = MarketSim(7, rate=2000, start=START)
+    contract = "CON.F.US.MNQ.Z25"
+    sim.advance(START + 1)
+    book: dict[int, dict[float, int]] = {DOM_ASK: {}, DOM_BID: {}}
+    apply(book, sim.depth(contract))  # the subscribe snapshot
+    moved = 0
+    quote = sim.quote(contract)
+    for event in sim.advance(START + 20):
+        if isinstance(event, QuoteEmitted) and event.contract == contract:
+            quote = event.quote  # each batch: trades, then its quote, then its depth
+        elif isinstance(event, DepthEmitted) and event.contract == contract:
+            apply(book, event.levels)
+            bid, ask = max(book[DOM_BID]), min(book[DOM_ASK])
+            assert bid < ask and (bid, ask) == (quote.best_bid, quote.best_ask)
+            assert len(book[DOM_BID]) == len(book[DOM_ASK]) == LEVELS
+            moved += any(level.volume == 0 for level in event.levels)
+    assert moved > 50  # the touch walked, and levels left the book
+    fresh: dict[int, dict[float, int]] = {DOM_ASK: {}, DOM_BID: {}}
+    apply(fresh, sim.depth(contract))
+    assert fresh == book
+
+
+def test_depth_snapshot_is_the_whole_ladder_best_first() -> None:
+    sim = MarketSim(3, rate=500, start=START)
+    contract = "CON.F.US.EP.Z25"
+    sim.advance(START + 5)
+    items = sim.depth(contract)
+    asks = [i.price for i in items if i.type == DOM_ASK]
+    bids = [i.price for i in items if i.type == DOM_BID]
+    assert len(asks) == len(bids) == LEVELS
+    assert asks == sorted(asks, reverse=True) and bids == sorted(bids, reverse=True)
+    assert asks[-1] - bids[0] == 0.25  # one tick apart at the touch
+    assert [i.type for i in items[-2:]] == [DOM_BEST_BID, DOM_BEST_ASK]
+    assert all(i.volume > 0 and i.current_volume == i.volume for i in items)
 
 
 def test_second_bars_keep_only_their_retention() -> None:

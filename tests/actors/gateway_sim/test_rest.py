@@ -183,7 +183,71 @@ def test_orders_positions_trades(http: httpx.Client) -> None:
 def test_ping_needs_no_auth(http: httpx.Client) -> None:
     answer = http.get("/api/Status/ping")
     assert answer.status_code == 200 and answer.text == "pong"
+    assert answer.headers["content-type"].startswith("text/plain")
     assert http.post("/api/Status/ping").status_code == 405
+
+
+@pytest.mark.parametrize(
+    ("accept", "body"),
+    [
+        ("application/json", b'"pong"'),  # project-x-py's client default; it parses JSON
+        ("text/plain", b"pong"),
+        ("*/*", b"pong"),
+        ("application/json, */*", b"pong"),  # */* anywhere: the header is ignored
+        ("application/json;q=0.5, text/plain", b"pong"),
+        ("text/plain;q=0.1, application/json", b'"pong"'),
+        ("text/json", b'"pong"'),
+        ("application/problem+json", b'"pong"'),
+        ("application/json;q=0", b"pong"),
+        ("application/json;q=nan", b"pong"),
+        ("application/json;q=high", b"pong"),
+        ("application/json;q=7", b"pong"),
+        ("image/png", b"pong"),
+        (";;,,", b"pong"),
+    ],
+)
+def test_ping_negotiates_like_aspnet(http: httpx.Client, accept: str, body: bytes) -> None:
+    answer = http.get("/api/Status/ping", headers={"Accept": accept})
+    assert answer.status_code == 200 and answer.content == body
+    kind = "application/json" if body.startswith(b'"') else "text/plain"
+    assert answer.headers["content-type"].startswith(kind)
+
+
+def test_the_bodies_project_x_py_sends(http: httpx.Client) -> None:
+    """The exact requests of project-x-py 4.4 (client/auth.py, client/market_data.py)."""
+    sdk = {"Accept": "application/json", "Content-Type": "application/json"}
+    answer = http.post("/api/Auth/loginKey", json={"userName": "demo", "apiKey": "demo-key"})
+    token = answer.json()["token"]
+    sdk["Authorization"] = f"Bearer {token}"
+    accounts = http.post("/api/Account/search", json={"onlyActiveAccounts": True}, headers=sdk)
+    assert accounts.json()["success"] and accounts.json()["accounts"][0]["id"] == 7001
+    found = http.post(
+        "/api/Contract/search", json={"searchText": "MNQ", "live": False}, headers=sdk
+    )
+    assert [c["id"] for c in found.json()["contracts"]] == [MNQ]
+    by_id = http.post("/api/Contract/searchById", json={"contractId": MNQ}, headers=sdk)
+    assert by_id.json()["contract"]["symbolId"] == "F.US.MNQ"
+    available = http.post("/api/Contract/available", json={"live": False}, headers=sdk)
+    assert len(available.json()["contracts"]) == 4
+    bars = http.post(
+        "/api/History/retrieveBars",
+        json={
+            "contractId": MNQ,
+            "live": False,
+            "startTime": "2025-11-23T16:00:00.123456+00:00",  # datetime.isoformat() in UTC
+            "endTime": "2025-11-24T16:00:00+00:00",
+            "unit": 2,
+            "unitNumber": 1,
+            "limit": 20_000,
+            "includePartialBar": True,
+        },
+        headers=sdk,
+    )
+    times = [bar["t"] for bar in bars.json()["bars"]]
+    assert len(times) == 1439 and times[0] == "2025-11-24T15:59:00+00:00"  # newest first
+    assert http.post("/api/Auth/validate", headers=sdk).json()["newToken"]
+    assert http.get("/api/Status/ping", headers=sdk).json() == "pong"
+    assert http.post("/api/Auth/logout", headers=sdk).json()["success"]
 
 
 @pytest.mark.parametrize(
