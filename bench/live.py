@@ -260,7 +260,7 @@ async def bare_receive(
     url = urlsplit(gateway.url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     async with httpx.AsyncClient() as http:
-        login = {"userName": "demo", "apiKey": "demo-key"}
+        login = {"userName": "demo", "apiKey": "demo-api-key"}
         token = (await http.post(f"{gateway.url}/api/Auth/loginKey", json=login)).json()["token"]
     ws = WSConnection(ConnectionType.CLIENT)
     calls = [
@@ -462,7 +462,7 @@ async def node_run(
             market_hub=f"{url}/hubs/market",
             user_hub=f"{url}/hubs/user",
             username="demo",
-            api_key=Secret("demo-key"),
+            api_key=Secret("demo-api-key"),
         ),
     )
     process = psutil.Process()

@@ -31,7 +31,7 @@ async def main(seconds: float) -> None:
                 market_hub=f"{sim.url}/hubs/market",
                 user_hub=f"{sim.url}/hubs/user",
                 username="demo",
-                api_key=Secret("demo-key"),
+                api_key=Secret("demo-api-key"),
             ),
         )
         async with open_node(config) as node:

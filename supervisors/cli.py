@@ -262,7 +262,7 @@ def demo(
                 user_hub=f"{sim.url}/hubs/user",
                 accounts=[DEMO_ACCOUNT_ID],
                 username="demo",
-                api_key=Secret("demo-key"),
+                api_key=Secret("demo-api-key"),
             )
             config = NodeConfig(
                 contracts=ids, bars=BarsConfig(timeframes=names), gateway=gateway, seed=seed

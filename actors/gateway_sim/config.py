@@ -12,7 +12,7 @@ from protocols.errors import ConfigError
 
 
 def _demo_credentials() -> dict[str, str]:
-    return {"demo": "demo-key"}
+    return {"demo": "demo-api-key"}
 
 
 class SimConfig(msgspec.Struct, frozen=True, kw_only=True):

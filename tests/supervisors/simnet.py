@@ -52,7 +52,7 @@ from supervisors.supervisor import unwrap
 
 MNQ, ES = "CON.F.US.MNQ.Z25", "CON.F.US.EP.Z25"
 ACCOUNT = 7001  # the sim's demo account
-API_KEY = "demo-key"
+API_KEY = "demo-api-key"
 HOSTS: dict[HubName, str] = {"market": "market.sim", "user": "user.sim"}
 
 

@@ -153,7 +153,7 @@ def test_record_then_replay_round_trip(tmp_path: Path) -> None:
     try:
         assert gateway.stdout is not None
         url = gateway.stdout.readline().split()[-3]
-        env = {"PROJECT_X_USERNAME": "demo", "PROJECT_X_API_KEY": "demo-key"}
+        env = {"PROJECT_X_USERNAME": "demo", "PROJECT_X_API_KEY": "demo-api-key"}
         tape = tmp_path / "session.tape"
         done = pxnode(
             "record", str(tape), "--contracts", "MNQ,CON.F.US.EP.Z25", "--duration", "3",
@@ -162,7 +162,7 @@ def test_record_then_replay_round_trip(tmp_path: Path) -> None:
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         text = tape.read_text()
-        assert "GatewayTrade" in text and "demo-key" not in text
+        assert "GatewayTrade" in text and "demo-api-key" not in text
         out = tmp_path / "bars.parquet"
         replayed = pxnode("replay", str(tape), "--timeframes", "1sec", "--out", str(out),
                           "--json-stats")  # fmt: skip

@@ -28,7 +28,7 @@ def live_config(url: str, **gateway: object) -> NodeConfig:
             user_hub=f"{url}/hubs/user",
             accounts=[7001],
             username="demo",
-            api_key=Secret("demo-key"),
+            api_key=Secret("demo-api-key"),
             **gateway,  # type: ignore[arg-type]
         ),
     )

@@ -41,7 +41,7 @@ def http(gateway: GatewaySim) -> Iterator[httpx.Client]:
         yield client
 
 
-def login(http: httpx.Client, user: str = "demo", key: str = "demo-key") -> str:
+def login(http: httpx.Client, user: str = "demo", key: str = "demo-api-key") -> str:
     answer = http.post("/api/Auth/loginKey", json={"userName": user, "apiKey": key})
     assert answer.status_code == 200
     token = msgspec.json.decode(answer.content, type=gw.LoginResponse).token
@@ -67,7 +67,7 @@ def test_login_validate_logout(http: httpx.Client) -> None:
 
 
 def test_wrong_key_is_http_200_with_success_false(http: httpx.Client) -> None:
-    for user, key in (("demo", "nope"), ("nobody", "demo-key")):
+    for user, key in (("demo", "nope"), ("nobody", "demo-api-key")):
         answer = http.post("/api/Auth/loginKey", json={"userName": user, "apiKey": key})
         body = msgspec.json.decode(answer.content, type=gw.LoginResponse)
         assert answer.status_code == 200 and not body.success and body.error_code != 0
@@ -216,7 +216,7 @@ def test_ping_negotiates_like_aspnet(http: httpx.Client, accept: str, body: byte
 def test_the_bodies_project_x_py_sends(http: httpx.Client) -> None:
     """The exact requests of project-x-py 4.4 (client/auth.py, client/market_data.py)."""
     sdk = {"Accept": "application/json", "Content-Type": "application/json"}
-    answer = http.post("/api/Auth/loginKey", json={"userName": "demo", "apiKey": "demo-key"})
+    answer = http.post("/api/Auth/loginKey", json={"userName": "demo", "apiKey": "demo-api-key"})
     token = answer.json()["token"]
     sdk["Authorization"] = f"Bearer {token}"
     accounts = http.post("/api/Account/search", json={"onlyActiveAccounts": True}, headers=sdk)
@@ -290,7 +290,7 @@ def test_unknown_paths_and_methods(http: httpx.Client) -> None:
 def test_rest_faults(http: httpx.Client, gateway: GatewaySim) -> None:
     gateway.rest.pending_429 = 2
     gateway.rest.pending_500 = 1
-    first = http.post("/api/Auth/loginKey", json={"userName": "demo", "apiKey": "demo-key"})
+    first = http.post("/api/Auth/loginKey", json={"userName": "demo", "apiKey": "demo-api-key"})
     assert first.status_code == 429 and first.headers["retry-after"] == "1"
     assert http.get("/api/Status/ping").status_code == 429
     assert http.get("/api/Status/ping").status_code == 500

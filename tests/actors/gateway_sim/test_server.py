@@ -30,7 +30,9 @@ async def hub(gateway: GatewaySim, target: str, headers: Any = None) -> AsyncIte
 
 
 async def login(http: httpx.AsyncClient) -> str:
-    answer = await http.post("/api/Auth/loginKey", json={"userName": "demo", "apiKey": "demo-key"})
+    answer = await http.post(
+        "/api/Auth/loginKey", json={"userName": "demo", "apiKey": "demo-api-key"}
+    )
     token = msgspec.json.decode(answer.content, type=gw.LoginResponse).token
     assert token
     return token
