@@ -67,7 +67,7 @@ import msgspec
 from protocols import gateway as gw
 from protocols import rest
 from protocols.errors import ConfigError, GatewayError, PxError
-from protocols.hubs import Connected, Disconnected
+from protocols.hubs import Connected, Disconnected, SubscribeContract
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
     BackfillBars,
@@ -77,6 +77,7 @@ from protocols.messages import (
     RefreshToken,
     Stop,
     TokenIssued,
+    TrackTimeframes,
 )
 from protocols.secrets import Secret, redact
 from protocols.timeframes import BarClock, Timeframe, parse_timeframe
@@ -251,6 +252,7 @@ class HistoryActor:
         self._down_since = 0.0  # unix time the bars may be missing from (while not "up")
         self._initial = config.initial_bars > 0
         self._gap_from: float | None = None
+        self._added: list[tuple[str, Timeframe]] = []  # series subscribed at run time
         self._token: Secret | None = None  # the last token used, to redact echoes of it
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
 
@@ -288,8 +290,27 @@ class HistoryActor:
                 self._on_hub_event("connected", ctx)
             case Disconnected(hub="market"):
                 self._on_hub_event("disconnected", ctx)
+            case SubscribeContract(contract=contract) if isinstance(contract, str) and contract:
+                if contract not in self._contracts:
+                    self._contracts.append(contract)
+                    self._add([(contract, tf) for tf in self._timeframes])
+            case TrackTimeframes(timeframes=names):
+                try:
+                    added = [parse_timeframe(name) for name in names]
+                except (ConfigError, TypeError):
+                    return
+                known = {tf.name for tf in self._timeframes}
+                fresh = [tf for tf in dict.fromkeys(added) if tf.name not in known]
+                self._timeframes.extend(fresh)
+                self._add([(contract, tf) for contract in self._contracts for tf in fresh])
             case _:
                 pass  # topic.events carries much else; none of it is ours
+
+    def _add(self, series: list[tuple[str, Timeframe]]) -> None:
+        """Series subscribed at run time get their own start-up back-fill."""
+        if series and self._config.initial_bars > 0:
+            self._added.extend(series)
+            self._wake.set()
 
     def _on_hub_event(self, event: str, ctx: ActorContext) -> None:
         self._hub, action = _TRANSITIONS[self._hub, event]
@@ -315,9 +336,12 @@ class HistoryActor:
             self._wake = anyio.Event()
             initial, self._initial = self._initial, False
             gap_from, self._gap_from = self._gap_from, None
+            added, self._added = self._added, []
             if initial:
                 logger.info("initial back-fill: last %d bars", self._config.initial_bars)
                 await self._backfill(client, ctx, auth, bars, stats, None)
+            elif added:
+                await self._backfill(client, ctx, auth, bars, stats, None, added)
             if gap_from is not None:
                 self.counters["gaps"] += 1
                 logger.info("back-filling a gap of %.1f s", ctx.wall_time() - gap_from)
@@ -331,48 +355,50 @@ class HistoryActor:
         bars: Ref[Any],
         stats: Ref[Any],
         gap_from: float | None,
+        series: list[tuple[str, Timeframe]] | None = None,
     ) -> None:
-        """One request per contract x timeframe: the start-up window or the gap."""
+        """One request per contract x timeframe (or per given series): start-up window or gap."""
         config = self._config
-        for contract in self._contracts:
-            for tf in self._timeframes:
-                now_us = round(ctx.wall_time() * 1_000_000)
-                if gap_from is None:
-                    reach = config.initial_bars * _LONGEST_US[tf.unit] * tf.n
-                    lookback = round(reach * _CALENDAR_PER_TRADING + config.min_lookback * 1e6)
-                    start_us, limit = now_us - lookback, config.initial_bars
-                else:
-                    gap_us = round(gap_from * 1_000_000)
-                    start_us, limit = _bar_before(tf, gap_us), config.max_bars
-                request = gw.RetrieveBarsRequest(
-                    contract_id=contract,
-                    live=config.live,
-                    start_time=_iso(start_us),
-                    end_time=_iso(now_us),
-                    unit=UNITS[tf.unit],
-                    unit_number=tf.n,
-                    limit=limit,
-                    include_partial_bar=False,
-                )
-                try:
-                    answer = await self._retrieve(client, auth, gw.ENCODER.encode(request))
-                except _Failed as exc:
-                    self.counters[f"failures_{exc.kind}"] += 1
-                    logger.warning("no history for %s %s: %s", contract, tf.name, exc)
-                else:
-                    got = self._convert(contract, tf, answer, start_us, now_us)
-                    if gap_from is not None and len(answer) >= limit:
-                        self.counters["truncated"] += 1
-                        logger.warning(
-                            "gap of %s %s exceeds %d bars: older bars stay missing",
-                            contract,
-                            tf.name,
-                            limit,
-                        )
-                    if got:
-                        await bars.tell(BackfillBars(contract, tf.name, got))
-                        self.counters["backfills"] += 1
-                self._report(stats)
+        if series is None:
+            series = [(contract, tf) for contract in self._contracts for tf in self._timeframes]
+        for contract, tf in series:
+            now_us = round(ctx.wall_time() * 1_000_000)
+            if gap_from is None:
+                reach = config.initial_bars * _LONGEST_US[tf.unit] * tf.n
+                lookback = round(reach * _CALENDAR_PER_TRADING + config.min_lookback * 1e6)
+                start_us, limit = now_us - lookback, config.initial_bars
+            else:
+                gap_us = round(gap_from * 1_000_000)
+                start_us, limit = _bar_before(tf, gap_us), config.max_bars
+            request = gw.RetrieveBarsRequest(
+                contract_id=contract,
+                live=config.live,
+                start_time=_iso(start_us),
+                end_time=_iso(now_us),
+                unit=UNITS[tf.unit],
+                unit_number=tf.n,
+                limit=limit,
+                include_partial_bar=False,
+            )
+            try:
+                answer = await self._retrieve(client, auth, gw.ENCODER.encode(request))
+            except _Failed as exc:
+                self.counters[f"failures_{exc.kind}"] += 1
+                logger.warning("no history for %s %s: %s", contract, tf.name, exc)
+            else:
+                got = self._convert(contract, tf, answer, start_us, now_us)
+                if gap_from is not None and len(answer) >= limit:
+                    self.counters["truncated"] += 1
+                    logger.warning(
+                        "gap of %s %s exceeds %d bars: older bars stay missing",
+                        contract,
+                        tf.name,
+                        limit,
+                    )
+                if got:
+                    await bars.tell(BackfillBars(contract, tf.name, got))
+                    self.counters["backfills"] += 1
+            self._report(stats)
 
     def _convert(
         self, contract: str, tf: Timeframe, items: list[Any], start_us: int, end_us: int

@@ -282,12 +282,19 @@ class Node:
 
     async def subscribe(self, contracts: Sequence[str], timeframes: Sequence[str] = ()) -> None:
         """Subscribe quotes, trades and depth of ``contracts`` (kept across reconnects),
-        and build ``timeframes`` too from now on (checked here: ``ConfigError``)."""
+        and build ``timeframes`` too from now on (checked here: ``ConfigError``).
+
+        New series are back-filled from history like those configured at start."""
         names = [parse_timeframe(name).name for name in timeframes]
+        history = self.ref("history") if "history" in self.registry else None
         if names:
             await self.ref("bars").tell(TrackTimeframes(names))
+            if history is not None:  # their past comes from History/retrieveBars
+                await history.tell(TrackTimeframes(names))
         for contract in contracts:
             await self.ref("connection_market").tell(SubscribeContract(contract))
+            if history is not None:
+                await history.tell(SubscribeContract(contract))
 
     def stream_bars(self, **policy: Any) -> Subscription[BarUpdated | BarClosed]:
         """``BarUpdated`` (forming bars and corrections) and ``BarClosed`` as they happen."""

@@ -19,7 +19,7 @@ from actors.bars import BarsActor
 from actors.gateway_sim import GatewaySim, SimConfig, mock_transport
 from actors.history import COUNTERS, HistoryActor, HistoryConfig
 from protocols.errors import AskTimeout, ConfigError
-from protocols.hubs import Connected, Disconnected
+from protocols.hubs import Connected, Disconnected, SubscribeContract
 from protocols.messages import (
     AuthFailureReported,
     BackfillBars,
@@ -30,6 +30,7 @@ from protocols.messages import (
     RefreshToken,
     Stop,
     TokenIssued,
+    TrackTimeframes,
 )
 from protocols.secrets import Secret
 from supervisors.mailbox import Mailbox, MailboxSpec
@@ -743,3 +744,26 @@ def test_config_defaults() -> None:
     cfg = HistoryConfig(contracts=[MNQ], timeframes=["1min"])
     assert (cfg.initial_bars, cfg.max_bars, cfg.live) == (200, 20_000, False)
     assert cfg.api_url == "https://api.topstepx.com"
+
+
+@pytest.mark.trio
+async def test_series_subscribed_at_run_time_get_their_own_start_up_backfill(
+    autojump_clock: Any,
+) -> None:
+    gateway = Gateway()
+    async with running(gateway.transport(), timeframes=["1min"]) as node:
+        await node.series_done(1)  # the start-up back-fill of MNQ 1min
+        node.send(SubscribeContract(MES), SubscribeContract(MNQ))  # MNQ is known: nothing
+        await node.series_done(2)
+        node.send(TrackTimeframes(["5min", "1min", "bogus"]))  # a bad list changes nothing
+        node.send(TrackTimeframes(["5min", "1min"]))
+        await node.series_done(4)
+        await trio.sleep(600)
+        assert len(gateway.calls) == 4
+    assert [(c.body["contractId"], c.body["unitNumber"]) for c in gateway.calls] == [
+        (MNQ, 1),
+        (MES, 1),
+        (MNQ, 5),
+        (MES, 5),
+    ]
+    assert set(gateway.field("limit")) == {200}

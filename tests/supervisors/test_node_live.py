@@ -74,7 +74,7 @@ async def test_live_node_without_credentials_is_a_config_error(
 async def test_subscribe_adds_contracts_and_timeframes_at_run_time() -> None:
     sim_config = SimConfig(seed=4, rate=400.0, contracts=(MNQ, ES))
     async with running(sim_config) as sim:
-        config = msgspec.structs.replace(live_config(sim.url), contracts=[MNQ], history_bars=0)
+        config = msgspec.structs.replace(live_config(sim.url), contracts=[MNQ], history_bars=5)
         async with open_node(config) as node:
             with pytest.raises(ConfigError, match="invalid timeframe"):
                 await node.subscribe([ES], ["7min"])
@@ -85,3 +85,7 @@ async def test_subscribe_adds_contracts_and_timeframes_at_run_time() -> None:
                     while not {(ES, "5sec"), (MNQ, "5sec"), (ES, "1min")} <= seen:
                         msg = await bars.receive()
                         seen.add((msg.bar.contract, msg.bar.timeframe))
+            # ES's past 1min bars came from History/retrieveBars, as MNQ's did at start
+            with anyio.fail_after(10):
+                while (await node.bars(ES, "1min", 10)).height < 3:  # noqa: ASYNC110
+                    await anyio.sleep(0.05)
