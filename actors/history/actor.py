@@ -1,63 +1,15 @@
-"""The history actor: back-fills bars from History/retrieveBars at start and after every gap.
+"""HistoryActor: the inbox loop follows the market hub, the fetcher makes every REST call.
 
-Theory of operation
--------------------
-Live bars are built from trades. Whatever the node did not see (before it
-started, while the market hub was down) comes from the gateway's history:
-closed bars only (``includePartialBar: false``), told to the bars actor as one
-``BackfillBars`` per contract x timeframe. The bars actor merges without
-duplicates and lets a live bar win, so asking for a little more than is missing
-is always safe, and asking for less loses bars.
-
-Two tasks of one actor share its state on one thread, as in auth. The *inbox
-loop* follows the market hub through ``Connected``/``Disconnected`` on
-``topic.events`` and never waits on HTTP, so the topic never backs up behind a
-slow gateway. The *fetcher* makes every HTTP call, one at a time. Work passes
-between them as data, ``_initial`` (the start-up back-fill is due) and
-``_gap_from`` (the earliest unix time whose bars may be missing), and an Event
-wakes the fetcher. State changes only between awaits, so no lock is needed.
-
-What the inbox loop knows of the market hub (``_TRANSITIONS``):
-
-=========  ============  ===============================================  =======
-state      event         action                                           next
-=========  ============  ===============================================  =======
-unknown    Connected     gap from the actor's start                       up
-unknown    Disconnected  mark: the gap starts now                         down
-up         Connected     none                                             up
-up         Disconnected  mark: the gap starts now                         down
-down       Connected     gap from the mark                                up
-down       Disconnected  none: the earliest mark is kept                  down
-=========  ============  ===============================================  =======
-
-``unknown`` is the start. The start-up back-fill reaches only to the moment it
-is made; a hub that connects later leaves the bars in between to nobody, hence
-the first Connected asks for the gap since the start. A Disconnected first
-means the hub was already up, and live trades covered everything until then.
-
-Invariants: gaps coalesce (one queued while the fetcher is busy merges with
-the next into one, from the earliest time); a failed request is retried a
-bounded number of times, then counted and skipped, never raised (the live feed
-matters more than history); the token is only ever put in a header.
-
-A gap from ``t`` asks, per timeframe, for ``[start of the bar before the bar
-containing t, now)``: the bar open at ``t`` was built live only in part, the
-one before is margin against clocks that disagree. At most ``max_bars`` come
-back, the newest; an outage longer than that is counted as ``truncated``.
-The start-up back-fill asks for the newest ``initial_bars``, from far enough
-back to find that many bars of a market that closes on weekends and holidays.
-
-History bars carry no trade count: ``Bar.trades`` is 0 for them, meaning
-"unknown", never "no trades" (their volume is real).
+See the package docstring for the theory of operation; the pure rules it runs
+on (hub states, request windows, the checks on each history bar) are in
+``window``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import random
-from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 import anyio
@@ -82,133 +34,12 @@ from protocols.messages import (
 from protocols.secrets import Secret, redact
 from protocols.timeframes import BarClock, Timeframe, parse_timeframe
 
+from .config import COUNTERS, UNITS, HistoryConfig
+from .window import TRANSITIONS, bar_before, initial_start, iso, to_bar
+
 logger = logging.getLogger("pxnode.history")
 
 PATH: Final = "/api/History/retrieveBars"
-UNITS: Final = {
-    "sec": gw.BarUnit.SECOND,
-    "min": gw.BarUnit.MINUTE,
-    "hr": gw.BarUnit.HOUR,
-    "day": gw.BarUnit.DAY,
-    "week": gw.BarUnit.WEEK,
-    "month": gw.BarUnit.MONTH,
-}
-"""The gateway's ``unit`` per timeframe unit; ``unitNumber`` is the timeframe's N."""
-
-FAILURES: Final = ("transient", "unauthorized", "auth", "rejected", "malformed")
-"""Why a request was given up: 429/5xx/timeout/transport after every retry; 401 again
-after a fresh token; no token from auth; refused (HTTP 4xx, ``success: false``);
-an answer that is not a retrieveBars response."""
-
-REJECTS: Final = ("malformed", "time", "price", "volume", "unaligned", "partial")
-"""Why one history bar was dropped: not a bar; ``t`` unreadable or before the window
-asked for; prices not finite, not positive or not low <= open, close <= high; volume
-negative or beyond int64; start not on a bar boundary of the timeframe; a bar not
-closed at the end of the window (the live bar is built from trades)."""
-
-COUNTERS: Final = (
-    "requests",  # HTTP requests sent, retries included
-    "bars_received",  # history bars in answers, before rejections
-    "backfills",  # BackfillBars told to the bars actor
-    "gaps",  # gap back-fills started (coalesced)
-    "truncated",  # gap answers that hit max_bars: older bars of the gap are missing
-    *(f"failures_{kind}" for kind in FAILURES),
-    *(f"bars_rejected_{reason}" for reason in REJECTS),
-)
-
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_US: Final = timedelta(microseconds=1)
-_INT64: Final = 1 << 63
-# Longest length of one bar per unit, in µs (a month is at most 31 days, a DST day 25 h).
-_LONGEST_US: Final = {
-    "sec": 1_000_000,
-    "min": 60_000_000,
-    "hr": 3_600_000_000,
-    "day": 25 * 3_600_000_000,
-    "week": 7 * 86_400_000_000 + 3_600_000_000,
-    "month": 31 * 86_400_000_000 + 3_600_000_000,
-}
-# A market open 5 days in 7 less holidays: N bars of trading span up to ~1.5 N of calendar.
-_CALENDAR_PER_TRADING: Final = 1.5
-
-# (hub state, event) -> (next state, action); see the table in the module docstring.
-_TRANSITIONS: Final = {
-    ("unknown", "connected"): ("up", "gap"),
-    ("unknown", "disconnected"): ("down", "mark"),
-    ("up", "connected"): ("up", "none"),
-    ("up", "disconnected"): ("down", "mark"),
-    ("down", "connected"): ("up", "gap"),
-    ("down", "disconnected"): ("down", "none"),
-}
-
-
-class HistoryConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """What to back-fill and how hard to try; invalid values raise ``ConfigError``.
-
-    ``contracts`` are contract ids; ``timeframes`` DESIGN names (``"1min"``,
-    ``"4hr"``), the same the bars actor builds. ``initial_bars`` bars per
-    contract x timeframe are fetched at start (0: none); ``max_bars`` is the gateway's
-    limit per request (20000 for ProjectX), the most a gap can recover.
-    ``min_lookback`` (seconds) is how far back the start-up request reaches at
-    least, so that the last bars are found across a long weekend. ``live`` is
-    the gateway's flag (live rather than simulated-account data).
-
-    Times are seconds. Retries cover 429 (waiting ``Retry-After``, capped at
-    ``retry_after_max``), 5xx, timeouts and transport errors, with backoff from
-    ``backoff_min`` doubling to ``backoff_max``, shortened by up to
-    ``backoff_jitter`` (a fraction), ``max_attempts`` calls in all.
-    ``token_timeout`` bounds the wait for auth (a login can take its retries).
-    """
-
-    contracts: list[str]
-    timeframes: list[str]
-    api_url: str = "https://api.topstepx.com"
-    initial_bars: int = 200
-    max_bars: int = 20_000
-    request_timeout: float = 30.0
-    live: bool = False
-    min_lookback: float = 4 * 86_400.0
-    token_timeout: float = 60.0
-    max_attempts: int = 4
-    backoff_min: float = 1.0
-    backoff_max: float = 30.0
-    backoff_jitter: float = 0.1
-    retry_after_max: float = 120.0
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.contracts, list) or not self.contracts:
-            raise ConfigError("history: contracts must be a non-empty list of contract ids")
-        if not all(isinstance(c, str) and c for c in self.contracts):
-            raise ConfigError("history: every contract must be a non-empty string")
-        if not isinstance(self.timeframes, list) or not self.timeframes:
-            raise ConfigError("history: timeframes must be a non-empty list, e.g. ['1min']")
-        for text in self.timeframes:
-            parse_timeframe(text)
-        if not self.api_url.startswith(("http://", "https://")):
-            raise ConfigError(f"history: api_url must be an http(s) URL, got {self.api_url!r}")
-        if not 1 <= self.max_bars <= 1_000_000:
-            raise ConfigError(f"history: max_bars must be in 1..1000000, got {self.max_bars}")
-        if not 0 <= self.initial_bars <= self.max_bars:
-            raise ConfigError(
-                f"history: initial_bars must be in 0..max_bars ({self.max_bars}), "
-                f"got {self.initial_bars}"
-            )
-        if not 1 <= self.max_attempts <= 100:
-            raise ConfigError(f"history: max_attempts must be in 1..100, got {self.max_attempts}")
-        for name in ("min_lookback", "retry_after_max"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"history: {name} must be a finite number >= 0, got {value!r}")
-        for name in ("request_timeout", "token_timeout", "backoff_min", "backoff_max"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"history: {name} must be a finite number > 0, got {value!r}")
-        if self.backoff_min > self.backoff_max:
-            raise ConfigError("history: backoff_min must not exceed backoff_max")
-        if not 0 <= self.backoff_jitter < 1:
-            raise ConfigError(
-                f"history: backoff_jitter must be in [0, 1), got {self.backoff_jitter}"
-            )
 
 
 class _Failed(Exception):
@@ -313,7 +144,7 @@ class HistoryActor:
             self._wake.set()
 
     def _on_hub_event(self, event: str, ctx: ActorContext) -> None:
-        self._hub, action = _TRANSITIONS[self._hub, event]
+        self._hub, action = TRANSITIONS[self._hub, event]
         if action == "mark":
             self._down_since = ctx.wall_time()
         elif action == "gap":
@@ -364,17 +195,16 @@ class HistoryActor:
         for contract, tf in series:
             now_us = round(ctx.wall_time() * 1_000_000)
             if gap_from is None:
-                reach = config.initial_bars * _LONGEST_US[tf.unit] * tf.n
-                lookback = round(reach * _CALENDAR_PER_TRADING + config.min_lookback * 1e6)
-                start_us, limit = now_us - lookback, config.initial_bars
+                start_us = initial_start(tf, now_us, config.initial_bars, config.min_lookback)
+                limit = config.initial_bars
             else:
                 gap_us = round(gap_from * 1_000_000)
-                start_us, limit = _bar_before(tf, gap_us), config.max_bars
+                start_us, limit = bar_before(tf, gap_us), config.max_bars
             request = gw.RetrieveBarsRequest(
                 contract_id=contract,
                 live=config.live,
-                start_time=_iso(start_us),
-                end_time=_iso(now_us),
+                start_time=iso(start_us),
+                end_time=iso(now_us),
                 unit=UNITS[tf.unit],
                 unit_number=tf.n,
                 limit=limit,
@@ -407,7 +237,7 @@ class HistoryActor:
         clock = BarClock(tf)
         good: list[Bar] = []
         for item in items:
-            bar = _to_bar(contract, tf, clock, item, (start_us, end_us))
+            bar = to_bar(contract, tf, clock, item, (start_us, end_us))
             if isinstance(bar, Bar):
                 good.append(bar)
             else:
@@ -497,50 +327,6 @@ class HistoryActor:
 
     def _redact(self, text: str) -> str:
         return redact(text, self._token) if self._token is not None else text
-
-
-def _to_bar(
-    contract: str, tf: Timeframe, clock: BarClock, item: Any, window: tuple[int, int]
-) -> Bar | str:
-    """One history bar as a ``Bar``, or the reason (one of ``REJECTS``) it is refused."""
-    if isinstance(item, msgspec.Raw):
-        try:
-            item = gw.decoder(gw.HistoryBar).decode(item)
-        except msgspec.DecodeError:
-            return "malformed"
-    try:
-        moment = datetime.fromisoformat(item.t)
-    except ValueError:
-        return "time"
-    if moment.tzinfo is None:  # no offset: UTC, as everywhere at the gateway edge
-        moment = moment.replace(tzinfo=UTC)
-    start = (moment - _EPOCH) // _ONE_US
-    if start < window[0]:
-        return "time"
-    o, h, low, c, v = item.o, item.h, item.l, item.c, item.v
-    if not (0 < low <= o <= h < math.inf and low <= c <= h):
-        return "price"  # also catches NaN: every comparison with it is false
-    if not 0 <= v < _INT64:
-        return "volume"
-    try:
-        lo, hi = clock.bounds(start)
-    except (ValueError, OverflowError):
-        return "time"
-    if lo != start:
-        return "unaligned"
-    if hi > window[1]:
-        return "partial"
-    return Bar(contract, tf.name, start, o, h, low, c, v, trades=0)
-
-
-def _bar_before(tf: Timeframe, ts_us: int) -> int:
-    """Start of the bar before the one that contains ``ts_us``."""
-    clock = BarClock(tf)
-    return clock.start_of(clock.start_of(ts_us) - 1)
-
-
-def _iso(ts_us: int) -> str:
-    return (_EPOCH + ts_us * _ONE_US).isoformat()
 
 
 def _start(bar: Bar) -> int:
