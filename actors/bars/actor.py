@@ -1,57 +1,13 @@
-"""The bars actor: OHLCV bars on many timeframes from accepted trades.
+"""BarsActor: the inbox loop, the per-contract runs, closing, emitting and reporting.
 
-Theory of operation
--------------------
-Per (contract, timeframe) a ``_Series`` holds the forming bars (normally one;
-two or more while a late trade or a slow clock keeps an earlier bar open) and
-a bounded ring of closed bars, both as mutable ``_Agg`` records. ``Bar``
-Structs are built only when something is emitted or asked for.
-
-A bar's open is the price of its earliest trade by timestamp and its close
-that of its latest; ties go to arrival order, hence every aggregate carries
-``first_ts``/``last_ts``: ``<`` for the open (the earlier arrival keeps it),
-``>=`` for the close (the later arrival takes it).
-
-Hot path: trades are first folded into one *run* per contract. A run is an
-``_Agg`` whose interval is the intersection of the current bar intervals of
-all timeframes, so every trade of a run lands in the same bar of every
-timeframe. Aggregates of consecutive arrivals merge exactly (the rules above
-are associative over arrival order), so a run is applied to the N timeframes
-once, when it breaks or before any other message is handled — the per-trade
-cost is one dict lookup and a few compares, whatever N is.
-
-Invariants: a bar is in exactly one place (``forming`` or ``closed``); closed
-rings are sorted by start and hold at most ``ring_size`` bars; every accepted
-trade is in exactly one bar per timeframe unless counted ``late_beyond_ring``
-(its bar already fell out of the ring, possible only when the ring covers less
-than validation's 60 s staleness window).
-
-Emission per inbox batch: one ``BarUpdated`` per touched bar (the latest state;
-``closed=True`` marks a correction of a closed bar), ``BarClosed`` when the
-clock (``Tick.now >= end + grace``) or ``Stop`` closes a bar. Updates touched
-before a tick are emitted before that tick's closes. Forming bars close only by
-the clock, so the runtime must keep sending ``Tick``s (replay: virtual ones).
-A ``Request`` whose body is not ``GetBars`` is counted as unknown, unanswered.
-A batch's messages are told without a scheduling point while the subscribers
-have room (an awaited tell per message woke a subscriber per message), then
-the actor yields once, so subscribers run once per batch.
-
-Reports to stats are cumulative counters plus the trade→bar latencies sampled
-since the last report. They go on a ``Tick`` at most once per
-``report_interval`` seconds of the runtime clock (``anyio.current_time()``, not
-``Tick.now``: a replay's ticks are tape seconds, thousands per real second, and
-every report costs stats work), whenever ``LATENCY_SAMPLES`` samples are
-waiting (so none is lost and the list stays bounded), and at the end.
+The theory of operation is in the package docstring (``actors/bars/__init__.py``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from bisect import bisect_left
-from collections import deque
 from collections.abc import Sequence
-from operator import attrgetter
 from typing import Any
 
 import anyio
@@ -61,7 +17,6 @@ from protocols.errors import ConfigError, MailboxClosed, MailboxFull
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
     BackfillBars,
-    Bar,
     BarClosed,
     BarUpdated,
     CountersReported,
@@ -76,6 +31,8 @@ from protocols.messages import (
     TradesAccepted,
 )
 from protocols.timeframes import BarClock, Timeframe, parse_timeframe
+
+from .book import Agg, Series, by_start, history_agg
 
 BATCH_LIMIT = 512
 LATENCY_SAMPLES = 1024
@@ -103,97 +60,6 @@ SCHEMA: dict[str, Any] = {
 }
 
 
-class _Agg:
-    """A mutable aggregate over trades in ``[start, end)``: a run or a bar."""
-
-    __slots__ = (
-        "close",
-        "closed",
-        "dirty",
-        "end",
-        "first_ts",
-        "high",
-        "last_ts",
-        "low",
-        "open",
-        "start",
-        "trades",
-        "volume",
-    )
-
-    def __init__(self, start: int, end: int, ts: int, price: float, volume: int, trades: int):
-        self.start = start
-        self.end = end
-        self.first_ts = self.last_ts = ts
-        self.open = self.close = self.high = self.low = price
-        self.volume = volume
-        self.trades = trades
-        self.closed = False  # in the closed ring
-        self.dirty = False  # in the batch's touched list
-
-    def absorb(self, run: _Agg) -> None:
-        """Merge ``run``, whose trades all arrived after this aggregate's."""
-        if run.first_ts < self.first_ts:
-            self.first_ts = run.first_ts
-            self.open = run.open
-        if run.last_ts >= self.last_ts:
-            self.last_ts = run.last_ts
-            self.close = run.close
-        if run.high > self.high:
-            self.high = run.high
-        if run.low < self.low:
-            self.low = run.low
-        self.volume += run.volume
-        self.trades += run.trades
-
-
-class _Series:
-    __slots__ = ("closed", "contract", "forming", "timeframe")
-
-    def __init__(self, contract: str, timeframe: str, ring_size: int) -> None:
-        self.contract = contract
-        self.timeframe = timeframe
-        self.forming: dict[int, _Agg] = {}
-        self.closed: deque[_Agg] = deque(maxlen=ring_size)
-
-    def bar(self, agg: _Agg) -> Bar:
-        return Bar(
-            self.contract,
-            self.timeframe,
-            agg.start,
-            agg.open,
-            agg.high,
-            agg.low,
-            agg.close,
-            agg.volume,
-            agg.trades,
-        )
-
-    def find_closed(self, start: int) -> _Agg | None:
-        for agg in reversed(self.closed):  # late trades hit the newest few bars
-            if agg.start <= start:
-                return agg if agg.start == start else None
-        return None
-
-    def archive(self, agg: _Agg) -> None:
-        """Move ``agg`` into the sorted ring (a bar older than a full ring holds is not kept)."""
-        agg.closed = True
-        ring = self.closed
-        if not ring or ring[-1].start < agg.start:
-            ring.append(agg)  # maxlen drops the oldest
-            return
-        i = bisect_left(ring, agg.start, key=_start)
-        if len(ring) == ring.maxlen:
-            if i == 0:
-                return
-            ring.popleft()
-            i -= 1
-        ring.insert(i, agg)
-
-
-_start = attrgetter("start")
-
-
 class BarsActor:
     """Builds bars for ``timeframes`` (e.g. ``["1min", "4hr"]``) from ``TradesAccepted``."""
 
@@ -218,12 +84,12 @@ class BarsActor:
         self.timeframes: tuple[Timeframe, ...] = tuple(parsed.values())
         self._index = {name: k for k, name in enumerate(parsed)}
         self._clocks = [BarClock(tf) for tf in self.timeframes]
-        self._series: list[dict[str, _Series]] = [{} for _ in self.timeframes]
+        self._series: list[dict[str, Series]] = [{} for _ in self.timeframes]
         self._ring_size = ring_size
         self._grace_us = round(grace * 1_000_000)
         self._report_interval = report_interval
-        self._runs: dict[str, _Agg] = {}
-        self._touched: list[tuple[_Series, _Agg]] = []
+        self._runs: dict[str, Agg] = {}
+        self._touched: list[tuple[Series, Agg]] = []
         self._outbox: list[Message] = []
         self._now_us: int | None = None  # the clock as of the last Tick
         self._overdue = False  # a bar was born already due (late trade into a gap)
@@ -346,7 +212,7 @@ class BarsActor:
                 for clock in self._clocks:
                     start, end = clock.bounds(ts)
                     lo, hi = max(lo, start), min(hi, end)
-                runs[t.contract] = _Agg(int(lo), int(hi), ts, price, t.volume, 1)
+                runs[t.contract] = Agg(int(lo), int(hi), ts, price, t.volume, 1)
         self.counters["trades_aggregated"] += len(trades)
 
     def flush_runs(self) -> None:
@@ -355,12 +221,12 @@ class BarsActor:
             self._apply(contract, run)
         self._runs.clear()
 
-    def _apply(self, contract: str, run: _Agg) -> None:
+    def _apply(self, contract: str, run: Agg) -> None:
         late = False
         for clock, by_contract in zip(self._clocks, self._series, strict=True):
             series = by_contract.get(contract)
             if series is None:
-                series = by_contract[contract] = _Series(contract, clock.tf.name, self._ring_size)
+                series = by_contract[contract] = Series(contract, clock.tf.name, self._ring_size)
             start, end = clock.bounds(run.start)
             agg = series.forming.get(start) or series.find_closed(start)
             if agg is None:
@@ -368,7 +234,7 @@ class BarsActor:
                 if len(ring) == ring.maxlen and start < ring[0].start:
                     self.counters["late_beyond_ring"] += run.trades
                     continue
-                agg = series.forming[start] = _Agg(start, end, run.first_ts, run.open, 0, 0)
+                agg = series.forming[start] = Agg(start, end, run.first_ts, run.open, 0, 0)
                 self._next_end = min(self._next_end, end)
                 if self._now_us is not None and end + self._grace_us <= self._now_us:
                     self._overdue = True
@@ -417,8 +283,8 @@ class BarsActor:
             for series in by_contract.values():
                 self._close(series, list(series.forming.values()))
 
-    def _close(self, series: _Series, due: list[_Agg]) -> None:
-        due.sort(key=_start)
+    def _close(self, series: Series, due: list[Agg]) -> None:
+        due.sort(key=by_start)
         for agg in due:
             del series.forming[agg.start]
             series.archive(agg)
@@ -452,18 +318,18 @@ class BarsActor:
         clock = self._clocks[k]
         series = self._series[k].get(msg.contract)
         if series is None:
-            series = self._series[k][msg.contract] = _Series(
+            series = self._series[k][msg.contract] = Series(
                 msg.contract, msg.timeframe, self._ring_size
             )
         known = set(series.forming) | {agg.start for agg in series.closed}
-        fresh: dict[int, _Agg] = {}
+        fresh: dict[int, Agg] = {}
         for bar in msg.bars:
-            agg = _history_agg(clock, bar)
+            agg = history_agg(clock, bar)
             if agg is None:
                 self.counters["backfill_rejected"] += 1
             elif agg.start not in known and agg.start not in fresh:
                 fresh[agg.start] = agg
-        merged = sorted([*series.closed, *fresh.values()], key=_start)[-self._ring_size :]
+        merged = sorted([*series.closed, *fresh.values()], key=by_start)[-self._ring_size :]
         series.closed.clear()
         series.closed.extend(merged)
         for agg in merged:
@@ -479,7 +345,7 @@ class BarsActor:
         n = query.n if isinstance(query.n, int) else 0
         if series is None or n <= 0:
             return pl.DataFrame(schema=SCHEMA)
-        aggs = [*series.closed, *sorted(series.forming.values(), key=_start)][-n:]
+        aggs = [*series.closed, *sorted(series.forming.values(), key=by_start)][-n:]
         columns = {
             "contract": [series.contract] * len(aggs),
             "timeframe": [series.timeframe] * len(aggs),
@@ -493,27 +359,3 @@ class BarsActor:
         }
         frame = pl.DataFrame(columns, schema={**SCHEMA, "start": pl.Int64})
         return frame.with_columns(pl.col("start").cast(SCHEMA["start"]))
-
-
-def _history_agg(clock: BarClock, bar: object) -> _Agg | None:
-    """A history bar as an aggregate, or None if it is not a sane bar aligned to ``clock``."""
-    if not isinstance(bar, Bar):
-        return None
-    prices = (bar.open, bar.high, bar.low, bar.close)
-    if not all(isinstance(p, int | float) and 0 < p < math.inf for p in prices):
-        return None
-    if not bar.low <= min(bar.open, bar.close) <= max(bar.open, bar.close) <= bar.high:
-        return None
-    if not all(isinstance(v, int) and v >= 0 for v in (bar.volume, bar.trades, bar.start)):
-        return None
-    try:
-        start, end = clock.bounds(bar.start)
-    except (ValueError, OverflowError):
-        return None
-    if start != bar.start:
-        return None
-    # A history bar has no trade times: pin both to its start so that a live
-    # trade amending it later takes the close and leaves the open.
-    agg = _Agg(start, end, start, bar.open, bar.volume, bar.trades)
-    agg.high, agg.low, agg.close = bar.high, bar.low, bar.close
-    return agg
