@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.subprocess_env import strict_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -23,7 +24,7 @@ def test_example_runs(script: str, expected: str) -> None:
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "PYTHONWARNINGS": "error"},
+        env=strict_env(),
     )
     assert done.returncode == 0, done.stderr
     assert expected in done.stdout

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from supervisors.cli import app
+from tests.subprocess_env import strict_env
 
 runner = CliRunner()
 
@@ -93,7 +93,7 @@ def test_gateway_stops_cleanly_on_sigterm_and_sigint() -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, "PYTHONWARNINGS": "error"},
+            env=strict_env(),
         )
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -111,7 +111,7 @@ def pxnode(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "PYTHONWARNINGS": "error", **(env or {})},
+        env=strict_env(**(env or {})),
     )
 
 
@@ -212,7 +212,7 @@ def test_demo_stops_cleanly_on_ctrl_c() -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONWARNINGS": "error"},
+        env=strict_env(),
     )
     assert proc.stdout is not None
     first = proc.stdout.readline()  # the node is up and printing snapshots
@@ -239,7 +239,7 @@ def test_replay_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**os.environ, "PYTHONWARNINGS": "error"},
+        env=strict_env(),
     )  # fmt: skip
     time.sleep(1.2)  # imports done, the replay is under way (it takes seconds)
     proc.send_signal(signal.SIGINT)
