@@ -177,9 +177,17 @@ class DepthLevel(msgspec.Struct, frozen=True, array_like=True, gc=False):
 
 
 class DepthAccepted(Message, frozen=True):
+    """One accepted depth frame (travels in ``DepthsAccepted``) with its accepted levels."""
+
     contract: str
     received_at: float
     levels: list[DepthLevel]
+
+
+class DepthsAccepted(Message, frozen=True):
+    """Depth frames that passed validation, in arrival order."""
+
+    depths: list[DepthAccepted]
 
 
 class GetContracts(Message, frozen=True):

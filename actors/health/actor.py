@@ -64,6 +64,7 @@ from protocols.messages import (
     ChildStarted,
     CountersReported,
     DepthAccepted,
+    DepthsAccepted,
     Flush,
     QuoteAccepted,
     QuotesAccepted,
@@ -123,9 +124,8 @@ class HealthActor:
                 self.on_trades(msg, ctx)
             case QuotesAccepted():
                 self.on_quotes(msg, ctx)
-            case DepthAccepted():
-                self._count("depth")
-                self._on_data(msg.contract, msg.received_at, ctx.wall_time())
+            case DepthsAccepted():
+                self.on_depths(msg, ctx)
             case Tick():
                 self.on_tick(msg, ctx)
             case (
@@ -159,8 +159,15 @@ class HealthActor:
     def on_quotes(self, msg: QuotesAccepted, ctx: ActorContext) -> None:
         self._on_items(msg.quotes, QuoteAccepted, "quotes", ctx)
 
+    def on_depths(self, msg: DepthsAccepted, ctx: ActorContext) -> None:
+        self._on_items(msg.depths, DepthAccepted, "depth", ctx)
+
     def _on_items(
-        self, items: object, kind: type[Trade | QuoteAccepted], key: str, ctx: ActorContext
+        self,
+        items: object,
+        kind: type[Trade | QuoteAccepted | DepthAccepted],
+        key: str,
+        ctx: ActorContext,
     ) -> None:
         """Check every item, then record each contract once, with its newest stamp.
 
@@ -208,16 +215,6 @@ class HealthActor:
             self._count("invalid", invalid)
         if future:  # a future stamp must not keep a dead feed "fresh" for ever
             self._count("future_clamped", future)
-
-    def _on_data(self, contract: object, received_at: object, wall: float) -> None:
-        if not (name_ok(contract) and is_time(received_at)):
-            self._count("invalid")
-            return
-        at = float(received_at)
-        if at > wall:  # a future stamp must not keep a dead feed "fresh" for ever
-            at = wall
-            self._count("future_clamped")
-        self._heard(contract, at, 1)
 
     def _heard(self, contract: str, at: float, n: int) -> None:
         """``n`` items of ``contract`` arrived, the newest at ``at`` (valid, not future)."""

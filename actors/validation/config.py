@@ -27,7 +27,7 @@ class ValidationConfig(msgspec.Struct, frozen=True):
     max_spike: float = 0.5
     """Largest relative move from the last accepted trade price (0.5 = 50 %)."""
     batch_limit: int = 1024
-    """Most messages drained from the inbox per batch (one TradesAccepted, QuotesAccepted each)."""
+    """Most messages drained from the inbox per batch (one Trades/Quotes/DepthsAccepted each)."""
     report_every: int = 100
     """Batches between two counter reports to ``stats`` (Tick and Stop report too)."""
 

@@ -2,9 +2,9 @@
 
 Accepted trades of a batch go as one ``TradesAccepted`` to ``bars`` and
 ``topic.trades`` (awaited: backpressure, never a lost accepted trade); accepted
-quotes of a batch as one ``QuotesAccepted`` to ``topic.quotes``; depth one
-``DepthAccepted`` per frame to ``topic.depth``; user-hub frames unchanged to
-``topic.user``.
+quotes of a batch as one ``QuotesAccepted`` to ``topic.quotes``; accepted depth
+frames of a batch as one ``DepthsAccepted`` to ``topic.depth``; user-hub frames
+unchanged to ``topic.user``.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import anyio
 from protocols.interfaces import ActorContext, Ref
 from protocols.messages import (
     DepthAccepted,
+    DepthsAccepted,
     HubMessageReceived,
     QuoteAccepted,
     QuotesAccepted,
@@ -29,10 +30,10 @@ class Outbox:
 
     Accepted trades go as one ``TradesAccepted``, told with a plain (awaited)
     ``tell``: a scheduling point per batch, so the consumers drain between two
-    batches. Quotes go as one ``QuotesAccepted``, depth and user frames one
-    message each; these are told without a scheduling point while their mailbox
-    has room: an awaited tell yields, and every yield would wake a consumer for
-    a single message.
+    batches. Quotes go as one ``QuotesAccepted``, depth as one ``DepthsAccepted``,
+    user frames one message each; these are told without a scheduling point
+    while their mailbox has room: an awaited tell yields, and every yield would
+    wake a consumer for a single message.
     """
 
     __slots__ = ("_refs", "depth", "quotes", "trades", "user")
@@ -58,9 +59,10 @@ class Outbox:
             quotes = QuotesAccepted(quotes=self.quotes)
             self.quotes = []
             await _tell(quotes_topic, quotes)
-        for depth in self.depth:
-            await _tell(depth_topic, depth)
-        self.depth.clear()
+        if self.depth:
+            depths = DepthsAccepted(depths=self.depth)
+            self.depth = []
+            await _tell(depth_topic, depths)
         for frame in self.user:
             await _tell(user_topic, frame)
         self.user.clear()

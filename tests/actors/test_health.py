@@ -29,6 +29,7 @@ from protocols.messages import (
     ChildStarted,
     CountersReported,
     DepthAccepted,
+    DepthsAccepted,
     Flush,
     QuoteAccepted,
     QuotesAccepted,
@@ -705,14 +706,15 @@ async def test_memory_stays_bounded_with_1e5_contracts(
 
 def odd_messages(closed_reply: FakeRef) -> list[Any]:
     return [
-        # unknown: 6
+        # unknown: 7
         "hello",
         42,
         None,
         object(),
         b"\x00",
         Request(body="x", reply=None),
-        # invalid: 25
+        DepthAccepted(A, EPOCH, []),  # an item, not the message that carries it
+        # invalid: 26
         Request(body=GetHealth(), reply=None),
         Connected(5, "x"),  # type: ignore[arg-type]
         Connected("chat", "x"),  # type: ignore[arg-type]
@@ -739,7 +741,8 @@ def odd_messages(closed_reply: FakeRef) -> list[Any]:
                 QuoteAccepted("x" * 10_000, 0, EPOCH),
             ]
         ),
-        DepthAccepted(A, -math.inf, []),
+        DepthsAccepted(None),  # type: ignore[arg-type]
+        DepthsAccepted([DepthAccepted(A, -math.inf, [])]),
         ChildStarted("node", None, 1),  # type: ignore[arg-type]
         BreakerTransitioned("node", "connection_market", "closed", "melted"),  # type: ignore[arg-type]
         # accepted, with the odd field replaced
@@ -761,8 +764,8 @@ async def test_odd_input_is_counted_never_raised(autojump_clock: trio.testing.Mo
         h.send(*odd_messages(closed_reply))
         report = await h.health()
         c = report.counters
-        assert (c["unknown"], c["invalid"], c["replies_failed"]) == (6, 25, 1)
-        assert c["escalations"] == 1 and c["quotes"] == 5 and c["trades"] == 3
+        assert (c["unknown"], c["invalid"], c["replies_failed"]) == (7, 26, 1)
+        assert c["escalations"] == 1 and (c["trades"], c["quotes"], c["depth"]) == (3, 5, 1)
         market = report.hubs["market"]
         assert market.connects == 2 and market.connection_id is None
         assert not market.connected and "market: disconnected (no reason given)" in report.reasons
@@ -771,7 +774,7 @@ async def test_odd_input_is_counted_never_raised(autojump_clock: trio.testing.Mo
         assert h.stats == []  # no odd Tick got through
 
 
-# ------------------------------------------ batched trades and quotes, per item
+# ---------------------------------- batched trades, quotes and depth, per item
 
 
 class SansIoCtx(FakeCtx):
@@ -826,21 +829,19 @@ def quotes_accepted(items: list[Any]) -> QuotesAccepted:
     return QuotesAccepted([QuoteAccepted(i[0], 0, i[1]) if type(i) is tuple else i for i in items])
 
 
-@pytest.mark.parametrize("batch", [trades_accepted, quotes_accepted])
+def depths_accepted(items: list[Any]) -> DepthsAccepted:
+    return DepthsAccepted([DepthAccepted(i[0], i[1], []) if type(i) is tuple else i for i in items])
+
+
+@pytest.mark.parametrize("batch", [trades_accepted, quotes_accepted, depths_accepted])
 @settings(max_examples=200, deadline=None)
 @given(items=data_items, size=st.integers(1, 5))
 def test_a_batch_is_judged_exactly_like_one_message_per_item(
     batch: Callable[[list[Any]], Any], items: list[Any], size: int
 ) -> None:
     batches = [batch(items[i : i + size]) for i in range(0, len(items), size)]
-    # The per-item oracle: a depth message is checked, clamped and recorded on its
-    # own (and one with no contract is invalid, like an object that is no item).
-    single = [
-        DepthAccepted(item[0], item[1], [])
-        if type(item) is tuple
-        else DepthAccepted(None, EPOCH, [])  # type: ignore[arg-type]
-        for item in items
-    ]
+    # The per-item oracle: each item checked, clamped and recorded in a message of its own.
+    single = [depths_accepted([item]) for item in items]
     batched, one_by_one = fed(batches), fed(single)
     for now in (EPOCH, EPOCH + 50.0):  # later, a clamped stamp shows its age
         assert judged(batched, now) == judged(one_by_one, now)

@@ -20,6 +20,7 @@ from protocols.messages import (
     CountersReported,
     DepthAccepted,
     DepthLevel,
+    DepthsAccepted,
     Flush,
     GetContracts,
     GetStats,
@@ -711,7 +712,7 @@ async def test_run_sends_one_trades_message_per_batch_to_bars_and_topic() -> Non
     ]
     assert all(isinstance(m, TradesAccepted) for m in bars)
     assert [type(m) for m in told(ctx, "topic.quotes")] == [QuotesAccepted]
-    assert [type(m) for m in told(ctx, "topic.depth")] == [DepthAccepted]
+    assert [type(m) for m in told(ctx, "topic.depth")] == [DepthsAccepted]
     assert len(told(ctx, "topic.user")) == 1
     assert inbox.limits == [7] * 5
     assert ctx.healthy == 1
@@ -812,6 +813,58 @@ async def test_a_batch_without_accepted_quotes_sends_no_quotes_message() -> None
     rejected = frame(quote(lastPrice=-1.0), target="GatewayQuote")
     await ValidationActor().run(ScriptedInbox([rejected, frame([trade()])]), ctx)
     assert told(ctx, "topic.quotes") == []
+
+
+@pytest.mark.anyio
+async def test_the_depth_of_a_batch_goes_as_one_message_in_arrival_order() -> None:
+    ctx = FakeCtx()
+    prices = [21000.0, 21000.25, -1.0, 21000.5, 21000.75, 21001.0]  # -1.0: rejected, left out
+    frames = [
+        frame([level(price=p)], contract="B" if i % 2 else C, target="GatewayDepth")
+        for i, p in enumerate(prices)
+    ]
+    trades = frame([trade()])
+    inbox = ScriptedInbox([frames[0], HubMessagesReceived(frames[1:4]), trades, *frames[4:]])
+    await ValidationActor().run(inbox, ctx)
+    (sent,) = told(ctx, "topic.depth")
+    assert isinstance(sent, DepthsAccepted)
+    assert [(d.contract, [lv.price for lv in d.levels]) for d in sent.depths] == [
+        (C, [21000.0]),
+        ("B", [21000.25]),
+        ("B", [21000.5]),
+        (C, [21000.75]),
+        ("B", [21001.0]),
+    ]
+    assert all(type(d) is DepthAccepted for d in sent.depths)
+    assert len(told(ctx, "topic.trades")) == 1
+
+
+@pytest.mark.anyio
+async def test_a_batch_without_accepted_depth_sends_no_depth_message() -> None:
+    ctx = FakeCtx()
+    rejected = frame([level(price=-1.0)], target="GatewayDepth")
+    await ValidationActor().run(ScriptedInbox([rejected, frame([trade()])]), ctx)
+    assert told(ctx, "topic.depth") == []
+
+
+@pytest.mark.anyio
+async def test_a_slow_depth_consumer_gets_backpressure_and_loses_nothing() -> None:
+    ctx = FakeCtx()
+    depth: Mailbox[DepthsAccepted] = Mailbox("topic.depth", MailboxSpec(capacity=1))
+    ctx.refs["topic.depth"] = MailboxRef(depth)  # type: ignore[assignment]
+    frames = [frame([level(price=21000.0 + i)], target="GatewayDepth") for i in range(5)]
+    inbox = ScriptedInbox([HubMessagesReceived(frames[:3])], [frames[3]], [frames[4]])
+    received: list[list[float]] = []
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(ValidationActor().run, inbox, ctx)
+            while len(received) < 3:
+                msg = await depth.receive()
+                received.append([lv.price for d in msg.depths for lv in d.levels])
+    finally:
+        depth.dispose()
+    assert received == [[21000.0, 21001.0, 21002.0], [21003.0], [21004.0]]
+    assert depth.statistics().dropped == 0
 
 
 @pytest.mark.anyio
