@@ -23,7 +23,6 @@ import anyio.lowlevel
 import httpx
 import msgspec
 import pytest
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (
@@ -83,6 +82,7 @@ from supervisors.mailbox import Mailbox, MailboxSpec, OverflowPolicy
 from supervisors.ref import MailboxRef
 from supervisors.registry import Registry
 from supervisors.supervisor import ChildSpec, Supervisor
+from tests.memory_socket import Pipe, socket_pair
 
 EPOCH = 1_764_000_000.0
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LW9uZQ.SIGNATURE-ONE"
@@ -91,42 +91,6 @@ MNQ, MES = "CON.F.US.MNQ.Z25", "CON.F.US.MES.Z25"
 
 
 # ------------------------------------------------------------------ the wire
-
-
-class Pipe(anyio.abc.ByteStream):
-    """One end of an in-memory socket; closing it is EOF for the other end."""
-
-    def __init__(
-        self, send: MemoryObjectSendStream[bytes], receive: MemoryObjectReceiveStream[bytes]
-    ) -> None:
-        self._send, self._receive = send, receive
-        self._buffer = b""
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        if not self._buffer:
-            self._buffer = await self._receive.receive()
-        data, self._buffer = self._buffer[:max_bytes], self._buffer[max_bytes:]
-        return data
-
-    async def send(self, item: bytes) -> None:
-        await self._send.send(item)
-
-    async def send_eof(self) -> None:
-        self._send.close()
-
-    async def aclose(self) -> None:
-        self.close()
-        await anyio.lowlevel.checkpoint()
-
-    def close(self) -> None:
-        self._send.close()
-        self._receive.close()
-
-
-def socket_pair() -> tuple[Pipe, Pipe]:
-    a_send, b_receive = anyio.create_memory_object_stream[bytes](64)
-    b_send, a_receive = anyio.create_memory_object_stream[bytes](64)
-    return Pipe(a_send, a_receive), Pipe(b_send, b_receive)
 
 
 class Network:

@@ -36,7 +36,6 @@ import anyio.abc
 import anyio.lowlevel
 import httpx
 import trio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from actors.auth import AuthActor, AuthConfig
 from actors.connection import ConnectionActor, HubConfig, SubscriptionBook
@@ -49,6 +48,7 @@ from supervisors.config import BarsConfig, GatewayConfig, NodeConfig
 from supervisors.mailbox import Mailbox, MailboxSpec, OverflowPolicy
 from supervisors.node import Node, open_node
 from supervisors.supervisor import unwrap
+from tests.memory_socket import Pipe, socket_pair
 
 MNQ, ES = "CON.F.US.MNQ.Z25", "CON.F.US.EP.Z25"
 ACCOUNT = 7001  # the sim's demo account
@@ -57,44 +57,6 @@ HOSTS: dict[HubName, str] = {"market": "market.sim", "user": "user.sim"}
 
 
 # ------------------------------------------------------------------ the wire
-
-
-class Pipe(anyio.abc.ByteStream):
-    """One end of an in-memory socket; closing it is EOF for the other end."""
-
-    def __init__(
-        self, send: MemoryObjectSendStream[bytes], receive: MemoryObjectReceiveStream[bytes]
-    ) -> None:
-        self._send, self._receive = send, receive
-        self._buffer = b""
-        self.closed = False
-
-    async def receive(self, max_bytes: int = 65536) -> bytes:
-        if not self._buffer:
-            self._buffer = await self._receive.receive()
-        data, self._buffer = self._buffer[:max_bytes], self._buffer[max_bytes:]
-        return data
-
-    async def send(self, item: bytes) -> None:
-        await self._send.send(item)
-
-    async def send_eof(self) -> None:
-        self._send.close()
-
-    async def aclose(self) -> None:
-        self.close()
-        await anyio.lowlevel.checkpoint()
-
-    def close(self) -> None:
-        self.closed = True
-        self._send.close()
-        self._receive.close()
-
-
-def socket_pair() -> tuple[Pipe, Pipe]:
-    a_send, b_receive = anyio.create_memory_object_stream[bytes](64)
-    b_send, a_receive = anyio.create_memory_object_stream[bytes](64)
-    return Pipe(a_send, a_receive), Pipe(b_send, b_receive)
 
 
 @dataclass(frozen=True, slots=True)
