@@ -20,7 +20,6 @@ import anyio
 import msgspec
 import typer
 
-from actors.auth import AuthConfig
 from protocols.errors import PxError
 from protocols.secrets import Secret
 from protocols.timeframes import parse_timeframe
@@ -309,7 +308,7 @@ def _live_config(
             if value is not None
         }
         gateway = msgspec.structs.replace(gateway, **changes)
-        AuthConfig.from_env(username=gateway.username, api_key=gateway.api_key)
+        gateway.auth()  # missing credentials fail here, in one line, before anything starts
     except PxError as error:
         _fail(str(error))
         raise
@@ -336,11 +335,7 @@ def _run_command(
 ) -> None:
     async def command(stopping: Stopping) -> int:
         assert config.gateway is not None
-        auth = AuthConfig.from_env(
-            username=config.gateway.username,
-            api_key=config.gateway.api_key,
-            api_url=config.gateway.api_url,
-        )
+        auth = config.gateway.auth()
         await check_reachable(auth.api_url)
         ids = await resolve_contracts(config.contracts, auth)
         live = msgspec.structs.replace(config, contracts=ids)

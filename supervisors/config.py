@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from actors.auth import AuthConfig
 from actors.health import HealthConfig
 from actors.stats import StatsConfig
 from actors.validation import ValidationConfig
@@ -49,6 +50,12 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Else PROJECT_X_USERNAME."""
     api_key: Secret | None = None
     """Else PROJECT_X_API_KEY. A ``Secret``: it never prints, logs or encodes."""
+
+    def auth(self) -> AuthConfig:
+        """The auth settings: credentials from here, else from PROJECT_X_* (``ConfigError``)."""
+        return AuthConfig.from_env(
+            username=self.username, api_key=self.api_key, api_url=self.api_url
+        )
 
 
 class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -23,7 +23,7 @@ import anyio
 import polars as pl
 import psutil
 
-from actors.auth import AuthActor, AuthConfig
+from actors.auth import AuthActor
 from actors.bars import BarsActor
 from actors.connection import ConnectionActor, HubConfig, SubscriptionBook
 from actors.health import HealthActor
@@ -133,10 +133,7 @@ def _gateway(config: NodeConfig) -> GatewayConfig:
 
 
 def _make_auth(config: NodeConfig, _: Registry) -> Callable[[], AuthActor]:
-    gateway = _gateway(config)
-    auth = AuthConfig.from_env(
-        username=gateway.username, api_key=gateway.api_key, api_url=gateway.api_url
-    )
+    auth = _gateway(config).auth()
     rng = random.Random(config.seed)
     return lambda: AuthActor(auth, rng=rng)
 
