@@ -3,7 +3,7 @@
 Run: .venv/bin/python bench/live.py [--rate 20000] [--seconds 30] [--contracts 4]
      [--timeframes 1min,5min,1hr,4hr] [--tick 0.02] [--backend trio|asyncio] [--no-pin]
 
-The simulated gateway runs in a child process (``actors.gateway_sim.running``),
+The simulated gateway runs in a child process (``pxnode.sim.running``),
 pinned to one CPU while this process is pinned to another, so the node is
 measured alone on its core. Its contracts are exactly the ones the node
 subscribes, so its emitted rate is the offered rate. ``--tick`` is how often it
@@ -79,10 +79,10 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
-from actors.gateway_sim import DEFAULT_CONTRACTS
 from protocols.messages import BarUpdated, Flush, TradesAccepted
 from protocols.secrets import Secret
 from protocols.timeframes import BarClock, parse_timeframe
+from pxnode.sim import DEFAULT_CONTRACTS
 from supervisors.config import BarsConfig, GatewayConfig, NodeConfig
 from supervisors.mailbox import MailboxSpec, OverflowPolicy
 from supervisors.node import open_node
@@ -102,7 +102,7 @@ MAX_WAIT = 5.0  # seconds a probed bar update may wait for its trades before it 
 SIM_PROGRAM = """
 import json, os, sys, time
 import anyio
-from actors.gateway_sim import SimConfig, running
+from pxnode.sim import SimConfig, running
 
 async def main(options):
     parent = os.getppid()

@@ -9,7 +9,7 @@ and build 1min, 5min, 1hr and 4hr bars:
   ``datetime.fromisoformat`` per trade, OHLCV in a dict. It validates only
   price > 0 and volume >= 1, and its 4hr bars are UTC-aligned (floor of the
   epoch), not the 17:00 Chicago session grid: an approximation that flatters it.
-* replay: ``supervisors.replay.replay`` -- tape decode → validation (every
+* replay: ``pxnode.replay.replay`` -- tape decode → validation (every
   DESIGN §4 rule) → bars (exact §5 semantics) → writer, through bounded
   mailboxes, as ``pxnode replay`` runs it.
 
@@ -30,7 +30,7 @@ import anyio
 from gen_tape import generate  # bench/ is sys.path[0] when run as a script
 
 from actors.recorder import TapeCounts, read_tape
-from supervisors.replay import replay
+from pxnode.replay import replay
 
 TIMEFRAMES = ["1min", "5min", "1hr", "4hr"]
 FRAMES_S = (("1min", 60), ("5min", 300), ("1hr", 3600), ("4hr", 14400))

@@ -22,7 +22,7 @@ import anyio
 import psutil
 from gen_tape import generate  # bench/ is sys.path[0] when run as a script
 
-from supervisors.replay import ReplayResult, replay
+from pxnode.replay import ReplayResult, replay
 
 TIMEFRAMES = ["1min", "5min", "1hr", "4hr"]
 MIB = 2**20

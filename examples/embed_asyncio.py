@@ -8,10 +8,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from actors.gateway_sim import SimConfig, running
-from protocols.secrets import Secret
-from supervisors import NodeConfig, OverflowPolicy, open_node
-from supervisors.config import GatewayConfig
+from pxnode import GatewayConfig, NodeConfig, OverflowPolicy, Secret, open_node
+from pxnode.sim import SimConfig, running
 
 
 async def main(seconds: float) -> None:

@@ -12,11 +12,8 @@ import sys
 
 import trio
 
-from actors.gateway_sim import SimConfig, running
-from protocols.messages import BarClosed, BarUpdated
-from protocols.secrets import Secret
-from supervisors import BarsConfig, NodeConfig, open_node
-from supervisors.config import GatewayConfig
+from pxnode import BarClosed, BarsConfig, BarUpdated, GatewayConfig, NodeConfig, Secret, open_node
+from pxnode.sim import SimConfig, running
 
 MNQ = "CON.F.US.MNQ.Z25"
 

@@ -12,7 +12,7 @@ import pytest
 
 from protocols.interfaces import ActorContext, Inbox
 from protocols.messages import CountersReported, Flush, HubMessageReceived
-from supervisors import NodeConfig, open_node
+from pxnode import NodeConfig, open_node
 
 
 class RecordingStats:

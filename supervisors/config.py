@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from actors.auth import AuthConfig
+from actors.connection import HubTimings
 from actors.health import HealthConfig
 from actors.stats import StatsConfig
 from actors.validation import ValidationConfig
@@ -44,6 +45,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     user_hub: str = "https://rtc.topstepx.com/hubs/user"
     skip_negotiation: bool = False
     """Open the websocket straight away instead of POSTing ``{hub}/negotiate`` first."""
+    hub_timings: HubTimings = msgspec.field(default_factory=HubTimings)
+    """Keepalive, server timeout (silent freeze), connect/handshake/close timeouts, frame cap."""
     accounts: list[int] = msgspec.field(default_factory=list)
     """Account ids whose orders, positions and trades the user hub subscribes to."""
     username: str | None = None

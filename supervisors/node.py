@@ -8,6 +8,9 @@ first and every sink drains what was already accepted before it stops.
 
 Any row can be replaced by name: ``overrides={"stats": fake}`` where ``fake``
 is an actor object (``run(inbox, ctx)``) or a zero-argument factory of one.
+Where the node's sockets and HTTP requests go is a seam of its own,
+``network=Network(...)``: a test hands the real table an in-memory gateway
+instead of replacing the live rows.
 """
 
 from __future__ import annotations
@@ -20,12 +23,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
+import httpx
+import msgspec
 import polars as pl
 import psutil
 
 from actors.auth import AuthActor
 from actors.bars import BarsActor
-from actors.connection import ConnectionActor, HubConfig, SubscriptionBook
+from actors.connection import Connect, ConnectionActor, HubConfig, SubscriptionBook
 from actors.health import HealthActor
 from actors.history import HistoryActor, HistoryConfig
 from actors.recorder import TapeRecorder
@@ -69,17 +74,33 @@ TOPICS = (
 
 
 @dataclass(frozen=True, slots=True)
+class Network:
+    """Where a node's hub sockets and REST requests go; the defaults are the real network.
+
+    ``connect(host, port)`` opens a hub's byte stream (default: TCP, with TLS for
+    https/wss hubs). ``http()`` makes an httpx transport for each REST caller
+    (auth, history, hub negotiation; default: httpx's own).
+    """
+
+    connect: Connect | None = None
+    http: Callable[[], httpx.AsyncBaseTransport] | None = None
+
+    def transport(self) -> httpx.AsyncBaseTransport | None:
+        return self.http() if self.http is not None else None
+
+
+@dataclass(frozen=True, slots=True)
 class NodeChild:
     """One row of the node table.
 
-    ``make(config, registry)`` runs once per node and returns the factory of
+    ``make(config, registry, network)`` runs once per node and returns the factory of
     the actor's incarnations, so state that must survive restarts (a hub's
     subscription book) is created once, explicitly, and handed to each new
     incarnation. ``attach`` lists topics the actor's own mailbox subscribes to.
     """
 
     name: str
-    make: Callable[[NodeConfig, Registry], Callable[[], Any]]
+    make: Callable[[NodeConfig, Registry, Network], Callable[[], Any]]
     mailbox: Callable[[NodeConfig], MailboxSpec]
     restart: RestartType = RestartType.PERMANENT
     shutdown: float = 5.0
@@ -132,22 +153,29 @@ def _gateway(config: NodeConfig) -> GatewayConfig:
     return config.gateway
 
 
-def _make_auth(config: NodeConfig, _: Registry) -> Callable[[], AuthActor]:
+def _make_auth(config: NodeConfig, _: Registry, network: Network) -> Callable[[], AuthActor]:
     auth = _gateway(config).auth()
     rng = random.Random(config.seed)
-    return lambda: AuthActor(auth, rng=rng)
+    return lambda: AuthActor(auth, rng=rng, transport=network.transport())
 
 
-def _make_connection(hub: HubName) -> Callable[[NodeConfig, Registry], Callable[[], Any]]:
+def _make_connection(
+    hub: HubName,
+) -> Callable[[NodeConfig, Registry, Network], Callable[[], Any]]:
     """The hub's subscription book is made once here and handed to every incarnation.
 
     Only one incarnation of a child runs at a time, so the book has one owner.
     """
 
-    def make(config: NodeConfig, _: Registry) -> Callable[[], ConnectionActor]:
+    def make(config: NodeConfig, _: Registry, network: Network) -> Callable[[], ConnectionActor]:
         gateway = _gateway(config)
         url = gateway.market_hub if hub == "market" else gateway.user_hub
-        hub_config = HubConfig(hub=hub, url=url, skip_negotiation=gateway.skip_negotiation)
+        hub_config = HubConfig(
+            hub=hub,
+            url=url,
+            skip_negotiation=gateway.skip_negotiation,
+            **msgspec.structs.asdict(gateway.hub_timings),
+        )
         book = SubscriptionBook(hub)
         if hub == "market":
             for contract in config.contracts:
@@ -155,12 +183,14 @@ def _make_connection(hub: HubName) -> Callable[[NodeConfig, Registry], Callable[
         else:
             for account in gateway.accounts:
                 book.apply(SubscribeAccount(account))
-        return lambda: ConnectionActor(hub_config, book)
+        return lambda: ConnectionActor(
+            hub_config, book, connect=network.connect, http=network.transport()
+        )
 
     return make
 
 
-def _make_history(config: NodeConfig, _: Registry) -> Callable[[], HistoryActor]:
+def _make_history(config: NodeConfig, _: Registry, network: Network) -> Callable[[], HistoryActor]:
     history = HistoryConfig(
         contracts=list(config.contracts),
         timeframes=list(config.bars.timeframes),
@@ -168,7 +198,7 @@ def _make_history(config: NodeConfig, _: Registry) -> Callable[[], HistoryActor]
         initial_bars=min(config.history_bars, config.bars.ring_size),
     )
     rng = random.Random(config.seed + 1)
-    return lambda: HistoryActor(history, rng=rng)
+    return lambda: HistoryActor(history, transport=network.transport(), rng=rng)
 
 
 HUB_BREAKER = BreakerPolicy(backoff=Backoff(min_backoff=0.5, max_backoff=30.0, jitter=0.2))
@@ -179,13 +209,13 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
     # Reports are cumulative, so conflating them loses nothing.
     NodeChild(
         "stats",
-        lambda config, _: lambda: StatsActor(config.stats),
+        lambda config, *_: lambda: StatsActor(config.stats),
         _conflating(1024),
         attach=("topic.events",),
     ),
     NodeChild(
         "health",
-        lambda config, _: lambda: HealthActor(config.health_config()),
+        lambda config, *_: lambda: HealthActor(config.health_config()),
         _conflating(1024),
         attach=("topic.events", "topic.trades", "topic.quotes", "topic.depth"),
         # A node driven by a tape (no gateway, no clock) has no feed whose health to judge.
@@ -193,24 +223,24 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
     ),
     NodeChild(
         "bars",
-        lambda config, _: (
+        lambda config, *_: (
             lambda: BarsActor(config.bars.timeframes, _ring_size(config), config.bars.grace)
         ),
         _data_path,
     ),
     NodeChild(
-        "validation", lambda config, _: lambda: ValidationActor(config.validation), _data_path
+        "validation", lambda config, *_: lambda: ValidationActor(config.validation), _data_path
     ),
     NodeChild(
         "recorder",
-        lambda config, _: lambda: TapeRecorder(str(config.record)),
+        lambda config, *_: lambda: TapeRecorder(str(config.record)),
         lambda _: MailboxSpec(4096, OverflowPolicy.BLOCK),
         attach=("topic.raw",),
         enabled=lambda config: config.record is not None,
     ),
     NodeChild(
         "clock",
-        lambda config, registry: (
+        lambda config, registry, _: (
             lambda: ClockActor(
                 registry, config.tick_interval, ("bars", "validation", "stats", "health")
             )
@@ -344,9 +374,11 @@ class Node:
         return self.registry.mailbox_statistics()
 
 
-def _factory(row: NodeChild, config: NodeConfig, registry: Registry, override: Any) -> Any:
+def _factory(
+    row: NodeChild, config: NodeConfig, registry: Registry, network: Network, override: Any
+) -> Any:
     if override is None:
-        return row.make(config, registry)
+        return row.make(config, registry, network)
     if hasattr(override, "run") and not isinstance(override, type):
         return lambda: override
     if callable(override):
@@ -356,15 +388,21 @@ def _factory(row: NodeChild, config: NodeConfig, registry: Registry, override: A
 
 @asynccontextmanager
 async def open_node(
-    config: NodeConfig | None = None, overrides: Mapping[str, Any] | None = None
+    config: NodeConfig | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    network: Network | None = None,
 ) -> AsyncIterator[Node]:
     """Run a node for the duration of the ``async with`` block.
 
+    ``overrides`` replace actors by name; ``network`` redirects every socket
+    and REST request of the live rows (see ``Network``).
     On exit the supervisor tree shuts down in order and nothing is left
     running. An escalation from the tree is raised out of the block.
     """
     config = config if config is not None else NodeConfig()
     overrides = dict(overrides or {})
+    network = network if network is not None else Network()
     rows = [row for row in NODE_CHILDREN if row.enabled(config)]
     unknown = set(overrides) - {row.name for row in rows}
     if unknown:
@@ -375,7 +413,7 @@ async def open_node(
     specs = [
         ChildSpec(
             name=row.name,
-            factory=_factory(row, config, registry, overrides.get(row.name)),
+            factory=_factory(row, config, registry, network, overrides.get(row.name)),
             restart=row.restart,
             shutdown=row.shutdown,
             mailbox=row.mailbox(config),

@@ -3,7 +3,8 @@
 ``actor`` runs sessions (one socket each) and their tasks; ``opening`` opens a
 session's socket (token to SignalR handshake); ``link`` is the state of one
 socket; ``transport`` gets a socket (address, negotiate, upgrade);
-``book`` remembers what to subscribe after every reconnect; ``config`` is HubConfig.
+``book`` remembers what to subscribe after every reconnect; ``config`` is
+HubConfig (address + HubTimings).
 """
 
 from protocols.errors import ConnectionLost as ConnectionLost
@@ -12,5 +13,15 @@ from .actor import ConnectionActor as ConnectionActor
 from .book import BadCommand as BadCommand
 from .book import SubscriptionBook as SubscriptionBook
 from .config import HubConfig as HubConfig
+from .config import HubTimings as HubTimings
+from .transport import Connect as Connect
 
-__all__ = ["BadCommand", "ConnectionActor", "ConnectionLost", "HubConfig", "SubscriptionBook"]
+__all__ = [
+    "BadCommand",
+    "Connect",
+    "ConnectionActor",
+    "ConnectionLost",
+    "HubConfig",
+    "HubTimings",
+    "SubscriptionBook",
+]

@@ -1,4 +1,4 @@
-"""The configuration of one hub connection."""
+"""The configuration of one hub connection: its address and its timings."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from protocols.hubs import HubName
 from .transport import Endpoint
 
 
-class HubConfig(msgspec.Struct, frozen=True, kw_only=True):
-    """One hub's address and timings (seconds).
+class HubTimings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How long a hub connection waits for what (seconds), the same for both hubs.
 
     ``server_timeout``: no SignalR message from the server for this long means
     the socket is dead even if TCP says otherwise (the silent freeze).
@@ -22,9 +22,6 @@ class HubConfig(msgspec.Struct, frozen=True, kw_only=True):
     ``close_timeout`` how long a clean close waits for the server's answer.
     """
 
-    hub: HubName
-    url: str
-    skip_negotiation: bool = False
     keepalive_interval: float = 15.0
     server_timeout: float = 30.0
     handshake_timeout: float = 15.0
@@ -34,9 +31,6 @@ class HubConfig(msgspec.Struct, frozen=True, kw_only=True):
     report_interval: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.hub not in ("market", "user"):
-            raise ConfigError(f"hub must be 'market' or 'user', got {self.hub!r}")
-        Endpoint.parse(self.url)
         for name in (
             "keepalive_interval",
             "server_timeout",
@@ -49,8 +43,20 @@ class HubConfig(msgspec.Struct, frozen=True, kw_only=True):
             if isinstance(value, bool) or not (
                 isinstance(value, int | float) and math.isfinite(value) and value > 0
             ):
-                raise ConfigError(
-                    f"{self.hub} hub: {name} must be a positive number, got {value!r}"
-                )
+                raise ConfigError(f"hub {name} must be a positive number, got {value!r}")
         if not 1024 <= self.max_message_size <= 1 << 30:
-            raise ConfigError(f"{self.hub} hub: max_message_size must be in 1 KiB..1 GiB")
+            raise ConfigError("hub max_message_size must be in 1 KiB..1 GiB")
+
+
+class HubConfig(HubTimings, frozen=True, kw_only=True):
+    """One hub's address, how to reach it, and its timings."""
+
+    hub: HubName
+    url: str
+    skip_negotiation: bool = False
+
+    def __post_init__(self) -> None:
+        if self.hub not in ("market", "user"):
+            raise ConfigError(f"hub must be 'market' or 'user', got {self.hub!r}")
+        Endpoint.parse(self.url)
+        super().__post_init__()

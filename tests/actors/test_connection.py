@@ -42,7 +42,6 @@ from actors.connection import (
     HubConfig,
     SubscriptionBook,
 )
-from actors.gateway_sim import Fault, GatewaySim, SimConfig, mock_transport, running
 from protocols.errors import ConfigError
 from protocols.hubs import (
     Connected,
@@ -77,12 +76,13 @@ from protocols.signalr import (
     Sentinel,
     SignalRConnection,
 )
+from pxnode.sim import Fault, GatewaySim, SimConfig, mock_transport, running
+from pxnode.testing import Pipe, socket_pair
 from supervisors.breaker import BreakerPolicy
 from supervisors.mailbox import Mailbox, MailboxSpec, OverflowPolicy
 from supervisors.ref import MailboxRef
 from supervisors.registry import Registry
 from supervisors.supervisor import ChildSpec, Supervisor
-from tests.memory_socket import Pipe, socket_pair
 
 EPOCH = 1_764_000_000.0
 TOKEN = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LW9uZQ.SIGNATURE-ONE"

@@ -16,7 +16,6 @@ import pytest
 import trio
 
 from actors.bars import BarsActor
-from actors.gateway_sim import GatewaySim, SimConfig, mock_transport
 from actors.history import COUNTERS, HistoryActor, HistoryConfig
 from protocols.errors import AskTimeout, ConfigError
 from protocols.hubs import Connected, Disconnected, SubscribeContract
@@ -33,6 +32,7 @@ from protocols.messages import (
     TrackTimeframes,
 )
 from protocols.secrets import Secret
+from pxnode.sim import GatewaySim, SimConfig, mock_transport
 from supervisors.mailbox import Mailbox, MailboxSpec
 
 START = 1_764_000_000.0  # 2025-11-24T16:00:00Z, a Monday; virtual time 0

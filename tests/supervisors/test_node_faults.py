@@ -1,6 +1,6 @@
 """Every fault of the live path is a passing test: a whole node against the sim, in virtual time.
 
-See ``simnet`` for the wiring. Faults are injected with ``GatewaySim.apply``
+See ``pxnode.testing.sim_node`` for the wiring (the real node table, an in-memory network). Faults are injected with ``GatewaySim.apply``
 (or by refusing dials), and the node is judged only by what an application
 sees: topics, ``node.health()``, ``node.stats()``, and whether ``open_node``
 raises, with the sim's own record (``MarketSim.recent_trades``, its tokens,
@@ -18,7 +18,7 @@ from unittest import mock
 import anyio
 import pytest
 
-from actors.gateway_sim import Fault, SimConfig
+from actors.connection import HubTimings
 from actors.health import HealthConfig
 from protocols.errors import AuthFailed, Escalation
 from protocols.health import HealthReport
@@ -33,9 +33,8 @@ from protocols.messages import (
     TradesAccepted,
 )
 from protocols.stats import render_prometheus
-from supervisors.mailbox import MailboxSpec, OverflowPolicy
-
-from .simnet import (
+from pxnode.sim import Fault, SimConfig
+from pxnode.testing import (
     ACCOUNT,
     API_KEY,
     ES,
@@ -47,6 +46,7 @@ from .simnet import (
     sim_node,
     until,
 )
+from supervisors.mailbox import MailboxSpec, OverflowPolicy
 
 _BAD = re.compile(r"\.bad\.|frames_(malformed|unknown)|rejected")
 
@@ -158,7 +158,7 @@ async def test_a_stall_is_detected_and_data_flows_again(
     why: str,
     within: tuple[float, float],
 ) -> None:
-    async with sim_node(config=node_config(health=health), hub=hub) as h:
+    async with sim_node(config=node_config(health=health, hub_timings=HubTimings(**hub))) as h:
         trades = Tap(h.node, "topic.trades")
         await until(lambda: accepted(trades))
         stalled_at = anyio.current_time()
@@ -433,7 +433,7 @@ async def test_no_token_and_no_api_key_in_logs_events_stats_or_metrics(
         await anyio.sleep(2)
         snapshot = await h.node.stats()
         texts += [repr(snapshot), render_prometheus(snapshot), repr(await h.node.health())]
-        texts += [repr(h.node), repr(h.node.mailbox_statistics()), repr(h.books)]
+        texts += [repr(h.node), repr(h.node.mailbox_statistics())]
         texts += [repr(m) for m in tokens.take()]
         assert len(tokens.of(TokenIssued)) == 3  # the login (after its 429), two refreshes
         assert len(raw.take()) > 100
@@ -462,8 +462,10 @@ async def test_health_is_truthful_through_a_stall_and_the_recovery(autojump_cloc
     stalled server cannot finish the new handshake, healthy again once data flows.
     At every sample a healthy verdict must match the sim: a market session subscribed
     at the gateway, and not a feed silent for longer than ``stale_after`` (+ one tick)."""
-    config = node_config(health=HealthConfig(stale_after=30))
-    async with sim_node(config=config, hub={"server_timeout": 120.0}) as h:
+    config = node_config(
+        health=HealthConfig(stale_after=30), hub_timings=HubTimings(server_timeout=120.0)
+    )
+    async with sim_node(config=config) as h:
         await healthy(h)
         stalled_at = anyio.current_time()
         h.sim.apply(Fault("stall", 0.0, 45.0))

@@ -6,10 +6,10 @@ import anyio
 import msgspec
 import pytest
 
-from actors.gateway_sim import SimConfig, running
 from protocols.errors import ConfigError
 from protocols.messages import BarUpdated
 from protocols.secrets import Secret
+from pxnode.sim import SimConfig, running
 from supervisors.config import BarsConfig, GatewayConfig, NodeConfig
 from supervisors.mailbox import MailboxSpec, OverflowPolicy
 from supervisors.node import open_node

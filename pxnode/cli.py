@@ -1,0 +1,392 @@
+"""The ``pxnode`` command line (typer).
+
+Every command runs under trio through ``_main``, which turns SIGINT/SIGTERM
+into a *graceful* stop request (the command leaves its ``open_node`` block, so
+the supervisor tree shuts down in order and outputs are flushed); a second
+signal cancels outright. Errors pxnode raises on purpose print as one line,
+``pxnode: error: ...``, with exit code 2; nothing prints a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import msgspec
+import typer
+
+from protocols.errors import PxError
+from protocols.secrets import Secret
+from protocols.timeframes import parse_timeframe
+from supervisors.config import BarsConfig, GatewayConfig, NodeConfig, load_config
+from supervisors.node import open_node
+from supervisors.supervisor import unwrap
+
+from .preflight import check_reachable, resolve_contracts
+
+DEMO_ACCOUNT_ID = 7001
+"""The simulated gateway's demo account (its orders, positions and trades)."""
+
+app = typer.Typer(
+    name="pxnode",
+    help="Realtime market-data node for the ProjectX Gateway.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+LogLevel = Annotated[
+    str, typer.Option("--log-level", help="debug, info, warning or error.", show_default=True)
+]
+
+
+class Stopping:
+    """Set by the first SIGINT/SIGTERM; commands wait on it to stop gracefully."""
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.exit_code = 0
+
+
+def _main(command: Callable[[Stopping], Awaitable[int]], log_level: str = "warning") -> None:
+    level = getattr(logging, log_level.upper(), None)
+    if not isinstance(level, int):
+        _fail(f"unknown log level {log_level!r}")
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        code = anyio.run(_with_signals, command, backend="trio")
+    except BaseExceptionGroup as group:
+        error = unwrap(group)
+        if isinstance(error, PxError):
+            _fail(str(error))
+        raise
+    except PxError as error:
+        _fail(str(error))
+    except KeyboardInterrupt:
+        code = 130
+    raise typer.Exit(code)
+
+
+async def _with_signals(command: Callable[[Stopping], Awaitable[int]]) -> int:
+    stopping = Stopping()
+    code = 0  # stays 0 if a second signal cancels the command
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    if stopping.event.is_set():
+                        tg.cancel_scope.cancel()  # a second signal: stop now
+                        return
+                    stopping.exit_code = 130 if signum == signal.SIGINT else 0
+                    stopping.event.set()
+
+        tg.start_soon(watch)
+        code = await command(stopping)
+        tg.cancel_scope.cancel()
+    return stopping.exit_code or code
+
+
+def _fail(message: str) -> None:
+    typer.echo(f"pxnode: error: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def _timeframes(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        _fail("--timeframes needs at least one timeframe, e.g. 1min,4hr")
+    try:
+        return [parse_timeframe(name).name for name in names]
+    except PxError as error:
+        _fail(str(error))
+        raise
+
+
+# ------------------------------------------------------------------ replay
+
+
+@app.command()
+def replay(
+    tape: Annotated[Path, typer.Argument(help="Tape file (JSON lines of hub messages).")],
+    out: Annotated[Path, typer.Option("--out", help="bars.parquet or bars.csv")],
+    timeframes: Annotated[str, typer.Option(help="Comma-separated, e.g. 1min,5min,4hr.")] = "1min",
+    json_stats: Annotated[bool, typer.Option("--json-stats", help="Print counts as JSON.")] = False,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Turn a recorded tape into bars, deterministically and as fast as the CPU allows."""
+    from .replay import replay as run_replay
+    from .replay import write_bars
+
+    names = _timeframes(timeframes)
+    if out.suffix not in (".parquet", ".csv"):
+        _fail(f"--out must end in .parquet or .csv, got {out.name!r}")
+
+    async def command(stopping: Stopping) -> int:
+        # A replay has nothing to drain: a signal abandons it (the output file is
+        # only ever written whole, through a temporary file and a rename).
+        async with anyio.create_task_group() as tg:
+
+            async def abandon_on_signal() -> None:
+                await stopping.event.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(abandon_on_signal)
+            result = await run_replay(tape, names)
+            tg.cancel_scope.cancel()
+        if stopping.event.is_set():
+            return 0
+        write_bars(result.bars, out)
+        if json_stats:
+            sys.stdout.write(msgspec.json.encode(result.stats).decode() + "\n")
+        return 0
+
+    _main(command, log_level)
+
+
+# ----------------------------------------------------------------- gateway
+
+
+@app.command()
+def gateway(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed of the market simulator.")] = 1,
+    rate: Annotated[float, typer.Option(help="Trades per second over all contracts.")] = 200.0,
+    faults: Annotated[str, typer.Option(help="Fault SPEC (see README).")] = "",
+    log_level: LogLevel = "warning",
+) -> None:
+    """Run only the simulated ProjectX gateway (REST + both SignalR hubs) on loopback."""
+    from pxnode.sim import SimConfig, running
+
+    try:
+        config = SimConfig(host=host, port=port, seed=seed, rate=rate, faults=faults)
+    except PxError as error:
+        _fail(str(error))
+        raise
+
+    async def command(stopping: Stopping) -> int:
+        async with running(config) as sim:
+            typer.echo(f"pxnode gateway listening on http://{host}:{sim.port} (seed {seed})")
+            await stopping.event.wait()
+        return 0
+
+    _main(command, log_level)
+
+
+# ------------------------------------------------------------ live commands
+
+Contracts = Annotated[
+    list[str] | None,
+    typer.Option("--contracts", help="Contract ids or symbols, comma-separated or repeated."),
+]
+Timeframes = Annotated[str, typer.Option(help="Comma-separated, e.g. 1min,5min,1hr,4hr.")]
+Duration = Annotated[
+    float | None, typer.Option(help="Stop by itself after this many seconds.", min=0)
+]
+Json = Annotated[bool, typer.Option("--json", help="One JSON snapshot per line per second.")]
+MetricsPort = Annotated[
+    int | None, typer.Option("--metrics-port", help="Serve Prometheus text at /metrics.")
+]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML config file.")]
+LiveTimeframes = Annotated[str | None, typer.Option(help="Comma-separated timeframes.")]
+ApiUrl = Annotated[str | None, typer.Option("--api-url", help="REST base URL.")]
+MarketHub = Annotated[str | None, typer.Option("--market-hub", help="Market hub URL.")]
+UserHub = Annotated[str | None, typer.Option("--user-hub", help="User hub URL.")]
+
+
+def _contracts(values: list[str] | None) -> list[str]:
+    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+
+
+async def _run_node(
+    config: NodeConfig,
+    stopping: Stopping,
+    *,
+    json: bool,
+    duration: float | None,
+    metrics_port: int | None,
+) -> int:
+    from .dashboard import run_dashboard, run_json
+    from .metrics import serve_metrics
+
+    async with open_node(config) as node, anyio.create_task_group() as tg:
+        if metrics_port is not None:
+            port = await tg.start(serve_metrics, node, metrics_port)
+            typer.echo(f"pxnode: metrics at http://127.0.0.1:{port}/metrics", err=True)
+        if json:
+            await run_json(node, stopping.event, duration=duration)
+        else:
+            await run_dashboard(
+                node, stopping.event, timeframes=config.bars.timeframes, duration=duration
+            )
+        tg.cancel_scope.cancel()
+    return 0
+
+
+@app.command()
+def demo(
+    contracts: Contracts = None,
+    timeframes: Timeframes = "1min,5min,1hr,4hr",
+    faults: Annotated[str, typer.Option(help="Fault SPEC for the sim (see README).")] = "",
+    duration: Duration = None,
+    json: Json = False,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated market.")] = 1,
+    rate: Annotated[float, typer.Option(help="Simulated trades per second.")] = 200.0,
+    metrics_port: MetricsPort = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Run the simulated gateway and a whole node in one process, with a live dashboard."""
+    from pxnode.sim import CONTRACTS, SimConfig, running
+
+    names = _timeframes(timeframes)
+    wanted = _contracts(contracts) or list(CONTRACTS)
+    ids = [_sim_contract(name, CONTRACTS) for name in wanted]
+    try:
+        sim_config = SimConfig(seed=seed, rate=rate, contracts=tuple(ids), faults=faults)
+    except PxError as error:
+        _fail(str(error))
+        raise
+
+    async def command(stopping: Stopping) -> int:
+        async with running(sim_config) as sim:
+            gateway = GatewayConfig(
+                api_url=sim.url,
+                market_hub=f"{sim.url}/hubs/market",
+                user_hub=f"{sim.url}/hubs/user",
+                accounts=[DEMO_ACCOUNT_ID],
+                username="demo",
+                api_key=Secret("demo-api-key"),
+            )
+            config = NodeConfig(
+                contracts=ids, bars=BarsConfig(timeframes=names), gateway=gateway, seed=seed
+            )
+            return await _run_node(
+                config, stopping, json=json, duration=duration, metrics_port=metrics_port
+            )
+
+    _main(command, log_level)
+
+
+def _sim_contract(name: str, known: Mapping[str, Any]) -> str:
+    """The sim knows its contracts: the id, the symbol (MNQ, ES) or the name (MNQZ5)."""
+    if name in known:
+        return name
+    wanted = name.upper()
+    for contract_id, spec in known.items():
+        symbol = spec.symbol_id.rsplit(".", 1)[-1].upper()
+        if wanted in (spec.name.upper(), symbol) or spec.name.upper()[:-2] == wanted:
+            return contract_id
+    _fail(f"unknown contract {name!r}; the simulated gateway has {', '.join(known)}")
+    raise AssertionError
+
+
+def _live_config(
+    config_file: Path | None,
+    contracts: list[str] | None,
+    timeframes: str | None,
+    api_url: str | None,
+    market_hub: str | None,
+    user_hub: str | None,
+    record: Path | None,
+) -> NodeConfig:
+    try:
+        config = load_config(config_file)
+        gateway = config.gateway or GatewayConfig()
+        changes = {
+            key: value
+            for key, value in (
+                ("api_url", api_url),
+                ("market_hub", market_hub),
+                ("user_hub", user_hub),
+            )
+            if value is not None
+        }
+        gateway = msgspec.structs.replace(gateway, **changes)
+        gateway.auth()  # missing credentials fail here, in one line, before anything starts
+    except PxError as error:
+        _fail(str(error))
+        raise
+    updates: dict[str, Any] = {"gateway": gateway}
+    if names := _contracts(contracts):
+        updates["contracts"] = names
+    if timeframes is not None:
+        updates["bars"] = msgspec.structs.replace(config.bars, timeframes=_timeframes(timeframes))
+    if record is not None:
+        updates["record"] = str(record)
+    config = msgspec.structs.replace(config, **updates)
+    if not config.contracts:
+        _fail("no contracts: give --contracts or `contracts` in the config file")
+    return config
+
+
+def _run_command(
+    config: NodeConfig,
+    *,
+    json: bool,
+    duration: float | None,
+    metrics_port: int | None,
+    log_level: str,
+) -> None:
+    async def command(stopping: Stopping) -> int:
+        assert config.gateway is not None
+        auth = config.gateway.auth()
+        await check_reachable(auth.api_url)
+        ids = await resolve_contracts(config.contracts, auth)
+        live = msgspec.structs.replace(config, contracts=ids)
+        return await _run_node(
+            live, stopping, json=json, duration=duration, metrics_port=metrics_port
+        )
+
+    _main(command, log_level)
+
+
+@app.command()
+def run(
+    contracts: Contracts = None,
+    timeframes: LiveTimeframes = None,
+    api_url: ApiUrl = None,
+    market_hub: MarketHub = None,
+    user_hub: UserHub = None,
+    record: Annotated[Path | None, typer.Option("--record", help="Also record a tape.")] = None,
+    metrics_port: MetricsPort = None,
+    duration: Duration = None,
+    json: Json = False,
+    config: ConfigFile = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Run a node against a real (or any) gateway; credentials from PROJECT_X_* or the config."""
+    node_config = _live_config(config, contracts, timeframes, api_url, market_hub, user_hub, record)
+    _run_command(
+        node_config, json=json, duration=duration, metrics_port=metrics_port, log_level=log_level
+    )
+
+
+@app.command()
+def record(
+    tape: Annotated[Path, typer.Argument(help="Tape file to append hub messages to.")],
+    contracts: Contracts = None,
+    timeframes: LiveTimeframes = None,
+    api_url: ApiUrl = None,
+    market_hub: MarketHub = None,
+    user_hub: UserHub = None,
+    metrics_port: MetricsPort = None,
+    duration: Duration = None,
+    json: Json = False,
+    config: ConfigFile = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Record raw hub traffic to a tape (a ``run`` with ``--record TAPE``)."""
+    node_config = _live_config(config, contracts, timeframes, api_url, market_hub, user_hub, tape)
+    _run_command(
+        node_config, json=json, duration=duration, metrics_port=metrics_port, log_level=log_level
+    )
+
+
+def main() -> None:
+    app()

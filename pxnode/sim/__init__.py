@@ -1,0 +1,84 @@
+"""A simulated ProjectX Gateway on loopback: REST, both SignalR hubs, a seeded market, faults.
+
+It stands in for the real gateway in ``pxnode demo``, in the tests, and for any
+third-party client (pysignalr, signalrcore and the ProjectX SDKs built on them).
+
+* REST (``rest``): every endpoint of the real API the node uses, POST under /api
+  with JSON bodies and ``{success, errorCode, errorMessage}`` answers, plus
+  ``GET /api/Status/ping``. Sans-IO, so tests can drive it through
+  ``mock_transport`` without a socket.
+* Hubs (``hubs``, ``server``): /hubs/market and /hubs/user, with or without a
+  prior ``POST {hub}/negotiate?negotiateVersion=0|1``; the token goes in the
+  ``access_token`` query parameter or an ``Authorization: Bearer`` header.
+* Market (``market``): a pure, seeded generator, ``MarketSim(seed, contracts,
+  rate).advance(t)``; History/retrieveBars aggregates exactly what it emitted.
+* Entry points (``entry``): ``serve(config, task_status=...)`` reports the bound
+  port; ``running(config)`` yields the live ``GatewaySim``.
+
+Fault SPEC
+----------
+``SimConfig.faults`` (``pxnode gateway --faults``) is a comma-separated list::
+
+    SPEC  := ITEM ("," ITEM)*          (the empty string: no faults)
+    ITEM  := KIND "@" WHEN [":" ARG]
+    WHEN  := SECONDS                   once, SECONDS after the gateway started
+           | "every=" SECONDS          repeatedly, first after SECONDS
+           | "p=" PROBABILITY          at each whole second with this probability (seeded)
+
+Times are seconds (decimals allowed) since the gateway started serving. Random
+faults draw from the gateway's seed, so one seed and one SPEC replay the same
+faults at the same offsets.
+
+============  ==========================  =============================================
+KIND          ARG (default)               effect
+============  ==========================  =============================================
+drop          -                           abort every hub socket (no close handshake)
+stall         seconds (5)                 hubs go silent: no data, no pings, sockets open;
+                                          market events of the stall are never sent
+malformed     count (1)                   each market connection gets COUNT bad frames,
+                                          cycling: truncated JSON, wrong arity, wrong
+                                          types, infinite price / zero volume, NaN-ish
+                                          quote, unknown target, non-array arguments,
+                                          unknown message type
+oversize      bytes (2 MiB)               each market connection gets one well-formed
+                                          GatewayDepth frame of at least BYTES
+expire        -                           every token expires: REST and hub auth get 401;
+                                          open hubs get Close(error, allowReconnect=true)
+revoke        -                           every token is revoked: as expire, but
+                                          allowReconnect=false
+rest429       count (1)                   the next COUNT /api calls get 429, Retry-After: 1
+rest500       count (1)                   the next COUNT /api calls get 500
+slow          seconds (5)                 the server writes slowly: a 0.1 s pause after
+                                          each websocket write (frames coalesce)
+burst         trades (1000)               TRADES trades at one instant, sent as
+                                          GatewayTrade lists of up to 500
+============  ==========================  =============================================
+
+Example: ``drop@10,stall@20:5,malformed@30:3,oversize@40,expire@50,revoke@60,
+rest429@70:2,rest500@80,slow@90:5,burst@100:5000,drop@every=300,malformed@p=0.01:2``.
+"""
+
+from pxnode.sim.config import SimConfig
+from pxnode.sim.entry import running, serve, system_clock
+from pxnode.sim.faults import Fault, FaultRule, FaultSchedule, parse_faults
+from pxnode.sim.market import CONTRACTS, DEFAULT_CONTRACTS, ContractSpec, MarketSim
+from pxnode.sim.rest import RestHandler, mock_transport
+from pxnode.sim.server import GatewaySim
+
+__all__ = [
+    "CONTRACTS",
+    "DEFAULT_CONTRACTS",
+    "ContractSpec",
+    "Fault",
+    "FaultRule",
+    "FaultSchedule",
+    "GatewaySim",
+    "MarketSim",
+    "RestHandler",
+    "SimConfig",
+    "mock_transport",
+    "parse_faults",
+    "running",
+    "serve",
+    "system_clock",
+]

@@ -1,0 +1,71 @@
+"""The one configuration of a simulated gateway, checked when it is built."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+from protocols.errors import ConfigError
+from pxnode.sim.faults import parse_faults
+from pxnode.sim.market import CONTRACTS
+
+
+def _demo_credentials() -> dict[str, str]:
+    return {"demo": "demo-api-key"}
+
+
+class SimConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything ``serve`` needs; invalid values raise ``ConfigError`` at construction.
+
+    ``rate`` is trades per second over all ``contracts``; ``faults`` is a SPEC (see
+    the package docstring); ``credentials`` maps user names to API keys and never
+    shows up in a repr. ``tick`` is how often the market is advanced and fanned out:
+    events due in one tick leave in one websocket message per connection.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    seed: int = 1
+    rate: float = 200.0
+    contracts: tuple[str, ...] = tuple(CONTRACTS)
+    faults: str = ""
+    credentials: dict[str, str] = msgspec.field(default_factory=_demo_credentials)
+    token_ttl: float = 24 * 3600.0
+    ping_interval: float = 15.0
+    client_timeout: float = 30.0
+    max_message_size: int = 1 << 20
+    tick: float = 0.02
+    history_hours: float = 6.0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+        if not (math.isfinite(self.rate) and 0 < self.rate <= 1_000_000):
+            raise ConfigError(f"rate must be in (0, 1e6] trades/s, got {self.rate}")
+        if not self.contracts:
+            raise ConfigError("at least one contract is needed")
+        unknown = [c for c in self.contracts if c not in CONTRACTS]
+        if unknown:
+            raise ConfigError(f"unknown contracts {unknown}; known: {', '.join(CONTRACTS)}")
+        for name in ("token_ttl", "ping_interval", "client_timeout", "tick", "history_hours"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
+        if self.max_message_size < 1024:
+            raise ConfigError(
+                f"max_message_size must be at least 1024, got {self.max_message_size}"
+            )
+        if not self.credentials:
+            raise ConfigError("credentials must name at least one user")
+        parse_faults(self.faults)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(
+            f"{name}={getattr(self, name)!r}"
+            for name in self.__struct_fields__
+            if name != "credentials"
+        )
+        return f"SimConfig({shown}, credentials=<{len(self.credentials)} redacted>)"
+
+    __str__ = __repr__

@@ -1,0 +1,49 @@
+"""Entry points: serve on a socket until cancelled, or for the body of a context manager."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+
+import anyio
+import anyio.abc
+from anyio.abc import SocketAttribute
+
+from pxnode.sim.config import SimConfig
+from pxnode.sim.server import GatewaySim
+
+
+def system_clock() -> Callable[[], float]:
+    """Unix time that follows ``anyio.current_time()`` (anchored once, at call time)."""
+    offset = time.time() - anyio.current_time()  # wall-clock ok: anchor once, then anyio time
+    return lambda: offset + anyio.current_time()
+
+
+@asynccontextmanager
+async def running(
+    config: SimConfig, *, wall_time: Callable[[], float] | None = None
+) -> AsyncIterator[GatewaySim]:
+    """A gateway listening on ``config.host``/``config.port`` for the body of the block."""
+    gateway = GatewaySim(config, wall_time=wall_time or system_clock())
+    listener = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port)
+    async with listener, anyio.create_task_group() as tg:
+        gateway.port = listener.extra(SocketAttribute.local_port)
+        await tg.start(gateway.run)
+        tg.start_soon(listener.serve, gateway.handle, tg)
+        try:
+            yield gateway
+        finally:
+            tg.cancel_scope.cancel()
+
+
+async def serve(
+    config: SimConfig,
+    *,
+    wall_time: Callable[[], float] | None = None,
+    task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve until cancelled; reports the bound port through ``task_status``."""
+    async with running(config, wall_time=wall_time) as gateway:
+        task_status.started(gateway.port)
+        await anyio.sleep_forever()

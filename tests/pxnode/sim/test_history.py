@@ -1,0 +1,143 @@
+"""History/retrieveBars: exactly the aggregate of the emitted trades, newest first."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocols.gateway import BarUnit, HistoryBar, RetrieveBarsRequest, RetrieveBarsResponse
+from pxnode.sim.history import MAX_BARS, SYNTHETIC_DAYS, SyntheticHistory, retrieve_bars
+from pxnode.sim.market import DEFAULT_CONTRACTS, MarketSim, iso, parse_time
+
+START = 1_764_000_000.0  # 2025-11-24T16:00:00Z, on a minute
+MNQ = "CON.F.US.MNQ.Z25"
+
+
+def market(
+    seed: int = 1, rate: float = 20.0, run: float = 600.0
+) -> tuple[MarketSim, SyntheticHistory]:
+    sim = MarketSim(seed, rate=rate, start=START)
+    sim.advance(START + run)
+    return sim, SyntheticHistory(seed, list(DEFAULT_CONTRACTS), START, rate)
+
+
+def ask(
+    sim: MarketSim,
+    synthetic: SyntheticHistory,
+    start: float,
+    end: float,
+    unit: int = BarUnit.MINUTE,
+    number: int = 1,
+    *,
+    now: float | None = None,
+    limit: int = 1000,
+    partial: bool = True,
+    contract: str = MNQ,
+) -> RetrieveBarsResponse:
+    request = RetrieveBarsRequest(
+        contract, False, iso(int(start * 1e6)), iso(int(end * 1e6)), unit, number, limit, partial
+    )
+    return retrieve_bars(sim, synthetic, request, sim.now if now is None else now)
+
+
+def aggregate(sim: MarketSim, lo: float, hi: float) -> tuple[float, float, float, float, int]:
+    trades = sim.recent_trades(MNQ, since=lo, until=hi)
+    prices = [t.price for t in trades]
+    return prices[0], max(prices), min(prices), prices[-1], sum(t.volume for t in trades)
+
+
+def test_minute_bars_are_the_aggregate_of_emitted_trades_newest_first() -> None:
+    sim, synthetic = market(rate=50.0)
+    answer = ask(sim, synthetic, START, START + 600)
+    assert answer.success and len(answer.bars) == 10
+    starts = [parse_time(b.t) / 1e6 for b in answer.bars]
+    assert starts == sorted(starts, reverse=True) and starts[-1] == START
+    for bar, lo in zip(answer.bars, starts, strict=True):
+        assert (bar.o, bar.h, bar.l, bar.c, bar.v) == aggregate(sim, lo, lo + 60)
+        assert bar.t.endswith("+00:00")
+
+
+def test_every_unit_agrees_with_the_seconds_it_is_made_of() -> None:
+    sim, synthetic = market(rate=3.0, run=3 * 3600)
+    hours = ask(sim, synthetic, START, START + 3 * 3600, BarUnit.HOUR).bars
+    minutes = ask(sim, synthetic, START, START + 3 * 3600, BarUnit.MINUTE, limit=MAX_BARS).bars
+    assert len(hours) == 3 and len(minutes) == 180
+    for i, hour in enumerate(reversed(hours)):
+        part = list(reversed(minutes))[60 * i : 60 * i + 60]
+        assert hour.o == part[0].o and hour.c == part[-1].c
+        assert hour.h == max(b.h for b in part) and hour.l == min(b.l for b in part)
+        assert hour.v == sum(b.v for b in part)
+    seconds = ask(sim, synthetic, START, START + 60, BarUnit.SECOND, limit=MAX_BARS).bars
+    assert sum(b.v for b in seconds) == minutes[-1].v
+
+
+def test_limit_and_partial_bar() -> None:
+    sim, synthetic = market(run=150)  # now is 30 s into the third minute
+    with_partial = ask(sim, synthetic, START, START + 180, limit=2)
+    assert [parse_time(b.t) / 1e6 for b in with_partial.bars] == [START + 120, START + 60]
+    without = ask(sim, synthetic, START, START + 180, partial=False)
+    assert [parse_time(b.t) / 1e6 for b in without.bars] == [START + 60, START]
+
+
+def test_synthetic_history_before_start_ends_at_the_start_price() -> None:
+    sim, synthetic = market(run=60)
+    bars = ask(sim, synthetic, START - 3600, START + 60).bars
+    assert len(bars) == 61
+    newest_synthetic = bars[1]
+    assert parse_time(newest_synthetic.t) / 1e6 == START - 60
+    assert newest_synthetic.c == DEFAULT_CONTRACTS[0].start_price
+    for older, newer in zip(bars[2:], bars[1:-1], strict=True):
+        assert older.c == newer.o  # continuous
+        assert older.l <= min(older.o, older.c) <= max(older.o, older.c) <= older.h
+        assert older.v >= 1
+    again = ask(*market(run=60), START - 3600, START).bars
+    assert again == bars[1:]  # deterministic for a seed
+    other = ask(*market(seed=2, run=60), START - 3600, START).bars
+    assert other != bars[1:]
+
+
+def test_synthetic_history_has_a_horizon_and_no_seconds() -> None:
+    sim, synthetic = market(run=1)
+    assert ask(sim, synthetic, START - 120, START, BarUnit.SECOND).bars == []
+    far = START - (SYNTHETIC_DAYS + 5) * 86400
+    assert ask(sim, synthetic, far, far + 3600).bars == []
+
+
+def test_a_day_bar_straddling_the_start_adds_both_sources() -> None:
+    sim, synthetic = market(run=300)
+    day = ask(sim, synthetic, START - 2 * 86400, START + 86400, BarUnit.DAY, now=START + 300).bars
+    assert day
+    minutes = ask(sim, synthetic, parse_time(day[0].t) / 1e6, START + 300, limit=MAX_BARS).bars
+    assert day[0].v == sum(b.v for b in minutes)
+
+
+@pytest.mark.parametrize(
+    ("unit", "number", "message"),
+    [
+        (0, 1, "unit"),
+        (7, 1, "unit"),
+        (2, 0, "unitNumber"),
+        (3, 7, "unitNumber"),
+        (4, 2, "unitNumber"),
+    ],
+)
+def test_unsupported_frames_are_refused(unit: int, number: int, message: str) -> None:
+    answer = ask(*market(run=1), START, START + 60, unit, number)
+    assert not answer.success and answer.error_code != 0 and message in (answer.error_message or "")
+
+
+def test_bad_requests_are_refused_not_raised() -> None:
+    sim, synthetic = market(run=1)
+    assert not ask(sim, synthetic, START, START + 60, limit=0).success
+    assert not ask(sim, synthetic, START, START + 60, contract="CON.F.US.NOPE").success
+    bad_time = RetrieveBarsRequest(MNQ, False, "yesterday", "2025-11-24T16:00:00Z", 2, 1, 10, True)
+    assert not retrieve_bars(sim, synthetic, bad_time, START).success
+    huge = RetrieveBarsRequest(
+        MNQ, False, "0001-01-01T00:00:00", "9999-12-31T00:00:00", 4, 1, 10, True
+    )
+    assert retrieve_bars(sim, synthetic, huge, START).success  # the far past is empty, not an error
+    assert ask(sim, synthetic, START + 60, START).bars == []  # empty range
+
+
+def test_bars_are_wire_shaped() -> None:
+    bars = ask(*market(run=60), START, START + 60).bars
+    assert bars and all(isinstance(b, HistoryBar) and isinstance(b.v, int) for b in bars)
