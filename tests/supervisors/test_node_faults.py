@@ -1,7 +1,8 @@
 """Every fault of the live path is a passing test: a whole node against the sim, in virtual time.
 
-See ``pxnode.testing.sim_node`` for the wiring (the real node table, an in-memory network). Faults are injected with ``GatewaySim.apply``
-(or by refusing dials), and the node is judged only by what an application
+See ``pxnode.testing.sim_node`` for the wiring (the real node table, an
+in-memory network). Faults are injected with ``GatewaySim.apply`` (or by
+refusing dials), and the node is judged only by what an application
 sees: topics, ``node.health()``, ``node.stats()``, and whether ``open_node``
 raises, with the sim's own record (``MarketSim.recent_trades``, its tokens,
 its REST log) as the ground truth.
