@@ -71,6 +71,8 @@ from protocols.secrets import Secret, jwt_expiry, redact
 logger = logging.getLogger("pxnode.auth")
 
 TOKENS_TOPIC = "topic.tokens"
+UNDATED_LIFETIME = 86_400.0
+"""Seconds a token without ``exp`` is taken to live (the gateway documents 24 h)."""
 LOGIN_PATH = "/api/Auth/loginKey"
 VALIDATE_PATH = "/api/Auth/validate"
 
@@ -152,9 +154,11 @@ class AuthActor:
         transport: httpx.AsyncBaseTransport | None = None,
         *,
         rng: random.Random | None = None,
+        budget: rest.RestBudget | None = None,
     ) -> None:
         self._config = config
         self._transport = transport
+        self._budget = budget
         self._rng = rng if rng is not None else random.Random(0)
         self._policy = msgspec.convert(config, rest.RetryPolicy, from_attributes=True)
         self._token: Secret | None = None
@@ -261,8 +265,11 @@ class AuthActor:
             _answer(tokens, report)
             scope.cancel()
 
-    async def _hold(self, fresh: tuple[Secret, float], ctx: ActorContext, tokens: Ref[Any]) -> None:
-        self._token, self._expires_at = fresh
+    async def _hold(
+        self, fresh: tuple[Secret, float | None], ctx: ActorContext, tokens: Ref[Any]
+    ) -> None:
+        self._token, expires_at = fresh
+        self._expires_at = ctx.wall_time() + UNDATED_LIFETIME if expires_at is None else expires_at
         self._issued_at = anyio.current_time()
         self._fetching = self._refused = False
         self._wake = anyio.Event()
@@ -287,7 +294,7 @@ class AuthActor:
             return True
         return False
 
-    async def _login(self, client: httpx.AsyncClient) -> tuple[Secret, float]:
+    async def _login(self, client: httpx.AsyncClient) -> tuple[Secret, float | None]:
         config = self._config
         body = ENCODER.encode(
             LoginKeyRequest(user_name=config.username, api_key=config.api_key.reveal())
@@ -295,7 +302,7 @@ class AuthActor:
         answer = await self._call(client, LOGIN_PATH, body, LoginResponse)
         return _read_token(answer.token, LOGIN_PATH)
 
-    async def _renew(self, client: httpx.AsyncClient) -> tuple[Secret, float]:
+    async def _renew(self, client: httpx.AsyncClient) -> tuple[Secret, float | None]:
         try:
             answer = await self._call(
                 client, VALIDATE_PATH, b"{}", ValidateResponse, bearer=self._token
@@ -339,7 +346,13 @@ class AuthActor:
         bearer: Secret | None,
     ) -> R:
         response = await rest.post_json(
-            client, path, body, self._policy, bearer=bearer, secrets=self._secrets()
+            client,
+            path,
+            body,
+            self._policy,
+            bearer=bearer,
+            secrets=self._secrets(),
+            budget=self._budget,
         )
         status = response.status_code
         if status in (401, 403):
@@ -363,7 +376,7 @@ class AuthActor:
         return (self._config.api_key, *held)
 
 
-def _read_token(raw: str | None, path: str) -> tuple[Secret, float]:
+def _read_token(raw: str | None, path: str) -> tuple[Secret, float | None]:
     if not raw:
         raise GatewayError(f"POST {path} succeeded without a token")
     return Secret(raw), jwt_expiry(raw)

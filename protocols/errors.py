@@ -81,3 +81,11 @@ class GatewayError(PxError):
 
 class TapeError(PxError):
     """A tape file cannot be opened or read at all (single bad lines are counted, not raised)."""
+
+
+class UnknownSeries(PxError, LookupError):
+    """A contract or timeframe the node does not build bars for was asked for."""
+
+
+class NotReady(PxError, TimeoutError):
+    """``node.ready()`` timed out; the message names what is not ready yet."""

@@ -10,6 +10,7 @@ that adds fields never breaks us. One Decoder per type, built once and reused
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -50,7 +51,27 @@ class QuoteItem(Wire, frozen=True):
     timestamp: str | None = None
 
 
+class DomType(enum.IntEnum):
+    """``type`` of a GatewayDepth item. RESET clears the whole book (its price is 0 or
+    null and means nothing); a level of volume 0 is deleted."""
+
+    UNKNOWN = 0
+    ASK = 1
+    BID = 2
+    BEST_ASK = 3
+    BEST_BID = 4
+    TRADE = 5
+    RESET = 6
+    LOW = 7
+    HIGH = 8
+    NEW_BEST_BID = 9
+    NEW_BEST_ASK = 10
+    FILL = 11
+
+
 class DepthItem(Wire, frozen=True):
+    """One GatewayDepth item; ``type`` is a ``DomType``."""
+
     timestamp: str
     type: int
     price: float
@@ -102,13 +123,62 @@ class RestRequest(Wire, frozen=True, omit_defaults=False):
 class RestResponse(Wire, frozen=True, kw_only=True, omit_defaults=False):
     """Base of every REST response: the gateway reports failure in-band.
 
-    Payload fields of the subclasses default to empty so that a failure answer
-    (``success: false`` and nothing else) still decodes and can be judged.
+    Payload fields of the subclasses are optional and nullable: the gateway
+    answers a failure as ``{"success": false, "errorCode": 1, "errorMessage":
+    null, "bars": null}``, and that must decode to be judged (``describe_error``).
     """
 
     success: bool = True
     error_code: int = 0
     error_message: str | None = None
+
+
+ERROR_CODES: dict[str, dict[int, str]] = {
+    "Auth/loginKey": {
+        1: "UserNotFound",
+        2: "PasswordVerificationFailed",
+        3: "InvalidCredentials",
+        4: "AppNotFound",
+        5: "AppVerificationFailed",
+        6: "InvalidDevice",
+        7: "AgreementsNotSigned",
+        8: "UnknownError",
+        9: "ApiSubscriptionNotFound",
+        10: "ApiKeyAuthenticationDisabled",
+    },
+    "Auth/validate": {
+        1: "InvalidSession",
+        2: "SessionNotFound",
+        3: "ExpiredToken",
+        4: "UnknownError",
+    },
+    "Auth/logout": {1: "InvalidSession", 2: "UnknownError"},
+    "Contract/searchById": {1: "ContractNotFound"},
+    "History/retrieveBars": {
+        1: "ContractNotFound",
+        2: "UnitInvalid",
+        3: "UnitNumberInvalid",
+        4: "LimitInvalid",
+    },
+    "Order/search": {1: "AccountNotFound"},
+    "Order/searchOpen": {1: "AccountNotFound"},
+    "Position/searchOpen": {1: "AccountNotFound"},
+    "Trade/search": {1: "AccountNotFound"},
+}
+"""The gateway's error codes per endpoint (they are not comparable across endpoints)."""
+
+
+def describe_error(path: str, answer: RestResponse, clean: Callable[[str], str] = str) -> str:
+    """A ``success: false`` answer as one line: endpoint, code, its name, the message if any.
+
+    ``clean`` redacts what the message may echo (a token, a key).
+    """
+    endpoint = path.removeprefix("/api/")
+    name = ERROR_CODES.get(endpoint, {}).get(answer.error_code, "")
+    line = f"{endpoint} refused: errorCode {answer.error_code}" + (f" ({name})" if name else "")
+    if answer.error_message:
+        line += f": {clean(answer.error_message)[:200]}"
+    return line
 
 
 class BarUnit(enum.IntEnum):
@@ -153,7 +223,7 @@ class AccountSearchRequest(RestRequest, frozen=True):
 
 
 class AccountSearchResponse(RestResponse, frozen=True):
-    accounts: list[Account] = []
+    accounts: list[Account] | None = None
 
 
 class Contract(Wire, frozen=True):
@@ -174,7 +244,7 @@ class ContractSearchRequest(RestRequest, frozen=True):
 class ContractSearchResponse(RestResponse, frozen=True):
     """Answer of ``Contract/search`` and of ``Contract/available``."""
 
-    contracts: list[Contract] = []
+    contracts: list[Contract] | None = None
 
 
 class ContractSearchByIdRequest(RestRequest, frozen=True):
@@ -216,7 +286,7 @@ class RetrieveBarsRequest(RestRequest, frozen=True):
 class RetrieveBarsResponse(RestResponse, frozen=True):
     """Bars newest first, as the gateway sends them."""
 
-    bars: list[HistoryBar] = []
+    bars: list[HistoryBar] | None = None
 
 
 class Order(Wire, frozen=True):
@@ -237,8 +307,10 @@ class Order(Wire, frozen=True):
 
 
 class OrderSearchRequest(RestRequest, frozen=True):
+    """``start_timestamp`` is required by the gateway (ISO 8601)."""
+
     account_id: int
-    start_timestamp: str | None = None
+    start_timestamp: str
     end_timestamp: str | None = None
 
 
@@ -249,7 +321,7 @@ class OpenOrderSearchRequest(RestRequest, frozen=True):
 class OrderSearchResponse(RestResponse, frozen=True):
     """Answer of ``Order/search`` and of ``Order/searchOpen``."""
 
-    orders: list[Order] = []
+    orders: list[Order] | None = None
 
 
 class Position(Wire, frozen=True):
@@ -267,7 +339,7 @@ class PositionSearchRequest(RestRequest, frozen=True):
 
 
 class PositionSearchResponse(RestResponse, frozen=True):
-    positions: list[Position] = []
+    positions: list[Position] | None = None
 
 
 class TradeRecord(Wire, frozen=True):
@@ -293,7 +365,7 @@ class TradeSearchRequest(RestRequest, frozen=True):
 
 
 class TradeSearchResponse(RestResponse, frozen=True):
-    trades: list[TradeRecord] = []
+    trades: list[TradeRecord] | None = None
 
 
 # ------------------------------------------------------------ user hub payloads

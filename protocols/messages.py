@@ -11,7 +11,8 @@ integer microseconds since the unix epoch, UTC.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal
 
 import msgspec
 
@@ -202,7 +203,21 @@ class ContractSummary(msgspec.Struct, frozen=True):
 # ------------------------------------------------------------------------ bars
 
 
+BarSource = Literal["live", "history", "merged"]
+"""Where a bar's numbers come from: ``live`` trades only, the gateway's ``history`` only,
+or ``merged``: history up to the back-fill's cut plus the live trades after it."""
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class Bar(msgspec.Struct, frozen=True, gc=False):
+    """One OHLCV bar; ``start`` is µs UTC (``start_time`` is the same as a datetime).
+
+    ``trades`` is 0 for a history bar (the gateway gives no count: "unknown", not
+    "none"); ``source`` says where the numbers come from, so a consumer of
+    ``stream_bars()`` can skip the back-filled past (``bar.source == "history"``).
+    """
+
     contract: str
     timeframe: str
     start: int
@@ -212,6 +227,12 @@ class Bar(msgspec.Struct, frozen=True, gc=False):
     close: float
     volume: int
     trades: int
+    source: BarSource = "live"
+
+    @property
+    def start_time(self) -> datetime:
+        """The bar's start as an aware UTC datetime."""
+        return _EPOCH + timedelta(microseconds=self.start)
 
 
 class BarUpdated(Message, frozen=True):
@@ -239,12 +260,44 @@ class GetBars(Message, frozen=True):
     n: int
 
 
+class BackfillStarted(Message, frozen=True):
+    """History will cover ``timeframes`` of ``contract`` up to ``cut`` (µs UTC, exclusive).
+
+    Told before ``cut`` is reached, so the bars actor can keep the live trades
+    from ``cut`` on apart: the forming bar becomes history before the cut plus
+    those trades, each counted once.
+    """
+
+    contract: str
+    timeframes: list[str]
+    cut: int
+
+
 class BackfillBars(Message, frozen=True):
-    """History bars from the gateway; merged without duplicates, live bars win."""
+    """History of ``contract`` x ``timeframe`` for ``[since, cut)``, oldest first.
+
+    Every bar ends at or before ``cut`` except possibly the last, which holds the
+    part of its interval before ``cut``. Within ``[since, cut)`` history is the
+    truth (live bars there are replaced); trades before ``cut`` arriving later
+    are already counted in it. ``cut`` must match the last ``BackfillStarted``.
+    """
 
     contract: str
     timeframe: str
     bars: list[Bar]
+    since: int
+    cut: int
+
+
+class GetBackfill(Message, frozen=True):
+    """Ask history how far the back-fill is; the reply is a ``BackfillState``."""
+
+
+class BackfillState(Message, frozen=True):
+    """Series (``"<contract> <timeframe>"``) not back-filled yet, and those that failed, why."""
+
+    pending: list[str]
+    failed: dict[str, str]
 
 
 # ----------------------------------------------------------------------- stats

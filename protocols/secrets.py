@@ -77,14 +77,14 @@ def redact(text: str, *secrets: Secret | str) -> str:
 
 
 class _Claims(msgspec.Struct, frozen=True):
-    exp: float
+    exp: float | None = None
 
 
 _CLAIMS = msgspec.json.Decoder(_Claims)
 
 
-def jwt_expiry(token: str) -> float:
-    """The ``exp`` claim (unix seconds) of a JWT, read without verifying it.
+def jwt_expiry(token: str) -> float | None:
+    """The ``exp`` claim (unix seconds) of a JWT, read without verifying it; None if absent.
 
     pxnode never verifies the signature (only the gateway can); it reads ``exp``
     to know when to refresh. Anything malformed raises ``AuthFailed`` whose
@@ -103,6 +103,8 @@ def jwt_expiry(token: str) -> float:
         # message may quote part of the token.
         kind = "claims" if isinstance(exc, msgspec.ValidationError) else "payload"
         raise AuthFailed(f"malformed JWT: unreadable {kind}") from None
+    if exp is None:
+        return None
     if not math.isfinite(exp) or exp <= 0:
         raise AuthFailed("malformed JWT: exp is not a positive finite time")
     return exp

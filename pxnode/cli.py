@@ -242,10 +242,10 @@ def demo(
     log_level: LogLevel = "warning",
 ) -> None:
     """Run the simulated gateway and a whole node in one process, with a live dashboard."""
-    from pxnode.sim import CONTRACTS, SimConfig, running
+    from pxnode.sim import CONTRACTS, DEFAULT_CONTRACTS, SimConfig, running
 
     names = _timeframes(timeframes)
-    wanted = _contracts(contracts) or list(CONTRACTS)
+    wanted = _contracts(contracts) or [spec.id for spec in DEFAULT_CONTRACTS]
     ids = [_sim_contract(name, CONTRACTS) for name in wanted]
     try:
         sim_config = SimConfig(seed=seed, rate=rate, contracts=tuple(ids), faults=faults)

@@ -9,7 +9,10 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import httpx
+import msgspec
 
 from actors.auth import AuthConfig
 from protocols.errors import ConfigError, GatewayError
@@ -19,10 +22,14 @@ from protocols.gateway import (
     ContractSearchResponse,
     LoginKeyRequest,
     LoginResponse,
+    RestResponse,
     decoder,
+    describe_error,
 )
 
 CONTRACT_ID_PREFIX = "CON."
+
+R = TypeVar("R", bound=RestResponse)
 
 _LOGIN = decoder(LoginResponse)
 _SEARCH = decoder(ContractSearchResponse)
@@ -52,13 +59,17 @@ async def resolve_contracts(
         base_url=auth.api_url, transport=transport, timeout=auth.request_timeout
     ) as client:
         login = LoginKeyRequest(user_name=auth.username, api_key=auth.api_key.reveal())
-        answer = await _post(client, "/api/Auth/loginKey", ENCODER.encode(login), None)
-        token = _LOGIN.decode(answer).token
-        if not token:
-            raise ConfigError("cannot look up contract symbols: the gateway refused the login")
+        path = "/api/Auth/loginKey"
+        answer = _decode(_LOGIN, path, await _post(client, path, ENCODER.encode(login), None))
+        if not answer.success or not answer.token:
+            why = describe_error(path, answer) if not answer.success else "no token"
+            raise ConfigError(f"cannot look up contract symbols: {why}")
+        path = "/api/Contract/search"
         for symbol in symbols:
             request = ENCODER.encode(ContractSearchRequest(search_text=symbol, live=False))
-            found = _SEARCH.decode(await _post(client, "/api/Contract/search", request, token))
+            found = _decode(_SEARCH, path, await _post(client, path, request, answer.token))
+            if not found.success:
+                raise ConfigError(f"cannot look up {symbol!r}: {describe_error(path, found)}")
             resolved[symbol] = _pick(symbol, found)
     return [resolved.get(name, name) for name in names]
 
@@ -67,7 +78,7 @@ def _pick(symbol: str, found: ContractSearchResponse) -> str:
     wanted = symbol.upper()
     candidates = [
         c
-        for c in found.contracts
+        for c in found.contracts or ()
         if wanted in (c.name.upper(), c.symbol_id.upper(), c.symbol_id.upper().rsplit(".", 1)[-1])
         or c.name.upper().startswith(wanted)
     ]
@@ -75,6 +86,13 @@ def _pick(symbol: str, found: ContractSearchResponse) -> str:
     if not candidates:
         raise ConfigError(f"unknown contract {symbol!r} (no match in Contract/search)")
     return candidates[0].id
+
+
+def _decode(kind: msgspec.json.Decoder[R], path: str, content: bytes) -> R:
+    try:
+        return kind.decode(content)
+    except msgspec.DecodeError:
+        raise GatewayError(f"{path} answered something that is not its JSON") from None
 
 
 async def _post(client: httpx.AsyncClient, path: str, body: bytes, token: str | None) -> bytes:

@@ -19,6 +19,7 @@ from actors.health import HealthConfig
 from actors.stats import StatsConfig
 from actors.validation import ValidationConfig
 from protocols.errors import ConfigError
+from protocols.rest import RestLimits
 from protocols.secrets import Secret
 from protocols.timeframes import parse_timeframe
 
@@ -43,8 +44,11 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """REST base URL (``/api/...`` is appended)."""
     market_hub: str = "https://rtc.topstepx.com/hubs/market"
     user_hub: str = "https://rtc.topstepx.com/hubs/user"
-    skip_negotiation: bool = False
-    """Open the websocket straight away instead of POSTing ``{hub}/negotiate`` first."""
+    skip_negotiation: bool = True
+    """Open the websocket straight away with ``access_token`` in the query (the gateway's
+    documented set-up); False POSTs ``{hub}/negotiate`` first."""
+    rest_limits: RestLimits = msgspec.field(default_factory=RestLimits)
+    """The node's REST budget: History/retrieveBars 50 per 30 s, every other call 200 per 60 s."""
     hub_timings: HubTimings = msgspec.field(default_factory=HubTimings)
     """Keepalive, server timeout (silent freeze), connect/handshake/close timeouts, frame cap."""
     accounts: list[int] = msgspec.field(default_factory=list)

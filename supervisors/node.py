@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -36,18 +36,21 @@ from actors.history import HistoryActor, HistoryConfig
 from actors.recorder import TapeRecorder
 from actors.stats import StatsActor, dynamic_limits
 from actors.validation import ValidationActor
-from protocols.errors import AuthFailed, ConfigError
+from protocols.errors import AuthFailed, ConfigError, NotReady, UnknownSeries
 from protocols.health import GetHealth, HealthReport
 from protocols.hubs import HubName, SubscribeAccount, SubscribeContract
 from protocols.messages import (
+    BackfillState,
     BarClosed,
     BarUpdated,
+    GetBackfill,
     GetBars,
     GetStats,
     QuotesAccepted,
     TrackTimeframes,
     TradesAccepted,
 )
+from protocols.rest import RestBudget
 from protocols.stats import StatsSnapshot
 from protocols.timeframes import parse_timeframe
 
@@ -153,10 +156,16 @@ def _gateway(config: NodeConfig) -> GatewayConfig:
     return config.gateway
 
 
-def _make_auth(config: NodeConfig, _: Registry, network: Network) -> Callable[[], AuthActor]:
+def _rest_budget(config: NodeConfig, registry: Registry) -> RestBudget:
+    """The node's one REST budget: every REST caller of the node waits on it."""
+    return registry.shared("rest_budget", lambda: RestBudget(_gateway(config).rest_limits))
+
+
+def _make_auth(config: NodeConfig, registry: Registry, network: Network) -> Callable[[], AuthActor]:
     auth = _gateway(config).auth()
     rng = random.Random(config.seed)
-    return lambda: AuthActor(auth, rng=rng, transport=network.transport())
+    budget = _rest_budget(config, registry)
+    return lambda: AuthActor(auth, rng=rng, transport=network.transport(), budget=budget)
 
 
 def _make_connection(
@@ -190,7 +199,9 @@ def _make_connection(
     return make
 
 
-def _make_history(config: NodeConfig, _: Registry, network: Network) -> Callable[[], HistoryActor]:
+def _make_history(
+    config: NodeConfig, registry: Registry, network: Network
+) -> Callable[[], HistoryActor]:
     history = HistoryConfig(
         contracts=list(config.contracts),
         timeframes=list(config.bars.timeframes),
@@ -198,7 +209,8 @@ def _make_history(config: NodeConfig, _: Registry, network: Network) -> Callable
         initial_bars=min(config.history_bars, config.bars.ring_size),
     )
     rng = random.Random(config.seed + 1)
-    return lambda: HistoryActor(history, transport=network.transport(), rng=rng)
+    budget = _rest_budget(config, registry)
+    return lambda: HistoryActor(history, transport=network.transport(), rng=rng, budget=budget)
 
 
 HUB_BREAKER = BreakerPolicy(backoff=Backoff(min_backoff=0.5, max_backoff=30.0, jitter=0.2))
@@ -294,6 +306,10 @@ class Node:
         self.registry = registry
         self.supervisor = supervisor
         self._streams = 0
+        self._contracts: dict[str, None] = dict.fromkeys(config.contracts)
+        self._timeframes: dict[str, None] = dict.fromkeys(
+            parse_timeframe(name).name for name in config.bars.timeframes
+        )
 
     def __repr__(self) -> str:
         return f"<Node children={self.supervisor.child_names()}>"
@@ -315,29 +331,147 @@ class Node:
         names = [parse_timeframe(name).name for name in timeframes]
         history = self.ref("history") if "history" in self.registry else None
         if names:
+            self._timeframes.update(dict.fromkeys(names))
             await self.ref("bars").tell(TrackTimeframes(names))
             if history is not None:  # their past comes from History/retrieveBars
                 await history.tell(TrackTimeframes(names))
         for contract in contracts:
+            self._contracts[contract] = None
             await self.ref("connection_market").tell(SubscribeContract(contract))
             if history is not None:
                 await history.tell(SubscribeContract(contract))
 
-    def stream_bars(self, **policy: Any) -> Subscription[BarUpdated | BarClosed]:
-        """``BarUpdated`` (forming bars and corrections) and ``BarClosed`` as they happen."""
-        return self._stream("topic.bars", "bars", **policy)
+    async def ready(self, timeout: float = 120.0) -> None:
+        """Return once both hubs are connected and subscribed and every series of every
+        contract x timeframe is back-filled from history (at once for a node without a
+        gateway). Raises ``NotReady`` naming what is not ready: at ``timeout``, or at
+        once when a back-fill failed for good (e.g. errorCode 1, ContractNotFound).
+        """
+        missing: list[str] = []
+        with anyio.move_on_after(timeout):
+            while True:
+                missing = await self._not_ready()
+                if not missing:
+                    return
+                await anyio.sleep(0.05)
+        raise NotReady(f"node not ready after {timeout:g} s: {'; '.join(missing)}")
 
-    def stream_trades(self, **policy: Any) -> Subscription[TradesAccepted]:
-        """Every validated trade, in ``TradesAccepted`` batches in arrival order."""
-        return self._stream("topic.trades", "trades", **policy)
+    async def _not_ready(self) -> list[str]:
+        missing: list[str] = []
+        if "health" in self.registry and self.config.gateway is not None:
+            report = await self.health()
+            down = [hub for hub, h in report.hubs.items() if not h.connected]
+            missing += [f"{hub} hub not connected" for hub in down]
+        if "history" in self.registry:
+            state = await self.ref("history").ask(GetBackfill(), timeout=5.0)
+            assert isinstance(state, BackfillState)
+            if state.failed:
+                failed = "; ".join(f"{series}: {why}" for series, why in state.failed.items())
+                raise NotReady(f"back-fill failed: {failed}")
+            if state.pending:
+                missing.append(f"not back-filled yet: {', '.join(state.pending)}")
+        return missing
 
-    def stream_quotes(self, **policy: Any) -> Subscription[QuotesAccepted]:
-        """Every validated quote, in ``QuotesAccepted`` batches in arrival order."""
-        return self._stream("topic.quotes", "quotes", **policy)
+    def stream_bars(
+        self,
+        *,
+        contracts: Sequence[str] | None = None,
+        timeframes: Sequence[str] | None = None,
+        **policy: Any,
+    ) -> Subscription[BarUpdated | BarClosed]:
+        """``BarUpdated`` (forming bars and corrections) and ``BarClosed`` as they happen,
+        of ``contracts`` x ``timeframes`` only if given. ``bar.source`` tells back-filled
+        bars (``"history"``) from live ones."""
+        wanted = self._check(contracts, timeframes)
+        if wanted is None:
+            return self._stream("topic.bars", "bars", **policy)
+        keep_contracts, keep_frames = wanted
+
+        def select(msg: BarUpdated | BarClosed) -> BarUpdated | BarClosed | None:
+            bar = msg.bar
+            if keep_contracts is not None and bar.contract not in keep_contracts:
+                return None
+            if keep_frames is not None and bar.timeframe not in keep_frames:
+                return None
+            return msg
+
+        return self._stream("topic.bars", "bars", select=select, **policy)
+
+    def stream_trades(
+        self, *, contracts: Sequence[str] | None = None, **policy: Any
+    ) -> Subscription[TradesAccepted]:
+        """Every validated trade (of ``contracts`` only if given), in ``TradesAccepted``
+        batches in arrival order."""
+        wanted = self._check(contracts, None)
+        if wanted is None:
+            return self._stream("topic.trades", "trades", **policy)
+        keep = wanted[0] or frozenset()
+
+        def select(msg: TradesAccepted) -> TradesAccepted | None:
+            mine = [t for t in msg.trades if t.contract in keep]
+            if len(mine) == len(msg.trades):
+                return msg
+            return TradesAccepted(mine) if mine else None
+
+        return self._stream("topic.trades", "trades", select=select, **policy)
+
+    def stream_quotes(
+        self, *, contracts: Sequence[str] | None = None, **policy: Any
+    ) -> Subscription[QuotesAccepted]:
+        """Every validated quote (of ``contracts`` only if given), in ``QuotesAccepted``
+        batches in arrival order."""
+        wanted = self._check(contracts, None)
+        if wanted is None:
+            return self._stream("topic.quotes", "quotes", **policy)
+        keep = wanted[0] or frozenset()
+
+        def select(msg: QuotesAccepted) -> QuotesAccepted | None:
+            mine = [q for q in msg.quotes if q.contract in keep]
+            if len(mine) == len(msg.quotes):
+                return msg
+            return QuotesAccepted(mine) if mine else None
+
+        return self._stream("topic.quotes", "quotes", select=select, **policy)
 
     def stream_events(self, **policy: Any) -> Subscription[Any]:
         """Supervision, breaker, connection and heartbeat events."""
         return self._stream("topic.events", "events", **policy)
+
+    def _check(
+        self, contracts: Sequence[str] | None, timeframes: Sequence[str] | None
+    ) -> tuple[frozenset[str] | None, frozenset[str] | None] | None:
+        """The filters of a stream as sets (None: everything); a name the node does not
+        know raises ``UnknownSeries`` (it would be a stream that never says anything)."""
+        if contracts is None and timeframes is None:
+            return None
+        keep_contracts = None if contracts is None else frozenset(contracts)
+        keep_frames = None
+        if isinstance(contracts, str) or isinstance(timeframes, str):
+            raise ConfigError("contracts and timeframes are lists of names, not one string")
+        if keep_contracts is not None:
+            self._known_contracts(keep_contracts)
+        if timeframes is not None:
+            keep_frames = frozenset(parse_timeframe(name).name for name in timeframes)
+            self._known_timeframes(keep_frames)
+        return keep_contracts, keep_frames
+
+    def _known_contracts(self, contracts: Iterable[str]) -> None:
+        if self.config.gateway is None:
+            return  # a node fed by a tape knows its contracts only from the tape
+        unknown = [c for c in contracts if c not in self._contracts]
+        if unknown:
+            raise UnknownSeries(
+                f"no contract {', '.join(map(repr, unknown))} in this node; "
+                f"it has {', '.join(self._contracts) or 'none'} (node.subscribe adds more)"
+            )
+
+    def _known_timeframes(self, timeframes: Iterable[str]) -> None:
+        unknown = [tf for tf in timeframes if tf not in self._timeframes]
+        if unknown:
+            raise UnknownSeries(
+                f"timeframe {', '.join(map(repr, unknown))} is not built by this node; "
+                f"it builds {', '.join(self._timeframes)} (node.subscribe adds more)"
+            )
 
     def _stream(
         self,
@@ -346,17 +480,25 @@ class Node:
         *,
         capacity: int = 1024,
         policy: OverflowPolicy = OverflowPolicy.DROP_OLDEST,
+        select: Callable[[Any], Any] | None = None,
     ) -> Subscription[Any]:
         """A subscriber's own bounded mailbox: a slow consumer never stalls the feed
         (with the default DROP_OLDEST its drops are counted in its statistics); BLOCK
         makes it lossless at the price of backpressure on the publisher."""
         self._streams += 1
         name = f"stream.{kind}.{self._streams}"
-        return self.topic(topic).subscribe(name, MailboxSpec(capacity, policy))
+        return self.topic(topic).subscribe(name, MailboxSpec(capacity, policy), select)
 
     async def bars(self, contract: str, timeframe: str, n: int = 100) -> pl.DataFrame:
-        """The last ``n`` bars of ``contract`` x ``timeframe`` (forming bar last)."""
-        frame = await self.ref("bars").ask(GetBars(contract, timeframe, n), timeout=5.0)
+        """The last ``n`` bars of ``contract`` x ``timeframe`` (forming bar last).
+
+        ``UnknownSeries`` for a contract or timeframe the node does not build
+        (``ConfigError`` for a timeframe that is not one at all).
+        """
+        self._known_contracts([contract])
+        name = parse_timeframe(timeframe).name
+        self._known_timeframes([name])
+        frame = await self.ref("bars").ask(GetBars(contract, name, n), timeout=5.0)
         assert isinstance(frame, pl.DataFrame)
         return frame
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 
@@ -19,6 +19,8 @@ from .mailbox import Mailbox, MailboxStatistics
 from .ref import MailboxRef
 from .topic import Topic
 
+T = TypeVar("T")
+
 
 class Registry:
     def __init__(self, clock: Callable[[], float] | None = None) -> None:
@@ -26,6 +28,7 @@ class Registry:
         self._mailboxes: dict[str, Mailbox[Any]] = {}
         self._topics: dict[str, Topic[Any]] = {}
         self._clock = clock
+        self._shared: dict[str, Any] = {}
         self._epoch_offset: float | None = None
         self.lost_events = 0
 
@@ -58,6 +61,17 @@ class Registry:
             return self._refs[name]
         except KeyError:
             raise KeyError(f"no actor or topic named {name!r}") from None
+
+    def shared(self, name: str, make: Callable[[], T]) -> T:
+        """The node's one ``name`` object (e.g. its REST budget), made on first use.
+
+        For the few things several actors must share by design; each such object
+        is touched only from the node's event loop and never blocks.
+        """
+        if name not in self._shared:
+            self._shared[name] = make()
+        value: T = self._shared[name]
+        return value
 
     def __contains__(self, name: str) -> bool:
         return name in self._refs

@@ -11,6 +11,7 @@ half done. With no subscribers a message is simply not wanted (counted as
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -33,6 +34,7 @@ class Topic(Generic[T]):
     def __init__(self, name: str) -> None:
         self._name = name
         self._subscribers: dict[int, Mailbox[T]] = {}
+        self._selects: dict[int, Callable[[T], T | None]] = {}  # filtered subscribers only
         self._next_id = 0
         self._published = 0
         self._unrouted = 0
@@ -45,17 +47,28 @@ class Topic(Generic[T]):
         return f"<Topic {self._name!r} subscribers={len(self._subscribers)}>"
 
     def subscribe(
-        self, name: str | None = None, spec: MailboxSpec = DEFAULT_MAILBOX
+        self,
+        name: str | None = None,
+        spec: MailboxSpec = DEFAULT_MAILBOX,
+        select: Callable[[T], T | None] | None = None,
     ) -> Subscription[T]:
-        """A new subscription: use it in a ``with`` block, or iterate it to the end."""
+        """A new subscription: use it in a ``with`` block, or iterate it to the end.
+
+        ``select`` sees each message first and returns what this subscriber gets
+        (the message, a narrowed copy of it) or None (nothing): what a subscriber
+        does not want never takes room in its mailbox.
+        """
         key = self._next_id
         self._next_id += 1
         mailbox: Mailbox[T] = Mailbox(name or f"{self._name}#{key}", spec)
         self._subscribers[key] = mailbox
+        if select is not None:
+            self._selects[key] = select
         return Subscription(self, key, mailbox)
 
     def _unsubscribe(self, key: int) -> None:
         self._subscribers.pop(key, None)
+        self._selects.pop(key, None)
 
     def close(self) -> None:
         """End every subscription: subscribers drain what is queued, then see the end."""
@@ -73,6 +86,13 @@ class Topic(Generic[T]):
             self._unrouted += 1
             await anyio.lowlevel.checkpoint()
             return
+        if self._selects:
+            for key, mailbox in list(self._subscribers.items()):
+                select = self._selects.get(key)
+                mine = msg if select is None else select(msg)
+                if mine is not None and not mailbox.closed:
+                    await mailbox.send(mine)
+            return
         for mailbox in list(self._subscribers.values()):
             if not mailbox.closed:
                 await mailbox.send(msg)
@@ -85,6 +105,13 @@ class Topic(Generic[T]):
         self._published += 1
         if not subscribers:
             self._unrouted += 1
+        if self._selects:
+            for key, mailbox in self._subscribers.items():
+                select = self._selects.get(key)
+                mine = msg if select is None else select(msg)
+                if mine is not None and not mailbox.closed:
+                    mailbox.send_nowait(mine)
+            return
         for mailbox in subscribers:
             if not mailbox.closed:
                 mailbox.send_nowait(msg)

@@ -17,6 +17,7 @@ from protocols.errors import ConfigError, MailboxClosed, MailboxFull
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
     BackfillBars,
+    BackfillStarted,
     BarClosed,
     BarUpdated,
     CountersReported,
@@ -34,6 +35,8 @@ from protocols.timeframes import BarClock, Timeframe, parse_timeframe
 
 from .book import Agg, Series, by_start, history_agg
 
+MAX_CUTS = 8  # split points kept per contract: pending cuts and the newest floors
+
 BATCH_LIMIT = 512
 LATENCY_SAMPLES = 1024
 COUNTERS = (
@@ -42,8 +45,10 @@ COUNTERS = (
     "late_beyond_ring",  # trades whose bar had left the ring: not aggregated
     "bars_closed",
     "bars_corrected",  # BarUpdated(closed=True) emitted
-    "backfill_inserted",
-    "backfill_rejected",
+    "backfill_inserted",  # history bars taken into the book (new or replacing live ones)
+    "backfill_rejected",  # history bars not aligned, not sane or outside their window
+    "backfill_stale",  # back-fills whose cut was superseded by a newer one
+    "trades_before_cut",  # trades that history had counted already: not counted again
     "unknown_messages",
 )
 
@@ -89,6 +94,7 @@ class BarsActor:
         self._grace_us = round(grace * 1_000_000)
         self._report_interval = report_interval
         self._runs: dict[str, Agg] = {}
+        self._cuts: dict[str, list[int]] = {}  # per contract: runs never straddle these
         self._touched: list[tuple[Series, Agg]] = []
         self._outbox: list[Message] = []
         self._now_us: int | None = None  # the clock as of the last Tick
@@ -123,6 +129,8 @@ class BarsActor:
                     flushes.append(msg.reply)
                 elif isinstance(msg, BackfillBars):
                     self.on_backfill(msg)
+                elif isinstance(msg, BackfillStarted):
+                    self.on_backfill_started(msg)
                 elif isinstance(msg, TrackTimeframes):
                     self.on_track(msg.timeframes)
                 elif isinstance(msg, Stop):
@@ -212,6 +220,9 @@ class BarsActor:
                 for clock in self._clocks:
                     start, end = clock.bounds(ts)
                     lo, hi = max(lo, start), min(hi, end)
+                for cut in self._cuts.get(t.contract, ()):
+                    if lo < cut < hi:
+                        lo, hi = (lo, cut) if ts < cut else (cut, hi)
                 runs[t.contract] = Agg(int(lo), int(hi), ts, price, t.volume, 1)
         self.counters["trades_aggregated"] += len(trades)
 
@@ -222,12 +233,21 @@ class BarsActor:
         self._runs.clear()
 
     def _apply(self, contract: str, run: Agg) -> None:
-        late = False
+        late = counted = False
         for clock, by_contract in zip(self._clocks, self._series, strict=True):
             series = by_contract.get(contract)
             if series is None:
                 series = by_contract[contract] = Series(contract, clock.tf.name, self._ring_size)
+            if run.start < series.floor:
+                counted = True  # history has these trades
+                continue
             start, end = clock.bounds(run.start)
+            cut = series.cut
+            if cut is not None and start < cut <= run.start:
+                tail = series.tail
+                if tail is None:
+                    tail = series.tail = Agg(start, end, run.first_ts, run.open, 0, 0)
+                tail.absorb(run)
             agg = series.forming.get(start) or series.find_closed(start)
             if agg is None:
                 ring = series.closed
@@ -239,12 +259,16 @@ class BarsActor:
                 if self._now_us is not None and end + self._grace_us <= self._now_us:
                     self._overdue = True
             agg.absorb(run)
+            if agg.source == "history":
+                agg.source = "merged"
             late = late or agg.closed
             if not agg.dirty:
                 agg.dirty = True
                 self._touched.append((series, agg))
         if late:
             self.counters["late_trades"] += run.trades
+        if counted:
+            self.counters["trades_before_cut"] += run.trades
 
     def _collect_touched(self) -> None:
         for series, agg in self._touched:
@@ -309,34 +333,91 @@ class BarsActor:
                 self._clocks.append(BarClock(tf))
                 self._series.append({})
 
-    def on_backfill(self, msg: BackfillBars) -> None:
-        """Merge history bars into the ring; a live bar on the same start wins."""
-        k = self._index.get(msg.timeframe)
-        if k is None or not isinstance(msg.contract, str) or not isinstance(msg.bars, list):
-            self.counters["backfill_rejected"] += len(msg.bars) if isinstance(msg.bars, list) else 1
-            return
-        clock = self._clocks[k]
-        series = self._series[k].get(msg.contract)
+    def on_backfill_started(self, msg: BackfillStarted) -> None:
+        """From ``msg.cut`` on, keep the live trades of each straddling bar apart (``tail``)."""
+        for name in msg.timeframes:
+            series = self._series_of(msg.contract, name)
+            if series is not None:
+                series.cut, series.tail = msg.cut, None
+        cuts = self._cuts.setdefault(msg.contract, [])
+        if msg.cut not in cuts:
+            cuts.append(msg.cut)
+            del cuts[:-MAX_CUTS]
+
+    def _series_of(self, contract: Any, timeframe: Any) -> Series | None:
+        k = self._index.get(timeframe)
+        if k is None or not isinstance(contract, str):
+            return None
+        series = self._series[k].get(contract)
         if series is None:
-            series = self._series[k][msg.contract] = Series(
-                msg.contract, msg.timeframe, self._ring_size
-            )
-        known = set(series.forming) | {agg.start for agg in series.closed}
+            series = self._series[k][contract] = Series(contract, timeframe, self._ring_size)
+        return series
+
+    def on_backfill(self, msg: BackfillBars) -> None:
+        """Make ``[since, cut)`` of the series what history says, then add the tail.
+
+        History bars replace live ones there (live bars there were built from a
+        partial view); the bar straddling the cut becomes its history part plus
+        the live trades from the cut on. Trades before the cut that arrive
+        later are not counted again (``floor``).
+        """
+        bars = msg.bars if isinstance(msg.bars, list) else []
+        series = self._series_of(msg.contract, msg.timeframe)
+        if series is None or not isinstance(msg.bars, list):
+            self.counters["backfill_rejected"] += max(1, len(bars))
+            return
+        if series.cut != msg.cut:
+            self.counters["backfill_stale"] += 1
+            return
+        self._collect_touched()  # pending updates of bars about to be replaced go first
+        clock = self._clocks[self._index[msg.timeframe]]
+        since, cut = msg.since, msg.cut
         fresh: dict[int, Agg] = {}
-        for bar in msg.bars:
+        for bar in bars:
             agg = history_agg(clock, bar)
-            if agg is None:
+            if agg is None or not since <= agg.start < cut:
                 self.counters["backfill_rejected"] += 1
-            elif agg.start not in known and agg.start not in fresh:
+            else:
                 fresh[agg.start] = agg
-        merged = sorted([*series.closed, *fresh.values()], key=by_start)[-self._ring_size :]
+        tail = series.tail
+        if tail is not None and since <= tail.start:
+            part = fresh.get(tail.start)
+            if part is None:
+                fresh[tail.start] = tail
+            else:
+                part.absorb(tail)
+                part.source = "merged"
+        series.floor = max(series.floor, cut)
+        series.cut = None
+        series.tail = None
+        for start in [s for s in series.forming if since <= s < cut]:
+            del series.forming[start]  # touched ones were told above; history replaces them
+        kept = [agg for agg in series.closed if not since <= agg.start < cut]
+        was_closed = {agg.start for agg in series.closed if since <= agg.start < cut}
+        now_us = self._now_us
+        closing: list[Agg] = []
+        for start in sorted(fresh):
+            agg = fresh[start]
+            self.counters["backfill_inserted"] += 1
+            due = agg.end <= cut or (now_us is not None and agg.end + self._grace_us <= now_us)
+            if due or start in was_closed:
+                closing.append(agg)
+            else:
+                series.forming[start] = agg
+                self._next_end = min(self._next_end, agg.end)
+                self._outbox.append(BarUpdated(series.bar(agg)))
+        ring = sorted([*kept, *closing], key=by_start)[-self._ring_size :]
         series.closed.clear()
-        series.closed.extend(merged)
-        for agg in merged:
-            if agg.start in fresh:
-                agg.closed = True
+        series.closed.extend(ring)
+        oldest = ring[0].start if ring else cut
+        for agg in closing:
+            agg.closed = True
+            if agg.start < oldest:
+                continue  # fell out of a full ring: not kept, not told
+            if agg.start in was_closed:
+                self._outbox.append(BarUpdated(series.bar(agg), closed=True))
+            else:
                 self._outbox.append(BarClosed(series.bar(agg)))
-                self.counters["backfill_inserted"] += 1
 
     def on_get_bars(self, query: GetBars) -> pl.DataFrame:
         """The last ``n`` bars, closed then forming, as a DataFrame (empty if unknown)."""

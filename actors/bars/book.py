@@ -28,6 +28,7 @@ class Agg:
         "last_ts",
         "low",
         "open",
+        "source",
         "start",
         "trades",
         "volume",
@@ -42,6 +43,13 @@ class Agg:
         self.trades = trades
         self.closed = False  # in the closed ring
         self.dirty = False  # in the batch's touched list
+        self.source = "live"  # a BarSource: live trades, gateway history, or both
+
+    def assign(self, other: Agg) -> None:
+        """Take ``other``'s numbers (a back-fill replacing this bar in place)."""
+        self.first_ts, self.last_ts = other.first_ts, other.last_ts
+        self.open, self.high, self.low, self.close = other.open, other.high, other.low, other.close
+        self.volume, self.trades, self.source = other.volume, other.trades, other.source
 
     def absorb(self, run: Agg) -> None:
         """Merge ``run``, whose trades all arrived after this aggregate's."""
@@ -59,14 +67,28 @@ class Agg:
         self.trades += run.trades
 
 
+FAR_PAST = -(1 << 62)
+
+
 class Series:
-    __slots__ = ("closed", "contract", "forming", "timeframe")
+    """The bars of one contract x timeframe, and where history takes over from live trades.
+
+    ``floor``: trades before it are in history already (a later arrival is not
+    counted again). ``cut``: a back-fill under way covers everything before it;
+    ``tail`` then aggregates the live trades from ``cut`` on that fall into the
+    bar straddling it, the part of that bar history will not have.
+    """
+
+    __slots__ = ("closed", "contract", "cut", "floor", "forming", "tail", "timeframe")
 
     def __init__(self, contract: str, timeframe: str, ring_size: int) -> None:
         self.contract = contract
         self.timeframe = timeframe
         self.forming: dict[int, Agg] = {}
         self.closed: deque[Agg] = deque(maxlen=ring_size)
+        self.floor = FAR_PAST
+        self.cut: int | None = None
+        self.tail: Agg | None = None
 
     def bar(self, agg: Agg) -> Bar:
         return Bar(
@@ -79,6 +101,7 @@ class Series:
             agg.close,
             agg.volume,
             agg.trades,
+            agg.source,  # type: ignore[arg-type]
         )
 
     def find_closed(self, start: int) -> Agg | None:
@@ -127,4 +150,5 @@ def history_agg(clock: BarClock, bar: object) -> Agg | None:
     # trade amending it later takes the close and leaves the open.
     agg = Agg(start, end, start, bar.open, bar.volume, bar.trades)
     agg.high, agg.low, agg.close = bar.high, bar.low, bar.close
+    agg.source = "history"
     return agg

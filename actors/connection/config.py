@@ -53,7 +53,7 @@ class HubConfig(HubTimings, frozen=True, kw_only=True):
 
     hub: HubName
     url: str
-    skip_negotiation: bool = False
+    skip_negotiation: bool = True
 
     def __post_init__(self) -> None:
         if self.hub not in ("market", "user"):

@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
-from typing import Any, Final
+from collections.abc import Iterable
+from typing import Any, Final, TypeAlias
 
 import anyio
 import httpx
@@ -23,10 +24,14 @@ from protocols.hubs import Connected, Disconnected, SubscribeContract
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
     BackfillBars,
+    BackfillStarted,
+    BackfillState,
     Bar,
     CountersReported,
+    GetBackfill,
     GetToken,
     RefreshToken,
+    Request,
     Stop,
     TokenIssued,
     TrackTimeframes,
@@ -35,11 +40,28 @@ from protocols.secrets import Secret, redact
 from protocols.timeframes import BarClock, Timeframe, parse_timeframe
 
 from .config import COUNTERS, UNITS, HistoryConfig
-from .window import TRANSITIONS, bar_before, initial_start, iso, to_bar
+from .window import (
+    SOURCE_FRAMES,
+    SOURCE_US,
+    SOURCES,
+    TRANSITIONS,
+    Segment,
+    Source,
+    bar_before,
+    cut_after,
+    derive,
+    first_whole_bar,
+    initial_since,
+    iso,
+    segments,
+    to_bar,
+)
 
 logger = logging.getLogger("pxnode.history")
 
 PATH: Final = "/api/History/retrieveBars"
+
+Series: TypeAlias = tuple[str, Timeframe]
 
 
 class _Failed(Exception):
@@ -71,31 +93,33 @@ class HistoryActor:
         *,
         transport: httpx.AsyncBaseTransport | None = None,
         rng: random.Random | None = None,
+        budget: rest.RestBudget | None = None,
     ) -> None:
         self._config = config
         self._transport = transport
         self._rng = rng if rng is not None else random.Random(0)
+        self._budget = budget
         self._policy = msgspec.convert(config, rest.RetryPolicy, from_attributes=True)
         self._contracts = list(dict.fromkeys(config.contracts))
         frames = {tf.name: tf for tf in map(parse_timeframe, config.timeframes)}
-        self._timeframes: list[Timeframe] = list(frames.values())
+        self._timeframes: dict[str, Timeframe] = frames
         self._hub = "unknown"
         self._down_since = 0.0  # unix time the bars may be missing from (while not "up")
-        self._initial = config.initial_bars > 0
-        self._gap_from: float | None = None
-        self._added: list[tuple[str, Timeframe]] = []  # series subscribed at run time
+        self._want: dict[Series, int] = {}  # series -> bar start history must cover from
+        self._cut: int | None = None  # µs: the current back-fill covers everything before it
+        self._done: set[Series] = set()  # back-filled at least once
+        self._failed: dict[Series, str] = {}
         self._token: Secret | None = None  # the last token used, to redact echoes of it
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
 
     def __repr__(self) -> str:
-        return f"<HistoryActor hub={self._hub} gap_from={self._gap_from}>"
+        return f"<HistoryActor hub={self._hub} want={len(self._want)} cut={self._cut}>"
 
     async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
-        refs = (ctx.ref("auth"), ctx.ref("bars"), ctx.ref("stats"))
+        auth, bars, stats = ctx.ref("auth"), ctx.ref("bars"), ctx.ref("stats")
         self._down_since = ctx.wall_time()
         self._wake = anyio.Event()
-        if self._initial:
-            self._wake.set()
+        self._wish(self._series(self._contracts, self._timeframes.values()), ctx, initial=True)
         async with (
             httpx.AsyncClient(
                 base_url=self._config.api_url,
@@ -104,53 +128,93 @@ class HistoryActor:
             ) as client,
             anyio.create_task_group() as tg,
         ):
-            tg.start_soon(self._fetch_forever, client, ctx, *refs)
+            tg.start_soon(self._fetch_forever, client, ctx, auth, bars, stats)
             ctx.report_healthy()
             async for msg in inbox:
                 if isinstance(msg, Stop):
                     break
-                self._on_message(msg, ctx)
+                await self._on_message(msg, ctx, bars)
             # A back-fill under way is abandoned: its bars would reach a node that stops.
             tg.cancel_scope.cancel()
 
     # ------------------------------------------------------------ inbox loop
 
-    def _on_message(self, msg: Any, ctx: ActorContext) -> None:
+    async def _on_message(self, msg: Any, ctx: ActorContext, bars: Ref[Any]) -> None:
         match msg:
             case Connected(hub="market"):
-                self._on_hub_event("connected", ctx)
+                await self._on_hub_event("connected", ctx, bars)
             case Disconnected(hub="market"):
-                self._on_hub_event("disconnected", ctx)
+                await self._on_hub_event("disconnected", ctx, bars)
+            case Request(body=GetBackfill(), reply=reply):
+                with contextlib.suppress(anyio.WouldBlock, PxError):
+                    reply.tell_nowait(self._state())
             case SubscribeContract(contract=contract) if isinstance(contract, str) and contract:
                 if contract not in self._contracts:
                     self._contracts.append(contract)
-                    self._add([(contract, tf) for tf in self._timeframes])
+                    await self._add(self._series([contract], self._timeframes.values()), ctx, bars)
             case TrackTimeframes(timeframes=names):
                 try:
-                    added = [parse_timeframe(name) for name in names]
+                    frames = [parse_timeframe(name) for name in names]
                 except (ConfigError, TypeError):
                     return
-                known = {tf.name for tf in self._timeframes}
-                fresh = [tf for tf in dict.fromkeys(added) if tf.name not in known]
-                self._timeframes.extend(fresh)
-                self._add([(contract, tf) for contract in self._contracts for tf in fresh])
+                fresh = {tf.name: tf for tf in frames if tf.name not in self._timeframes}
+                self._timeframes.update(fresh)
+                await self._add(self._series(self._contracts, fresh.values()), ctx, bars)
             case _:
                 pass  # topic.events carries much else; none of it is ours
 
-    def _add(self, series: list[tuple[str, Timeframe]]) -> None:
-        """Series subscribed at run time get their own start-up back-fill."""
-        if series and self._config.initial_bars > 0:
-            self._added.extend(series)
-            self._wake.set()
+    def _series(self, contracts: list[str], frames: Iterable[Timeframe]) -> list[Series]:
+        return [(contract, tf) for contract in contracts for tf in frames]
 
-    def _on_hub_event(self, event: str, ctx: ActorContext) -> None:
+    def _wish(
+        self, series: list[Series], ctx: ActorContext, *, initial: bool = False, since: float = 0
+    ) -> None:
+        """History must cover ``series`` from their start-up window, or from ``since``."""
+        now_us = round(ctx.wall_time() * 1_000_000)
+        config = self._config
+        for key in series:
+            tf = key[1]
+            if initial and config.initial_bars > 0:
+                start = initial_since(tf, now_us, config.initial_bars, config.min_lookback)
+            else:
+                start = bar_before(tf, round((since or ctx.wall_time()) * 1_000_000))
+            self._want[key] = min(self._want.get(key, start), start)
+
+    async def _add(self, series: list[Series], ctx: ActorContext, bars: Ref[Any]) -> None:
+        """Series subscribed at run time get their own start-up back-fill."""
+        if series:
+            self._wish(series, ctx, initial=True)
+            if self._hub == "up":  # else the next Connected cuts
+                await self._new_cut(ctx, bars)
+
+    async def _on_hub_event(self, event: str, ctx: ActorContext, bars: Ref[Any]) -> None:
         self._hub, action = TRANSITIONS[self._hub, event]
         if action == "mark":
             self._down_since = ctx.wall_time()
         elif action == "gap":
-            since = self._down_since
-            self._gap_from = since if self._gap_from is None else min(self._gap_from, since)
-            self._wake.set()
+            self.counters["gaps"] += 1
+            series = self._series(self._contracts, self._timeframes.values())
+            self._wish(series, ctx, since=self._down_since)
+            await self._new_cut(ctx, bars)
+
+    async def _new_cut(self, ctx: ActorContext, bars: Ref[Any]) -> None:
+        """Every pending series is now filled up to a new cut; bars keeps the live part apart."""
+        cut = cut_after(round(ctx.wall_time() * 1_000_000), self._config.cut_margin)
+        self._cut = cut
+        self.counters["cuts"] += 1
+        by_contract: dict[str, list[str]] = {}
+        for contract, tf in self._want:
+            by_contract.setdefault(contract, []).append(tf.name)
+        for contract, names in by_contract.items():
+            await bars.tell(BackfillStarted(contract, names, cut))
+        self._wake.set()
+
+    def _state(self) -> BackfillState:
+        every = self._series(self._contracts, self._timeframes.values())
+        return BackfillState(
+            pending=[_label(key) for key in every if key not in self._done],
+            failed={_label(key): why for key, why in self._failed.items()},
+        )
 
     # --------------------------------------------------------------- fetcher
 
@@ -165,85 +229,139 @@ class HistoryActor:
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
-            initial, self._initial = self._initial, False
-            gap_from, self._gap_from = self._gap_from, None
-            added, self._added = self._added, []
-            if initial:
-                logger.info("initial back-fill: last %d bars", self._config.initial_bars)
-                await self._backfill(client, ctx, auth, bars, stats, None)
-            elif added:
-                await self._backfill(client, ctx, auth, bars, stats, None, added)
-            if gap_from is not None:
-                self.counters["gaps"] += 1
-                logger.info("back-filling a gap of %.1f s", ctx.wall_time() - gap_from)
-                await self._backfill(client, ctx, auth, bars, stats, gap_from)
+            while self._want and self._cut is not None:
+                cut = self._cut
+                wait = cut / 1e6 + self._config.settle - ctx.wall_time()
+                if wait > 0:  # the gateway's bars before the cut are final only then
+                    await anyio.sleep(wait)
+                if cut == self._cut:
+                    await self._round(client, cut, auth, bars, stats)
 
-    async def _backfill(
+    async def _round(
+        self, client: httpx.AsyncClient, cut: int, auth: Ref[Any], bars: Ref[Any], stats: Ref[Any]
+    ) -> None:
+        """Back-fill every wanted series up to ``cut``: one request per contract and source.
+
+        Sources go shortest first, and each timeframe is told as soon as its
+        sources are in, so 1min series are ready before 1day ones. A new cut
+        (a reconnect, a new subscription) abandons the round; the next one
+        starts over with everything still wanted.
+        """
+        want = dict(self._want)
+        plans = {key: segments(key[1], since, cut) for key, since in want.items()}
+        fetched: dict[tuple[str, Source], _Fetched | str] = {}
+        told: set[Series] = set()
+        for source in SOURCES:
+            for contract in dict.fromkeys(contract for contract, _ in want):
+                windows = [
+                    (lo, hi)
+                    for key, parts in plans.items()
+                    if key[0] == contract
+                    for src, lo, hi in parts
+                    if src == source
+                ]
+                if not windows:
+                    continue
+                if self._cut != cut:
+                    return
+                fetched[contract, source] = await self._fetch(
+                    client, auth, contract, source, windows
+                )
+                self._report(stats)
+            for key, parts in plans.items():
+                if key in told or any((key[0], src) not in fetched for src, _, _ in parts):
+                    continue
+                told.add(key)
+                if self._cut != cut:
+                    return
+                await self._tell(key, parts, want[key], cut, fetched, bars)
+
+    async def _tell(
+        self,
+        key: Series,
+        parts: list[Segment],
+        since: int,
+        cut: int,
+        fetched: dict[tuple[str, Source], _Fetched | str],
+        bars: Ref[Any],
+    ) -> None:
+        contract, tf = key
+        results = [fetched[contract, src] for src, _, _ in parts]
+        failure = next((r for r in results if isinstance(r, str)), None)
+        if failure is not None:
+            message = BackfillBars(contract, tf.name, [], since=cut, cut=cut)
+        else:
+            # The oldest segment decides where whole bars begin (a truncated answer begins late).
+            oldest = fetched[contract, parts[0][0]] if parts else None
+            begin = max(since, oldest.begin) if isinstance(oldest, _Fetched) else since
+            complete_from = first_whole_bar(tf, begin)
+            rows = {
+                src: r.rows
+                for src, r in zip([p[0] for p in parts], results, strict=True)
+                if isinstance(r, _Fetched)
+            }
+            derived = derive(contract, tf, parts, rows, complete_from)
+            message = BackfillBars(contract, tf.name, derived, since=complete_from, cut=cut)
+        await bars.tell(message)
+        self.counters["backfills"] += 1
+        if self._cut == cut and self._want.get(key) == since:
+            del self._want[key]  # else a newer cut or an earlier gap asks again
+            if failure is None:
+                self._done.add(key)
+                self._failed.pop(key, None)
+            else:
+                self._failed[key] = failure
+
+    async def _fetch(
         self,
         client: httpx.AsyncClient,
-        ctx: ActorContext,
         auth: Ref[Any],
-        bars: Ref[Any],
-        stats: Ref[Any],
-        gap_from: float | None,
-        series: list[tuple[str, Timeframe]] | None = None,
-    ) -> None:
-        """One request per contract x timeframe (or per given series): start-up window or gap."""
-        config = self._config
-        if series is None:
-            series = [(contract, tf) for contract in self._contracts for tf in self._timeframes]
-        for contract, tf in series:
-            now_us = round(ctx.wall_time() * 1_000_000)
-            if gap_from is None:
-                start_us = initial_start(tf, now_us, config.initial_bars, config.min_lookback)
-                limit = config.initial_bars
-            else:
-                gap_us = round(gap_from * 1_000_000)
-                start_us, limit = bar_before(tf, gap_us), config.max_bars
-            request = gw.RetrieveBarsRequest(
-                contract_id=contract,
-                live=config.live,
-                start_time=iso(start_us),
-                end_time=iso(now_us),
-                unit=UNITS[tf.unit],
-                unit_number=tf.n,
-                limit=limit,
-                include_partial_bar=False,
-            )
-            try:
-                answer = await self._retrieve(client, auth, gw.ENCODER.encode(request))
-            except _Failed as exc:
-                self.counters[f"failures_{exc.kind}"] += 1
-                logger.warning("no history for %s %s: %s", contract, tf.name, exc)
-            else:
-                got = self._convert(contract, tf, answer, start_us, now_us)
-                if gap_from is not None and len(answer) >= limit:
-                    self.counters["truncated"] += 1
-                    logger.warning(
-                        "gap of %s %s exceeds %d bars: older bars stay missing",
-                        contract,
-                        tf.name,
-                        limit,
-                    )
-                if got:
-                    await bars.tell(BackfillBars(contract, tf.name, got))
-                    self.counters["backfills"] += 1
-            self._report(stats)
-
-    def _convert(
-        self, contract: str, tf: Timeframe, items: list[Any], start_us: int, end_us: int
-    ) -> list[Bar]:
-        """History bars (newest first) as ``Bar``s oldest first; rejects are counted by reason."""
-        clock = BarClock(tf)
-        good: list[Bar] = []
-        for item in items:
-            bar = to_bar(contract, tf, clock, item, (start_us, end_us))
+        contract: str,
+        source: Source,
+        windows: list[tuple[int, int]],
+    ) -> _Fetched | str:
+        """The source bars of ``contract`` over the union of ``windows``, or why there are none."""
+        lo, hi = min(w[0] for w in windows), max(w[1] for w in windows)
+        step = SOURCE_US[source]
+        limit = min(self._config.max_bars, -(-(hi - lo) // step))
+        frame = SOURCE_FRAMES[source]
+        request = gw.RetrieveBarsRequest(
+            contract_id=contract,
+            live=self._config.live,
+            start_time=iso(lo),
+            end_time=iso(hi),
+            unit=UNITS[frame.unit],
+            unit_number=1,
+            limit=limit,
+            include_partial_bar=False,
+        )
+        try:
+            answer = await self._retrieve(client, auth, gw.ENCODER.encode(request))
+        except _Failed as exc:
+            self.counters[f"failures_{exc.kind}"] += 1
+            logger.warning("no %s history for %s: %s", frame.name, contract, exc)
+            return f"{frame.name} history: {exc}"
+        clock = BarClock(frame)
+        rows: list[Bar] = []
+        for item in answer:
+            bar = to_bar(contract, frame, clock, item, (lo, hi))
             if isinstance(bar, Bar):
-                good.append(bar)
+                rows.append(bar)
             else:
                 self.counters[f"bars_rejected_{bar}"] += 1
-        good.sort(key=_start)
-        return good
+        rows.sort(key=_start)
+        begin = lo
+        if len(answer) >= limit and limit < -(-(hi - lo) // step):
+            self.counters["truncated"] += 1
+            begin = rows[0].start if rows else hi
+            logger.warning(
+                "%s history of %s reaches back only to %s (max_bars %d)",
+                frame.name,
+                contract,
+                iso(begin),
+                limit,
+            )
+        return _Fetched(rows, begin)
 
     def _report(self, stats: Ref[Any]) -> None:
         # Counters are cumulative, so a report lost to a full mailbox loses no count.
@@ -296,7 +414,9 @@ class HistoryActor:
     async def _attempt(self, client: httpx.AsyncClient, body: bytes, token: Secret) -> list[Any]:
         self.counters["requests"] += 1
         try:
-            response = await rest.post_json(client, PATH, body, self._policy, bearer=token)
+            response = await rest.post_json(
+                client, PATH, body, self._policy, bearer=token, budget=self._budget
+            )
         except GatewayError as exc:  # a request that cannot be made: repeating won't help
             raise _Failed("malformed", str(exc)) from None
         status = response.status_code
@@ -319,9 +439,8 @@ class HistoryActor:
         except msgspec.DecodeError:
             raise _Failed("malformed", "answer is not JSON") from None
         if not answer.success:
-            detail = self._redact(answer.error_message or "")[:200]
-            raise _Failed("rejected", f"errorCode {answer.error_code} ({detail})")
-        items: list[Any] = answer.bars
+            raise _Failed("rejected", gw.describe_error(PATH, answer, self._redact))
+        items: list[Any] = answer.bars or []
         self.counters["bars_received"] += len(items)
         return items
 
@@ -331,3 +450,17 @@ class HistoryActor:
 
 def _start(bar: Bar) -> int:
     return bar.start
+
+
+def _label(key: Series) -> str:
+    return f"{key[0]} {key[1].name}"
+
+
+class _Fetched:
+    """A source's bars, oldest first; whole bars can be made from ``begin`` on."""
+
+    __slots__ = ("begin", "rows")
+
+    def __init__(self, rows: list[Bar], begin: int) -> None:
+        self.rows = rows
+        self.begin = begin

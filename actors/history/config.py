@@ -50,8 +50,9 @@ COUNTERS: Final = (
     "requests",  # HTTP requests sent, retries included
     "bars_received",  # history bars in answers, before rejections
     "backfills",  # BackfillBars told to the bars actor
-    "gaps",  # gap back-fills started (coalesced)
-    "truncated",  # gap answers that hit max_bars: older bars of the gap are missing
+    "gaps",  # gaps of the market hub to fill in (coalesced while waiting)
+    "cuts",  # BackfillStarted rounds: a new cut for every pending series
+    "truncated",  # answers that hit max_bars: the oldest bars asked for stay missing
     *(f"failures_{kind}" for kind in FAILURES),
     *(f"bars_rejected_{reason}" for reason in REJECTS),
 )
@@ -60,10 +61,14 @@ COUNTERS: Final = (
 class HistoryConfig(msgspec.Struct, frozen=True, kw_only=True):
     """What to back-fill and how hard to try; invalid values raise ``ConfigError``.
 
-    ``contracts`` are contract ids; ``timeframes`` DESIGN names (``"1min"``,
+    ``contracts`` are contract ids; ``timeframes`` pxnode names (``"1min"``,
     ``"4hr"``), the same the bars actor builds. ``initial_bars`` bars per
-    contract x timeframe are fetched at start (0: none); ``max_bars`` is the gateway's
-    limit per request (20000 for ProjectX), the most a gap can recover.
+    contract x timeframe are fetched at start (0: only the bars the node is in);
+    ``max_bars`` is the gateway's limit per request (20000 for ProjectX).
+    ``cut_margin``: the cut is put at least this far ahead of the moment the
+    market hub is up (live trades surely flow from it on, even from a clock a
+    few seconds ahead); ``settle``: the requests wait this long after the cut,
+    so that the gateway's last bars before it are final.
     ``min_lookback`` (seconds) is how far back the start-up request reaches at
     least, so that the last bars are found across a long weekend. ``live`` is
     the gateway's flag (live rather than simulated-account data).
@@ -89,6 +94,8 @@ class HistoryConfig(msgspec.Struct, frozen=True, kw_only=True):
     backoff_max: float = 30.0
     backoff_jitter: float = 0.1
     retry_after_max: float = 120.0
+    cut_margin: float = 6.0
+    settle: float = 2.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.contracts, list) or not self.contracts:
@@ -101,8 +108,8 @@ class HistoryConfig(msgspec.Struct, frozen=True, kw_only=True):
             parse_timeframe(text)
         if not self.api_url.startswith(("http://", "https://")):
             raise ConfigError(f"history: api_url must be an http(s) URL, got {self.api_url!r}")
-        if not 1 <= self.max_bars <= 1_000_000:
-            raise ConfigError(f"history: max_bars must be in 1..1000000, got {self.max_bars}")
+        if not 60 <= self.max_bars <= 1_000_000:
+            raise ConfigError(f"history: max_bars must be in 60..1000000, got {self.max_bars}")
         if not 0 <= self.initial_bars <= self.max_bars:
             raise ConfigError(
                 f"history: initial_bars must be in 0..max_bars ({self.max_bars}), "
@@ -110,7 +117,7 @@ class HistoryConfig(msgspec.Struct, frozen=True, kw_only=True):
             )
         if not 1 <= self.max_attempts <= 100:
             raise ConfigError(f"history: max_attempts must be in 1..100, got {self.max_attempts}")
-        for name in ("min_lookback", "retry_after_max"):
+        for name in ("min_lookback", "retry_after_max", "cut_margin", "settle"):
             value = getattr(self, name)
             if not (math.isfinite(value) and value >= 0):
                 raise ConfigError(f"history: {name} must be a finite number >= 0, got {value!r}")

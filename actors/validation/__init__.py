@@ -26,8 +26,9 @@ is counted under ``frames_*`` and skipped.
 Value rules: a price is a JSON number (not a bool), finite and > 0; a volume
 is a JSON *integer* (``1.0`` is not one) that fits in int64 -- trades need
 >= 1, quote/depth volumes >= 0; a side (trade ``type``) that is not an integer
-is kept as -1 rather than dropping a good print; a depth ``type`` must be an
-integer >= 0 (a level without a side cannot be placed).
+is kept as -1 rather than dropping a good print; a depth ``type`` must be a
+``DomType`` (0..11). A Reset (6) clears the book: its price and volumes mean
+nothing (0 or null at the gateway) and are passed on as 0.
 
 Time rules: every time is an integer of microseconds since the epoch, so the
 thresholds are exact: exactly ``max_future``, ``max_age`` or ``stale_after``

@@ -17,7 +17,7 @@ import anyio
 import msgspec
 
 from protocols.errors import MailboxClosed, MailboxFull
-from protocols.gateway import DEPTH_ARGS, QUOTE_ARGS, TRADE_ARGS
+from protocols.gateway import DEPTH_ARGS, QUOTE_ARGS, TRADE_ARGS, DomType
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
     ContractSummary,
@@ -44,6 +44,8 @@ T = TypeVar("T")
 
 I64_MAX = 2**63 - 1
 _INF = math.inf
+_RESET = int(DomType.RESET)
+_DOM_MAX = max(DomType)
 _USER_TARGETS = frozenset(
     {"GatewayUserAccount", "GatewayUserOrder", "GatewayUserPosition", "GatewayUserTrade"}
 )
@@ -341,11 +343,17 @@ class ValidationActor:
         newest = self._depth_newest.get(contract)
         for item in items:
             stamp: int | str
-            if not 0.0 < item.price < _INF:
+            if item.type == _RESET:  # clears the book: its price and volumes mean nothing
+                stamp = self._stamp("depth", item.timestamp, received_us, newest)
+                if isinstance(stamp, int):
+                    newest = stamp if newest is None else max(newest, stamp)
+                    levels.append(DepthLevel(stamp, _RESET, 0.0, 0, 0))
+                    continue
+            elif not 0.0 < item.price < _INF:
                 stamp = "depth_rejected.price"
             elif not (0 <= item.volume <= I64_MAX and 0 <= item.current_volume <= I64_MAX):
                 stamp = "depth_rejected.volume"
-            elif item.type < 0:
+            elif not 0 <= item.type <= _DOM_MAX:
                 stamp = "depth_rejected.type"
             else:
                 stamp = self._stamp("depth", item.timestamp, received_us, newest)

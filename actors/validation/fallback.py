@@ -20,7 +20,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any, TypeVar
 
-from protocols.gateway import DepthItem, QuoteItem, TradeItem
+from protocols.gateway import DepthItem, DomType, QuoteItem, TradeItem
 
 T = TypeVar("T")
 
@@ -113,6 +113,9 @@ def sanitised_quote(raw: dict[str, Any]) -> QuoteItem:
 
 
 def sanitised_depth(raw: dict[str, Any]) -> DepthItem:
+    kind = _count(raw.get("type"))
+    if kind == DomType.RESET:  # price and volumes mean nothing (0 or null)
+        return DepthItem(_text(raw.get("timestamp")), kind, 0.0, 0, 0)
     return DepthItem(
         timestamp=_text(raw.get("timestamp")),
         type=_count(raw.get("type")),

@@ -7,8 +7,9 @@ import math
 import msgspec
 
 from protocols.errors import ConfigError
+from protocols.rest import RestLimits
 from pxnode.sim.faults import parse_faults
-from pxnode.sim.market import CONTRACTS
+from pxnode.sim.market import CONTRACTS, DEFAULT_CONTRACTS
 
 
 def _demo_credentials() -> dict[str, str]:
@@ -22,13 +23,15 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True):
     the package docstring); ``credentials`` maps user names to API keys and never
     shows up in a repr. ``tick`` is how often the market is advanced and fanned out:
     events due in one tick leave in one websocket message per connection.
+    ``contracts`` may name any of ``CONTRACTS`` (the default is the four of
+    ``DEFAULT_CONTRACTS``).
     """
 
     host: str = "127.0.0.1"
     port: int = 0
     seed: int = 1
     rate: float = 200.0
-    contracts: tuple[str, ...] = tuple(CONTRACTS)
+    contracts: tuple[str, ...] = tuple(spec.id for spec in DEFAULT_CONTRACTS)
     faults: str = ""
     credentials: dict[str, str] = msgspec.field(default_factory=_demo_credentials)
     token_ttl: float = 24 * 3600.0
@@ -37,6 +40,8 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_message_size: int = 1 << 20
     tick: float = 0.02
     history_hours: float = 6.0
+    rest_limits: RestLimits = msgspec.field(default_factory=RestLimits)
+    """The gateway's REST rate limits, answered with HTTP 429 beyond them."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -17,7 +17,16 @@ back-fill lines up with live bars). Rows come from two sources:
 A bar straddling the start simply aggregates rows of both. Bars are those whose
 start lies in ``[startTime, endTime)``, each aggregated over its whole interval;
 a bar whose interval has not ended at ``now`` is partial. Newest first, at most
-``limit`` (capped at ``MAX_BARS``).
+``limit`` (1..``MAX_BARS``), the newest kept.
+
+Alignment is the gateway's, not pxnode's: every bar starts at floor(UTC time,
+its length) for seconds, minutes and hours (so a 4hr bar starts at 00:00,
+04:00, … UTC, not at 17:00 Chicago), a day at 00:00 UTC, a week on Sunday
+00:00 UTC, a month on the 1st 00:00 UTC. A client that took these for
+exchange-session bars would be wrong, as it would be against the real gateway.
+Failures are answered the gateway's way: ``success: false``, its
+RetrieveBarErrorCode (1 ContractNotFound, 2 UnitInvalid, 3 UnitNumberInvalid,
+4 LimitInvalid), ``errorMessage: null`` and ``bars: null``.
 """
 
 from __future__ import annotations
@@ -25,15 +34,22 @@ from __future__ import annotations
 import random
 from array import array
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Final, TypeAlias
 
 from protocols.gateway import BarUnit, HistoryBar, RetrieveBarsRequest, RetrieveBarsResponse
-from protocols.timeframes import BarClock, Timeframe
+from protocols.timeframes import Timeframe
 from pxnode.sim.market import ContractSpec, MarketSim, iso, parse_time
 
 MAX_BARS: Final = 20_000
 SYNTHETIC_DAYS: Final = 30
-ERROR_INVALID: Final = 1  # errorCode of a request the gateway refuses
+CONTRACT_NOT_FOUND: Final = 1  # RetrieveBarErrorCode
+UNIT_INVALID: Final = 2
+UNIT_NUMBER_INVALID: Final = 3
+LIMIT_INVALID: Final = 4
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US: Final = timedelta(microseconds=1)
+_STEP_US: Final = {"sec": 1_000_000, "min": 60_000_000, "hr": 3_600_000_000}
 
 _UNITS: Final = {
     BarUnit.SECOND: ("sec", 3600),
@@ -46,8 +62,14 @@ _UNITS: Final = {
 Row: TypeAlias = tuple[int, float, float, float, float, int]
 
 
+class _Refused(ValueError):
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
 def timeframe(unit: int, number: int) -> Timeframe:
-    """The frame of ``unitNumber`` times ``unit``; ``ValueError`` for ones bars cannot tile.
+    """The frame of ``unitNumber`` times ``unit``; ``_Refused`` with the gateway's code.
 
     Seconds and minutes take any count up to an hour; hours must divide a day;
     days, weeks and months come one at a time.
@@ -55,10 +77,29 @@ def timeframe(unit: int, number: int) -> Timeframe:
     try:
         name, most = _UNITS[BarUnit(unit)]
     except ValueError:
-        raise ValueError(f"unit must be 1..6, got {unit}") from None
+        raise _Refused(UNIT_INVALID) from None
     if not 1 <= number <= most or (name == "hr" and 24 % number):
-        raise ValueError(f"unitNumber {number} is not supported for unit {name}")
+        raise _Refused(UNIT_NUMBER_INVALID)
     return Timeframe(f"{number}{name}", name, number)  # type: ignore[arg-type]
+
+
+def gateway_bounds(tf: Timeframe, ts_us: int) -> tuple[int, int]:
+    """``(start, end)`` µs of the gateway's bar of ``tf`` around ``ts_us`` (UTC alignment)."""
+    step = _STEP_US.get(tf.unit)
+    if step is not None:
+        step *= tf.n
+        start = ts_us - ts_us % step
+        return start, start + step
+    day = (_EPOCH + ts_us * _ONE_US).replace(hour=0, minute=0, second=0, microsecond=0)
+    if tf.unit == "day":
+        first, last = day, day + timedelta(days=1)
+    elif tf.unit == "week":
+        first = day - timedelta(days=(day.weekday() + 1) % 7)  # the Sunday on or before
+        last = first + timedelta(days=7)
+    else:
+        first = day.replace(day=1)
+        last = (first + timedelta(days=32)).replace(day=1)
+    return (first - _EPOCH) // _ONE_US, (last - _EPOCH) // _ONE_US
 
 
 class SyntheticHistory:
@@ -128,8 +169,8 @@ def _sim_rows(sim: MarketSim, contract: str, lo_s: int, hi_s: int) -> Iterator[R
         yield bars.secs[i], bars.o[i], bars.h[i], bars.l[i], bars.c[i], bars.v[i]
 
 
-def _fail(message: str) -> RetrieveBarsResponse:
-    return RetrieveBarsResponse(success=False, error_code=ERROR_INVALID, error_message=message)
+def _fail(code: int) -> RetrieveBarsResponse:
+    return RetrieveBarsResponse(success=False, error_code=code, error_message=None, bars=None)
 
 
 def retrieve_bars(
@@ -137,21 +178,20 @@ def retrieve_bars(
 ) -> RetrieveBarsResponse:
     """Answer one History/retrieveBars request at wall time ``now`` (unix seconds)."""
     if request.contract_id not in sim:
-        return _fail(f"contract {request.contract_id!r} not found")
+        return _fail(CONTRACT_NOT_FOUND)
     try:
         tf = timeframe(request.unit, request.unit_number)
+    except _Refused as exc:
+        return _fail(exc.code)
+    if not 1 <= request.limit <= MAX_BARS:
+        return _fail(LIMIT_INVALID)
+    try:
         lo_us, hi_us = parse_time(request.start_time), parse_time(request.end_time)
-    except (ValueError, OverflowError) as exc:
-        return _fail(str(exc))
-    if request.limit < 1:
-        return _fail("limit must be at least 1")
+        top = gateway_bounds(tf, hi_us - 1)[1]  # rows up to the end of the last bar in range
+    except (ValueError, OverflowError):
+        return RetrieveBarsResponse(bars=[])
     if hi_us <= lo_us:
         return RetrieveBarsResponse(bars=[])
-    clock = BarClock(tf)
-    try:
-        top = clock.bounds(hi_us - 1)[1]  # rows up to the end of the last bar in range
-    except ValueError as exc:
-        return _fail(str(exc))
     lo_s, top_s = -(-lo_us // 1_000_000), -(-top // 1_000_000)
     start_s = int(sim.start)
     rows: list[Row] = []
@@ -171,7 +211,7 @@ def retrieve_bars(
             )
 
     for sec, o, h, low, c, v in rows:
-        start, end = clock.bounds(sec * 1_000_000)
+        start, end = gateway_bounds(tf, sec * 1_000_000)
         if current and current[0] == start:
             current[3] = max(current[3], h)
             current[4] = min(current[4], low)
@@ -184,4 +224,4 @@ def retrieve_bars(
     if current:
         flush()
     bars.reverse()
-    return RetrieveBarsResponse(bars=bars[: min(request.limit, MAX_BARS)])
+    return RetrieveBarsResponse(bars=bars[: request.limit])

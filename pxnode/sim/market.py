@@ -48,6 +48,7 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 # DomType of ProjectX depth items.
 DOM_ASK, DOM_BID, DOM_BEST_ASK, DOM_BEST_BID, DOM_TRADE = 1, 2, 3, 4, 5
+DOM_RESET, DOM_LOW, DOM_HIGH, DOM_NEW_BEST_BID, DOM_NEW_BEST_ASK, DOM_FILL = 6, 7, 8, 9, 10, 11
 BUY, SELL = 0, 1
 LEVELS: Final = 10
 """Depth price levels per side."""
@@ -89,7 +90,20 @@ DEFAULT_CONTRACTS: Final = (
         "F.US.GCE", 0.1, 10.0, 4000.0, weight=1.0,
     ),
 )  # fmt: skip
-CONTRACTS: Final = {spec.id: spec for spec in DEFAULT_CONTRACTS}
+MORE_CONTRACTS: Final = tuple(
+    ContractSpec(f"CON.F.US.{root}.Z25", f"{root}Z5", f"{root}: December 2025",
+                 f"F.US.{root}", tick, value, price)
+    for root, tick, value, price in (
+        ("MES", 0.25, 1.25, 6000.0), ("M2K", 0.1, 0.5, 2400.0), ("RTY", 0.1, 5.0, 2400.0),
+        ("YM", 1.0, 5.0, 47000.0), ("MYM", 1.0, 0.5, 47000.0), ("CLE", 0.01, 10.0, 60.0),
+        ("MCLE", 0.01, 1.0, 60.0), ("NGE", 0.001, 10.0, 4.5), ("SIE", 0.005, 25.0, 50.0),
+        ("CPE", 0.0005, 12.5, 5.0), ("ZB", 0.03125, 31.25, 117.0), ("ZN", 0.015625, 15.625, 112.0),
+        ("6E", 0.00005, 6.25, 1.16), ("6J", 0.0000005, 6.25, 0.0065), ("MGC", 0.1, 1.0, 4000.0),
+        ("HE", 0.025, 10.0, 80.0),
+    )
+)  # fmt: skip
+"""Known to the sim (``SimConfig.contracts`` may name them) but not served by default."""
+CONTRACTS: Final = {spec.id: spec for spec in (*DEFAULT_CONTRACTS, *MORE_CONTRACTS)}
 
 DEFAULT_START: Final = 1_764_000_000.0
 """2025-11-24T16:00:00Z, a Monday: the start of a sim that is given no clock."""
@@ -242,11 +256,12 @@ class _Book:
         return changed
 
     def ladder(self) -> list[DepthItem]:
-        """The whole book as depth items: asks high to low, bids high to low, then the touch."""
+        """The whole book as depth items: a Reset, asks high to low, bids high to low, the touch."""
         if not self.bids:
             return []
         stamp, price = self.stamp, self.price
         items = [DepthItem(stamp, DOM_ASK, price(t), n, n) for t, n in sorted(self.asks.items())]
+        items.append(DepthItem(stamp, DOM_RESET, 0.0, 0, 0))  # reversed below: the Reset leads
         items.reverse()
         items += [
             DepthItem(stamp, DOM_BID, price(t), n, n)
@@ -367,6 +382,7 @@ class MarketSim:
         step = 1 if side == BUY else -1
         stamp = iso(ts)
         spec, sec, tape, seconds = book.spec, ts // 1_000_000, book.tape, book.seconds
+        high, low, first, top = book.high, book.low, ticks, book.top
         items: list[TradeItem] = []
         total = 0
         while True:
@@ -393,9 +409,19 @@ class MarketSim:
         bid_size, ask_size = rng.randint(1, 60), rng.randint(1, 60)
         book.quote = self._quote(book, stamp, bid, ask)
         levels = [DepthItem(stamp, DOM_TRADE, book.price(ticks), total, total)]
+        if ticks != first:  # a sweep: its fill at the far price
+            levels.append(DepthItem(stamp, DOM_FILL, book.price(ticks), volume, volume))
+        if book.high > high:
+            levels.append(DepthItem(stamp, DOM_HIGH, book.price(book.high), 0, 0))
+        if book.low < low:
+            levels.append(DepthItem(stamp, DOM_LOW, book.price(book.low), 0, 0))
         levels += book.restack(stamp, rng, (bid_size, ask_size))
-        levels.append(DepthItem(stamp, DOM_BEST_BID, bid, bid_size, bid_size))
-        levels.append(DepthItem(stamp, DOM_BEST_ASK, ask, ask_size, ask_size))
+        moved = book.top != top
+        best_bid, best_ask = (
+            (DOM_NEW_BEST_BID, DOM_NEW_BEST_ASK) if moved else (DOM_BEST_BID, DOM_BEST_ASK)
+        )
+        levels.append(DepthItem(stamp, best_bid, bid, bid_size, bid_size))
+        levels.append(DepthItem(stamp, best_ask, ask, ask_size, ask_size))
         out.append(TradesEmitted(spec.id, ts, items))
         out.append(QuoteEmitted(spec.id, ts, book.quote))
         out.append(DepthEmitted(spec.id, ts, levels))

@@ -5,16 +5,20 @@ knows nothing of sockets; the server adapts it to h11 and tests drive it through
 ``mock_transport`` (an ``httpx.MockTransport``). It also answers the SignalR
 negotiate POSTs, because negotiate is plain HTTP and shares the bearer rules.
 
-Like the real gateway, a refused login is HTTP 200 with ``success: false``;
-only a missing or bad bearer token is HTTP 401. Bodies that do not decode into
-the endpoint's request type get HTTP 400 with ``success: false``.
+Like the real gateway, a refused login is HTTP 200 with ``success: false``,
+the endpoint's own error code and ``errorMessage: null``; only a missing or bad
+bearer token is HTTP 401. Bodies that do not decode into the endpoint's request
+type (a required field missing, such as ``startTimestamp`` of Order/search and
+Trade/search) get HTTP 400. More than the gateway's rate limits allow (50
+History/retrieveBars per 30 s, 200 other calls per 60 s, sliding windows) get
+HTTP 429 without a Retry-After header, as the gateway does.
 """
 
 from __future__ import annotations
 
 import base64
 import random
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeAlias
 from urllib.parse import parse_qs
@@ -23,6 +27,7 @@ import httpx
 import msgspec
 
 from protocols import gateway as gw
+from protocols.rest import HISTORY_PREFIX, RateLimit, RestLimits
 from pxnode.sim.account import DemoAccounts, mark
 from pxnode.sim.history import SyntheticHistory, retrieve_bars
 from pxnode.sim.market import MarketSim, parse_time
@@ -34,7 +39,7 @@ Handler: TypeAlias = Callable[[Any, Claims | None], gw.RestResponse]
 
 HUBS: Final = ("market", "user")
 ERROR_INVALID_CREDENTIALS: Final = 3  # ProjectX LoginErrorCode.InvalidCredentials
-ERROR_NOT_FOUND: Final = 1
+ERROR_NOT_FOUND: Final = 1  # ContractNotFound (searchById), AccountNotFound (account searches)
 MAX_BODY: Final = 1 << 20
 _MAX_NEGOTIATIONS: Final = 1024
 _JSON: Final = (b"content-type", b"application/json; charset=utf-8")
@@ -100,6 +105,22 @@ def unauthorized(reason: Rejection) -> Reply:
     return 401, [(b"www-authenticate", challenge.encode())], b""
 
 
+class _Window:
+    """Arrival times of the requests a rate limit let through, newest last."""
+
+    def __init__(self, limit: RateLimit) -> None:
+        self.limit = limit
+        self.times: deque[float] = deque(maxlen=limit.requests)
+
+    def admit(self, now: float) -> bool:
+        # 1 ms of slack: a client pacing itself exactly must not lose to float rounding
+        full = len(self.times) == self.limit.requests
+        if full and now - self.times[0] < self.limit.period - 1e-3:
+            return False
+        self.times.append(now)
+        return True
+
+
 class RestHandler:
     """Every REST endpoint of the sim; ``clock`` returns unix seconds.
 
@@ -117,6 +138,7 @@ class RestHandler:
         credentials: Mapping[str, str],
         clock: Callable[[], float],
         seed: int = 1,
+        limits: RestLimits | None = None,
     ) -> None:
         self.sim, self.synthetic, self.tokens, self.accounts = sim, synthetic, tokens, accounts
         self._credentials = dict(credentials)
@@ -126,6 +148,9 @@ class RestHandler:
         self.pending_429 = 0
         self.pending_500 = 0
         self.calls = 0
+        self.throttled = 0  # 429s for exceeding the rate limits
+        limits = limits if limits is not None else RestLimits()
+        self._limits = {True: _Window(limits.history), False: _Window(limits.other)}
         self._routes: dict[str, tuple[type[Any] | None, Handler, bool]] = {
             "Auth/loginKey": (gw.LoginKeyRequest, self._login, False),
             "Auth/validate": (None, self._validate, True),
@@ -160,6 +185,11 @@ class RestHandler:
         if self.pending_500:
             self.pending_500 -= 1
             return _error(500, "Internal server error")
+        if path != "/api/Status/ping" and not self._limits[path.startswith(HISTORY_PREFIX)].admit(
+            self._clock()
+        ):
+            self.throttled += 1
+            return _error(429, "Too many requests")
         if path == "/api/Status/ping":
             if method != "GET":
                 return 405, [], b""
@@ -232,11 +262,7 @@ class RestHandler:
 
     def _login(self, request: gw.LoginKeyRequest, _: Claims | None) -> gw.LoginResponse:
         if self._credentials.get(request.user_name) != request.api_key:
-            return gw.LoginResponse(
-                success=False,
-                error_code=ERROR_INVALID_CREDENTIALS,
-                error_message="Invalid user name or API key",
-            )
+            return gw.LoginResponse(success=False, error_code=ERROR_INVALID_CREDENTIALS)
         return gw.LoginResponse(token=self.tokens.mint(request.user_name))
 
     def _validate(self, _: None, claims: Claims | None) -> gw.ValidateResponse:
@@ -281,9 +307,7 @@ class RestHandler:
         for contract in self._contracts():
             if contract.id == request.contract_id:
                 return gw.ContractSearchByIdResponse(contract=contract)
-        return gw.ContractSearchByIdResponse(
-            success=False, error_code=ERROR_NOT_FOUND, error_message="Contract not found"
-        )
+        return gw.ContractSearchByIdResponse(success=False, error_code=ERROR_NOT_FOUND)
 
     def _available(
         self, _: gw.ContractAvailableRequest, __: Claims | None
@@ -321,15 +345,18 @@ class RestHandler:
             trades=self.accounts.trades_between(request.account_id, *window)
         )
 
-    def _window(self, start: str | None, end: str | None) -> tuple[int, int] | gw.RestResponse:
+    def _window(self, start: str, end: str | None) -> tuple[int, int] | gw.RestResponse:
         try:
-            lo = parse_time(start) if start else 0
+            lo = parse_time(start)
             hi = parse_time(end) if end else 1 << 62
-        except (ValueError, OverflowError) as exc:
-            return gw.RestResponse(
-                success=False, error_code=ERROR_NOT_FOUND, error_message=str(exc)
-            )
+        except (ValueError, OverflowError):
+            return _invalid(f"unreadable time window {start[:40]!r}..{(end or '')[:40]!r}")
         return lo, hi
+
+
+def _invalid(message: str) -> gw.RestResponse:
+    """What ASP.NET's model binding would refuse (HTTP 200 here: the body did decode)."""
+    return gw.RestResponse(success=False, error_code=ERROR_NOT_FOUND, error_message=message)
 
 
 def mock_transport(handler: RestHandler) -> httpx.MockTransport:

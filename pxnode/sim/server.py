@@ -116,6 +116,7 @@ class GatewaySim:
             credentials=config.credentials,
             clock=wall_time,
             seed=config.seed,
+            limits=config.rest_limits,
         )
         self.schedule = FaultSchedule(parse_faults(config.faults), config.seed)
         self.faults: deque[Fault] = deque(maxlen=1000)  # applied, oldest first
