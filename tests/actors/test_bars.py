@@ -19,6 +19,7 @@ from actors.bars import LATENCY_SAMPLES, BarsActor
 from protocols.errors import ConfigError
 from protocols.messages import (
     BackfillBars,
+    BackfillStarted,
     Bar,
     BarClosed,
     BarUpdated,
@@ -409,55 +410,123 @@ async def test_latency_samples_are_bounded_and_none_is_lost_between_ticks() -> N
 # ---------------------------------------------------------------- backfill
 
 
-def hist(start: str, o: float, h: float, low: float, c: float, v: int = 10) -> Bar:
-    return Bar("history", "1min", us(start), o, h, low, c, v, 0)
+def hist(
+    start: str, o: float, h: float, low: float, c: float, v: int = 10, tf: str = "1min"
+) -> Bar:
+    return Bar(MNQ, tf, us(start), o, h, low, c, v, 0, source="history")
+
+
+def backfill(tf: str, bars: list[Bar], since: str, cut: str) -> BackfillBars:
+    return BackfillBars(MNQ, tf, bars, since=us(since), cut=us(cut))
+
+
+CUT = "2025-01-15T15:02:30"
 
 
 @pytest.mark.trio
-async def test_backfill_merges_without_duplicates_live_wins() -> None:
-    history = [  # newest first, as the gateway sends them, with a duplicate
-        hist("2025-01-15T15:02", 5.0, 6.0, 4.0, 5.5),
-        hist("2025-01-15T15:01", 3.0, 4.0, 2.0, 3.5),
-        hist("2025-01-15T15:01", 3.0, 4.0, 2.0, 3.5),
+async def test_history_replaces_the_live_bars_of_its_window_and_rejects_bad_bars() -> None:
+    history = [
         hist("2025-01-15T14:59", 1.0, 2.0, 0.5, 1.5),
+        hist("2025-01-15T15:01", 3.0, 4.0, 2.0, 3.5),
         hist("2025-01-15T15:00:30", 1.0, 1.0, 1.0, 1.0),  # not aligned to 1min
         hist("2025-01-15T15:00", math.nan, 1.0, 1.0, 1.0),  # bad price
         hist("2025-01-15T15:00", 1.0, 1.0, 2.0, 1.0),  # low above high
         hist("2025-01-15T15:00", 1.0, 1.0, 1.0, 1.0, v=-1),  # negative volume
+        hist("2025-01-15T14:58", 1.0, 1.0, 1.0, 1.0),  # before its window
         "not a bar",  # type: ignore[list-item]
     ]
     replies = RecordingRef("reply")
     actor, ctx = await run_actor(
         [
-            [trades(trade("2025-01-15T15:02:10", 50.0))],  # live bar at 15:02
-            [BackfillBars(MNQ, "1min", history), BackfillBars(MNQ, "7min", history[:1])],
-            [BackfillBars(MNQ, "1min", history[:2])],  # again: all duplicates now
+            [BackfillStarted(MNQ, ["1min", "7min"], us(CUT))],
+            [trades(trade("2025-01-15T15:01:10", 50.0))],  # seen live, only part of 15:01
+            [trades(trade("2025-01-15T15:02:10", 60.0), trade("2025-01-15T15:02:40", 61.0))],
+            [backfill("1min", history, "2025-01-15T14:59", CUT)],
+            [backfill("1min", history[:2], "2025-01-15T14:59", CUT)],  # stale: the cut was used
+            [trades(trade("2025-01-15T15:01:20", 99.0))],  # history has it: not again
             [Request(body=GetBars(MNQ, "1min", 10), reply=replies)],
         ]
     )
-    inserted = [m.bar for m in ctx.out if type(m) is BarClosed][:2]
-    assert [(b.contract, b.timeframe, b.start) for b in inserted] == [
-        (MNQ, "1min", us("2025-01-15T14:59")),
-        (MNQ, "1min", us("2025-01-15T15:01")),
-    ]
-    assert actor.counters["backfill_inserted"] == 2
-    assert actor.counters["backfill_rejected"] == 6  # 5 bad + the unknown timeframe
+    assert actor.counters["backfill_inserted"] == 3  # 14:59, 15:01 and the 15:02 tail
+    assert actor.counters["backfill_rejected"] == 6
+    assert actor.counters["backfill_stale"] == 1
+    assert actor.counters["trades_before_cut"] == 1
     (frame,) = replies.messages
     assert frame["start"].dt.strftime("%H:%M").to_list() == ["14:59", "15:01", "15:02"]
-    assert frame["close"].to_list() == [1.5, 3.5, 50.0]  # the live 15:02 won
+    # 15:01 is history's (the live partial bar is gone); 15:02 holds only trades from the cut on
+    assert frame["close"].to_list() == [1.5, 3.5, 61.0]
+    assert frame["volume"].to_list() == [10, 10, 1]
+    closed = [m.bar for m in ctx.out if type(m) is BarClosed and m.bar.source == "history"]
+    assert [b.start for b in closed][:2] == [us("2025-01-15T14:59"), us("2025-01-15T15:01")]
+
+
+@pytest.mark.trio
+async def test_the_forming_bar_is_history_before_the_cut_plus_live_trades_after_it() -> None:
+    """Node up at 15:01:40; 1hr history of 15:00..15:02:30, live trades counted once."""
+    partial = hist("2025-01-15T15:00", 100.0, 130.0, 90.0, 120.0, v=500, tf="1hr")
+    replies = RecordingRef("reply")
+    actor, ctx = await run_actor(
+        [
+            [BackfillStarted(MNQ, ["1hr"], us(CUT))],
+            # before the cut: also in history (seen live only in part)
+            [trades(trade("2025-01-15T15:01:40", 118.0, 5), trade("2025-01-15T15:02:29", 121.0))],
+            # from the cut on: only live trades know them
+            [trades(trade("2025-01-15T15:02:30", 140.0, 2), trade("2025-01-15T15:03:00", 80.0, 3))],
+            [backfill("1hr", [partial], "2025-01-15T15:00", CUT)],
+            [trades(trade("2025-01-15T15:02:00", 500.0))],  # late, before the cut: counted
+            [trades(trade("2025-01-15T15:04:00", 125.0, 4))],
+            [Request(body=GetBars(MNQ, "1hr", 5), reply=replies)],
+        ],
+        timeframes=("1hr",),
+    )
+    (frame,) = replies.messages
+    assert frame.height == 1
+    row = frame.row(0, named=True)
+    assert (row["open"], row["high"], row["low"], row["close"]) == (100.0, 140.0, 80.0, 125.0)
+    assert row["volume"] == 500 + 2 + 3 + 4
+    assert row["trades"] == 3  # the live ones; history gives no count
+    assert actor.counters["trades_before_cut"] == 1
+    updates = [m.bar for m in ctx.out if type(m) is BarUpdated]
+    assert updates[-1].source == "merged"
+    assert updates[-1].start_time == datetime(2025, 1, 15, 15, tzinfo=UTC)
+
+
+@pytest.mark.trio
+async def test_a_failed_back_fill_keeps_the_live_bars_and_releases_the_cut() -> None:
+    replies = RecordingRef("reply")
+    actor, _ = await run_actor(
+        [
+            [BackfillStarted(MNQ, ["1min"], us(CUT))],
+            [trades(trade("2025-01-15T15:02:10", 60.0), trade("2025-01-15T15:02:40", 61.0))],
+            [backfill("1min", [], CUT, CUT)],
+            [Request(body=GetBars(MNQ, "1min", 10), reply=replies)],
+        ]
+    )
+    (frame,) = replies.messages
+    assert frame["volume"].to_list() == [2]
+    assert actor.counters["backfill_stale"] == 0
 
 
 @pytest.mark.trio
 async def test_live_trade_amends_a_backfilled_bar() -> None:
     _, ctx = await run_actor(
         [
-            [BackfillBars(MNQ, "1min", [hist("2025-01-15T15:01", 3.0, 4.0, 2.0, 3.5)])],
+            [BackfillStarted(MNQ, ["1min"], us("2025-01-15T15:01:30"))],
+            [
+                backfill(
+                    "1min",
+                    [hist("2025-01-15T15:01", 3.0, 4.0, 2.0, 3.5)],
+                    "2025-01-15T15:01",
+                    "2025-01-15T15:01:30",
+                )
+            ],
             [trades(trade("2025-01-15T15:01:30", 4.5, volume=2))],
         ]
     )
-    last = ctx.out[-1]
-    assert isinstance(last, BarUpdated) and last.closed
+    last = [m for m in ctx.out if isinstance(m, BarUpdated)][-1]
+    assert not last.closed  # the partial bar was forming: the trade completes it
     assert ohlcvt(last.bar) == (3.0, 4.5, 2.0, 4.5, 12, 1)
+    assert last.bar.source == "merged"
 
 
 # ----------------------------------------------------------------- GetBars

@@ -510,6 +510,20 @@ def depth_reasons(j: Judged) -> dict[str, int]:
     }
 
 
+@pytest.mark.parametrize("price", [0, None, 21000.25, ...])
+def test_a_depth_reset_is_accepted_whatever_its_price_and_every_dom_type_is_known(
+    price: Any,
+) -> None:
+    """DomType 0..11; a Reset (6) clears the book, its price 0 or null means nothing."""
+    reset = level(type=6, price=price, volume=None, currentVolume=None)
+    items = [reset, *(level(type=k) for k in range(12) if k != 6), level(type=12)]
+    j = Judged()(frame(items, target="GatewayDepth"))
+    (accepted,) = j.depth
+    assert accepted.levels[0] == DepthLevel(RECV_US, 6, 0.0, 0, 0)
+    assert [lv.type for lv in accepted.levels] == [6, *(k for k in range(12) if k != 6)]
+    assert depth_reasons(j) == {"type": 1}
+
+
 def test_depth_frame_keeps_only_good_levels() -> None:
     j = Judged()(
         frame(
@@ -534,7 +548,7 @@ def test_depth_frame_keeps_only_good_levels() -> None:
         DepthAccepted(
             C, RECV, [DepthLevel(RECV_US, 1, 21000.25, 5, 7), DepthLevel(RECV_US, 2, 21000.0, 0, 0)]
         ),
-        DepthAccepted(C, RECV, [DepthLevel(RECV_US, 6, 21000.25, 5, 7)]),
+        DepthAccepted(C, RECV, [DepthLevel(RECV_US, 6, 0.0, 0, 0)]),  # a Reset's numbers: none
     ]
     assert depth_reasons(j) == {
         "price": 1, "volume": 2, "type": 2, "timestamp": 1, "future": 1, "too_old": 1,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import msgspec
 import pytest
@@ -34,6 +35,7 @@ from protocols.gateway import (
     PositionSearchRequest,
     PositionSearchResponse,
     QuoteItem,
+    RestResponse,
     RetrieveBarsRequest,
     RetrieveBarsResponse,
     TradeItem,
@@ -48,6 +50,7 @@ from protocols.gateway import (
     Wrapped,
     decode_user_event,
     decoder,
+    describe_error,
 )
 
 TS = "2025-01-02T15:04:05.123456+00:00"
@@ -210,7 +213,37 @@ def test_gateway_shaped_json_decodes_to_snake_case() -> None:
 def test_a_failure_answer_with_no_payload_decodes() -> None:
     answer = decoder(LoginResponse).decode(b'{"success":false,"errorCode":3}')
     assert (answer.success, answer.error_code, answer.token) == (False, 3, None)
-    assert decoder(AccountSearchResponse).decode(b'{"success":false}').accounts == []
+    assert decoder(AccountSearchResponse).decode(b'{"success":false}').accounts is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "field"),
+    [
+        (RetrieveBarsResponse, "bars"),
+        (AccountSearchResponse, "accounts"),
+        (ContractSearchResponse, "contracts"),
+        (OrderSearchResponse, "orders"),
+        (PositionSearchResponse, "positions"),
+        (TradeSearchResponse, "trades"),
+    ],
+)
+def test_the_gateways_failure_answers_with_null_arrays_decode(kind: Any, field: str) -> None:
+    body = b'{"%s":null,"success":false,"errorCode":1,"errorMessage":null}' % field.encode()
+    answer = decoder(kind).decode(body)
+    assert (answer.success, answer.error_code, getattr(answer, field)) == (False, 1, None)
+
+
+def test_an_error_code_is_one_line_with_its_name() -> None:
+    answer = RetrieveBarsResponse(success=False, error_code=1, error_message=None, bars=None)
+    line = describe_error("/api/History/retrieveBars", answer)
+    assert line == "History/retrieveBars refused: errorCode 1 (ContractNotFound)"
+    login = LoginResponse(success=False, error_code=3, error_message="bad key SECRET")
+    assert describe_error("/api/Auth/loginKey", login, lambda t: t.replace("SECRET", "***")) == (
+        "Auth/loginKey refused: errorCode 3 (InvalidCredentials): bad key ***"
+    )
+    assert describe_error("/api/Foo/bar", RestResponse(success=False, error_code=9)) == (
+        "Foo/bar refused: errorCode 9"
+    )
 
 
 def test_bar_units() -> None:

@@ -127,6 +127,12 @@ def test_payload_padding_lengths_all_decode() -> None:
         assert jwt_expiry(token) == 42.0
 
 
+def test_a_token_without_exp_has_no_expiry() -> None:
+    """The gateway documents 24 h tokens, not an ``exp`` claim: auth assumes 24 h."""
+    assert jwt_expiry(jwt(b'{"sub":"u"}')) is None
+    assert jwt_expiry(jwt(b'{"exp":null,"sub":"u"}')) is None
+
+
 SECRET_PAYLOAD = b"TOPSECRETPAYLOAD"
 
 
@@ -141,10 +147,8 @@ SECRET_PAYLOAD = b"TOPSECRETPAYLOAD"
         "a.TOPSECRETPAYLOAD.c",  # base64 of garbage, not JSON
         "a.TOPSECRETPAYLOADé.c",  # non-ASCII
         jwt(b"[1,2,3] TOPSECRETPAYLOAD"),
-        jwt(b'{"sub":"TOPSECRETPAYLOAD"}'),  # no exp
         jwt(b'{"exp":"1750000000","sub":"TOPSECRETPAYLOAD"}'),  # exp as string
         jwt(b'{"exp":true,"sub":"TOPSECRETPAYLOAD"}'),
-        jwt(b'{"exp":null,"sub":"TOPSECRETPAYLOAD"}'),
         jwt(b'{"exp":-5,"sub":"TOPSECRETPAYLOAD"}'),
         jwt(b'{"exp":0,"sub":"TOPSECRETPAYLOAD"}'),
         jwt(b'{"exp":1e999,"sub":"TOPSECRETPAYLOAD"}'),
