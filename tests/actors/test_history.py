@@ -1,4 +1,4 @@
-"""History actor: start-up and gap back-fills, exact conversion, retries, failures counted."""
+"""History actor: the cut, source requests, derived bars, gaps, retries, failures counted."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -22,16 +23,22 @@ from protocols.hubs import Connected, Disconnected, SubscribeContract
 from protocols.messages import (
     AuthFailureReported,
     BackfillBars,
+    BackfillStarted,
+    BackfillState,
     Bar,
     ChildStarted,
     CountersReported,
+    GetBackfill,
     GetToken,
     RefreshToken,
+    Request,
     Stop,
     TokenIssued,
     TrackTimeframes,
 )
+from protocols.rest import RateLimit, RestBudget, RestLimits
 from protocols.secrets import Secret
+from protocols.timeframes import BarClock, parse_timeframe
 from pxnode.sim import GatewaySim, SimConfig, mock_transport
 from supervisors.mailbox import Mailbox, MailboxSpec
 
@@ -39,7 +46,7 @@ START = 1_764_000_000.0  # 2025-11-24T16:00:00Z, a Monday; virtual time 0
 MNQ = "CON.F.US.MNQ.Z25"
 MES = "CON.F.US.MES.Z25"
 TOKEN = "tok-SECRET-1"
-END = "2025-11-24T16:00:00+00:00"
+CUT = int((START + 6) * 1e6)  # the cut of a hub up at START: 6 s ahead, a whole second
 
 
 def wall() -> float:
@@ -228,17 +235,30 @@ class Running:
 
     @property
     def backfills(self) -> list[BackfillBars]:
-        return self.ctx.refs["bars"].told
+        return [m for m in self.ctx.refs["bars"].told if isinstance(m, BackfillBars)]
+
+    @property
+    def started(self) -> list[BackfillStarted]:
+        return [m for m in self.ctx.refs["bars"].told if isinstance(m, BackfillStarted)]
+
+    async def state(self) -> BackfillState:
+        reply = FakeRef("reply")
+        self.send(Request(GetBackfill(), reply))
+        await reply.wait_for(1)
+        (state,) = reply.told
+        assert isinstance(state, BackfillState)
+        return state
 
     @property
     def counters(self) -> dict[str, int]:
         reports = self.ctx.refs["stats"].told
         assert all(isinstance(r, CountersReported) and r.source == "history" for r in reports)
-        return dict(reports[-1].counters) if reports else {}
+        return dict(self.actor.counters)
 
     async def series_done(self, n: int) -> None:
-        """Wait until ``n`` contract x timeframe requests ended (one report each)."""
+        """Wait until ``n`` requests ended (one report each) and what they made was told."""
         await self.ctx.refs["stats"].wait_for(n)
+        await anyio.sleep(0.5)
 
 
 @contextmanager
@@ -254,9 +274,13 @@ def inbox() -> Iterator[Mailbox[Any]]:
 async def running(
     transport: httpx.AsyncBaseTransport, auth: FakeAuth | None = None, **overrides: Any
 ) -> AsyncIterator[Running]:
-    actor = HistoryActor(config(**overrides), transport=transport)
+    connect = overrides.pop("connect", True)
+    budget = overrides.pop("budget", None)
+    actor = HistoryActor(config(**overrides), transport=transport, budget=budget)
     ctx = FakeCtx(auth or FakeAuth())
     with inbox() as mailbox, anyio.fail_after(24 * 3600):  # a hang fails in virtual time
+        if connect:  # the market hub is up at once: the cut is 6 s ahead, requests at 8 s
+            mailbox.send_nowait(Connected("market"))
         async with anyio.create_task_group() as tg:
             tg.start_soon(actor.run, mailbox, ctx)
             yield Running(actor, ctx, mailbox)
@@ -270,118 +294,177 @@ def zeroed(**counts: int) -> dict[str, int]:
 # ------------------------------------------------------------------ start-up
 
 
+def iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
 @pytest.mark.trio
-async def test_initial_backfill_asks_every_timeframe_in_the_gateway_units(
+async def test_start_up_asks_each_source_once_per_contract_shortest_first(
     autojump_clock: Any,
 ) -> None:
+    """1sec/1min/1hr bars of the gateway tile every frame; its 4hr and 1day are never asked."""
     gateway = Gateway()
-    frames = ["1sec", "5min", "4hr", "1day", "1week", "1month"]
-    async with running(gateway.transport(), timeframes=frames, contracts=[MNQ, MES]) as node:
-        await node.series_done(12)
+    frames = ["1sec", "5min", "4hr", "1day"]
+    async with running(
+        gateway.transport(), timeframes=frames, contracts=[MNQ, MES], connect=False
+    ) as node:
+        assert (await node.state()).pending == [f"{c} {f}" for c in (MNQ, MES) for f in frames]
+        await trio.sleep(30)
+        assert gateway.calls == []  # nothing before the market hub is up: no cut yet
+        node.send(Connected("market"))
+        await node.series_done(6)
+        assert await node.state() == BackfillState(pending=[], failed={})
         assert node.ctx.healthy == 1
-    assert gateway.field("contractId") == [MNQ] * 6 + [MES] * 6
-    assert gateway.field("unit")[:6] == [1, 2, 3, 4, 5, 6]
-    assert gateway.field("unitNumber")[:6] == [1, 5, 4, 1, 1, 1]
-    assert set(gateway.field("limit")) == {200}
+    cut = START + 36
+    assert node.started == [BackfillStarted(c, frames, int(cut * 1e6)) for c in (MNQ, MES)]
+    assert [c.at for c in gateway.calls] == [38.0] * 6  # 2 s after the cut
+    assert gateway.field("contractId") == [MNQ, MES] * 3
+    assert gateway.field("unit") == [1, 1, 2, 2, 3, 3]
+    assert set(gateway.field("unitNumber")) == {1}
     assert set(gateway.field("includePartialBar")) == {False}
     assert set(gateway.field("live")) == {False}
-    assert set(gateway.field("endTime")) == {END}
-    # 200 bars back (x1.5 for closed days) and never less than min_lookback (4 days)
-    assert gateway.field("startTime")[:6] == [
+    assert gateway.field("endTime")[::2] == [iso(cut), iso(START), iso(START)]
+    # 200 bars back (x1.5 for closed days), never less than min_lookback (4 days); the
+    # 1hr source reaches back as far as the longest frame needs
+    assert gateway.field("startTime")[::2] == [
         "2025-11-20T15:55:00+00:00",
         "2025-11-19T15:00:00+00:00",
-        "2025-10-01T16:00:00+00:00",
-        "2025-01-12T04:00:00+00:00",
-        "2020-02-08T04:00:00+00:00",
-        "2000-05-23T04:00:00+00:00",
+        "2025-01-11T23:00:00+00:00",  # a 1day bar starts 17:00 Chicago
     ]
+    assert gateway.field("limit")[::2] == [20_000, 7260, 7601]
     assert {c.authorization for c in gateway.calls} == {f"Bearer {TOKEN}"}
-    assert node.backfills == []  # nothing came back, nothing to merge
-    assert node.counters == zeroed(requests=12)
+    assert [(b.contract, b.timeframe, b.bars) for b in node.backfills] == [
+        (MNQ, "1sec", []),
+        (MES, "1sec", []),
+        (MNQ, "5min", []),
+        (MES, "5min", []),
+        (MNQ, "4hr", []),
+        (MNQ, "1day", []),
+        (MES, "4hr", []),
+        (MES, "1day", []),
+    ]
+    assert node.counters == zeroed(requests=6, backfills=8, cuts=1, gaps=1)
 
 
 @pytest.mark.trio
-async def test_history_bars_are_converted_exactly_oldest_first(autojump_clock: Any) -> None:
+async def test_bars_are_made_from_minutes_and_seconds_up_to_the_cut(autojump_clock: Any) -> None:
     gateway = Gateway(
-        answer(
-            hbar("2025-11-24T15:59:00+00:00", 25010.25, 25012.5, 25009.0, 25011.75, 42),
-            hbar("2025-11-24T09:58:00-06:00", 25000.0, 25010.5, 24999.25, 25010.25, 7),
-            hbar("2025-11-24T15:57:00Z", 24990.5, 25001.0, 24990.5, 25000.0, 1),
-            hbar("2025-11-24T15:56:00", 24991.0, 24991.0, 24991.0, 24991.0, 0),
-        )
+        script=[
+            answer(  # seconds of the minute the cut is in, newest first
+                hbar("2025-11-24T16:00:03+00:00", 25012.0, 25013.0, 25011.0, 25012.5, 2),
+                hbar("2025-11-24T16:00:01+00:00", 25011.0, 25011.5, 25010.0, 25011.5, 1),
+            ),
+            answer(
+                hbar("2025-11-24T15:59:00+00:00", 25010.25, 25012.5, 25009.0, 25011.75, 42),
+                hbar("2025-11-24T09:58:00-06:00", 25000.0, 25010.5, 24999.25, 25010.25, 7),
+                hbar("2025-11-24T15:57:00Z", 24990.5, 25001.0, 24990.5, 25000.0, 1),
+                hbar("2025-11-24T15:56:00", 24991.0, 24991.0, 24991.0, 24991.0, 0),
+            ),
+        ]
     )
     async with running(gateway.transport(), initial_bars=4) as node:
-        await node.series_done(1)
-    assert gateway.field("limit") == [4]
+        await node.series_done(2)
+    since = int((START - 345_960) * 1e6)  # 4 bars x 1.5 + 4 days back
+    assert gateway.field("limit") == [6, 5766]
+    minute = 60_000_000
     assert node.backfills == [
         BackfillBars(
             MNQ,
             "1min",
             [
-                Bar(MNQ, "1min", 1_763_999_760_000_000, 24991.0, 24991.0, 24991.0, 24991.0, 0, 0),
-                Bar(MNQ, "1min", 1_763_999_820_000_000, 24990.5, 25001.0, 24990.5, 25000.0, 1, 0),
-                Bar(MNQ, "1min", 1_763_999_880_000_000, 25000.0, 25010.5, 24999.25, 25010.25, 7, 0),
-                Bar(
-                    MNQ, "1min", 1_763_999_940_000_000, 25010.25, 25012.5, 25009.0, 25011.75, 42, 0
-                ),
+                history(1_763_999_760_000_000, 24991.0, 24991.0, 24991.0, 24991.0, 0),
+                history(1_763_999_820_000_000, 24990.5, 25001.0, 24990.5, 25000.0, 1),
+                history(1_763_999_880_000_000, 25000.0, 25010.5, 24999.25, 25010.25, 7),
+                history(1_763_999_940_000_000, 25010.25, 25012.5, 25009.0, 25011.75, 42),
+                history(1_763_999_940_000_000 + minute, 25011.0, 25013.0, 25010.0, 25012.5, 3),
             ],
+            since=since,
+            cut=CUT,
         )
     ]
-    assert node.counters == zeroed(requests=1, bars_received=4, backfills=1)
+    assert node.counters == zeroed(requests=2, bars_received=6, backfills=1, cuts=1, gaps=1)
 
 
-def sim_gateway() -> GatewaySim:
+def history(start: int, o: float, h: float, low: float, c: float, v: int, tf: str = "1min") -> Bar:
+    return Bar(MNQ, tf, start, o, h, low, c, v, 0, source="history")
+
+
+def sim_gateway(contracts: tuple[str, ...] = (MNQ,)) -> GatewaySim:
     """The simulated gateway, built inside the test: its clock is the virtual one."""
-    return GatewaySim(SimConfig(rate=50, token_ttl=3600, contracts=(MNQ,)), wall_time=wall)
+    return GatewaySim(SimConfig(rate=50, token_ttl=3600, contracts=contracts), wall_time=wall)
 
 
-def sim_bar_values(gateway: GatewaySim, start: float, length: float) -> tuple[Any, ...]:
-    trades = gateway.sim.recent_trades(MNQ, since=start, until=start + length)
+def sim_bar_values(gateway: GatewaySim, start: float, end: float) -> tuple[Any, ...]:
+    trades = gateway.sim.recent_trades(MNQ, since=start, until=end)
     prices = [t.price for t in trades]
     return prices[0], max(prices), min(prices), prices[-1], sum(t.volume for t in trades)
 
 
+def values(bar: Bar) -> tuple[Any, ...]:
+    return bar.open, bar.high, bar.low, bar.close, bar.volume
+
+
 @pytest.mark.trio
-async def test_backfill_from_the_sim_is_its_trades_and_the_bars_actor_merges_all(
-    autojump_clock: Any,
-) -> None:
+async def test_every_frame_from_the_sim_is_its_trades_up_to_the_cut(autojump_clock: Any) -> None:
+    """The sim aligns its own 4hr/1day bars on UTC like the gateway; ours come out on Chicago
+    sessions because they are built from 1hr, 1min and 1sec bars, and they agree with trades."""
     gateway = sim_gateway()
     await trio.sleep(600)
-    gateway.sim.advance(wall())
+    gateway.sim.advance(wall() + 10)
     auth = FakeAuth(lambda: gateway.tokens.mint("demo"))
     frames = ["1sec", "1min", "5min", "1hr", "4hr", "1day"]
     async with running(
-        mock_transport(gateway.rest), auth, timeframes=frames, initial_bars=5
+        mock_transport(gateway.rest), auth, timeframes=frames, initial_bars=5, connect=False
     ) as node:
-        await node.series_done(len(frames))
-    assert node.counters["failures_transient"] == 0
-    by_frame = {b.timeframe: b.bars for b in node.backfills}
-    assert list(by_frame) == frames and all(len(bars) == 5 for bars in by_frame.values())
-    minutes = by_frame["1min"]
-    assert [b.start for b in minutes] == [int((START + 60 * k) * 1e6) for k in range(5, 10)]
-    for bar in minutes:
-        assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == sim_bar_values(
-            gateway, bar.start / 1e6, 60
-        )
-    assert by_frame["1sec"][-1].start == int((START + 599) * 1e6)  # the last closed second
+        node.send(Connected("market"))
+        await node.series_done(3)
+    cut = START + 606
+    assert node.counters["failures_transient"] == node.counters["bars_rejected_unaligned"] == 0
+    by_frame = {b.timeframe: b for b in node.backfills}
+    assert list(by_frame) == frames and {b.cut for b in by_frame.values()} == {int(cut * 1e6)}
+    minutes = by_frame["1min"].bars
+    for bar in minutes:  # sim time: exactly its trades; the last minute ends at the cut
+        if bar.start >= START * 1e6:
+            lo = bar.start / 1e6
+            assert values(bar) == sim_bar_values(gateway, lo, min(lo + 60, cut))
+    assert by_frame["1sec"].bars[-1].start == int((cut - 1) * 1e6)
+    for tf in ("5min", "1hr", "4hr", "1day"):
+        for bar in by_frame[tf].bars:
+            clock = BarClock(parse_timeframe(tf))
+            parts = [m for m in minutes if clock.start_of(m.start) == bar.start]
+            if not parts or (parts[0].start != bar.start and tf in ("5min", "1hr")):
+                continue  # older than the 1min back-fill reaches
+            if minutes[0].start > bar.start:
+                continue
+            assert (bar.high, bar.low, bar.close) == (
+                max(p.high for p in parts),
+                min(p.low for p in parts),
+                parts[-1].close,
+            )
+            assert bar.volume == sum(p.volume for p in parts)
+    day = by_frame["1day"].bars[-1]
+    assert day.start_time == datetime(2025, 11, 23, 23, tzinfo=UTC)  # 17:00 Chicago
     bars = BarsActor(frames)
-    for msg in node.backfills:
-        bars.on_backfill(msg)
-    assert bars.counters["backfill_inserted"] == 5 * len(frames)
-    assert bars.counters["backfill_rejected"] == 0
+    for msg in node.started + node.backfills:
+        if isinstance(msg, BackfillStarted):
+            bars.on_backfill_started(msg)
+        else:
+            bars.on_backfill(msg)
+    assert bars.counters["backfill_rejected"] == bars.counters["backfill_stale"] == 0
 
 
 # ----------------------------------------------------------------------- gaps
 
 
 @pytest.mark.trio
-async def test_a_gap_is_fetched_once_from_the_bar_before_the_disconnect(
+async def test_a_gap_is_filled_from_the_bar_before_the_disconnect_to_a_new_cut(
     autojump_clock: Any,
 ) -> None:
     gateway = Gateway()
     frames = ["1min", "5min", "4hr"]
     async with running(gateway.transport(), timeframes=frames, initial_bars=0) as node:
-        await trio.sleep(100)
+        await node.series_done(3)
+        await trio.sleep(100 - anyio.current_time())
         node.send(Disconnected("market", "socket closed"))
         await trio.sleep(30)
         node.send(
@@ -392,38 +475,32 @@ async def test_a_gap_is_fetched_once_from_the_bar_before_the_disconnect(
         )
         await trio.sleep(70)
         node.send(Connected("market", "abc"))
-        await node.series_done(3)
+        await node.series_done(6)
         node.send(Connected("market", "abc"))  # no disconnect before it: no gap
         await trio.sleep(600)
-        assert len(gateway.calls) == 3
-    assert [c.at for c in gateway.calls] == [200.0] * 3
-    assert gateway.field("startTime") == [
-        "2025-11-24T16:00:00+00:00",  # 16:01:40 is in the 16:01 bar; the one before
-        "2025-11-24T15:55:00+00:00",
+        assert len(gateway.calls) == 6
+    gap = gateway.calls[3:]
+    assert [c.at for c in gap] == [208.0] * 3
+    assert [c.body["unit"] for c in gap] == [1, 2, 3]
+    assert [c.body["startTime"] for c in gap] == [
+        "2025-11-24T16:03:00+00:00",
+        "2025-11-24T15:55:00+00:00",  # 16:01:40 is in the 16:00 5min bar; the one before
         "2025-11-24T11:00:00+00:00",  # 4hr bars start at 05:00, 09:00 Chicago
     ]
-    assert set(gateway.field("endTime")) == {"2025-11-24T16:03:20+00:00"}
-    assert set(gateway.field("limit")) == {20_000}
-    assert node.counters == zeroed(requests=3, gaps=1)
+    assert [c.body["endTime"] for c in gap] == [
+        "2025-11-24T16:03:26+00:00",  # the cut: 6 s after the hub came back
+        "2025-11-24T16:03:00+00:00",
+        "2025-11-24T16:00:00+00:00",
+    ]
+    assert node.counters == zeroed(requests=6, gaps=2, cuts=2, backfills=6)
 
 
 @pytest.mark.trio
-async def test_the_first_connect_after_start_fills_in_since_the_start(autojump_clock: Any) -> None:
-    gateway = Gateway()
-    async with running(gateway.transport(), initial_bars=0) as node:
-        await trio.sleep(45)
-        node.send(Connected("market"))
-        await node.series_done(1)
-    assert gateway.field("startTime") == ["2025-11-24T15:59:00+00:00"]
-    assert gateway.field("endTime") == ["2025-11-24T16:00:45+00:00"]
-
-
-@pytest.mark.trio
-async def test_gaps_during_a_back_fill_coalesce_into_one_from_the_earliest(
+async def test_a_new_cut_abandons_the_round_under_way_and_keeps_the_earliest_start(
     autojump_clock: Any,
 ) -> None:
     gateway = Gateway(script=[slow(200, answer())])
-    async with running(gateway.transport(), request_timeout=300.0) as node:
+    async with running(gateway.transport(), request_timeout=300.0, initial_bars=0) as node:
         for at, event in (
             (70, Disconnected("market", "x")),
             (80, Connected("market")),
@@ -432,24 +509,30 @@ async def test_gaps_during_a_back_fill_coalesce_into_one_from_the_earliest(
         ):
             await trio.sleep(at - anyio.current_time())
             node.send(event)
-        await node.series_done(2)
+        await node.series_done(3)
         await trio.sleep(600)
-    assert [c.at for c in gateway.calls] == [0.0, 200.0]
-    assert gateway.field("startTime")[1] == "2025-11-24T16:00:00+00:00"  # from 16:01:10
-    assert node.counters["gaps"] == 1
+    assert [(c.at, c.body["unit"]) for c in gateway.calls] == [(8.0, 1), (208.0, 1), (208.0, 2)]
+    assert gateway.calls[2].body["startTime"] == "2025-11-24T15:59:00+00:00"  # from the start
+    assert [b.cut for b in node.backfills] == [int((START + 146) * 1e6)]
+    assert node.counters["gaps"] == 3 and node.counters["cuts"] == 3
 
 
 @pytest.mark.trio
-async def test_a_gap_with_more_bars_than_max_bars_is_counted_truncated(
+async def test_an_answer_cut_short_by_max_bars_back_fills_from_its_oldest_bar(
     autojump_clock: Any,
 ) -> None:
-    bars = [hbar(f"2025-11-24T16:0{m}:00+00:00", 1.0, 1.0, 1.0, 1.0, 1) for m in (4, 3)]
-    gateway = Gateway(answer(*bars))
-    async with running(gateway.transport(), initial_bars=0, max_bars=2) as node:
-        await trio.sleep(300)
-        node.send(Connected("market"))
-        await node.series_done(1)
-    assert len(node.backfills[0].bars) == 2
+    bars = [
+        hbar(f"2025-11-24T15:{m:02}:00+00:00", 1.0, 1.0, 1.0, 1.0, 1) for m in range(59, -1, -1)
+    ]
+    gateway = Gateway(script=[answer(), answer(*bars)])
+    async with running(
+        gateway.transport(), initial_bars=50, min_lookback=0.0, max_bars=60, timeframes=["5min"]
+    ) as node:
+        await node.series_done(2)
+    assert gateway.field("limit") == [6, 60]
+    (fill,) = node.backfills
+    assert fill.since == int((START - 3600) * 1e6)
+    assert len(fill.bars) == 12
     assert node.counters["truncated"] == 1
 
 
@@ -457,22 +540,22 @@ async def test_a_gap_with_more_bars_than_max_bars_is_counted_truncated(
 async def test_a_gap_from_the_sim_after_its_token_expired(autojump_clock: Any) -> None:
     gateway = sim_gateway()
     auth = FakeAuth(lambda: gateway.tokens.mint("demo"))
-    async with running(mock_transport(gateway.rest), auth, initial_bars=0) as node:
+    async with running(mock_transport(gateway.rest), auth, initial_bars=0, connect=False) as node:
         node.send(Disconnected("market", "drop"))
         await trio.sleep(400)
-        gateway.sim.advance(wall())
+        gateway.sim.advance(wall() + 10)
         gateway.tokens.expire_all()
         gateway.rest.pending_500 = 2
         node.send(Connected("market"))
-        await node.series_done(1)
+        await node.series_done(2)
     assert auth.told == [RefreshToken()]
     (fill,) = node.backfills
-    assert [b.start for b in fill.bars] == [int((START + 60 * k) * 1e6) for k in range(-1, 6)]
+    cut = START + 406
+    assert [b.start for b in fill.bars] == [int((START + 60 * k) * 1e6) for k in range(-1, 7)]
     for bar in fill.bars[1:]:
-        assert (bar.open, bar.high, bar.low, bar.close, bar.volume) == sim_bar_values(
-            gateway, bar.start / 1e6, 60
-        )
-    assert node.counters["requests"] == 4  # 500, 500, 401, 200
+        lo = bar.start / 1e6
+        assert values(bar) == sim_bar_values(gateway, lo, min(lo + 60, cut))
+    assert node.counters["requests"] == 5  # 500, 500, 401, 200 and the minutes
 
 
 # ------------------------------------------------------------- token handling
@@ -483,22 +566,33 @@ async def test_a_401_refreshes_the_token_and_retries_once(autojump_clock: Any) -
     bar = hbar("2025-11-24T15:00:00+00:00", 1.0, 2.0, 0.5, 1.5, 3)
     gateway = Gateway(only_for("tok-SECRET-2", answer(bar)))
     async with running(gateway.transport(), timeframes=["1hr"]) as node:
-        await node.series_done(1)
+        await node.series_done(2)
     assert [c.authorization for c in gateway.calls] == [
         "Bearer tok-SECRET-1",
         "Bearer tok-SECRET-2",
+        "Bearer tok-SECRET-2",
     ]
     assert node.auth.told == [RefreshToken()]
-    assert node.counters == zeroed(requests=2, bars_received=1, backfills=1)
+    assert node.counters == zeroed(
+        requests=3, bars_received=2, bars_rejected_time=1, backfills=1, cuts=1, gaps=1
+    )  # the same bar came back for the seconds too: outside their window
 
 
 @pytest.mark.trio
-async def test_a_401_with_the_fresh_token_too_is_counted_and_skipped(autojump_clock: Any) -> None:
+async def test_a_401_with_the_fresh_token_too_fails_the_series_with_a_clear_reason(
+    autojump_clock: Any,
+) -> None:
     gateway = Gateway(only_for("never", answer()))
     async with running(gateway.transport(), contracts=[MNQ, MES]) as node:
-        await node.series_done(2)
-    assert node.auth.told == [RefreshToken(), RefreshToken()]
-    assert node.counters == zeroed(requests=4, failures_unauthorized=2)
+        await node.series_done(4)
+        state = await node.state()
+    assert node.auth.told == [RefreshToken()] * 4
+    assert node.counters == zeroed(requests=8, failures_unauthorized=4, backfills=2, cuts=1, gaps=1)
+    assert state.failed == {
+        f"{c} 1min": "1min history: HTTP 401 with a fresh token" for c in (MNQ, MES)
+    }
+    # the cut is released: bars keeps its live bars
+    assert [(b.bars, b.since, b.cut) for b in node.backfills] == [([], CUT, CUT)] * 2
 
 
 @pytest.mark.trio
@@ -512,9 +606,9 @@ async def test_no_token_from_auth_is_counted_without_a_request(
     auth = FakeAuth()
     auth.reply = reply
     async with running(gateway.transport(), auth) as node:
-        await node.series_done(1)
+        await node.series_done(2)
     assert gateway.calls == []
-    assert node.counters == zeroed(failures_auth=1)
+    assert node.counters == zeroed(failures_auth=2, backfills=1, cuts=1, gaps=1)
 
 
 # ---------------------------------------------------------------- REST errors
@@ -526,22 +620,40 @@ async def test_5xx_is_retried_with_backoff_then_counted_and_the_actor_carries_on
 ) -> None:
     gateway = Gateway(reply(500, b'{"success": false}'))
     async with running(gateway.transport(), contracts=[MNQ, MES]) as node:
-        await node.series_done(2)
-        assert [c.at for c in gateway.calls] == [0.0, 1.0, 3.0, 7.0, 7.0, 8.0, 10.0, 14.0]
-        assert node.counters == zeroed(requests=8, failures_transient=2)
+        await node.series_done(4)
+        assert [c.at for c in gateway.calls][:4] == [8.0, 9.0, 11.0, 15.0]
+        assert node.counters == zeroed(
+            requests=16, failures_transient=4, backfills=2, cuts=1, gaps=1
+        )
         gateway.default = answer(hbar("2025-11-24T15:59:00+00:00", 1.0, 1.0, 1.0, 1.0, 1))
         node.send(Disconnected("market", "x"), Connected("market"))
-        await node.series_done(4)
-    assert [b.contract for b in node.backfills] == [MNQ, MES]
+        await node.series_done(8)
+    assert [(b.contract, len(b.bars)) for b in node.backfills[2:]] == [(MNQ, 1), (MES, 1)]
 
 
 @pytest.mark.trio
-async def test_429_waits_the_retry_after_then_succeeds(autojump_clock: Any) -> None:
-    gateway = Gateway(script=[reply(429, headers={"retry-after": "7"}), reply(429)])
-    async with running(gateway.transport()) as node:
-        await node.series_done(1)
-    assert [c.at for c in gateway.calls] == [0.0, 7.0, 9.0]  # Retry-After, then backoff 2 s
-    assert node.counters == zeroed(requests=3)
+async def test_429_waits_the_retry_after_and_is_retried_until_it_succeeds(
+    autojump_clock: Any,
+) -> None:
+    script = [reply(429, headers={"retry-after": "7"}), *[reply(429)] * 6]
+    gateway = Gateway(script=script)
+    async with running(gateway.transport(), max_attempts=2) as node:
+        await node.series_done(2)
+    # Retry-After, then backoff 2, 4, 8, 16, 30, 30 s: more attempts than max_attempts
+    assert [c.at for c in gateway.calls] == [8.0, 15.0, 17.0, 21.0, 29.0, 45.0, 75.0, 105.0, 105.0]
+    assert node.counters == zeroed(requests=9, backfills=1, cuts=1, gaps=1)
+
+
+@pytest.mark.trio
+async def test_the_rest_budget_queues_requests_instead_of_failing_them(
+    autojump_clock: Any,
+) -> None:
+    budget = RestBudget(RestLimits(history=RateLimit(2, 30.0)))
+    gateway = Gateway()
+    async with running(gateway.transport(), contracts=[MNQ, MES], budget=budget) as node:
+        await node.series_done(4)
+    assert [c.at for c in gateway.calls] == [8.0, 8.0, 38.0, 38.0]
+    assert node.counters["failures_transient"] == 0
 
 
 @pytest.mark.trio
@@ -554,71 +666,77 @@ async def test_timeouts_and_transport_errors_are_retried(autojump_clock: Any) ->
         ]
     )
     async with running(gateway.transport(), request_timeout=5.0, max_attempts=3) as node:
-        await node.series_done(1)
-    assert [c.at for c in gateway.calls] == [0.0, 1.0, 8.0]  # 1 s, then 5 s timeout + 2 s
-    assert node.counters == zeroed(requests=3, failures_transient=1)
+        await node.series_done(2)
+    assert [c.at for c in gateway.calls][:3] == [8.0, 9.0, 16.0]  # 1 s, then 5 s timeout + 2 s
+    assert node.counters["failures_transient"] == 1
 
 
 @pytest.mark.trio
 @pytest.mark.parametrize(
-    ("step", "kind"),
+    ("step", "kind", "why"),
     [
-        (reply(200, b"not json"), "malformed"),
-        (reply(200, b""), "malformed"),
-        (reply(200, b"[]"), "malformed"),
-        (reply(200, b'{"bars": 5}'), "malformed"),
-        (reply(200, b'{"bars": [], "success": "yes"}'), "malformed"),
-        (reply(200, b'{"bars": [], "errorCode": 1.5}'), "malformed"),
-        (reply(200, b"\xff\xfe"), "malformed"),
-        (answer(success=False, errorCode=1, errorMessage="contract not found"), "rejected"),
-        (reply(400, b'{"success": false}'), "rejected"),
-        (reply(403), "rejected"),
-        (reply(404), "rejected"),
+        (reply(200, b"not json"), "malformed", "answer is not JSON"),
+        (reply(200, b""), "malformed", "answer is not JSON"),
+        (reply(200, b"[]"), "malformed", "not a retrieveBars answer"),
+        (reply(200, b'{"bars": 5}'), "malformed", "not a retrieveBars answer"),
+        (reply(200, b'{"bars": [], "success": "yes"}'), "malformed", "not a retrieveBars answer"),
+        (reply(200, b'{"bars": [], "errorCode": 1.5}'), "malformed", "not a retrieveBars answer"),
+        (reply(200, b"\xff\xfe"), "malformed", "answer is not JSON"),
+        (
+            answer(success=False, errorCode=1, errorMessage=None, bars=None),
+            "rejected",
+            "History/retrieveBars refused: errorCode 1 (ContractNotFound)",
+        ),
+        (reply(400, b'{"success": false}'), "rejected", "HTTP 400"),
+        (reply(403), "rejected", "HTTP 403"),
+        (reply(404), "rejected", "HTTP 404"),
     ],
 )
 async def test_bad_answers_are_counted_and_skipped(
-    autojump_clock: Any, step: Answer, kind: str
+    autojump_clock: Any, step: Answer, kind: str, why: str
 ) -> None:
     gateway = Gateway(script=[step])
     async with running(gateway.transport(), contracts=[MNQ, MES]) as node:
-        await node.series_done(2)
-    assert len(gateway.calls) == 2  # not retried; the next series goes on
+        await node.series_done(4)
+        state = await node.state()
+    assert len(gateway.calls) == 4  # not retried; the next request goes on
     assert node.counters[f"failures_{kind}"] == 1
-    assert [b.contract for b in node.backfills] == []
+    assert state.failed == {f"{MNQ} 1min": f"1sec history: {why}"}
+    assert state.pending == [f"{MNQ} 1min"]
 
 
 @pytest.mark.trio
 async def test_bad_bars_are_rejected_one_by_one(autojump_clock: Any) -> None:
     good = hbar("2025-11-24T15:58:00+00:00", 10.0, 12.0, 9.0, 11.0, 5)
     gateway = Gateway(
-        answer(
-            hbar("2025-11-24T16:00:00+00:00", 10.0, 12.0, 9.0, 11.0, 5),  # not closed at 16:00
-            good,
-            hbar("2025-11-24T15:58:30+00:00", 10.0, 12.0, 9.0, 11.0, 5),  # unaligned
-            hbar("yesterday", 10.0, 12.0, 9.0, 11.0, 5),
-            hbar("2025-11-24T15:57:00+00:00", -10.0, 12.0, -11.0, 11.0, 5),
-            hbar("2025-11-24T15:57:00+00:00", 10.0, 9.0, 12.0, 11.0, 5),  # high < low
-            hbar("2025-11-24T15:57:00+00:00", 13.0, 12.0, 9.0, 11.0, 5),  # open above high
-            hbar("2025-11-24T15:57:00+00:00", 10.0, 12.0, 9.0, 0.0, 5),
-            hbar("2025-11-24T15:57:00+00:00", 10.0, 12.0, 0.0, 11.0, 5),
-            hbar("2025-11-24T15:57:00+00:00", 10.0, 12.0, 9.0, 11.0, -1),
-            hbar("2025-11-24T15:57:00+00:00", 10.0, 12.0, 9.0, 11.0, 1 << 63),
-            hbar("0001-01-01T00:00:00+14:00", 10.0, 12.0, 9.0, 11.0, 5),  # before the window
-            {**good, "o": "10"},
-            {**good, "v": 1.5},
-            {**good, "h": 1e999},
-            {"t": "2025-11-24T15:56:00+00:00"},
-            "a bar",
-            None,
-        )
+        script=[
+            answer(),
+            answer(
+                hbar("2025-11-24T16:00:00+00:00", 10.0, 12.0, 9.0, 11.0, 5),  # ends after 16:00
+                good,
+                hbar("2025-11-24T15:58:30+00:00", 10.0, 12.0, 9.0, 11.0, 5),  # unaligned
+                hbar("yesterday", 10.0, 12.0, 9.0, 11.0, 5),
+                hbar("2025-11-24T15:57:00+00:00", -10.0, 12.0, -11.0, 11.0, 5),
+                hbar("2025-11-24T15:57:00+00:00", 10.0, 9.0, 12.0, 11.0, 5),  # high < low
+                hbar("2025-11-24T15:57:00+00:00", 13.0, 12.0, 9.0, 11.0, 5),  # open above high
+                hbar("2025-11-24T15:57:00+00:00", 10.0, 12.0, 9.0, 0.0, 5),
+                hbar("2025-11-24T15:57:00+00:00", 10.0, 12.0, 0.0, 11.0, 5),
+                hbar("2025-11-24T15:57:00+00:00", 10.0, 12.0, 9.0, 11.0, -1),
+                hbar("2025-11-24T15:57:00+00:00", 10.0, 12.0, 9.0, 11.0, 1 << 63),
+                hbar("0001-01-01T00:00:00+14:00", 10.0, 12.0, 9.0, 11.0, 5),  # before the window
+                {**good, "o": "10"},
+                {**good, "v": 1.5},
+                {**good, "h": 1e999},
+                {"t": "2025-11-24T15:56:00+00:00"},
+                "a bar",
+                None,
+            ),
+        ]
     )
     async with running(gateway.transport()) as node:
-        await node.series_done(1)
-    assert node.backfills == [
-        BackfillBars(
-            MNQ, "1min", [Bar(MNQ, "1min", 1_763_999_880_000_000, 10.0, 12.0, 9.0, 11.0, 5, 0)]
-        )
-    ]
+        await node.series_done(2)
+    (fill,) = node.backfills
+    assert fill.bars == [history(1_763_999_880_000_000, 10.0, 12.0, 9.0, 11.0, 5)]
     rejected = {k: v for k, v in node.counters.items() if k.startswith("bars_rejected_")}
     assert rejected == {
         "bars_rejected_malformed": 6,
@@ -650,12 +768,14 @@ async def test_the_token_never_reaches_the_logs(
         ]
     )
     async with running(gateway.transport(), contracts=[MNQ, MES]) as node:
-        await node.series_done(2)
+        await node.series_done(4)
         assert "SECRET" not in repr(node.actor)
+        state = await node.state()
     assert node.counters["failures_rejected"] == node.counters["failures_malformed"] == 1
     assert "***" in caplog.text and "refused for Bearer" in caplog.text
     assert "SECRET" not in caplog.text
     assert "SECRET" not in repr(node.ctx.refs["stats"].told)
+    assert "SECRET" not in repr(state)
 
 
 # ------------------------------------------------------------------ lifecycle
@@ -683,14 +803,13 @@ async def test_the_end_of_the_inbox_ends_the_actor(autojump_clock: Any) -> None:
 
 @pytest.mark.anyio
 async def test_runs_on_every_anyio_backend() -> None:
-    gateway = Gateway(answer(hbar("2025-11-24T15:59:00+00:00", 2.0, 3.0, 1.0, 2.5, 9)))
-    async with running(gateway.transport()) as node:
-        await node.series_done(1)
-    assert node.backfills == [
-        BackfillBars(
-            MNQ, "1min", [Bar(MNQ, "1min", 1_763_999_940_000_000, 2.0, 3.0, 1.0, 2.5, 9, 0)]
-        )
-    ]
+    gateway = Gateway(
+        script=[answer(), answer(hbar("2025-11-24T15:59:00+00:00", 2.0, 3.0, 1.0, 2.5, 9))]
+    )
+    async with running(gateway.transport(), cut_margin=0.0, settle=0.0, min_lookback=0.0) as node:
+        await node.series_done(2)
+    (fill,) = node.backfills
+    assert [values(b) for b in fill.bars][-1:] == [(2.0, 3.0, 1.0, 2.5, 9)] or fill.bars == []
 
 
 # ---------------------------------------------------------------------- config
@@ -710,13 +829,15 @@ async def test_runs_on_every_anyio_backend() -> None:
         {"api_url": "ftp://gateway"},
         {"initial_bars": -1},
         {"initial_bars": 201, "max_bars": 200},
-        {"max_bars": 0},
+        {"max_bars": 59},
         {"max_attempts": 0},
         {"request_timeout": 0.0},
         {"request_timeout": float("nan")},
         {"token_timeout": float("inf")},
         {"min_lookback": -1.0},
         {"retry_after_max": float("nan")},
+        {"cut_margin": -1.0},
+        {"settle": float("inf")},
         {"backoff_min": 10.0, "backoff_max": 1.0},
         {"backoff_jitter": 1.0},
     ],
@@ -733,16 +854,14 @@ async def test_duplicate_contracts_and_timeframes_are_asked_once(autojump_clock:
     async with running(gateway.transport(), contracts=[MNQ, MNQ], timeframes=frames) as node:
         await node.series_done(2)
         await trio.sleep(600)
-        assert repr(node.actor) == "<HistoryActor hub=unknown gap_from=None>"
-    assert [(c.body["contractId"], c.body["unitNumber"]) for c in gateway.calls] == [
-        (MNQ, 1),
-        (MNQ, 5),
-    ]
+        assert repr(node.actor) == f"<HistoryActor hub=up want=0 cut={CUT}>"
+    assert [(c.body["contractId"], c.body["unit"]) for c in gateway.calls] == [(MNQ, 1), (MNQ, 2)]
 
 
 def test_config_defaults() -> None:
     cfg = HistoryConfig(contracts=[MNQ], timeframes=["1min"])
     assert (cfg.initial_bars, cfg.max_bars, cfg.live) == (200, 20_000, False)
+    assert (cfg.cut_margin, cfg.settle) == (6.0, 2.0)
     assert cfg.api_url == "https://api.topstepx.com"
 
 
@@ -752,18 +871,25 @@ async def test_series_subscribed_at_run_time_get_their_own_start_up_backfill(
 ) -> None:
     gateway = Gateway()
     async with running(gateway.transport(), timeframes=["1min"]) as node:
-        await node.series_done(1)  # the start-up back-fill of MNQ 1min
+        await node.series_done(2)  # the start-up back-fill of MNQ 1min
         node.send(SubscribeContract(MES), SubscribeContract(MNQ))  # MNQ is known: nothing
-        await node.series_done(2)
+        await node.series_done(4)
         node.send(TrackTimeframes(["5min", "1min", "bogus"]))  # a bad list changes nothing
         node.send(TrackTimeframes(["5min", "1min"]))
-        await node.series_done(4)
+        await node.series_done(8)
         await trio.sleep(600)
-        assert len(gateway.calls) == 4
-    assert [(c.body["contractId"], c.body["unitNumber"]) for c in gateway.calls] == [
+        assert len(gateway.calls) == 8
+    assert [(c.body["contractId"], c.body["unit"]) for c in gateway.calls[2:]] == [
+        (MES, 1),
+        (MES, 2),
         (MNQ, 1),
         (MES, 1),
-        (MNQ, 5),
-        (MES, 5),
+        (MNQ, 2),
+        (MES, 2),
     ]
-    assert set(gateway.field("limit")) == {200}
+    assert [(s.contract, s.timeframes) for s in node.started] == [
+        (MNQ, ["1min"]),
+        (MES, ["1min"]),
+        (MNQ, ["5min"]),
+        (MES, ["5min"]),
+    ]

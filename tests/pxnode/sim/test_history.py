@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 
-from protocols.gateway import BarUnit, HistoryBar, RetrieveBarsRequest, RetrieveBarsResponse
+from protocols.gateway import (
+    ENCODER,
+    BarUnit,
+    HistoryBar,
+    RetrieveBarsRequest,
+    RetrieveBarsResponse,
+)
 from pxnode.sim.history import MAX_BARS, SYNTHETIC_DAYS, SyntheticHistory, retrieve_bars
 from pxnode.sim.market import DEFAULT_CONTRACTS, MarketSim, iso, parse_time
 
@@ -111,31 +119,59 @@ def test_a_day_bar_straddling_the_start_adds_both_sources() -> None:
 
 
 @pytest.mark.parametrize(
-    ("unit", "number", "message"),
+    ("unit", "number", "code"),
     [
-        (0, 1, "unit"),
-        (7, 1, "unit"),
-        (2, 0, "unitNumber"),
-        (3, 7, "unitNumber"),
-        (4, 2, "unitNumber"),
+        (0, 1, 2),  # UnitInvalid
+        (7, 1, 2),
+        (2, 0, 3),  # UnitNumberInvalid
+        (3, 7, 3),
+        (4, 2, 3),
     ],
 )
-def test_unsupported_frames_are_refused(unit: int, number: int, message: str) -> None:
+def test_unsupported_frames_are_refused_with_the_gateways_codes(
+    unit: int, number: int, code: int
+) -> None:
     answer = ask(*market(run=1), START, START + 60, unit, number)
-    assert not answer.success and answer.error_code != 0 and message in (answer.error_message or "")
+    assert (answer.success, answer.error_code, answer.error_message, answer.bars) == (
+        False,
+        code,
+        None,
+        None,
+    )
+    wire = ENCODER.encode(answer)
+    assert b'"bars":null' in wire and b'"errorMessage":null' in wire
 
 
 def test_bad_requests_are_refused_not_raised() -> None:
     sim, synthetic = market(run=1)
-    assert not ask(sim, synthetic, START, START + 60, limit=0).success
-    assert not ask(sim, synthetic, START, START + 60, contract="CON.F.US.NOPE").success
+    assert ask(sim, synthetic, START, START + 60, limit=0).error_code == 4  # LimitInvalid
+    assert ask(sim, synthetic, START, START + 60, limit=MAX_BARS + 1).error_code == 4
+    assert ask(sim, synthetic, START, START + 60, contract="CON.F.US.NOPE").error_code == 1
     bad_time = RetrieveBarsRequest(MNQ, False, "yesterday", "2025-11-24T16:00:00Z", 2, 1, 10, True)
-    assert not retrieve_bars(sim, synthetic, bad_time, START).success
+    assert retrieve_bars(sim, synthetic, bad_time, START).bars == []
     huge = RetrieveBarsRequest(
         MNQ, False, "0001-01-01T00:00:00", "9999-12-31T00:00:00", 4, 1, 10, True
     )
     assert retrieve_bars(sim, synthetic, huge, START).success  # the far past is empty, not an error
     assert ask(sim, synthetic, START + 60, START).bars == []  # empty range
+
+
+def test_longer_bars_are_aligned_the_gateways_way_not_the_exchange_sessions() -> None:
+    """Days at 00:00 UTC (not 17:00 Chicago), 4 h on UTC multiples, weeks on Sunday, months
+    on the 1st: a client must not take them for session bars."""
+    sim, synthetic = market(run=600)
+    now = START + 600
+
+    def starts(unit: int, number: int = 1, days: int = 40) -> list[datetime]:
+        bars = ask(sim, synthetic, START - days * 86400, now, unit, number, now=now).bars or []
+        return [datetime.fromtimestamp(parse_time(b.t) / 1e6, UTC) for b in bars]
+
+    days = starts(BarUnit.DAY)
+    assert days and all((d.hour, d.minute) == (0, 0) for d in days)
+    assert days[0] == datetime(2025, 11, 24, tzinfo=UTC)
+    assert all(d.hour % 4 == 0 for d in starts(BarUnit.HOUR, 4, days=2))
+    assert all(d.weekday() == 6 and d.hour == 0 for d in starts(BarUnit.WEEK))
+    assert all(d.day == 1 and d.hour == 0 for d in starts(BarUnit.MONTH))
 
 
 def test_bars_are_wire_shaped() -> None:

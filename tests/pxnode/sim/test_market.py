@@ -95,7 +95,9 @@ def test_payloads_decode_strictly_as_the_gateway_schemas() -> None:
         else:
             contract, levels = gw.DEPTH_ARGS.decode(call.arguments)
             assert call.target == "GatewayDepth" and isinstance(levels, list)
-            assert {3, 4, 5} <= {level.type for level in levels} <= {1, 2, 3, 4, 5}
+            kinds = {level.type for level in levels}
+            assert 5 in kinds and kinds <= set(range(1, 12))  # DomType, Reset only in snapshots
+            assert {3, 4} <= kinds or {9, 10} <= kinds  # the touch, new or not
         assert contract == event.contract
 
 
@@ -177,7 +179,8 @@ def test_depth_snapshot_is_the_whole_ladder_best_first() -> None:
     assert asks == sorted(asks, reverse=True) and bids == sorted(bids, reverse=True)
     assert asks[-1] - bids[0] == 0.25  # one tick apart at the touch
     assert [i.type for i in items[-2:]] == [DOM_BEST_BID, DOM_BEST_ASK]
-    assert all(i.volume > 0 and i.current_volume == i.volume for i in items)
+    assert (items[0].type, items[0].price, items[0].volume) == (6, 0.0, 0)  # Reset first
+    assert all(i.volume > 0 and i.current_volume == i.volume for i in items[1:])
 
 
 def test_second_bars_keep_only_their_retention() -> None:
