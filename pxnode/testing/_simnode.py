@@ -60,6 +60,7 @@ class RestCall:
     at: float  # anyio time
     path: str
     status: int
+    body: bytes = b""  # the request body (never holds a secret but the login's key)
 
 
 class SimNet:
@@ -103,7 +104,8 @@ class SimNet:
             request.method, target, request.headers.raw, request.content
         )
         path = target.partition("?")[0]
-        self.rest.append(RestCall(anyio.current_time(), path, status))
+        content = request.content if not path.startswith("/api/Auth/") else b""
+        self.rest.append(RestCall(anyio.current_time(), path, status, content))
         if status == 200 and path.startswith("/api/Auth/"):
             answer = json.loads(body)
             token = answer.get("token") or answer.get("newToken")

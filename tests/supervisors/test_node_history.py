@@ -1,0 +1,157 @@
+"""History and live as one truth, through the whole node against the sim (virtual time).
+
+The sim's History answers like the gateway: newest first, 1day bars at 00:00 UTC,
+its own alignment for longer units, errorCode answers, and 429 beyond 50
+retrieveBars per 30 s. The node must still build every forming bar on pxnode's
+own session rules, from history plus the live trades, each counted once.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from protocols.errors import NotReady, UnknownSeries
+from protocols.messages import BarClosed, BarUpdated, TradesAccepted
+from protocols.timeframes import BarClock, parse_timeframe
+from pxnode.sim import CONTRACTS, SimConfig
+from pxnode.sim.faults import Fault
+from pxnode.testing import MNQ, Tap, node_config, sim_node
+from supervisors.config import BarsConfig
+
+ES = "CON.F.US.EP.Z25"
+FRAMES = ["1min", "5min", "15min", "1hr", "4hr", "1day"]
+PATH = "/api/History/retrieveBars"
+
+
+def history_config(contracts: list[str], frames: list[str], bars: int = 2) -> Any:
+    base = node_config()
+    return msgspec.structs.replace(
+        base, contracts=contracts, history_bars=bars, bars=BarsConfig(timeframes=frames)
+    )
+
+
+def truth(
+    h: Any, contract: str, lo_us: int, hi_us: int
+) -> list[tuple[int, float, float, float, float, int]]:
+    """What was traded in ``[lo, hi)`` (whole seconds): synthetic minutes, then the sim's seconds."""
+    start = int(h.sim.sim.start)
+    lo, hi = lo_us // 1_000_000, hi_us // 1_000_000
+    rows = list(h.sim.rest.synthetic.rows(contract, lo, min(hi, start)))
+    seconds = h.sim.sim.seconds(contract)
+    for i in seconds.between(max(lo, start), hi):
+        rows.append(
+            (seconds.secs[i], seconds.o[i], seconds.h[i], seconds.l[i], seconds.c[i], seconds.v[i])
+        )
+    return rows
+
+
+@pytest.mark.trio
+async def test_every_forming_bar_is_history_plus_live_trades_each_counted_once(
+    autojump_clock: Any,
+) -> None:
+    frames = ["1min", "5min", "1hr", "4hr", "1day"]
+    async with sim_node(config=history_config([MNQ, ES], frames)) as h:
+        node = h.node
+        trades = Tap(node, "topic.trades")
+        with anyio.fail_after(120):
+            await node.ready()
+        await anyio.sleep(75)  # live trades on top of the back-fill
+        h.sim.apply(Fault("stall", 10.0))  # no more trades: the node catches up
+        await anyio.sleep(2)
+        cut_body = [
+            json.loads(c.body) for c in h.net.calls(PATH) if json.loads(c.body)["unit"] == 1
+        ]
+        cut = int(
+            msgspec.json.decode(json.dumps(cut_body[-1]["endTime"]).encode(), type=str).__len__()
+            and 0
+        )
+        from datetime import datetime
+
+        cut = round(datetime.fromisoformat(cut_body[-1]["endTime"]).timestamp() * 1_000_000)
+        live = [t for m in trades.of(TradesAccepted) for t in m.trades]
+        assert live and min(t.ts for t in live) < cut  # live trades before the cut: provisional
+        for contract in (MNQ, ES):
+            for name in frames:
+                frame = await node.bars(contract, name, 1)
+                bar = frame.row(0, named=True)
+                start = round(bar["start"].timestamp() * 1_000_000)
+                end = BarClock(parse_timeframe(name)).bounds(start)[1]
+                rows = [r for r in truth(h, contract, start, cut) if start <= r[0] * 1_000_000]
+                after = [
+                    t for t in live if t.contract == contract and max(cut, start) <= t.ts < end
+                ]
+                volume = sum(r[5] for r in rows) + sum(t.volume for t in after)
+                high = max([r[2] for r in rows] + [t.price for t in after])
+                low = min([r[3] for r in rows] + [t.price for t in after])
+                assert (bar["volume"], bar["high"], bar["low"]) == (volume, high, low), (
+                    contract,
+                    name,
+                )
+                assert bar["open"] == (rows[0][1] if rows else after[0].price)
+                assert bar["close"] == (after[-1].price if after else rows[-1][4])
+        trades.dispose()
+
+
+@pytest.mark.trio
+async def test_twenty_contracts_by_six_timeframes_all_get_their_history_under_the_rate_limit(
+    autojump_clock: Any,
+) -> None:
+    contracts = list(CONTRACTS)[:20]
+    sim = SimConfig(seed=3, rate=100.0, contracts=tuple(contracts), tick=0.1)
+    async with sim_node(config=history_config(contracts, FRAMES, bars=1), sim=sim) as h:
+        bars = Tap(h.node, "topic.bars")
+        with anyio.fail_after(600):
+            await h.node.ready(timeout=600)
+        ready_at = anyio.current_time()
+        calls = h.net.calls(PATH)
+        assert len(calls) == 20 * 3  # 1sec, 1min, 1hr per contract: shared by all six frames
+        assert {c.status for c in calls} == {200}  # the budget kept under the limit: no 429
+        assert h.sim.rest.throttled == 0
+        assert ready_at > 30  # 60 requests at 50 per 30 s: the budget queued the rest
+        history = {
+            (m.bar.contract, m.bar.timeframe)
+            for m in bars.of(BarClosed)
+            if m.bar.source == "history"
+        }
+        assert history >= {(c, f) for c in contracts for f in ("1min", "5min", "15min", "1hr")}
+        for contract in contracts:
+            for name in FRAMES:
+                frame = await h.node.bars(contract, name, 5)
+                assert frame.height >= 1, (contract, name)
+        bars.dispose()
+
+
+@pytest.mark.trio
+async def test_ready_names_what_is_missing_and_streams_filter(autojump_clock: Any) -> None:
+    async with sim_node(
+        config=history_config([MNQ, ES], ["1min", "1hr"]), refused=("market",)
+    ) as h:
+        node = h.node
+        with pytest.raises(NotReady) as info:
+            await node.ready(timeout=20)
+        text = str(info.value)
+        assert "market hub not connected" in text and f"{MNQ} 1min" in text
+        with pytest.raises(UnknownSeries, match="CON.F.US.NOPE"):
+            await node.bars("CON.F.US.NOPE", "1min")
+        with pytest.raises(UnknownSeries, match="'5min' is not built"):
+            await node.bars(MNQ, "5min")
+        with pytest.raises(UnknownSeries):
+            node.stream_bars(contracts=["CON.F.US.NOPE"])
+        h.net.refused.clear()
+        stream = node.stream_bars(contracts=[ES], timeframes=["1hr"])
+        trades = node.stream_trades(contracts=[MNQ])
+        await node.ready(timeout=120)
+        await anyio.sleep(5)
+        seen = stream.drain(10_000)
+        assert seen and {(m.bar.contract, m.bar.timeframe) for m in seen} == {(ES, "1hr")}
+        assert all(isinstance(m, BarUpdated | BarClosed) for m in seen)
+        batches = trades.drain(10_000)
+        assert batches and {t.contract for b in batches for t in b.trades} == {MNQ}
+        stream.dispose()
+        trades.dispose()
