@@ -38,6 +38,10 @@ ReconnectRequested      close cleanly, start a new session (same book)
 Stop, end of inbox      close cleanly (SignalR Close + websocket close), return
 ======================= ==================================================
 
+A ``GatewayLogout`` invocation from the server (the session was logged out)
+is not forwarded: auth is told ``RefreshToken``, logs in again and publishes
+the new token, whose ``TokenIssued`` reconnects both hubs at once.
+
 A failure (EOF, websocket close from the server, SignalR Close, silence,
 refused handshake, HTTP 401) ends the session with ``ConnectionLost`` raised
 out of ``run``, after ``Disconnected`` was told: there is no retry loop here,
@@ -103,6 +107,9 @@ from .opening import Opener
 from .transport import Connect, Endpoint
 
 logger = logging.getLogger("pxnode.connection")
+
+LOGOUT = "GatewayLogout"
+"""Sent by the gateway on both hubs when it ends the session (project-x-py listens for it)."""
 
 _MAX_PENDING: Final = 1024  # invocation ids awaiting a Completion
 _TELL_ERRORS: Final = (anyio.WouldBlock, PxError)
@@ -393,6 +400,11 @@ class ConnectionActor:
             heard = True
             counters["messages"] += 1
             if type(event) is Invocation:
+                if event.target == LOGOUT:  # the session is over: log in again, reconnect
+                    counters["logouts"] += 1
+                    logger.warning("%s: the gateway logged the session out", self._where)
+                    _tell(_optional_ref(ctx, "auth"), RefreshToken())
+                    continue
                 data = True
                 msg = HubMessageReceived(hub, event.target, event.arguments, at)
                 received.append(msg)

@@ -46,6 +46,10 @@ expire        -                           every token expires: REST and hub auth
                                           open hubs get Close(error, allowReconnect=true)
 revoke        -                           every token is revoked: as expire, but
                                           allowReconnect=false
+logout        -                           the session is logged out: every token is
+                                          revoked and both hubs get GatewayLogout, their
+                                          sockets stay open (silent until the client
+                                          logs in again and reconnects)
 rest429       count (1)                   the next COUNT /api calls get 429, Retry-After: 1
 rest500       count (1)                   the next COUNT /api calls get 500
 slow          seconds (5)                 the server writes slowly: a 0.1 s pause after

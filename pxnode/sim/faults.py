@@ -21,7 +21,7 @@ import msgspec
 from protocols.errors import ConfigError
 
 FaultKind: TypeAlias = Literal[
-    "drop", "stall", "malformed", "oversize", "expire", "revoke",
+    "drop", "stall", "malformed", "oversize", "expire", "revoke", "logout",
     "rest429", "rest500", "slow", "burst",
 ]  # fmt: skip
 
@@ -33,6 +33,7 @@ _ARGS: Final[dict[str, tuple[float, bool, float] | None]] = {
     "oversize": (float(2 << 20), True, float(64 << 20)),
     "expire": None,
     "revoke": None,
+    "logout": None,
     "rest429": (1.0, True, 1_000_000.0),
     "rest500": (1.0, True, 1_000_000.0),
     "slow": (5.0, False, 86_400.0),

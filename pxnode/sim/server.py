@@ -55,7 +55,7 @@ from pxnode.sim.config import SimConfig
 from pxnode.sim.faults import Fault, FaultSchedule, parse_faults
 from pxnode.sim.history import SyntheticHistory
 from pxnode.sim.httpio import next_event, respond
-from pxnode.sim.hubs import HubSession, malformed_frames, oversize_frame, route
+from pxnode.sim.hubs import HubSession, invocation, malformed_frames, oversize_frame, route
 from pxnode.sim.market import MarketEvent, MarketSim, contracts_for
 from pxnode.sim.rest import MAX_BODY, RestHandler, bearer, unauthorized
 from pxnode.sim.tokens import Claims, TokenAuthority
@@ -76,6 +76,7 @@ class _Conn:
         "closing",
         "last_read",
         "last_write",
+        "logged_out",
         "outbox",
         "peer_closed",
         "scope",
@@ -93,6 +94,7 @@ class _Conn:
         self.session, self.ws, self.outbox, self.scope = session, ws, outbox, scope
         self.last_read = self.last_write = anyio.current_time()
         self.closing = False
+        self.logged_out = False  # after GatewayLogout: no more data on this socket
         self.peer_closed = anyio.Event()
 
 
@@ -368,7 +370,7 @@ class GatewaySim:
     def _deliver(self, events: list[MarketEvent]) -> None:
         if not events or anyio.current_time() < self._stalled_until:
             return
-        by_session = {c.session: c for c in self.connections if not c.closing}
+        by_session = {c.session: c for c in self.connections if not (c.closing or c.logged_out)}
         for session, frames in route(events, by_session):
             c = by_session[session]
             chunk: list[bytes] = []
@@ -451,6 +453,13 @@ class GatewaySim:
         for c in list(self.connections):
             self.close(c, "Unauthorized: the access token was revoked")
 
+    def _logout(self, _: float) -> None:
+        self.tokens.revoke_all()
+        for c in list(self.connections):
+            if c.session.open:
+                self._enqueue(c, invocation("GatewayLogout"))
+                c.logged_out = True
+
     def _rest429(self, count: float) -> None:
         self.rest.pending_429 += int(count)
 
@@ -469,6 +478,7 @@ _FAULTS: Final[dict[str, Callable[[GatewaySim, float], None]]] = {
     "oversize": GatewaySim._oversize,
     "expire": GatewaySim._expire,
     "revoke": GatewaySim._revoke,
+    "logout": GatewaySim._logout,
     "rest429": GatewaySim._rest429,
     "rest500": GatewaySim._rest500,
     "slow": GatewaySim._slow,

@@ -18,6 +18,7 @@ import pytest
 
 from protocols.errors import NotReady, UnknownSeries
 from protocols.messages import BarClosed, BarUpdated, TradesAccepted
+from protocols.rest import RateLimit, RestLimits
 from protocols.timeframes import BarClock, parse_timeframe
 from pxnode.sim import CONTRACTS, SimConfig
 from pxnode.sim.faults import Fault
@@ -39,7 +40,7 @@ def history_config(contracts: list[str], frames: list[str], bars: int = 2) -> An
 def truth(
     h: Any, contract: str, lo_us: int, hi_us: int
 ) -> list[tuple[int, float, float, float, float, int]]:
-    """What was traded in ``[lo, hi)`` (whole seconds): synthetic minutes, then the sim's seconds."""
+    """What was traded in ``[lo, hi)`` (whole seconds): synthetic minutes, then sim seconds."""
     start = int(h.sim.sim.start)
     lo, hi = lo_us // 1_000_000, hi_us // 1_000_000
     rows = list(h.sim.rest.synthetic.rows(contract, lo, min(hi, start)))
@@ -62,18 +63,11 @@ async def test_every_forming_bar_is_history_plus_live_trades_each_counted_once(
         with anyio.fail_after(120):
             await node.ready()
         await anyio.sleep(75)  # live trades on top of the back-fill
-        h.sim.apply(Fault("stall", 10.0))  # no more trades: the node catches up
+        h.sim.apply(Fault("stall", 0.0, 10.0))  # no more trades: the node catches up
         await anyio.sleep(2)
-        cut_body = [
-            json.loads(c.body) for c in h.net.calls(PATH) if json.loads(c.body)["unit"] == 1
-        ]
-        cut = int(
-            msgspec.json.decode(json.dumps(cut_body[-1]["endTime"]).encode(), type=str).__len__()
-            and 0
-        )
-        from datetime import datetime
-
-        cut = round(datetime.fromisoformat(cut_body[-1]["endTime"]).timestamp() * 1_000_000)
+        # the cut is the seconds' endTime (no seconds asked: it is on a whole minute)
+        ends = [json.loads(c.body)["endTime"] for c in h.net.calls(PATH)]
+        cut = max(round(datetime.fromisoformat(end).timestamp() * 1_000_000) for end in ends)
         live = [t for m in trades.of(TradesAccepted) for t in m.trades]
         assert live and min(t.ts for t in live) < cut  # live trades before the cut: provisional
         for contract in (MNQ, ES):
@@ -110,7 +104,11 @@ async def test_twenty_contracts_by_six_timeframes_all_get_their_history_under_th
             await h.node.ready(timeout=600)
         ready_at = anyio.current_time()
         calls = h.net.calls(PATH)
-        assert len(calls) == 20 * 3  # 1sec, 1min, 1hr per contract: shared by all six frames
+        # 1min and 1hr per contract, shared by all six frames (1sec too unless the cut is on
+        # a whole minute): one request each, none twice
+        asked = [(json.loads(c.body)["contractId"], json.loads(c.body)["unit"]) for c in calls]
+        assert len(asked) == len(set(asked)) and {u for _, u in asked} <= {1, 2, 3}
+        assert {(c, u) for c in contracts for u in (2, 3)} <= set(asked)
         assert {c.status for c in calls} == {200}  # the budget kept under the limit: no 429
         assert h.sim.rest.throttled == 0
         assert ready_at > 30  # 60 requests at 50 per 30 s: the budget queued the rest
@@ -137,7 +135,7 @@ async def test_ready_names_what_is_missing_and_streams_filter(autojump_clock: An
             await node.ready(timeout=20)
         text = str(info.value)
         assert "market hub not connected" in text and f"{MNQ} 1min" in text
-        with pytest.raises(UnknownSeries, match="CON.F.US.NOPE"):
+        with pytest.raises(UnknownSeries, match=r"CON\.F\.US\.NOPE"):
             await node.bars("CON.F.US.NOPE", "1min")
         with pytest.raises(UnknownSeries, match="'5min' is not built"):
             await node.bars(MNQ, "5min")
@@ -155,3 +153,41 @@ async def test_ready_names_what_is_missing_and_streams_filter(autojump_clock: An
         assert batches and {t.contract for b in batches for t in b.trades} == {MNQ}
         stream.dispose()
         trades.dispose()
+
+
+@pytest.mark.trio
+async def test_gateway_logout_logs_in_again_and_reconnects_both_hubs_at_once(
+    autojump_clock: Any,
+) -> None:
+    async with sim_node() as h:
+        node = h.node
+        await node.ready(timeout=60)
+        await anyio.sleep(30)
+        logins = len(h.net.calls("/api/Auth/loginKey"))
+        dials = {hub: len(h.net.hub_dials(hub)) for hub in ("market", "user")}
+        at = anyio.current_time()
+        h.sim.apply(Fault("logout", 0.0))
+        trades = Tap(node, "topic.trades")
+        with anyio.fail_after(5):  # far sooner than the stale-feed timer
+            while not trades.of(TradesAccepted):  # noqa: ASYNC110 - polls the node's output
+                await anyio.sleep(0.1)
+        assert len(h.net.calls("/api/Auth/loginKey")) == logins + 1
+        for hub in ("market", "user"):
+            assert len(h.net.hub_dials(hub)) == dials[hub] + 1
+            assert h.net.hub_dials(hub)[-1] - at < 2
+        trades.dispose()
+
+
+@pytest.mark.trio
+async def test_a_gateway_stricter_than_the_budget_is_waited_out_series_by_series(
+    autojump_clock: Any,
+) -> None:
+    """The sim allows 4 retrieveBars per 30 s: 429s without Retry-After, nothing lost."""
+    contracts = list(CONTRACTS)[:5]
+    limits = RestLimits(history=RateLimit(4, 30.0))
+    sim = SimConfig(seed=3, rate=50.0, contracts=tuple(contracts), tick=0.1, rest_limits=limits)
+    async with sim_node(config=history_config(contracts, ["1min", "1hr"], bars=1), sim=sim) as h:
+        await h.node.ready(timeout=900)
+        calls = h.net.calls(PATH)
+        assert h.sim.rest.throttled > 0 and {c.status for c in calls} == {200, 429}
+        assert sum(c.status == 200 for c in calls) in (5 * 2, 5 * 3)
