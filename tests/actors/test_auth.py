@@ -789,3 +789,15 @@ def test_invalid_config_is_a_config_error(bad: dict[str, Any]) -> None:
     with pytest.raises(ConfigError) as info:
         config(**bad)
     assert API_KEY not in str(info.value)
+
+
+@pytest.mark.trio
+async def test_a_token_without_exp_is_taken_to_live_24_hours(autojump_clock: Any) -> None:
+    claims = b64url(b'{"sub":"demo"}')
+    undated = f"{HEADER}.{claims}.{b64url(b'sig')}"
+    gateway = Gateway(script={LOGIN_PATH: [ok(LoginResponse(token=undated))]})
+    async with running(gateway) as node:
+        issued = await node.ask()
+        assert issued.expires_at == EPOCH + DAY
+        await trio.sleep(DAY - 1800 + 1)  # refreshed refresh_before ahead, as any token
+    assert gateway.times(VALIDATE_PATH) == [DAY - 1800]

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from protocols import rest
-from protocols.errors import GatewayError
+from protocols.errors import ConfigError, GatewayError
 from protocols.secrets import Secret
 
 TOKEN = "tok-SECRET-1"
@@ -242,3 +242,61 @@ async def test_a_request_that_cannot_be_made_is_a_gateway_error_and_redacted() -
         await post(handler, bearer=Secret(TOKEN))
     assert str(info.value) == "POST /api/X: DecodingError: bad body for ***"
     assert "SECRET" not in repr(info.value)
+
+
+# ----------------------------------------------------------------- the budget
+
+
+@pytest.mark.trio
+async def test_the_budget_queues_requests_in_order_within_a_sliding_window(
+    autojump_clock: Any,
+) -> None:
+    budget = rest.RestBudget(
+        rest.RestLimits(history=rest.RateLimit(2, 30.0), other=rest.RateLimit(3, 60.0))
+    )
+    sent: list[tuple[str, float]] = []
+
+    async def request(path: str) -> None:
+        await budget.acquire(path)
+        sent.append((path, anyio.current_time()))
+
+    async with anyio.create_task_group() as tg:
+        for path in ["/api/History/retrieveBars"] * 5 + ["/api/Auth/loginKey"] * 4:
+            tg.start_soon(request, path)
+            await trio.sleep(1)  # one new request a second
+    history = [at for path, at in sent if path.startswith("/api/History/")]
+    other = [at for path, at in sent if not path.startswith("/api/History/")]
+    assert history == [0.0, 1.0, 30.0, 31.0, 60.0]  # never more than 2 in any 30 s
+    assert other == [5.0, 6.0, 7.0, 65.0]  # its own window: history never delays it
+    assert budget.waited == 28 + 28 + 56 + 57
+
+
+@pytest.mark.trio
+async def test_a_429_holds_the_window_for_retry_after_or_a_whole_period(
+    autojump_clock: Any,
+) -> None:
+    budget = rest.RestBudget()
+    budget.hold("/api/History/retrieveBars", 7.0)
+    budget.hold("/api/Order/search", None)  # no Retry-After: wait out a whole period
+    await budget.acquire("/api/History/retrieveBars")
+    assert anyio.current_time() == 7.0
+    await budget.acquire("/api/Trade/search")
+    assert anyio.current_time() == 60.0
+
+
+@pytest.mark.trio
+async def test_429_is_retried_beyond_max_attempts_other_transients_are_not(
+    autojump_clock: Any,
+) -> None:
+    times: list[float] = []
+    outcomes: list[BaseException | str] = [rest.Transient("HTTP 429", status=429)] * 6 + ["ok"]
+    result = await rest.with_retries(
+        failing(outcomes, times), policy(max_attempts=2), random.Random(0), log=LOG
+    )
+    assert result == "ok" and len(times) == 7
+
+
+@pytest.mark.parametrize("limit", [(0, 30.0), (1, 0.0), (1, float("nan"))])
+def test_a_rate_limit_must_be_a_positive_count_and_period(limit: tuple[int, float]) -> None:
+    with pytest.raises(ConfigError):
+        rest.RateLimit(*limit)

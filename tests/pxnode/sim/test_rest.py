@@ -10,6 +10,7 @@ import pytest
 
 from protocols import gateway as gw
 from protocols.errors import ConfigError
+from protocols.rest import RateLimit, RestLimits
 from pxnode.sim import GatewaySim, SimConfig, mock_transport
 from pxnode.sim.market import iso
 
@@ -72,6 +73,7 @@ def test_wrong_key_is_http_200_with_success_false(http: httpx.Client) -> None:
         body = msgspec.json.decode(answer.content, type=gw.LoginResponse)
         assert answer.status_code == 200 and not body.success and body.error_code != 0
         assert body.token is None and key not in answer.text
+        assert body.error_code == 3 and body.error_message is None  # InvalidCredentials
 
 
 def test_tokens_expire_with_the_clock(http: httpx.Client, clock: Clock) -> None:
@@ -178,6 +180,32 @@ def test_orders_positions_trades(http: httpx.Client) -> None:
         "/api/Trade/search", json={"accountId": 7001, "startTimestamp": "soon"}, headers=h
     )
     assert not msgspec.json.decode(bad.content, type=gw.TradeSearchResponse).success
+
+
+def test_order_and_trade_search_need_a_start_timestamp(http: httpx.Client) -> None:
+    h = auth(login(http))
+    for path in ("/api/Order/search", "/api/Trade/search"):
+        assert http.post(path, json={"accountId": 7001}, headers=h).status_code == 400
+
+
+def test_the_rate_limits_answer_429_without_retry_after(clock: Clock) -> None:
+    limits = RestLimits(history=RateLimit(3, 30.0), other=RateLimit(2, 60.0))
+    sim = GatewaySim(SimConfig(rate=50, rest_limits=limits), wall_time=clock)
+    with httpx.Client(transport=mock_transport(sim.rest), base_url="http://sim") as http:
+        h = auth(login(http))
+        body = {"contractId": "CON.F.US.MNQ.Z25", "live": False, "startTime": iso(0),
+                "endTime": iso(int(START * 1e6)), "unit": 2, "unitNumber": 1, "limit": 10,
+                "includePartialBar": False}  # fmt: skip
+        codes = [http.post("/api/History/retrieveBars", json=body, headers=h) for _ in range(4)]
+        assert [r.status_code for r in codes] == [200, 200, 200, 429]
+        assert "retry-after" not in codes[-1].headers
+        search = {"searchText": "MNQ", "live": False}
+        assert http.post("/api/Contract/search", json=search, headers=h).status_code == 200
+        assert http.post("/api/Contract/search", json=search, headers=h).status_code == 429
+        clock.now += 30  # the history window slid by; the other one has not
+        assert http.post("/api/History/retrieveBars", json=body, headers=h).status_code == 200
+        assert http.post("/api/Contract/search", json=search, headers=h).status_code == 429
+        assert sim.rest.throttled == 3
 
 
 def test_ping_needs_no_auth(http: httpx.Client) -> None:
