@@ -27,7 +27,7 @@ from supervisors.config import BarsConfig, GatewayConfig, NodeConfig, load_confi
 from supervisors.node import open_node
 from supervisors.supervisor import unwrap
 
-from .preflight import check_reachable, resolve_contracts
+from .preflight import check_reachable
 
 DEMO_ACCOUNT_ID = 7001
 """The simulated gateway's demo account (its orders, positions and trades)."""
@@ -335,12 +335,9 @@ def _run_command(
 ) -> None:
     async def command(stopping: Stopping) -> int:
         assert config.gateway is not None
-        auth = config.gateway.auth()
-        await check_reachable(auth.api_url)
-        ids = await resolve_contracts(config.contracts, auth)
-        live = msgspec.structs.replace(config, contracts=ids)
-        return await _run_node(
-            live, stopping, json=json, duration=duration, metrics_port=metrics_port
+        await check_reachable(config.gateway.api_url)
+        return await _run_node(  # open_node looks contract symbols up
+            config, stopping, json=json, duration=duration, metrics_port=metrics_port
         )
 
     _main(command, log_level)

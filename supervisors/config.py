@@ -37,13 +37,38 @@ class BarsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             parse_timeframe(name)
 
 
-class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Where the gateway is and who we are. Credentials never come from the command line."""
+ENVIRONMENT = {
+    "PROJECT_X_API_URL": ("api_url", "https://api.topstepx.com"),
+    "PROJECT_X_MARKET_HUB": ("market_hub", "https://rtc.topstepx.com/hubs/market"),
+    "PROJECT_X_USER_HUB": ("user_hub", "https://rtc.topstepx.com/hubs/user"),
+}
+"""Where the gateway is, per environment variable: (GatewayConfig field, default)."""
 
-    api_url: str = "https://api.topstepx.com"
+
+def gateway_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The GatewayConfig fields the environment sets (PROJECT_X_API_URL, ..._MARKET_HUB,
+    ..._USER_HUB): the one place the CLI, ``load_config`` and ``GatewayConfig()`` read them."""
+    env = os.environ if environ is None else environ
+    return {field: env[name] for name, (field, _) in ENVIRONMENT.items() if env.get(name)}
+
+
+def _from_environment(name: str) -> Any:
+    field, default = ENVIRONMENT[name]
+    return msgspec.field(default_factory=lambda: gateway_environment().get(field, default))
+
+
+class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where the gateway is and who we are. Credentials never come from the command line.
+
+    The addresses left out are read from the environment when the config is made, as
+    the CLI does: PROJECT_X_API_URL, PROJECT_X_MARKET_HUB, PROJECT_X_USER_HUB (else
+    TopstepX's).
+    """
+
+    api_url: str = _from_environment("PROJECT_X_API_URL")
     """REST base URL (``/api/...`` is appended)."""
-    market_hub: str = "https://rtc.topstepx.com/hubs/market"
-    user_hub: str = "https://rtc.topstepx.com/hubs/user"
+    market_hub: str = _from_environment("PROJECT_X_MARKET_HUB")
+    user_hub: str = _from_environment("PROJECT_X_USER_HUB")
     skip_negotiation: bool = True
     """Open the websocket straight away with ``access_token`` in the query (the gateway's
     documented set-up); False POSTs ``{hub}/negotiate`` first."""
@@ -67,7 +92,8 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     contracts: list[str] = msgspec.field(default_factory=list)
-    """Contract ids to subscribe (CON.F.US.MNQ.Z25, ...)."""
+    """Contract ids (CON.F.US.MNQ.Z25) or symbols (MNQ, MNQZ5): ``open_node`` looks
+    symbols up through Contract/search before anything starts (``ConfigError`` if unknown)."""
     bars: BarsConfig = msgspec.field(default_factory=BarsConfig)
     validation: ValidationConfig = msgspec.field(default_factory=ValidationConfig)
     stats: StatsConfig = msgspec.field(default_factory=StatsConfig)
@@ -98,13 +124,6 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigError(f"mailbox_capacity must be >= 1, got {self.mailbox_capacity}")
 
 
-_ENV = {
-    "PROJECT_X_API_URL": "api_url",
-    "PROJECT_X_MARKET_HUB": "market_hub",
-    "PROJECT_X_USER_HUB": "user_hub",
-}
-
-
 def _decode_hook(type_: type, value: Any) -> Any:
     if type_ is Secret and isinstance(value, str):
         return Secret(value)
@@ -131,7 +150,7 @@ def load_config(
             data = msgspec.toml.decode(text)
         except msgspec.DecodeError as error:
             raise ConfigError(f"config {str(path)!r} is not valid TOML: {error}") from None
-    overrides = {field: env[name] for name, field in _ENV.items() if env.get(name)}
+    overrides = gateway_environment(env)
     if overrides:
         data["gateway"] = {**overrides, **data.get("gateway", {})}
     try:

@@ -58,6 +58,7 @@ from .backoff import NO_BACKOFF, Backoff
 from .breaker import BreakerPolicy
 from .clock import ClockActor
 from .config import GatewayConfig, NodeConfig
+from .contracts import is_contract_id, resolve_contracts
 from .mailbox import Mailbox, MailboxSpec, MailboxStatistics, OverflowPolicy
 from .registry import Registry
 from .supervisor import ChildSpec, RestartType, Supervisor, unwrap
@@ -539,8 +540,10 @@ async def open_node(
 
     ``overrides`` replace actors by name; ``network`` redirects every socket
     and REST request of the live rows (see ``Network``).
-    On exit the supervisor tree shuts down in order and nothing is left
-    running. An escalation from the tree is raised out of the block.
+    Contract symbols (``MNQ``) are looked up first (Contract/search), so an unknown
+    one is a ``ConfigError`` here, before anything starts. On exit the supervisor
+    tree shuts down in order and nothing is left running. An escalation from the
+    tree is raised out of the block.
     """
     config = config if config is not None else NodeConfig()
     overrides = dict(overrides or {})
@@ -550,6 +553,15 @@ async def open_node(
     if unknown:
         raise ConfigError(f"no node child named {', '.join(sorted(unknown))}")
     registry = Registry()
+    if config.gateway is not None and not all(map(is_contract_id, config.contracts)):
+        ids = await resolve_contracts(
+            list(config.contracts),
+            config.gateway.auth(),
+            transport=network.transport(),
+            budget=_rest_budget(config, registry),
+        )
+        config = msgspec.structs.replace(config, contracts=ids)
+        rows = [row for row in NODE_CHILDREN if row.enabled(config)]
     for name in TOPICS:
         registry.topic(name)
     specs = [

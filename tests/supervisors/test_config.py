@@ -57,3 +57,20 @@ def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) ->
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config"):
         load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_gateway_config_reads_the_environment_like_the_cli(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PROJECT_X_API_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("PROJECT_X_MARKET_HUB", "http://127.0.0.1:9/hubs/market")
+    monkeypatch.delenv("PROJECT_X_USER_HUB", raising=False)
+    embedded = GatewayConfig()
+    assert (embedded.api_url, embedded.market_hub) == (
+        "http://127.0.0.1:9",
+        "http://127.0.0.1:9/hubs/market",
+    )
+    assert embedded.user_hub == "https://rtc.topstepx.com/hubs/user"
+    assert embedded.skip_negotiation  # the gateway's documented set-up
+    assert load_config(None).gateway == embedded  # the CLI's path: the same config
+    assert GatewayConfig(api_url="http://other").api_url == "http://other"  # given wins

@@ -16,7 +16,7 @@ import anyio
 import msgspec
 import pytest
 
-from protocols.errors import NotReady, UnknownSeries
+from protocols.errors import ConfigError, NotReady, UnknownSeries
 from protocols.messages import BarClosed, BarUpdated, TradesAccepted
 from protocols.rest import RateLimit, RestLimits
 from protocols.timeframes import BarClock, parse_timeframe
@@ -191,3 +191,18 @@ async def test_a_gateway_stricter_than_the_budget_is_waited_out_series_by_series
         calls = h.net.calls(PATH)
         assert h.sim.rest.throttled > 0 and {c.status for c in calls} == {200, 429}
         assert sum(c.status == 200 for c in calls) in (5 * 2, 5 * 3)
+
+
+@pytest.mark.trio
+async def test_symbols_resolve_when_embedding_and_an_unknown_one_is_one_clear_error(
+    autojump_clock: Any,
+) -> None:
+    config = history_config(["MNQ", ES], ["1min"], bars=0)
+    async with sim_node(config=config) as h:
+        assert h.node.config.contracts == [MNQ, ES]
+        await h.node.ready(timeout=60)
+        frame = await h.node.bars(MNQ, "1min")
+        assert frame.height >= 1
+    with pytest.raises(ConfigError, match="unknown contract 'NOPE'"):
+        async with sim_node(config=history_config(["NOPE"], ["1min"], bars=0)):
+            pass

@@ -1,0 +1,118 @@
+"""Contract symbols to contract ids, through POST /api/Contract/search.
+
+``MNQ`` or ``MNQZ5`` becomes ``CON.F.US.MNQ.Z25`` (the active contract first), so
+a node only ever holds contract ids; ids pass through untouched. ``open_node``
+does this before anything starts, for the CLI and an embedding application
+alike: an unknown symbol is one clear ``ConfigError``, never a node with no data.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import httpx
+import msgspec
+
+from actors.auth import AuthConfig
+from protocols.errors import ConfigError, GatewayError
+from protocols.gateway import (
+    ENCODER,
+    ContractSearchRequest,
+    ContractSearchResponse,
+    LoginKeyRequest,
+    LoginResponse,
+    RestResponse,
+    decoder,
+    describe_error,
+)
+from protocols.rest import RestBudget
+
+CONTRACT_ID_PREFIX = "CON."
+
+R = TypeVar("R", bound=RestResponse)
+
+_LOGIN = decoder(LoginResponse)
+_SEARCH = decoder(ContractSearchResponse)
+
+
+def is_contract_id(name: str) -> bool:
+    return name.startswith(CONTRACT_ID_PREFIX)
+
+
+async def resolve_contracts(
+    names: list[str],
+    auth: AuthConfig,
+    *,
+    transport: httpx.AsyncBaseTransport | None = None,
+    budget: RestBudget | None = None,
+) -> list[str]:
+    """Contract ids for ``names`` (ids unchanged); ``ConfigError`` for an unknown symbol."""
+    symbols = [name for name in names if not is_contract_id(name)]
+    if not symbols:
+        return list(names)
+    resolved: dict[str, str] = {}
+    async with httpx.AsyncClient(
+        base_url=auth.api_url, transport=transport, timeout=auth.request_timeout
+    ) as client:
+        login = LoginKeyRequest(user_name=auth.username, api_key=auth.api_key.reveal())
+        path = "/api/Auth/loginKey"
+        answer = _decode(
+            _LOGIN, path, await _post(client, path, ENCODER.encode(login), None, budget)
+        )
+        if not answer.success or not answer.token:
+            why = describe_error(path, answer) if not answer.success else "no token"
+            raise ConfigError(f"cannot look up contract symbols: {why}")
+        path = "/api/Contract/search"
+        for symbol in symbols:
+            request = ENCODER.encode(ContractSearchRequest(search_text=symbol, live=False))
+            found = _decode(_SEARCH, path, await _post(client, path, request, answer.token, budget))
+            if not found.success:
+                raise ConfigError(f"cannot look up {symbol!r}: {describe_error(path, found)}")
+            resolved[symbol] = _pick(symbol, found)
+    return [resolved.get(name, name) for name in names]
+
+
+def _pick(symbol: str, found: ContractSearchResponse) -> str:
+    wanted = symbol.upper()
+    candidates = [
+        c
+        for c in found.contracts or ()
+        if wanted in (c.name.upper(), c.symbol_id.upper(), c.symbol_id.upper().rsplit(".", 1)[-1])
+        or c.name.upper().startswith(wanted)
+    ]
+    candidates.sort(key=lambda c: not c.active_contract)
+    if not candidates:
+        raise ConfigError(f"unknown contract {symbol!r} (no match in Contract/search)")
+    return candidates[0].id
+
+
+def _decode(kind: msgspec.json.Decoder[R], path: str, content: bytes) -> R:
+    try:
+        return kind.decode(content)
+    except msgspec.DecodeError:
+        raise GatewayError(f"{path} answered something that is not its JSON") from None
+
+
+async def _post(
+    client: httpx.AsyncClient,
+    path: str,
+    body: bytes,
+    token: str | None,
+    budget: RestBudget | None = None,
+) -> bytes:
+    if budget is not None:
+        await budget.acquire(path)
+    headers = {"Content-Type": "application/json"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        response = await client.post(path, content=body, headers=headers)
+    except httpx.HTTPError as error:
+        raise GatewayError(
+            f"gateway unreachable at {client.base_url}: {type(error).__name__}"
+        ) from None
+    if response.status_code != 200:
+        raise GatewayError(
+            f"{path} answered HTTP {response.status_code}", status=response.status_code
+        )
+    return response.content
