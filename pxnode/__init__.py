@@ -6,6 +6,7 @@ This package is the way in for applications::
 
     config = NodeConfig(contracts=["CON.F.US.MNQ.Z25"], gateway=GatewayConfig())
     async with open_node(config) as node:
+        await node.ready()
         df = await node.bars("CON.F.US.MNQ.Z25", "1min", 50)
 
 Below it lie three floors it is built from: ``protocols`` (messages, wire
@@ -20,10 +21,13 @@ from protocols.errors import AuthFailed as AuthFailed
 from protocols.errors import ConfigError as ConfigError
 from protocols.errors import Escalation as Escalation
 from protocols.errors import GatewayError as GatewayError
+from protocols.errors import NotReady as NotReady
 from protocols.errors import PxError as PxError
+from protocols.errors import UnknownSeries as UnknownSeries
 from protocols.health import HealthReport as HealthReport
 from protocols.messages import Bar as Bar
 from protocols.messages import BarClosed as BarClosed
+from protocols.messages import BarSource as BarSource
 from protocols.messages import BarUpdated as BarUpdated
 from protocols.messages import DepthsAccepted as DepthsAccepted
 from protocols.messages import QuoteAccepted as QuoteAccepted
@@ -48,6 +52,7 @@ __all__ = [
     "AuthFailed",
     "Bar",
     "BarClosed",
+    "BarSource",
     "BarUpdated",
     "BarsConfig",
     "ConfigError",
@@ -59,6 +64,7 @@ __all__ = [
     "Network",
     "Node",
     "NodeConfig",
+    "NotReady",
     "OverflowPolicy",
     "PxError",
     "QuoteAccepted",
@@ -67,6 +73,7 @@ __all__ = [
     "StatsSnapshot",
     "Trade",
     "TradesAccepted",
+    "UnknownSeries",
     "__version__",
     "load_config",
     "open_node",
