@@ -24,7 +24,8 @@ Invariants: a bar is in exactly one place (``forming`` or ``closed``); closed
 rings are sorted by start and hold at most ``ring_size`` bars; every accepted
 trade is in exactly one bar per timeframe unless counted ``late_beyond_ring``
 (its bar already fell out of the ring, possible only when the ring covers less
-than validation's 60 s staleness window).
+than validation's 60 s staleness window) or ``trades_before_cut`` (a history
+bar holds it already).
 
 Emission per inbox batch: one ``BarUpdated`` per touched bar (the latest state;
 ``closed=True`` marks a correction of a closed bar), ``BarClosed`` when the
@@ -35,6 +36,18 @@ A ``Request`` whose body is not ``GetBars`` is counted as unknown, unanswered.
 A batch's messages are told without a scheduling point while the subscribers
 have room (an awaited tell per message woke a subscriber per message), then
 the actor yields once, so subscribers run once per batch.
+
+History: ``BackfillStarted(contract, timeframes, cut)`` makes each series keep
+a *tail*, the live trades from ``cut`` on that fall into the bar straddling it
+(runs are split at every cut, so a run is wholly before or after it).
+``BackfillBars(..., since, cut)`` then makes ``[since, cut)`` what history says
+(live bars there were built from a partial view and are replaced; corrections
+are told as ``BarUpdated(closed=True)``, new history bars as ``BarClosed`` with
+``source="history"``), the straddling bar becomes its history part plus the tail
+(``source="merged"``), and the series' *floor* moves to the cut: a trade before
+it that arrives later is already in history and is counted as
+``trades_before_cut``, not again. A back-fill whose cut is not the series'
+latest is stale and ignored.
 
 Reports to stats are cumulative counters plus the trade→bar latencies sampled
 since the last report. They go on a ``Tick`` at most once per

@@ -3,57 +3,77 @@
 Theory of operation
 -------------------
 Live bars are built from trades. Whatever the node did not see (before it
-started, while the market hub was down) comes from the gateway's history:
-closed bars only (``includePartialBar: false``), told to the bars actor as one
-``BackfillBars`` per contract x timeframe. The bars actor merges without
-duplicates and lets a live bar win, so asking for a little more than is missing
-is always safe, and asking for less loses bars.
+started, while the market hub was down, before a contract or timeframe was
+subscribed) comes from the gateway's history, so that every bar, the forming
+one included, holds exactly what was traded: history plus live trades, each
+counted once.
+
+The seam between the two is the **cut**, a whole second put ``cut_margin``
+seconds ahead of the moment the market hub is (again) up, when the live feed
+surely flows. The actor tells the bars actor ``BackfillStarted(contract,
+timeframes, cut)`` at once; from then on bars keeps the live trades from the
+cut on apart. After the cut (plus ``settle``, so that the gateway's bars before
+it are final) the actor asks History/retrieveBars for the *source bars* up to
+the cut and tells ``BackfillBars(contract, timeframe, bars, since, cut)`` per
+series: history is the truth for ``[since, cut)``, the bar straddling the cut
+becomes its history part plus the live trades after it, and a live trade
+before the cut arriving later is not counted again (see the bars actor).
+
+Source bars are 1sec, 1min and 1hr bars, whose gateway alignment is ours
+(floor of UTC time). Every boundary of a frame of an hour or more is a whole
+UTC hour (17:00 Chicago is one, on DST days too), so any pxnode bar is tiled by
+1hr bars up to the cut's hour, then 1min bars to its minute, then 1sec bars
+(``window.segments``). The gateway's own day, week, month and multi-hour bars
+are never asked for: they start at 00:00 UTC, not at the session open. One
+request per contract and source covers every timeframe (deduplicated); sources
+go shortest first, and a timeframe is told as soon as its sources are in.
 
 Two tasks of one actor share its state on one thread, as in auth. The *inbox
 loop* follows the market hub through ``Connected``/``Disconnected`` on
-``topic.events`` and never waits on HTTP, so the topic never backs up behind a
-slow gateway. The *fetcher* makes every HTTP call, one at a time. Work passes
-between them as data, ``_initial`` (the start-up back-fill is due) and
-``_gap_from`` (the earliest unix time whose bars may be missing), and an Event
-wakes the fetcher. State changes only between awaits, so no lock is needed.
+``topic.events``, takes run-time subscriptions and answers ``GetBackfill``; it
+never waits on HTTP. The *fetcher* makes every HTTP call, one at a time, through
+the node's REST budget. Work passes between them as data: ``_want`` (series ->
+the bar start history must cover from) and ``_cut``; an Event wakes the
+fetcher. State changes only between awaits, so no lock is needed.
 
 What the inbox loop knows of the market hub (``window.TRANSITIONS``):
 
 =========  ============  ===============================================  =======
 state      event         action                                           next
 =========  ============  ===============================================  =======
-unknown    Connected     gap from the actor's start                       up
+unknown    Connected     gap from the actor's start; new cut              up
 unknown    Disconnected  mark: the gap starts now                         down
 up         Connected     none                                             up
 up         Disconnected  mark: the gap starts now                         down
-down       Connected     gap from the mark                                up
+down       Connected     gap from the mark; new cut                       up
 down       Disconnected  none: the earliest mark is kept                  down
 =========  ============  ===============================================  =======
 
-``unknown`` is the start. The start-up back-fill reaches only to the moment it
-is made; a hub that connects later leaves the bars in between to nobody, hence
-the first Connected asks for the gap since the start. A Disconnected first
-means the hub was already up, and live trades covered everything until then.
+A gap from ``t`` wants, per timeframe, the bar before the one containing ``t``
+(margin against clocks that disagree); the start-up back-fill wants
+``initial_bars`` bars, from far enough back to find them across weekends.
+Wants of one series merge to the earliest. A new cut (a reconnect, a new
+subscription) covers every wanted series and abandons the round under way;
+the next round starts over with everything still wanted.
 
-Invariants: gaps coalesce (one queued while the fetcher is busy merges with
-the next into one, from the earliest time); a failed request is retried a
-bounded number of times, then counted and skipped, never raised (the live feed
-matters more than history); the token is only ever put in a header.
-
-A gap from ``t`` asks, per timeframe, for ``[start of the bar before the bar
-containing t, now)``: the bar open at ``t`` was built live only in part, the
-one before is margin against clocks that disagree. At most ``max_bars`` come
-back, the newest; an outage longer than that is counted as ``truncated``.
-The start-up back-fill asks for the newest ``initial_bars``, from far enough
-back to find that many bars of a market that closes on weekends and holidays.
+Invariants: a request is delayed by the budget, never failed by it; HTTP 429
+is retried until it succeeds or the actor stops; other failures are retried a
+bounded number of times, then the series is told an empty back-fill (bars keeps
+its live bars, the cut is released) and reported as failed in
+``BackfillState`` with one clear line (e.g. ``errorCode 1
+(ContractNotFound)``); the token is only ever put in a header. An answer that
+hit ``max_bars`` is counted as ``truncated``: the bars it could not reach are
+left to live data.
 
 History bars carry no trade count: ``Bar.trades`` is 0 for them, meaning
-"unknown", never "no trades" (their volume is real).
+"unknown", never "no trades" (their volume is real); their ``source`` is
+``"history"``.
 
 ``actor`` is HistoryActor (the inbox loop, the fetcher and its REST calls);
-``window`` is the pure side: the hub-state table, the window each request asks
-for and the check that turns a history bar into a ``Bar``; ``config`` is
-HistoryConfig, the gateway's units and the counters.
+``window`` is the pure side: the hub-state table, the cut, the segments a bar
+is tiled from, the check that turns a source bar into a ``Bar`` and the
+derivation of every timeframe; ``config`` is HistoryConfig, the gateway's units
+and the counters.
 """
 
 from .actor import HistoryActor as HistoryActor

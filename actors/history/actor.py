@@ -1,8 +1,8 @@
 """HistoryActor: the inbox loop follows the market hub, the fetcher makes every REST call.
 
 See the package docstring for the theory of operation; the pure rules it runs
-on (hub states, request windows, the checks on each history bar) are in
-``window``.
+on (hub states, the cut, segments, the checks on each source bar, derivation)
+are in ``window``.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class _Refused(Exception):
 class _LooseBars(gw.RestResponse, frozen=True):
     """A retrieveBars answer whose bars are judged one by one (one bad bar spoils none)."""
 
-    bars: list[msgspec.Raw] = []
+    bars: list[msgspec.Raw] | None = None
 
 
 class HistoryActor:

@@ -19,6 +19,7 @@ import pytest
 from protocols.errors import ConfigError, NotReady, UnknownSeries
 from protocols.messages import BarClosed, BarUpdated, TradesAccepted
 from protocols.rest import RateLimit, RestLimits
+from protocols.secrets import Secret
 from protocols.timeframes import BarClock, parse_timeframe
 from pxnode.sim import CONTRACTS, SimConfig
 from pxnode.sim.faults import Fault
@@ -206,3 +207,15 @@ async def test_symbols_resolve_when_embedding_and_an_unknown_one_is_one_clear_er
     with pytest.raises(ConfigError, match="unknown contract 'NOPE'"):
         async with sim_node(config=history_config(["NOPE"], ["1min"], bars=0)):
             pass
+
+
+@pytest.mark.trio
+async def test_a_refused_login_while_resolving_symbols_is_one_line(autojump_clock: Any) -> None:
+    config = history_config(["MNQ"], ["1min"], bars=0)
+    gateway = msgspec.structs.replace(config.gateway, api_key=Secret("wrong-key"))
+    with pytest.raises(ConfigError) as info:
+        async with sim_node(config=msgspec.structs.replace(config, gateway=gateway)):
+            pass
+    assert str(info.value) == (
+        "cannot look up contract symbols: Auth/loginKey refused: errorCode 3 (InvalidCredentials)"
+    )
