@@ -56,6 +56,7 @@ from protocols.gateway import (
     RestResponse,
     ValidateResponse,
     decoder,
+    describe_error,
 )
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
@@ -364,11 +365,7 @@ class AuthActor:
         except msgspec.DecodeError:
             raise GatewayError(f"POST {path}: malformed answer", status=status) from None
         if not answer.success:
-            detail = redact(answer.error_message or "", *self._secrets())
-            raise AuthFailed(
-                f"POST {path} rejected: errorCode {answer.error_code}"
-                + (f" ({detail})" if detail else "")
-            )
+            raise AuthFailed(describe_error(path, answer, lambda t: redact(t, *self._secrets())))
         return answer
 
     def _secrets(self) -> tuple[Secret, ...]:

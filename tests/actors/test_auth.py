@@ -602,7 +602,7 @@ async def test_validate_failing_and_then_rejected_login_raises(autojump_clock: A
         }
     )
     failed = await run_to_failure(gateway, AuthFailed)
-    assert "errorCode 3" in str(failed.error)
+    assert str(failed.error) == "Auth/loginKey refused: errorCode 3 (InvalidCredentials)"
     assert gateway.paths() == [LOGIN_PATH, VALIDATE_PATH, LOGIN_PATH]
     assert trio.current_time() == 84_600.0
 
