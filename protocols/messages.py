@@ -294,7 +294,8 @@ class GetBackfill(Message, frozen=True):
 
 
 class BackfillState(Message, frozen=True):
-    """Series (``"<contract> <timeframe>"``) not back-filled yet, and those that failed, why."""
+    """Series (``"<contract> <timeframe>"``) whose history is not in yet (never, or not since
+    the last gap), and those whose last back-fill failed, why."""
 
     pending: list[str]
     failed: dict[str, str]

@@ -212,7 +212,7 @@ class HistoryActor:
     def _state(self) -> BackfillState:
         every = self._series(self._contracts, self._timeframes.values())
         return BackfillState(
-            pending=[_label(key) for key in every if key not in self._done],
+            pending=[_label(key) for key in every if key not in self._done or key in self._want],
             failed={_label(key): why for key, why in self._failed.items()},
         )
 

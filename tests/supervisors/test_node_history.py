@@ -219,3 +219,34 @@ async def test_a_refused_login_while_resolving_symbols_is_one_line(autojump_cloc
     assert str(info.value) == (
         "cannot look up contract symbols: Auth/loginKey refused: errorCode 3 (InvalidCredentials)"
     )
+
+
+@pytest.mark.trio
+async def test_after_a_gap_the_bars_are_history_plus_live_again(autojump_clock: Any) -> None:
+    frames = ["1min", "5min", "1hr", "1day"]
+    async with sim_node(config=history_config([MNQ], frames)) as h:
+        node = h.node
+        trades = Tap(node, "topic.trades")
+        await node.ready(timeout=120)
+        await anyio.sleep(30)
+        h.net.refused.add("market.sim")
+        h.sim.apply(Fault("drop", 0.0))
+        await anyio.sleep(1)
+        with pytest.raises(NotReady, match="market hub not connected"):
+            await node.ready(timeout=20)  # 20 s of trades the node never sees
+        h.net.refused.clear()
+        await node.ready(timeout=120)  # the gap is back-filled
+        await anyio.sleep(20)
+        h.sim.apply(Fault("stall", 0.0, 10.0))
+        await anyio.sleep(2)
+        ends = [json.loads(c.body)["endTime"] for c in h.net.calls(PATH)]
+        cut = max(round(datetime.fromisoformat(end).timestamp() * 1_000_000) for end in ends)
+        live = [t for m in trades.of(TradesAccepted) for t in m.trades]
+        for name in frames:
+            bar = (await node.bars(MNQ, name, 1)).row(0, named=True)
+            start = round(bar["start"].timestamp() * 1_000_000)
+            end = BarClock(parse_timeframe(name)).bounds(start)[1]
+            rows = [r for r in truth(h, MNQ, start, cut) if start <= r[0] * 1_000_000]
+            after = [t for t in live if t.contract == MNQ and max(cut, start) <= t.ts < end]
+            assert bar["volume"] == sum(r[5] for r in rows) + sum(t.volume for t in after), name
+        trades.dispose()
