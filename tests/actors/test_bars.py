@@ -425,7 +425,7 @@ CUT = "2025-01-15T15:02:30"
 
 @pytest.mark.trio
 async def test_history_replaces_the_live_bars_of_its_window_and_rejects_bad_bars() -> None:
-    history = [
+    history: list[Any] = [
         hist("2025-01-15T14:59", 1.0, 2.0, 0.5, 1.5),
         hist("2025-01-15T15:01", 3.0, 4.0, 2.0, 3.5),
         hist("2025-01-15T15:00:30", 1.0, 1.0, 1.0, 1.0),  # not aligned to 1min
@@ -433,7 +433,7 @@ async def test_history_replaces_the_live_bars_of_its_window_and_rejects_bad_bars
         hist("2025-01-15T15:00", 1.0, 1.0, 2.0, 1.0),  # low above high
         hist("2025-01-15T15:00", 1.0, 1.0, 1.0, 1.0, v=-1),  # negative volume
         hist("2025-01-15T14:58", 1.0, 1.0, 1.0, 1.0),  # before its window
-        "not a bar",  # type: ignore[list-item]
+        "not a bar",
     ]
     replies = RecordingRef("reply")
     actor, ctx = await run_actor(

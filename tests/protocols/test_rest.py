@@ -289,7 +289,8 @@ async def test_429_is_retried_beyond_max_attempts_other_transients_are_not(
     autojump_clock: Any,
 ) -> None:
     times: list[float] = []
-    outcomes: list[BaseException | str] = [rest.Transient("HTTP 429", status=429)] * 6 + ["ok"]
+    outcomes: list[BaseException | str] = [rest.Transient("429", status=429) for _ in range(6)]
+    outcomes.append("ok")
     result = await rest.with_retries(
         failing(outcomes, times), policy(max_attempts=2), random.Random(0), log=LOG
     )
