@@ -6,12 +6,17 @@ third-party client (pysignalr, signalrcore and the ProjectX SDKs built on them).
 * REST (``rest``): every endpoint of the real API the node uses, POST under /api
   with JSON bodies and ``{success, errorCode, errorMessage}`` answers, plus
   ``GET /api/Status/ping``. Sans-IO, so tests can drive it through
-  ``mock_transport`` without a socket.
+  ``mock_transport`` without a socket. It has the gateway's habits, so tests
+  catch what the real one would do: failures carry the endpoint's error code,
+  ``errorMessage: null`` and null arrays; more than 50 History/retrieveBars per
+  30 s or 200 other calls per 60 s get HTTP 429 (no Retry-After); History bars
+  are aligned the gateway's way (days at 00:00 UTC, not at the session open).
 * Hubs (``hubs``, ``server``): /hubs/market and /hubs/user, with or without a
   prior ``POST {hub}/negotiate?negotiateVersion=0|1``; the token goes in the
   ``access_token`` query parameter or an ``Authorization: Bearer`` header.
 * Market (``market``): a pure, seeded generator, ``MarketSim(seed, contracts,
   rate).advance(t)``; History/retrieveBars aggregates exactly what it emitted.
+  Depth items use every DomType (a snapshot starts with a Reset, 6).
 * Entry points (``entry``): ``serve(config, task_status=...)`` reports the bound
   port; ``running(config)`` yields the live ``GatewaySim``.
 
