@@ -235,7 +235,10 @@ class HistoryActor:
                 if wait > 0:  # the gateway's bars before the cut are final only then
                     await anyio.sleep(wait)
                 if cut == self._cut:
+                    before = dict(self._want)
                     await self._round(client, cut, auth, bars, stats)
+                    if cut == self._cut and self._want == before:
+                        break  # nothing could be done with this cut: wait for the next
 
     async def _round(
         self, client: httpx.AsyncClient, cut: int, auth: Ref[Any], bars: Ref[Any], stats: Ref[Any]
