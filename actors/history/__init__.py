@@ -69,7 +69,8 @@ History bars carry no trade count: ``Bar.trades`` is 0 for them, meaning
 "unknown", never "no trades" (their volume is real); their ``source`` is
 ``"history"``.
 
-``actor`` is HistoryActor (the inbox loop, the fetcher and its REST calls);
+``actor`` is HistoryActor (the inbox loop and the fetcher); ``retrieve`` makes
+one logical retrieveBars call (token, budget, retries, the answer's checks);
 ``window`` is the pure side: the hub-state table, the cut, the segments a bar
 is tiled from, the check that turns a source bar into a ``Bar`` and the
 derivation of every timeframe; ``config`` is HistoryConfig, the gateway's units

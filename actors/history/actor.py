@@ -11,15 +11,14 @@ import contextlib
 import logging
 import random
 from collections.abc import Iterable
-from typing import Any, Final, TypeAlias
+from typing import Any, TypeAlias
 
 import anyio
 import httpx
-import msgspec
 
 from protocols import gateway as gw
 from protocols import rest
-from protocols.errors import ConfigError, GatewayError, PxError
+from protocols.errors import ConfigError, PxError
 from protocols.hubs import Connected, Disconnected, SubscribeContract
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
@@ -29,17 +28,14 @@ from protocols.messages import (
     Bar,
     CountersReported,
     GetBackfill,
-    GetToken,
-    RefreshToken,
     Request,
     Stop,
-    TokenIssued,
     TrackTimeframes,
 )
-from protocols.secrets import Secret, redact
 from protocols.timeframes import BarClock, Timeframe, parse_timeframe
 
 from .config import COUNTERS, UNITS, HistoryConfig
+from .retrieve import Failed, Retriever
 from .window import (
     SOURCE_FRAMES,
     SOURCE_US,
@@ -59,27 +55,7 @@ from .window import (
 
 logger = logging.getLogger("pxnode.history")
 
-PATH: Final = "/api/History/retrieveBars"
-
 Series: TypeAlias = tuple[str, Timeframe]
-
-
-class _Failed(Exception):
-    """A request given up on; ``kind`` is one of ``FAILURES``, the message holds no secret."""
-
-    def __init__(self, kind: str, what: str) -> None:
-        super().__init__(what)
-        self.kind = kind
-
-
-class _Refused(Exception):
-    """HTTP 401: the token is no good; a fresh one may be."""
-
-
-class _LooseBars(gw.RestResponse, frozen=True):
-    """A retrieveBars answer whose bars are judged one by one (one bad bar spoils none)."""
-
-    bars: list[msgspec.Raw] | None = None
 
 
 class HistoryActor:
@@ -99,7 +75,6 @@ class HistoryActor:
         self._transport = transport
         self._rng = rng if rng is not None else random.Random(0)
         self._budget = budget
-        self._policy = msgspec.convert(config, rest.RetryPolicy, from_attributes=True)
         self._contracts = list(dict.fromkeys(config.contracts))
         frames = {tf.name: tf for tf in map(parse_timeframe, config.timeframes)}
         self._timeframes: dict[str, Timeframe] = frames
@@ -109,8 +84,8 @@ class HistoryActor:
         self._cut: int | None = None  # µs: the current back-fill covers everything before it
         self._done: set[Series] = set()  # back-filled at least once
         self._failed: dict[Series, str] = {}
-        self._token: Secret | None = None  # the last token used, to redact echoes of it
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
+        self._retriever = Retriever(config, self.counters, self._rng, budget)
 
     def __repr__(self) -> str:
         return f"<HistoryActor hub={self._hub} want={len(self._want)} cut={self._cut}>"
@@ -339,8 +314,8 @@ class HistoryActor:
             include_partial_bar=False,
         )
         try:
-            answer = await self._retrieve(client, auth, gw.ENCODER.encode(request))
-        except _Failed as exc:
+            answer = await self._retriever.bars(client, auth, gw.ENCODER.encode(request))
+        except Failed as exc:
             self.counters[f"failures_{exc.kind}"] += 1
             logger.warning("no %s history for %s: %s", frame.name, contract, exc)
             return f"{frame.name} history: {exc}"
@@ -372,83 +347,6 @@ class HistoryActor:
             anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError, PxError
         ):
             stats.tell_nowait(CountersReported(source="history", counters=dict(self.counters)))
-
-    # ----------------------------------------------------------------- HTTP
-
-    async def _retrieve(self, client: httpx.AsyncClient, auth: Ref[Any], body: bytes) -> list[Any]:
-        """The bars of one logical request: a token, retries, one more token after a 401."""
-        try:
-            return await self._with_retries(client, body, await self._ask_token(auth))
-        except _Refused:
-            logger.info("token refused (HTTP 401); asking auth for a new one")
-        await auth.tell(RefreshToken())
-        try:
-            return await self._with_retries(client, body, await self._ask_token(auth))
-        except _Refused:
-            raise _Failed("unauthorized", "HTTP 401 with a fresh token") from None
-
-    async def _ask_token(self, auth: Ref[Any]) -> Secret:
-        try:
-            reply = await auth.ask(GetToken(), self._config.token_timeout)
-        except PxError as exc:  # AskTimeout, or auth is gone
-            raise _Failed("auth", f"no token: {exc}") from None
-        if not isinstance(reply, TokenIssued):
-            raise _Failed("auth", f"no token: {getattr(reply, 'reason', type(reply).__name__)}")
-        self._token = reply.token
-        return reply.token
-
-    async def _with_retries(
-        self, client: httpx.AsyncClient, body: bytes, token: Secret
-    ) -> list[Any]:
-        policy = self._policy
-        try:
-            return await rest.with_retries(
-                lambda: self._attempt(client, body, token),
-                policy,
-                self._rng,
-                log=logger,
-                label="retrieveBars attempt",
-            )
-        except rest.Transient as exc:
-            raise _Failed(
-                "transient", f"gave up after {policy.max_attempts} attempts: {exc}"
-            ) from None
-
-    async def _attempt(self, client: httpx.AsyncClient, body: bytes, token: Secret) -> list[Any]:
-        self.counters["requests"] += 1
-        try:
-            response = await rest.post_json(
-                client, PATH, body, self._policy, bearer=token, budget=self._budget
-            )
-        except GatewayError as exc:  # a request that cannot be made: repeating won't help
-            raise _Failed("malformed", str(exc)) from None
-        status = response.status_code
-        if status == 401:
-            raise _Refused
-        if status != 200:
-            raise _Failed("rejected", f"HTTP {status}")
-        return self._decode(response.content)
-
-    def _decode(self, content: bytes) -> list[Any]:
-        """The answer's bar items: ``HistoryBar``s, or raw items where one failed to decode."""
-        answer: gw.RetrieveBarsResponse | _LooseBars
-        try:
-            answer = gw.decoder(gw.RetrieveBarsResponse).decode(content)
-        except msgspec.ValidationError:
-            try:  # the envelope may be fine and only some bars bad
-                answer = gw.decoder(_LooseBars).decode(content)
-            except msgspec.DecodeError:
-                raise _Failed("malformed", "not a retrieveBars answer") from None
-        except msgspec.DecodeError:
-            raise _Failed("malformed", "answer is not JSON") from None
-        if not answer.success:
-            raise _Failed("rejected", gw.describe_error(PATH, answer, self._redact))
-        items: list[Any] = answer.bars or []
-        self.counters["bars_received"] += len(items)
-        return items
-
-    def _redact(self, text: str) -> str:
-        return redact(text, self._token) if self._token is not None else text
 
 
 def _start(bar: Bar) -> int:
