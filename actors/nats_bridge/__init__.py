@@ -1,0 +1,26 @@
+"""The node's NATS JetStream edge: the bridge publishes the validated stream, the
+source feeds a consuming node from it (nats-py, asyncio only)."""
+
+from .bridge import COUNTERS as COUNTERS
+from .bridge import NatsBridge as NatsBridge
+from .bridge import Outbox as Outbox
+from .bus import NatsUnavailable as NatsUnavailable
+from .bus import require_asyncio as require_asyncio
+from .config import NatsConfig as NatsConfig
+from .source import Cursor as Cursor
+from .source import NatsSource as NatsSource
+from .source import read_stream as read_stream
+from .source import trade_frames as trade_frames
+
+__all__ = [
+    "COUNTERS",
+    "Cursor",
+    "NatsBridge",
+    "NatsConfig",
+    "NatsSource",
+    "NatsUnavailable",
+    "Outbox",
+    "read_stream",
+    "require_asyncio",
+    "trade_frames",
+]

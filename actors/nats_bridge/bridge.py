@@ -1,0 +1,180 @@
+"""The bridge: accepted trades, quotes, depth and bar events published to JetStream.
+
+Theory of operation
+-------------------
+The bridge's mailbox subscribes to ``topic.trades``, ``topic.quotes``,
+``topic.depth`` and ``topic.bars``; that mailbox is the bounded buffer (its
+capacity and overflow policy come from ``NatsConfig``; drops are counted in
+its statistics). Each round takes up to ``BATCH_LIMIT`` messages, turns every
+item into one stream message (subject, JSON payload, content-derived id) in the
+``Outbox``, and publishes the outbox in windows: ``window`` publishes are sent
+without waiting, then their acks are awaited together, so a round trip is paid
+per window, never per message. Only acknowledged messages leave the outbox.
+
+The outbox is made once per node and handed to every incarnation (like a hub's
+subscription book). When NATS goes away the actor fails; the supervisor restarts
+it with backoff and the circuit breaker; the next incarnation publishes what the
+outbox still holds first, with the same ids, so a message whose ack was lost is
+dropped by JetStream's duplicate window instead of stored twice. Meanwhile the
+node goes on building bars and the mailbox fills; what it cannot hold is
+blocked (``overflow = "block"``) or dropped and counted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections import deque
+from typing import Any
+
+import anyio
+
+from protocols.errors import MailboxClosed, MailboxFull
+from protocols.interfaces import ActorContext, Inbox, Ref
+from protocols.messages import (
+    BarClosed,
+    BarUpdated,
+    CountersReported,
+    DepthsAccepted,
+    QuotesAccepted,
+    Stop,
+    TradesAccepted,
+)
+from protocols.stream import (
+    ENCODER,
+    BarEvent,
+    bar_subject,
+    depth_subject,
+    quote_subject,
+    stream_bar,
+    stream_depth,
+    stream_quote,
+    stream_trade,
+    trade_subject,
+)
+
+from .bus import NatsUnavailable, connected, ensure_stream
+from .config import NatsConfig
+
+BATCH_LIMIT = 256
+"""Mailbox messages turned into stream messages per round (each may hold many items)."""
+
+COUNTERS = ("published", "acked", "duplicates", "republished", "windows", "ignored")
+
+
+class Outbox:
+    """Stream messages not acknowledged yet, oldest first, and the ids' bookkeeping.
+
+    Ids are a hash of the payload and its ordinal among identical payloads of the
+    same receive time, so two equal trades in one frame are two messages while the
+    same trade published twice is one.
+    """
+
+    __slots__ = ("_frame_at", "_seen", "counters", "pending")
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[str, bytes, str]] = deque()
+        self.counters = dict.fromkeys(COUNTERS, 0)
+        self._frame_at: float | None = None
+        self._seen: dict[bytes, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.pending)
+
+    def add(self, msg: Any) -> None:
+        kind = type(msg)
+        if kind is TradesAccepted:
+            for trade in msg.trades:
+                self._add(trade_subject(trade.contract), stream_trade(trade), trade.received_at)
+        elif kind is BarUpdated or kind is BarClosed:
+            bar = msg.bar
+            event: BarEvent = (
+                "closed" if kind is BarClosed else "corrected" if msg.closed else "updated"
+            )
+            self._add(bar_subject(bar.timeframe, bar.contract), stream_bar(bar, event), None)
+        elif kind is QuotesAccepted:
+            for quote in msg.quotes:
+                self._add(quote_subject(quote.contract), stream_quote(quote), quote.received_at)
+        elif kind is DepthsAccepted:
+            for depth in msg.depths:
+                self._add(depth_subject(depth.contract), stream_depth(depth), depth.received_at)
+        else:
+            self.counters["ignored"] += 1
+
+    def _add(self, subject: str, payload: Any, received_at: float | None) -> None:
+        data = ENCODER.encode(payload)
+        ordinal = 0
+        if received_at is not None:
+            if received_at != self._frame_at:
+                self._frame_at = received_at
+                self._seen.clear()
+            ordinal = self._seen.get(data, 0)
+            self._seen[data] = ordinal + 1
+        digest = hashlib.blake2b(data, digest_size=16, salt=ordinal.to_bytes(16, "little"))
+        self.pending.append((subject, data, digest.hexdigest()))
+
+
+class NatsBridge:
+    """Publishes the node's validated stream to JetStream (see the module docstring)."""
+
+    def __init__(self, config: NatsConfig, outbox: Outbox) -> None:
+        self.config = config
+        self.outbox = outbox
+
+    def __repr__(self) -> str:
+        return f"<NatsBridge {self.config.url} stream={self.config.stream!r}>"
+
+    async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
+        stats = ctx.ref("stats")
+        async with connected(self.config) as (_, js, lost), anyio.create_task_group() as tg:
+            await ensure_stream(js, self.config)
+            ctx.report_healthy()
+
+            async def watch() -> None:
+                await lost.wait()
+                raise NatsUnavailable(f"connection to NATS at {self.config.url} lost")
+
+            tg.start_soon(watch)
+            self.outbox.counters["republished"] += len(self.outbox)
+            await self._publish(js, stats)
+            while batch := await inbox.receive_batch(BATCH_LIMIT):
+                stop = False
+                for msg in batch:
+                    if isinstance(msg, Stop):
+                        stop = True
+                        break
+                    self.outbox.add(msg)
+                await self._publish(js, stats)
+                if stop:
+                    break
+            tg.cancel_scope.cancel()
+
+    async def _publish(self, js: Any, stats: Ref[Any]) -> None:
+        """Publish the outbox in windows; a message leaves it only once acknowledged."""
+        pending, counters = self.outbox.pending, self.outbox.counters
+        while pending:
+            window = [pending[i] for i in range(min(self.config.window, len(pending)))]
+            futures = [
+                await js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id})
+                for subject, data, msg_id in window
+            ]
+            counters["published"] += len(window)
+            with anyio.fail_after(self.config.ack_timeout):
+                acks = [await future for future in futures]
+            for _ in window:
+                pending.popleft()
+            counters["acked"] += len(acks)
+            counters["duplicates"] += sum(1 for ack in acks if ack.duplicate)
+            counters["windows"] += 1
+        self._report(stats)
+
+    def _report(self, stats: Ref[Any]) -> None:
+        # Cumulative counters: a report that cannot be queued is carried by the next one.
+        with contextlib.suppress(anyio.WouldBlock, MailboxFull, MailboxClosed):
+            stats.tell_nowait(
+                CountersReported(
+                    source="nats_bridge",
+                    counters=dict(self.outbox.counters),
+                    gauges={"outbox": float(len(self.outbox))},
+                )
+            )
