@@ -16,6 +16,7 @@ import msgspec
 from actors.auth import AuthConfig
 from actors.connection import HubTimings
 from actors.health import HealthConfig
+from actors.nats_bridge import NatsConfig
 from actors.stats import StatsConfig
 from actors.validation import ValidationConfig
 from protocols.errors import ConfigError
@@ -105,6 +106,12 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Bars per contract x timeframe back-filled at start (0: none); gaps are always back-filled."""
     record: str | None = None
     """Append every received hub message to this tape file."""
+    nats: NatsConfig | None = None
+    """Publish the validated stream (trades, quotes, depth, bar events) to NATS JetStream.
+    The node then runs on asyncio only (nats-py)."""
+    consume: NatsConfig | None = None
+    """Take trades from a NATS JetStream stream another node publishes, instead of a
+    gateway (a durable consumer: a restarted node resumes where it stopped)."""
     tick_interval: float = 0.25
     """Seconds between clock ticks (bar timers, stats sampling); 0 = no clock (replay)."""
     mailbox_capacity: int = 4096
@@ -122,6 +129,8 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigError(f"tick_interval must be >= 0, got {self.tick_interval}")
         if self.mailbox_capacity < 1:
             raise ConfigError(f"mailbox_capacity must be >= 1, got {self.mailbox_capacity}")
+        if self.consume is not None and self.gateway is not None:
+            raise ConfigError("a node takes trades from a gateway or from NATS (consume), not both")
 
 
 def _decode_hook(type_: type, value: Any) -> Any:

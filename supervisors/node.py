@@ -33,6 +33,7 @@ from actors.bars import BarsActor
 from actors.connection import Connect, ConnectionActor, HubConfig, SubscriptionBook
 from actors.health import HealthActor
 from actors.history import HistoryActor, HistoryConfig
+from actors.nats_bridge import Cursor, NatsBridge, NatsSource, Outbox, require_asyncio
 from actors.recorder import TapeRecorder
 from actors.stats import StatsActor, dynamic_limits
 from actors.validation import ValidationActor
@@ -214,8 +215,36 @@ def _make_history(
     return lambda: HistoryActor(history, transport=network.transport(), rng=rng, budget=budget)
 
 
+def _make_bridge(config: NodeConfig, *_: Any) -> Callable[[], NatsBridge]:
+    """The outbox outlives incarnations: what a lost connection left unacknowledged
+    is published first by the next one (same ids, so JetStream drops repeats)."""
+    assert config.nats is not None
+    nats, outbox = config.nats, Outbox()
+    return lambda: NatsBridge(nats, outbox)
+
+
+def _bridge_mailbox(config: NodeConfig) -> MailboxSpec:
+    assert config.nats is not None
+    return MailboxSpec(config.nats.buffer, OverflowPolicy(config.nats.overflow))
+
+
+def _make_source(config: NodeConfig, *_: Any) -> Callable[[], NatsSource]:
+    assert config.consume is not None
+    consume, cursor = config.consume, Cursor()
+    return lambda: NatsSource(consume, config.contracts, cursor)
+
+
 HUB_BREAKER = BreakerPolicy(backoff=Backoff(min_backoff=0.5, max_backoff=30.0, jitter=0.2))
 """DESIGN §2 defaults (5 failures / 60 s, 30 s doubling to 300 s, K = 5); quick retries below."""
+
+NATS_BREAKER = BreakerPolicy(
+    cooldown=5.0,
+    max_cooldown=60.0,
+    max_open_cycles=20,
+    backoff=Backoff(min_backoff=0.5, max_backoff=10.0, jitter=0.2),
+)
+"""A NATS server restarts in seconds: shorter cool-downs than a gateway hub's, and
+patience for a long outage (about 17 minutes) before the node gives up."""
 
 
 NODE_CHILDREN: tuple[NodeChild, ...] = (
@@ -233,6 +262,16 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
         attach=("topic.events", "topic.trades", "topic.quotes", "topic.depth"),
         # A node driven by a tape (no gateway, no clock) has no feed whose health to judge.
         enabled=lambda config: _live(config) or config.tick_interval > 0,
+    ),
+    # A sink of validation and bars: it starts before and stops after them, so whatever
+    # they pass on while the node stops is still published.
+    NodeChild(
+        "nats_bridge",
+        _make_bridge,
+        _bridge_mailbox,
+        attach=("topic.trades", "topic.quotes", "topic.depth", "topic.bars"),
+        enabled=lambda config: config.nats is not None,
+        breaker=NATS_BREAKER,
     ),
     NodeChild(
         "bars",
@@ -262,6 +301,13 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
         enabled=lambda config: config.tick_interval > 0,
     ),
     # Sources last: the ordered shutdown stops them first.
+    NodeChild(
+        "nats_source",
+        _make_source,
+        _commands,
+        enabled=lambda config: config.consume is not None,
+        breaker=NATS_BREAKER,
+    ),
     NodeChild(
         "auth",
         _make_auth,
@@ -546,6 +592,8 @@ async def open_node(
     tree is raised out of the block.
     """
     config = config if config is not None else NodeConfig()
+    if config.nats is not None or config.consume is not None:
+        require_asyncio()
     overrides = dict(overrides or {})
     network = network if network is not None else Network()
     rows = [row for row in NODE_CHILDREN if row.enabled(config)]

@@ -159,8 +159,11 @@ class NatsBridge:
                 for subject, data, msg_id in window
             ]
             counters["published"] += len(window)
-            with anyio.fail_after(self.config.ack_timeout):
-                acks = [await future for future in futures]
+            try:
+                with anyio.fail_after(self.config.ack_timeout):
+                    acks = [await future for future in futures]
+            finally:
+                _settle(futures)
             for _ in window:
                 pending.popleft()
             counters["acked"] += len(acks)
@@ -178,3 +181,13 @@ class NatsBridge:
                     gauges={"outbox": float(len(self.outbox))},
                 )
             )
+
+
+def _settle(futures: list[Any]) -> None:
+    """After a failed window, cancel the acks still pending and mark the failed ones
+    as seen: asyncio would report each unread failure on its own."""
+    for future in futures:
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()

@@ -8,6 +8,7 @@ Like ``trio.testing`` or httpx's ``MockTransport``, this is a supported module:
   in-memory ``Network``, so hours of reconnects run in milliseconds on
   ``MockClock(autojump_threshold=0)``; ``Tap`` reads a topic afterwards,
   ``until`` polls a condition in virtual time;
+* ``NatsServer``: a real nats-server with JetStream on a free loopback port;
 * doubles for testing one actor alone: ``RecordingRef``, ``FakeContext``,
   ``ScriptedInbox``, ``MemoryInbox``.
 """
@@ -19,6 +20,7 @@ from ._fakes import RecordingRef as RecordingRef
 from ._fakes import ScriptedInbox as ScriptedInbox
 from ._memory import Pipe as Pipe
 from ._memory import socket_pair as socket_pair
+from ._nats import NatsServer as NatsServer
 from ._simnode import ACCOUNT as ACCOUNT
 from ._simnode import API_KEY as API_KEY
 from ._simnode import ES as ES
@@ -41,6 +43,7 @@ __all__ = [
     "MNQ",
     "FakeContext",
     "MemoryInbox",
+    "NatsServer",
     "Pipe",
     "RecordingRef",
     "ScriptedInbox",

@@ -1,0 +1,289 @@
+"""The NATS bridge and source actors against a real nats-server (JetStream, loopback)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+import msgspec
+import nats
+import pytest
+import trio
+
+from actors.nats_bridge import (
+    Cursor,
+    NatsBridge,
+    NatsConfig,
+    NatsSource,
+    NatsUnavailable,
+    Outbox,
+    require_asyncio,
+    trade_frames,
+)
+from protocols.errors import ConfigError
+from protocols.gateway import TRADE_ARGS
+from protocols.messages import (
+    Bar,
+    BarClosed,
+    BarUpdated,
+    CountersReported,
+    HubMessagesReceived,
+    Trade,
+    TradesAccepted,
+)
+from protocols.stream import DECODER, StreamBar, StreamTrade, stream_trade
+from pxnode.testing import FakeContext, MemoryInbox, NatsServer, RecordingRef
+
+MNQ, ES = "CON.F.US.MNQ.Z25", "CON.F.US.EP.Z25"
+T0 = 1_764_000_000_000_000
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # nats-py is asyncio only
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[NatsServer]:
+    with NatsServer() as running:
+        yield running
+
+
+_streams = iter(range(1_000_000))
+
+
+@pytest.fixture
+def config(server: NatsServer) -> NatsConfig:
+    """A stream of its own per test, on the module's server."""
+    n = next(_streams)
+    return NatsConfig(url=server.url, stream=f"T{n}", subjects=[f"t{n}.>"], window=7)
+
+
+def trades(n: int, contract: str = MNQ, received_at: float = 1_764_000_000.0) -> list[Trade]:
+    return [
+        Trade(contract, T0 + i, 21000.0 + i % 4, 1 + i % 3, i % 2, received_at) for i in range(n)
+    ]
+
+
+class Answering(RecordingRef):
+    """A validation stand-in that answers the source's Flush barrier."""
+
+    async def ask(self, msg: Any, timeout: float) -> Any:
+        return {}
+
+
+async def stored(config: NatsConfig, subject: str = ">") -> list[Any]:
+    """Every payload of the test's stream, in stream order."""
+    client = await nats.connect(config.url)
+    try:
+        js = client.jetstream()
+        info = await js.stream_info(config.stream)
+        total = info.state.messages
+        sub = await js.pull_subscribe(subject, stream=config.stream)
+        out: list[Any] = []
+        while len(out) < total:
+            out += [DECODER.decode(m.data) for m in await sub.fetch(total - len(out), timeout=5)]
+        return out
+    finally:
+        await client.close()
+
+
+def prefixed(config: NatsConfig, bridge: Outbox) -> None:
+    """The test streams use their own subject prefix instead of ``px``."""
+    prefix = config.subjects[0].removesuffix(".>")
+    bridge.pending = type(bridge.pending)(
+        (prefix + s[2:] if s.startswith("px.") else s, d, i) for s, d, i in bridge.pending
+    )
+
+
+async def run_bridge(config: NatsConfig, outbox: Outbox, *messages: Any) -> FakeContext:
+    """One incarnation of the bridge over ``messages``, until its inbox ends."""
+    inbox, ctx = MemoryInbox(), FakeContext("nats_bridge", [RecordingRef("stats")])
+    for msg in messages:
+        outbox.add(msg)
+    prefixed(config, outbox)
+    inbox.close_sending()
+    try:
+        await NatsBridge(config, outbox).run(inbox, ctx)
+    finally:
+        inbox.close()
+    return ctx
+
+
+# ------------------------------------------------------------------ outbox ids
+
+
+def test_ids_are_content_derived_and_tell_identical_trades_in_a_frame_apart() -> None:
+    first, again = Outbox(), Outbox()
+    twins = [Trade(MNQ, T0, 1.0, 1, 0, 5.0)] * 2
+    first.add(TradesAccepted(twins))
+    again.add(TradesAccepted(twins))
+    ids = [entry[2] for entry in first.pending]
+    assert len(set(ids)) == 2, "two equal trades of one frame are two messages"
+    assert ids == [entry[2] for entry in again.pending], "the same trades get the same ids"
+    later = Outbox()
+    later.add(TradesAccepted([Trade(MNQ, T0, 1.0, 1, 0, 6.0)]))
+    assert later.pending[0][2] not in ids, "the same trade in another frame is another message"
+
+
+def test_bar_events_name_their_kind_and_other_messages_are_counted() -> None:
+    outbox = Outbox()
+    bar = Bar(MNQ, "1min", T0, 1.0, 2.0, 0.5, 1.5, 10, 4)
+    outbox.add(BarUpdated(bar))
+    outbox.add(BarUpdated(bar, closed=True))
+    outbox.add(BarClosed(bar))
+    outbox.add("not a stream message")
+    events = [msgspec.json.decode(data, type=StreamBar).event for _, data, _ in outbox.pending]
+    assert events == ["updated", "corrected", "closed"]
+    assert outbox.pending[0][0] == "px.bar.1min.CON.F.US.MNQ.Z25"
+    assert outbox.counters["ignored"] == 1
+
+
+def test_config_refuses_what_nats_cannot_take() -> None:
+    for bad in (
+        {"url": "http://x"},
+        {"stream": "a.b"},
+        {"durable": "x y"},
+        {"window": 0},
+        {"max_age": float("nan")},
+        {"ack_timeout": 0.0},
+    ):
+        with pytest.raises(ConfigError):
+            NatsConfig(**bad)  # type: ignore[arg-type]
+
+
+def test_trio_is_refused_with_a_clear_error() -> None:
+    async def main() -> None:
+        require_asyncio()
+
+    with pytest.raises(ConfigError, match="asyncio only"):
+        trio.run(main)
+
+
+# ----------------------------------------------------------------- publishing
+
+
+@pytest.mark.anyio
+async def test_bridge_publishes_every_trade_in_order_with_acks_in_windows(
+    config: NatsConfig,
+) -> None:
+    batch = trades(40)
+    outbox = Outbox()
+    ctx = await run_bridge(config, outbox, TradesAccepted(batch[:25]), TradesAccepted(batch[25:]))
+    assert await stored(config) == [stream_trade(t) for t in batch]
+    assert len(outbox) == 0
+    assert outbox.counters["acked"] == 40 and outbox.counters["windows"] == 6  # 7 per window
+    report = ctx.told("stats")[-1]
+    assert isinstance(report, CountersReported) and report.counters["acked"] == 40
+
+
+@pytest.mark.anyio
+async def test_a_repeated_publish_is_stored_once(config: NatsConfig) -> None:
+    batch = TradesAccepted(trades(10))
+    await run_bridge(config, Outbox(), batch)
+    again = Outbox()
+    await run_bridge(config, again, batch)  # a restarted node republishing the same trades
+    assert len(await stored(config)) == 10
+    assert again.counters["duplicates"] == 10
+
+
+@pytest.mark.anyio
+async def test_nothing_leaves_the_outbox_while_nats_is_away(server: NatsServer) -> None:
+    config = NatsConfig(url="nats://127.0.0.1:9", stream="away", connect_timeout=0.5)
+    outbox = Outbox()
+    with pytest.raises(NatsUnavailable, match="cannot reach NATS"):
+        await run_bridge(config, outbox, TradesAccepted(trades(5)))
+    assert len(outbox) == 5
+    later = msgspec.structs.replace(config, url=server.url, subjects=["away.>"])
+    await run_bridge(later, outbox)  # the next incarnation publishes what was left
+    assert [t.price for t in await stored(later)] == [t.price for t in trades(5)]
+    assert outbox.counters["republished"] == 5
+
+
+@pytest.mark.anyio
+async def test_a_server_restart_mid_stream_fails_the_incarnation_and_loses_nothing(
+    tmp_path: Any,
+) -> None:
+    with NatsServer(store=str(tmp_path)) as own:
+        config = NatsConfig(url=own.url, stream="restart", subjects=["restart.>"], window=50)
+        outbox = Outbox()
+        await run_bridge(config, outbox, TradesAccepted(trades(100)))
+        inbox, ctx = MemoryInbox(), FakeContext("nats_bridge", [RecordingRef("stats")])
+        lost = pytest.RaisesGroup(pytest.RaisesExc(NatsUnavailable, match="lost"))
+        with pytest.RaisesGroup(lost, flatten_subgroups=False):
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(NatsBridge(config, outbox).run, inbox, ctx)
+                    await anyio.sleep(0.3)
+                    own.stop()
+                    await anyio.sleep(5)
+            finally:
+                inbox.close()
+        own.start()
+        outbox.add(TradesAccepted(trades(100, received_at=1_764_000_001.0)))
+        for _ in range(50):  # as the supervisor would: JetStream needs a moment after a start
+            try:
+                await run_bridge(config, outbox)
+                break
+            except Exception:  # noqa: BLE001 - any failure of an incarnation is retried
+                await anyio.sleep(0.1)
+        assert len(await stored(config)) == 200
+        assert outbox.counters["acked"] == 200 + outbox.counters["duplicates"]
+
+
+# ------------------------------------------------------------------ consuming
+
+
+def test_trade_frames_rebuild_the_frames_validation_judged() -> None:
+    stream = [stream_trade(t) for t in trades(3) + trades(2, ES) + trades(1, received_at=9.0)]
+    frames = trade_frames(stream)
+    assert [(f.received_at, TRADE_ARGS.decode(f.arguments)[0]) for f in frames] == [
+        (1_764_000_000.0, MNQ),
+        (1_764_000_000.0, ES),
+        (9.0, MNQ),
+    ]
+    items = TRADE_ARGS.decode(frames[0].arguments)[1]
+    assert isinstance(items, list)
+    assert [(i.price, i.volume, i.type) for i in items] == [
+        (t.price, t.volume, t.side) for t in trades(3)
+    ]
+
+
+async def consume(config: NatsConfig, until: int, cursor: Cursor) -> list[StreamTrade]:
+    """Run a source until it passed ``until`` trades on, then stop it through its inbox."""
+    validation = Answering("validation")
+    inbox = MemoryInbox()
+    ctx = FakeContext("nats_source", [validation, RecordingRef("stats")])
+    source = NatsSource(config, [MNQ], cursor)
+    source.subjects = [
+        s.replace("px", config.subjects[0].removesuffix(".>"), 1) for s in source.subjects
+    ]
+    seen: list[StreamTrade] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(source.run, inbox, ctx)
+        with anyio.fail_after(10):
+            while len(seen) < until:
+                await validation.wait_for(len(validation.told) + 1)
+                seen = [
+                    StreamTrade(MNQ, "", i.price, i.volume, i.type, f.received_at)
+                    for msg in validation.of(HubMessagesReceived)
+                    for f in msg.messages
+                    for i in TRADE_ARGS.decode(f.arguments)[1]  # type: ignore[union-attr]
+                ]
+        inbox.close_sending()
+    inbox.close()
+    return seen
+
+
+@pytest.mark.anyio
+async def test_a_durable_consumer_resumes_where_it_stopped(config: NatsConfig) -> None:
+    config = msgspec.structs.replace(config, fetch=10)
+    first, second = trades(30), trades(20, received_at=1_764_000_001.0)
+    await run_bridge(config, Outbox(), TradesAccepted(first))
+    seen = await consume(config, 30, Cursor())
+    await run_bridge(config, Outbox(), TradesAccepted(second))
+    seen += await consume(config, 20, Cursor())  # a new process: only the durable remembers
+    assert [(t.price, t.volume, t.received_at) for t in seen] == [
+        (t.price, t.volume, t.received_at) for t in first + second
+    ]
