@@ -8,9 +8,10 @@ on the ingest node, so the bars built from the stream equal the ingest node's.
 
 A durable pull consumer (``AckPolicy.ALL``) keeps the position on the server:
 a batch is acknowledged only after validation has passed it downstream (a
-``Flush`` barrier), so a consumer killed at any point resumes at the first
-message it had not finished; within one process a ``Cursor`` that outlives
-the actor's incarnations skips what a redelivery after a restart repeats.
+``Flush`` barrier), and each start resumes right after the last acknowledged
+message, so a consumer killed at any point goes on at the first message it had
+not finished; within one process a ``Cursor`` that outlives the actor's
+incarnations skips what a redelivery after a restart repeats.
 """
 
 from __future__ import annotations
@@ -103,19 +104,11 @@ class NatsSource:
 
     async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
         from nats.errors import TimeoutError as FetchTimeout
-        from nats.js.api import AckPolicy, ConsumerConfig
 
         validation, stats = ctx.ref("validation"), ctx.ref("stats")
         async with connected(self.config) as (_, js, lost), anyio.create_task_group() as tg:
             await ensure_stream(js, self.config)
-            await js.add_consumer(
-                self.config.stream,
-                ConsumerConfig(
-                    durable_name=self.config.durable,
-                    ack_policy=AckPolicy.ALL,
-                    filter_subjects=self.subjects,
-                ),
-            )
+            await self._resume(js)
             sub = await js.pull_subscribe_bind(
                 durable=self.config.durable, stream=self.config.stream
             )
@@ -131,6 +124,33 @@ class NatsSource:
                     await self._pass_on(msgs, validation)
                     await msgs[-1].ack()
                 self._report(stats)
+
+    async def _resume(self, js: Any) -> None:
+        """(Re)create the durable consumer at its ack floor.
+
+        A consumer stopped mid-fetch leaves messages delivered but never
+        acknowledged; the server would send the next ones first, and with
+        ``AckPolicy.ALL`` their ack would cover the skipped ones too. Starting
+        again right after the last acknowledged message is exact.
+        """
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+        from nats.js.errors import NotFoundError
+
+        start = 0
+        with contextlib.suppress(NotFoundError):
+            info = await js.consumer_info(self.config.stream, self.config.durable)
+            start = info.ack_floor.stream_seq + 1
+            await js.delete_consumer(self.config.stream, self.config.durable)
+        await js.add_consumer(
+            self.config.stream,
+            ConsumerConfig(
+                durable_name=self.config.durable,
+                ack_policy=AckPolicy.ALL,
+                filter_subjects=self.subjects,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE if start else DeliverPolicy.ALL,
+                opt_start_seq=start or None,
+            ),
+        )
 
     async def _pass_on(self, msgs: list[Any], validation: Ref[Any]) -> None:
         fresh = []

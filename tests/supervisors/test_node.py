@@ -39,19 +39,21 @@ class FakeStats:
                 self.seen.append(msg)
 
 
-def test_table_lists_the_node_children_in_start_order() -> None:
-    assert [row.name for row in NODE_CHILDREN] == [
-        "stats",
-        "health",
-        "bars",
-        "validation",
-        "recorder",
-        "clock",
-        "auth",
-        "history",
-        "connection_user",
-        "connection_market",
-    ]
+def test_every_sink_starts_before_what_feeds_it_and_stops_after() -> None:
+    """The ordered shutdown (reverse start order) stops sources first, so every sink
+    still drains what its sources passed on before they stopped."""
+    order = [row.name for row in NODE_CHILDREN]
+    feeds = {
+        "validation": ("stats", "health", "bars", "nats_bridge"),
+        "connection_market": ("validation", "recorder", "history", "auth"),
+        "connection_user": ("validation", "recorder", "auth"),
+        "nats_source": ("validation",),
+        "history": ("bars", "auth"),
+        "clock": ("bars", "validation", "stats", "health"),
+    }
+    for source, sinks in feeds.items():
+        for sink in sinks:
+            assert order.index(sink) < order.index(source), f"{sink} must start before {source}"
 
 
 @pytest.mark.anyio
