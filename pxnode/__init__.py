@@ -16,6 +16,7 @@ applications; ``pxnode.sim`` is the simulated gateway; ``python -m pxnode`` is
 the command line.
 """
 
+from actors.nats_bridge import NatsConfig as NatsConfig
 from protocols.errors import AskTimeout as AskTimeout
 from protocols.errors import AuthFailed as AuthFailed
 from protocols.errors import ConfigError as ConfigError
@@ -61,6 +62,7 @@ __all__ = [
     "GatewayConfig",
     "GatewayError",
     "HealthReport",
+    "NatsConfig",
     "Network",
     "Node",
     "NodeConfig",

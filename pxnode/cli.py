@@ -1,6 +1,7 @@
 """The ``pxnode`` command line (typer).
 
-Every command runs under trio through ``_main``, which turns SIGINT/SIGTERM
+Every command runs under trio (asyncio with ``--nats``: nats-py needs it)
+through ``_main``, which turns SIGINT/SIGTERM
 into a *graceful* stop request (the command leaves its ``open_node`` block, so
 the supervisor tree shuts down in order and outputs are flushed); a second
 signal cancels outright. Errors pxnode raises on purpose print as one line,
@@ -13,6 +14,7 @@ import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +22,7 @@ import anyio
 import msgspec
 import typer
 
+from actors.nats_bridge import NatsConfig
 from protocols.errors import PxError
 from protocols.secrets import Secret
 from protocols.timeframes import parse_timeframe
@@ -43,6 +46,7 @@ app = typer.Typer(
 LogLevel = Annotated[
     str, typer.Option("--log-level", help="debug, info, warning or error.", show_default=True)
 ]
+StreamName = Annotated[str, typer.Option("--stream", help="JetStream stream name.")]
 
 
 class Stopping:
@@ -53,13 +57,18 @@ class Stopping:
         self.exit_code = 0
 
 
-def _main(command: Callable[[Stopping], Awaitable[int]], log_level: str = "warning") -> None:
+def _main(
+    command: Callable[[Stopping], Awaitable[int]],
+    log_level: str = "warning",
+    *,
+    backend: str = "trio",
+) -> None:
     level = getattr(logging, log_level.upper(), None)
     if not isinstance(level, int):
         _fail(f"unknown log level {log_level!r}")
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        code = anyio.run(_with_signals, command, backend="trio")
+        code = anyio.run(_with_signals, command, backend=backend)
     except BaseExceptionGroup as group:
         error = unwrap(group)
         if isinstance(error, PxError):
@@ -113,19 +122,37 @@ def _timeframes(text: str) -> list[str]:
 
 @app.command()
 def replay(
-    tape: Annotated[Path, typer.Argument(help="Tape file (JSON lines of hub messages).")],
     out: Annotated[Path, typer.Option("--out", help="bars.parquet or bars.csv")],
+    tape: Annotated[
+        Path | None, typer.Argument(help="Tape file (JSON lines of hub messages).")
+    ] = None,
     timeframes: Annotated[str, typer.Option(help="Comma-separated, e.g. 1min,5min,4hr.")] = "1min",
     json_stats: Annotated[bool, typer.Option("--json-stats", help="Print counts as JSON.")] = False,
+    nats: Annotated[
+        str | None, typer.Option("--nats", help="Replay a NATS JetStream stream instead of a tape.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="With --nats: from this ISO time (received at).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="With --nats: up to this ISO time.")] = None,
+    contracts: Annotated[
+        list[str] | None, typer.Option("--contracts", help="With --nats: only these contract ids.")
+    ] = None,
+    stream: StreamName = "PXNODE",
     log_level: LogLevel = "warning",
 ) -> None:
-    """Turn a recorded tape into bars, deterministically and as fast as the CPU allows."""
+    """Turn a recorded tape (or a NATS stream) into bars, deterministically and fast."""
     from .replay import replay as run_replay
     from .replay import write_bars
 
     names = _timeframes(timeframes)
     if out.suffix not in (".parquet", ".csv"):
         _fail(f"--out must end in .parquet or .csv, got {out.name!r}")
+    if (tape is None) == (nats is None):
+        _fail("replay takes a TAPE or --nats URL (one of them)")
+    if nats is None and (since or until or contracts):
+        _fail("--since, --until and --contracts go with --nats")
+    window = _window(since, until) if nats is not None else None
 
     async def command(stopping: Stopping) -> int:
         # A replay has nothing to drain: a signal abandons it (the output file is
@@ -137,7 +164,16 @@ def replay(
                 tg.cancel_scope.cancel()
 
             tg.start_soon(abandon_on_signal)
-            result = await run_replay(tape, names)
+            if nats is None:
+                assert tape is not None
+                result = await run_replay(tape, names)
+            else:
+                from .stream_tape import stream_tape
+
+                assert window is not None
+                source = _nats_config(nats, stream)
+                async with stream_tape(source, _contracts(contracts), *window) as path:
+                    result = await run_replay(path, names)
             tg.cancel_scope.cancel()
         if stopping.event.is_set():
             return 0
@@ -146,7 +182,33 @@ def replay(
             sys.stdout.write(msgspec.json.encode(result.stats).decode() + "\n")
         return 0
 
-    _main(command, log_level)
+    _main(command, log_level, backend="trio" if nats is None else "asyncio")
+
+
+def _window(since: str | None, until: str | None) -> tuple[datetime, datetime | None]:
+    if since is None:
+        _fail("--nats needs --since (ISO time, e.g. 2026-12-03T14:30:00Z)")
+    try:
+        start = _utc(datetime.fromisoformat(str(since)))
+        end = None if until is None else _utc(datetime.fromisoformat(until))
+    except ValueError as error:
+        _fail(f"--since/--until: {error}")
+        raise
+    if end is not None and end <= start:
+        _fail("--until must be after --since")
+    return start, end
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _nats_config(url: str, stream: str, durable: str = "pxnode") -> NatsConfig:
+    try:
+        return NatsConfig(url=url, stream=stream, durable=durable)
+    except PxError as error:
+        _fail(str(error))
+        raise
 
 
 # ----------------------------------------------------------------- gateway
@@ -198,6 +260,10 @@ LiveTimeframes = Annotated[str | None, typer.Option(help="Comma-separated timefr
 ApiUrl = Annotated[str | None, typer.Option("--api-url", help="REST base URL.")]
 MarketHub = Annotated[str | None, typer.Option("--market-hub", help="Market hub URL.")]
 UserHub = Annotated[str | None, typer.Option("--user-hub", help="User hub URL.")]
+Nats = Annotated[
+    str | None,
+    typer.Option("--nats", help="Also publish the validated stream to this NATS JetStream server."),
+]
 
 
 def _contracts(values: list[str] | None) -> list[str]:
@@ -239,6 +305,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the simulated market.")] = 1,
     rate: Annotated[float, typer.Option(help="Simulated trades per second.")] = 200.0,
     metrics_port: MetricsPort = None,
+    nats: Nats = None,
     log_level: LogLevel = "warning",
 ) -> None:
     """Run the simulated gateway and a whole node in one process, with a live dashboard."""
@@ -264,13 +331,23 @@ def demo(
                 api_key=Secret("demo-api-key"),
             )
             config = NodeConfig(
-                contracts=ids, bars=BarsConfig(timeframes=names), gateway=gateway, seed=seed
+                contracts=ids,
+                bars=BarsConfig(timeframes=names),
+                gateway=gateway,
+                seed=seed,
+                nats=publish,
             )
             return await _run_node(
                 config, stopping, json=json, duration=duration, metrics_port=metrics_port
             )
 
-    _main(command, log_level)
+    publish = None if nats is None else _nats_config(nats, "PXNODE")
+    _main(command, log_level, backend=_backend(publish))
+
+
+def _backend(nats: NatsConfig | None) -> str:
+    """nats-py runs on asyncio only; everything else runs on trio."""
+    return "trio" if nats is None else "asyncio"
 
 
 def _sim_contract(name: str, known: Mapping[str, Any]) -> str:
@@ -294,6 +371,7 @@ def _live_config(
     market_hub: str | None,
     user_hub: str | None,
     record: Path | None,
+    nats: str | None,
 ) -> NodeConfig:
     try:
         config = load_config(config_file)
@@ -319,6 +397,9 @@ def _live_config(
         updates["bars"] = msgspec.structs.replace(config.bars, timeframes=_timeframes(timeframes))
     if record is not None:
         updates["record"] = str(record)
+    if nats is not None:
+        base = config.nats or NatsConfig()
+        updates["nats"] = _nats_config(nats, base.stream, base.durable)
     config = msgspec.structs.replace(config, **updates)
     if not config.contracts:
         _fail("no contracts: give --contracts or `contracts` in the config file")
@@ -340,7 +421,7 @@ def _run_command(
             config, stopping, json=json, duration=duration, metrics_port=metrics_port
         )
 
-    _main(command, log_level)
+    _main(command, log_level, backend=_backend(config.nats))
 
 
 @app.command()
@@ -355,10 +436,13 @@ def run(
     duration: Duration = None,
     json: Json = False,
     config: ConfigFile = None,
+    nats: Nats = None,
     log_level: LogLevel = "warning",
 ) -> None:
     """Run a node against a real (or any) gateway; credentials from PROJECT_X_* or the config."""
-    node_config = _live_config(config, contracts, timeframes, api_url, market_hub, user_hub, record)
+    node_config = _live_config(
+        config, contracts, timeframes, api_url, market_hub, user_hub, record, nats
+    )
     _run_command(
         node_config, json=json, duration=duration, metrics_port=metrics_port, log_level=log_level
     )
@@ -376,13 +460,49 @@ def record(
     duration: Duration = None,
     json: Json = False,
     config: ConfigFile = None,
+    nats: Nats = None,
     log_level: LogLevel = "warning",
 ) -> None:
     """Record raw hub traffic to a tape (a ``run`` with ``--record TAPE``)."""
-    node_config = _live_config(config, contracts, timeframes, api_url, market_hub, user_hub, tape)
+    node_config = _live_config(
+        config, contracts, timeframes, api_url, market_hub, user_hub, tape, nats
+    )
     _run_command(
         node_config, json=json, duration=duration, metrics_port=metrics_port, log_level=log_level
     )
+
+
+@app.command()
+def consume(
+    nats: Annotated[str, typer.Option("--nats", help="NATS server the ingest node publishes to.")],
+    contracts: Annotated[
+        list[str] | None,
+        typer.Option("--contracts", help="Contract ids (default: every contract in the stream)."),
+    ] = None,
+    timeframes: Timeframes = "1min,5min,1hr,4hr",
+    durable: Annotated[
+        str, typer.Option(help="Durable consumer name: a restart resumes where it stopped.")
+    ] = "pxnode",
+    stream: StreamName = "PXNODE",
+    metrics_port: MetricsPort = None,
+    duration: Duration = None,
+    json: Json = False,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Build bars from the stream another node publishes to NATS JetStream (no gateway)."""
+    source = _nats_config(nats, stream, durable)
+    config = NodeConfig(
+        contracts=_contracts(contracts),
+        bars=BarsConfig(timeframes=_timeframes(timeframes)),
+        consume=source,
+    )
+
+    async def command(stopping: Stopping) -> int:
+        return await _run_node(
+            config, stopping, json=json, duration=duration, metrics_port=metrics_port
+        )
+
+    _main(command, log_level, backend="asyncio")
 
 
 def main() -> None:

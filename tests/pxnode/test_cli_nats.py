@@ -1,0 +1,158 @@
+"""Two processes share one feed through a real JetStream server, through the real CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+import polars as pl
+import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
+
+from pxnode.testing import NatsServer
+from tests.subprocess_env import strict_env
+
+MNQ = "CON.F.US.MNQ.Z25"
+ENTRY = [sys.executable, "-c", "from pxnode.cli import main; main()"]
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[NatsServer]:
+    with NatsServer(store=str(tmp_path / "js")) as running:
+        yield running
+
+
+def pxnode(*args: str, env: dict[str, str] | None = None) -> Any:
+    return subprocess.run(
+        [*ENTRY, *args], capture_output=True, text=True, timeout=60, env=strict_env(**(env or {}))
+    )
+
+
+def last_json(stdout: str) -> dict[str, Any]:
+    line = stdout.strip().splitlines()[-1]
+    decoded: dict[str, Any] = msgspec.json.decode(line)
+    return decoded
+
+
+def trade_sequences(url: str) -> list[int]:
+    """The stream sequence of every trade message in the stream."""
+
+    async def read() -> list[int]:
+        client = await nats.connect(url)
+        try:
+            js = client.jetstream()
+            config = ConsumerConfig(ack_policy=AckPolicy.NONE)
+            sub = await js.pull_subscribe("px.trade.>", stream="PXNODE", config=config)
+            out: list[int] = []
+            while True:
+                msgs = await sub.fetch(1000, timeout=5)
+                out += [m.metadata.sequence.stream for m in msgs]
+                if msgs[-1].metadata.num_pending == 0:
+                    return out
+        finally:
+            await client.close()
+
+    return asyncio.run(read())
+
+
+def stream_trade_count(url: str) -> int:
+    return len(trade_sequences(url))
+
+
+def ack_floor(url: str, durable: str) -> int:
+    async def read() -> int:
+        client = await nats.connect(url)
+        try:
+            info = await client.jetstream().consumer_info("PXNODE", durable)
+            floor: int = info.ack_floor.stream_seq
+            return floor
+        finally:
+            await client.close()
+
+    return asyncio.run(read())
+
+
+@pytest.mark.slow
+def test_record_with_nats_and_replay_of_the_stream_give_the_tapes_bars(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    gateway = subprocess.Popen(
+        [*ENTRY, "gateway", "--rate", "400"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert gateway.stdout is not None
+        url = gateway.stdout.readline().split()[-3]
+        tape = tmp_path / "session.tape"
+        done = pxnode(
+            "record", str(tape), "--contracts", f"{MNQ},CON.F.US.EP.Z25", "--duration", "3",
+            "--json", "--api-url", url, "--market-hub", f"{url}/hubs/market",
+            "--user-hub", f"{url}/hubs/user", "--nats", server.url,
+            env={"PROJECT_X_USERNAME": "demo", "PROJECT_X_API_KEY": "demo-api-key"},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    finally:
+        gateway.send_signal(signal.SIGTERM)
+        gateway.communicate(timeout=20)
+    from_tape, from_stream = tmp_path / "tape.parquet", tmp_path / "stream.parquet"
+    frames = "1sec,1min"
+    replayed = pxnode("replay", str(tape), "--timeframes", frames, "--out", str(from_tape))
+    assert replayed.returncode == 0, replayed.stderr
+    streamed = pxnode(
+        "replay", "--nats", server.url, "--since", "2000-01-01T00:00:00Z",
+        "--timeframes", frames, "--out", str(from_stream), "--json-stats",
+    )  # fmt: skip
+    assert streamed.returncode == 0, streamed.stderr
+    tape_bars, stream_bars = pl.read_parquet(from_tape), pl.read_parquet(from_stream)
+    assert tape_bars.height >= 4 and tape_bars["contract"].n_unique() == 2
+    assert stream_bars.equals(tape_bars)
+    assert last_json(streamed.stdout)["trades_accepted"] == stream_trade_count(server.url)
+
+
+@pytest.mark.slow
+def test_consume_in_another_process_resumes_without_gaps_or_duplicates(server: NatsServer) -> None:
+    demo = subprocess.Popen(
+        [*ENTRY, "demo", "--contracts", "MNQ", "--rate", "300", "--duration", "5", "--json",
+         "--nats", server.url],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=strict_env(),
+    )  # fmt: skip
+    consume = [
+        "consume", "--nats", server.url, "--contracts", MNQ, "--timeframes", "1sec",
+        "--durable", "strategy", "--json",
+    ]  # fmt: skip
+    try:
+        time.sleep(2.0)
+        first = pxnode(*consume, "--duration", "2")  # stops while the demo still publishes
+        assert first.returncode == 0, first.stderr
+        floor = ack_floor(server.url, "strategy")
+    finally:
+        _, demo_err = demo.communicate(timeout=30)
+    assert demo.returncode == 0, demo_err
+    second = pxnode(*consume, "--duration", "2")
+    assert second.returncode == 0, second.stderr
+    sequences = trade_sequences(server.url)
+    done_first = sum(1 for seq in sequences if seq <= floor)
+    assert 0 < last_json(first.stdout)["trades_accepted"] <= done_first < len(sequences)
+    # The second process took up exactly where the first one's acknowledgements ended.
+    assert last_json(second.stdout)["trades_accepted"] == len(sequences) - done_first
+
+
+def test_replay_refuses_a_tape_and_nats_together_and_nats_without_since(tmp_path: Path) -> None:
+    both = pxnode("replay", str(tmp_path / "t"), "--nats", "nats://x:1", "--out", "b.csv")
+    assert both.returncode == 2 and "one of them" in both.stderr
+    no_since = pxnode("replay", "--nats", "nats://127.0.0.1:1", "--out", "b.csv")
+    assert no_since.returncode == 2 and "--since" in no_since.stderr
+    unreachable = pxnode(
+        "replay", "--nats", "nats://127.0.0.1:9", "--since", "2026-01-01", "--out", "b.csv"
+    )
+    assert unreachable.returncode == 2 and "cannot reach NATS" in unreachable.stderr
