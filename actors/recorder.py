@@ -1,6 +1,6 @@
 """Tapes: every received hub message as one JSON line, written and read back.
 
-Tape format (DESIGN §6), one line per hub invocation, UTF-8, ``\\n``-terminated::
+Tape format (docs/rules.md), one line per hub invocation, UTF-8, ``\\n``-terminated::
 
     {"t":1737469800.123,"hub":"market","target":"GatewayTrade","arguments":["CON...",[...]]}
 

@@ -91,7 +91,7 @@ from supervisors.topic import Subscription
 MIB = 2**20
 PROBE_MAILBOX = MailboxSpec(16_384, OverflowPolicy.BLOCK)
 BASELINE_SECONDS = 5.0  # the bare client's window (or --seconds if shorter)
-TARGET_P99 = 0.001  # DESIGN §8: p99 trade → bar update < 1 ms
+TARGET_P99 = 0.001  # the target: p99 trade → bar update < 1 ms
 SETTLED_LAG = 0.25  # the window starts once the feed lag is below this ...
 SETTLE_MAX = 2.0  # ... or after this long past the warm-up, whichever comes first
 MAX_LAG_GROWTH = 0.25  # seconds the feed may fall further behind over a sustained window

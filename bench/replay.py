@@ -10,7 +10,7 @@ and build 1min, 5min, 1hr and 4hr bars:
   price > 0 and volume >= 1, and its 4hr bars are UTC-aligned (floor of the
   epoch), not the 17:00 Chicago session grid: an approximation that flatters it.
 * replay: ``pxnode.replay.replay`` -- tape decode → validation (every
-  DESIGN §4 rule) → bars (exact §5 semantics) → writer, through bounded
+  rule of docs/rules.md) → bars (exact bar rules) → writer, through bounded
   mailboxes, as ``pxnode replay`` runs it.
 
 Printed: trades/s of each path and the ratio replay / baseline, plus the

@@ -8,9 +8,10 @@ Theory of operation
 -------------------
 An actor is an object with ``async def run(self, inbox, ctx)``. It owns all of
 its state; the only way in is a message in its inbox, the only way out is a
-message told to a ``Ref`` (found through ``ctx.ref(name)``) or published on a
-topic (``ctx.topic(name)``). Returning from ``run`` is a normal exit; raising is
-a failure the supervisor acts on; being cancelled is never a failure.
+message told to a ``Ref`` found through ``ctx.ref(name)``: a sibling actor, or a
+topic (``ctx.ref("topic.bars")``) that fans it out to its subscribers. Returning
+from ``run`` is a normal exit; raising is a failure the supervisor acts on;
+being cancelled is never a failure.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Messages between actors: frozen, tagged msgspec Structs.
 
 Names are verb-noun commands (``SubscribeContract``) or past-tense facts
-(``BarClosed``). Everything that crosses a mailbox is defined here, so an
-actor never needs to import another actor to talk to it.
+(``BarClosed``). Messages live in ``protocols`` so an actor never needs to import
+another actor to talk to it: the data path and supervision here, hub commands
+and events in ``protocols.hubs``, health's in ``protocols.health``.
 
 Times: ``received_at`` and ``now`` are unix seconds (float) as seen by the
 receiving node (virtual in replay); exchange timestamps (``ts``, ``start``) are

@@ -1,9 +1,9 @@
 """The stats snapshot and its Prometheus text exposition.
 
 A ``StatsSnapshot`` is the one answer of the stats actor to ``GetStats``. It is a
-plain frozen Struct so that the node's ``--json`` line is ``msgspec.json.encode``
-of it and the metrics endpoint is ``render_prometheus`` of it: both views come
-from the same numbers, taken at the same instant.
+plain frozen Struct: the metrics endpoint is ``render_prometheus`` of it, and the
+application's ``--json`` line and dashboard (``pxnode.snapshot.NodeSnapshot``) are
+composed from it, so every view shows the same numbers.
 
 Keys of ``counters``, ``gauges``, ``rates`` and ``latencies`` are
 ``"<source>.<name>"`` exactly as the reporting actor named them; Prometheus

@@ -211,7 +211,7 @@ class _BarWriter:
 
 
 def bars_frame(bars: Sequence[Bar]) -> pl.DataFrame:
-    """``bars`` as the replay output table (DESIGN §6 columns and types), order kept."""
+    """``bars`` as the replay output table (the columns and types of docs/rules.md), order kept."""
     columns: dict[str, list[Any]] = {name: [] for name in SCHEMA}
     for bar in bars:
         for name, column in columns.items():

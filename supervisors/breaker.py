@@ -71,7 +71,7 @@ def _count(name: str, value: object) -> int:
 
 @dataclass(frozen=True, slots=True)
 class BreakerPolicy:
-    """When to trip, how long to stay open, when to give up (defaults: DESIGN §2)."""
+    """When to trip, how long to stay open, when to give up (docs/architecture.md)."""
 
     failure_threshold: int = 5
     window: float = 60.0

@@ -27,7 +27,7 @@ from protocols.timeframes import parse_timeframe
 
 class BarsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     timeframes: list[str] = msgspec.field(default_factory=lambda: ["1min", "5min", "1hr", "4hr"])
-    """Timeframes built for every contract (DESIGN §5 names)."""
+    """Timeframes built for every contract (names as in docs/rules.md)."""
     ring_size: int = 1000
     """Closed bars kept per contract x timeframe (the bound on bar memory)."""
     grace: float = 0.0

@@ -235,7 +235,8 @@ def _make_source(config: NodeConfig, *_: Any) -> Callable[[], NatsSource]:
 
 
 HUB_BREAKER = BreakerPolicy(backoff=Backoff(min_backoff=0.5, max_backoff=30.0, jitter=0.2))
-"""DESIGN §2 defaults (5 failures / 60 s, 30 s doubling to 300 s, K = 5); quick retries below."""
+"""The default breaker (5 failures / 60 s, 30 s doubling to 300 s, 5 open cycles);
+quick retries below it."""
 
 NATS_BREAKER = BreakerPolicy(
     cooldown=5.0,

@@ -16,7 +16,7 @@ DEPTH_REASONS = ("price", "volume", "type", *_TIME_RULES, "malformed")
 
 
 class ValidationConfig(msgspec.Struct, frozen=True):
-    """Thresholds of the validation rules (DESIGN §4); every limit is inclusive."""
+    """Thresholds of the validation rules (docs/rules.md); every limit is inclusive."""
 
     max_future: float = 5.0
     """Seconds a timestamp may lie after the receive time (exchange/host clock skew)."""

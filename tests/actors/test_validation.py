@@ -1,4 +1,4 @@
-"""Validation rules (DESIGN §4) with literal values at every boundary, and the actor loop."""
+"""Validation rules (docs/rules.md) with literal values at every boundary, and the actor loop."""
 
 from __future__ import annotations
 

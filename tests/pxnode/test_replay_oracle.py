@@ -1,4 +1,4 @@
-"""Replay against an independent oracle of DESIGN §4 and §5, written from the text alone.
+"""Replay against an independent oracle of the rules in docs/rules.md, written from the text alone.
 
 The oracle is deliberately naive (json.loads, datetime, zoneinfo, one dict of bars) and
 shares no code with pxnode. A seeded tape crosses both 2025 DST changes, a month end and
