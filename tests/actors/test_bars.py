@@ -32,6 +32,7 @@ from protocols.messages import (
     Trade,
     TradesAccepted,
 )
+from pxnode.testing import FakeContext, RecordingRef, ScriptedInbox
 from supervisors.mailbox import Mailbox, MailboxSpec, OverflowPolicy
 from supervisors.ref import MailboxRef
 from supervisors.topic import Topic
@@ -62,60 +63,30 @@ def trades(*items: Trade) -> TradesAccepted:
 # -------------------------------------------------------------- test doubles
 
 
-class ScriptedInbox:
-    """Hands the actor exactly the given batches, then reports the mailbox closed."""
-
-    def __init__(self, batches: Sequence[Sequence[Any]]) -> None:
-        self._batches = [list(b) for b in batches]
-
-    async def receive_batch(self, limit: int) -> list[Any]:
-        await trio.lowlevel.checkpoint()
-        return self._batches.pop(0)[:limit] if self._batches else []
-
-
-class RecordingRef:
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.messages: list[Any] = []
-
-    async def tell(self, msg: Any) -> None:
-        self.messages.append(msg)
-
-    def tell_nowait(self, msg: Any) -> None:
-        self.messages.append(msg)
-
-
-class FakeContext:
-    name = "bars"
+class BarsContext(FakeContext):
+    """The bars actor's context: its topic and stats recorded, a settable wall clock."""
 
     def __init__(self) -> None:
-        self.refs = {n: RecordingRef(n) for n in ("topic.bars", "stats")}
+        super().__init__(
+            "bars", [RecordingRef("topic.bars"), RecordingRef("stats")], wall=lambda: self.now
+        )
         self.now = 1_000.0
-
-    def ref(self, name: str) -> RecordingRef:
-        return self.refs[name]
-
-    def wall_time(self) -> float:
-        return self.now
-
-    def report_healthy(self) -> None:
-        pass
 
     @property
     def out(self) -> list[Any]:
-        return self.refs["topic.bars"].messages
+        return self.told("topic.bars")
 
     @property
     def reports(self) -> list[CountersReported]:
-        return self.refs["stats"].messages
+        return self.told("stats")
 
 
 async def run_actor(
     batches: Sequence[Sequence[Any]], timeframes: Sequence[str] = ("1min",), **kw: Any
-) -> tuple[BarsActor, FakeContext]:
+) -> tuple[BarsActor, BarsContext]:
     actor = BarsActor(timeframes, **kw)
-    ctx = FakeContext()
-    await actor.run(ScriptedInbox(batches), ctx)  # type: ignore[arg-type]
+    ctx = BarsContext()
+    await actor.run(ScriptedInbox(*batches), ctx)
     return actor, ctx
 
 
@@ -350,16 +321,16 @@ async def test_unknown_and_bad_messages_are_counted() -> None:
         [[object(), "junk", Tick(math.nan), Tick(math.inf), Request(body=Stop(), reply=replies)]]
     )
     assert actor.counters["unknown_messages"] == 5
-    assert replies.messages == [] and ctx.out == []
+    assert replies.told == [] and ctx.out == []
 
 
 @pytest.mark.trio
 async def test_stats_report_counters_and_latency() -> None:
     actor = BarsActor(["1min"])
-    ctx = FakeContext()
+    ctx = BarsContext()
     ctx.now = sec("2025-01-15T15:00:30") + 0.25  # 250 ms after the trade was received
-    inbox = ScriptedInbox([[trades(trade("2025-01-15T15:00:30", 10.0))], [Tick(ctx.now)]])
-    await actor.run(inbox, ctx)  # type: ignore[arg-type]
+    inbox = ScriptedInbox([trades(trade("2025-01-15T15:00:30", 10.0))], [Tick(ctx.now)])
+    await actor.run(inbox, ctx)
     first, last = ctx.reports
     assert first.source == "bars"
     assert first.counters["trades_aggregated"] == 1
@@ -371,7 +342,7 @@ class PacedInbox(ScriptedInbox):
     """Hands out one batch every ``pace`` seconds (virtual time)."""
 
     def __init__(self, batches: Sequence[Sequence[Any]], pace: float) -> None:
-        super().__init__(batches)
+        super().__init__(*batches)
         self._pace = pace
 
     async def receive_batch(self, limit: int) -> list[Any]:
@@ -390,8 +361,8 @@ async def test_reports_at_most_once_per_interval_of_the_runtime_clock(
         [trades(trade(int((t0 + 60 * k) * 1e6), 10.0)), Tick(t0 + 60 * k)] for k in range(10)
     ]
     actor = BarsActor(["1min"], report_interval=1.0)
-    ctx = FakeContext()
-    await actor.run(PacedInbox(batches, pace=0.25), ctx)  # type: ignore[arg-type]
+    ctx = BarsContext()
+    await actor.run(PacedInbox(batches, pace=0.25), ctx)
     # ticks at 0.25, 0.5, ..., 2.5 s: reports at 0.25, 1.25, 2.25, then the final one
     assert [r.counters["trades_aggregated"] for r in ctx.reports] == [1, 5, 9, 10]
     assert [len(r.latencies["trade_to_bar"]) for r in ctx.reports] == [1, 4, 4, 1]
@@ -451,7 +422,7 @@ async def test_history_replaces_the_live_bars_of_its_window_and_rejects_bad_bars
     assert actor.counters["backfill_rejected"] == 6
     assert actor.counters["backfill_stale"] == 1
     assert actor.counters["trades_before_cut"] == 1
-    (frame,) = replies.messages
+    (frame,) = replies.told
     assert frame["start"].dt.strftime("%H:%M").to_list() == ["14:59", "15:01", "15:02"]
     # 15:01 is history's (the live partial bar is gone); 15:02 holds only trades from the cut on
     assert frame["close"].to_list() == [1.5, 3.5, 61.0]
@@ -479,7 +450,7 @@ async def test_the_forming_bar_is_history_before_the_cut_plus_live_trades_after_
         ],
         timeframes=("1hr",),
     )
-    (frame,) = replies.messages
+    (frame,) = replies.told
     assert frame.height == 1
     row = frame.row(0, named=True)
     assert (row["open"], row["high"], row["low"], row["close"]) == (100.0, 140.0, 80.0, 125.0)
@@ -502,7 +473,7 @@ async def test_a_failed_back_fill_keeps_the_live_bars_and_releases_the_cut() -> 
             [Request(body=GetBars(MNQ, "1min", 10), reply=replies)],
         ]
     )
-    (frame,) = replies.messages
+    (frame,) = replies.told
     assert frame["volume"].to_list() == [2]
     assert actor.counters["backfill_stale"] == 0
 
@@ -551,9 +522,9 @@ async def test_get_bars_frame_schema_and_order() -> None:
         ],
         ring_size=1,
     )
-    last2, everything, *empties = replies.messages
+    last2, everything, *empties = replies.told
     assert everything.schema == pl.Schema(
-        {
+        {  # type: ignore[arg-type]  # polars' stubs reject a dict of mixed dtype values
             "contract": pl.String,
             "timeframe": pl.String,
             "start": pl.Datetime("us", "UTC"),
@@ -584,7 +555,7 @@ async def test_runs_on_a_real_mailbox_until_it_closes() -> None:
         mailbox.send_nowait(trades(trade(f"2025-01-15T15:0{m}:10", 10.0 + m)))
     mailbox.close()
     actor = BarsActor(["1min"])
-    ctx = FakeContext()
+    ctx = BarsContext()
     await actor.run(mailbox, ctx)
     assert [type(m).__name__ for m in ctx.out] == ["BarUpdated"] * 3 + ["BarClosed"] * 3
     mailbox.dispose()
@@ -609,22 +580,22 @@ class FullEveryThirdRef(RecordingRef):
     async def tell(self, msg: Any) -> None:
         self.awaited += 1
         await trio.lowlevel.checkpoint()
-        self.messages.append(msg)
+        self.told.append(msg)
 
     def tell_nowait(self, msg: Any) -> None:
         self.calls += 1
         if self.calls % 3 == 0:
             raise anyio.WouldBlock
-        self.messages.append(msg)
+        self.told.append(msg)
 
 
 @pytest.mark.trio
 async def test_bars_are_told_without_a_wait_until_the_topic_is_full() -> None:
     _, roomy = await run_actor([many_bars_batch(10)])
     assert len(roomy.out) == 20  # 10 updates, 10 closes at the end
-    ctx = FakeContext()
+    ctx = BarsContext()
     topic = ctx.refs["topic.bars"] = FullEveryThirdRef("topic.bars")
-    await BarsActor(["1min"]).run(ScriptedInbox([many_bars_batch(10)]), ctx)  # type: ignore[arg-type]
+    await BarsActor(["1min"]).run(ScriptedInbox(*[many_bars_batch(10)]), ctx)
     assert ctx.out == roomy.out  # the same messages, in the same order, once each
     assert (topic.calls, topic.awaited) == (20, 6)  # only a full topic was awaited
 
@@ -634,8 +605,8 @@ async def test_a_slow_block_subscriber_gets_every_bar_once_in_order() -> None:
     _, reference = await run_actor([many_bars_batch(50), many_bars_batch(5)])
     topic: Topic[Any] = Topic("topic.bars")
     got: list[Any] = []
-    ctx = FakeContext()
-    ctx.refs["topic.bars"] = topic  # type: ignore[assignment]
+    ctx = BarsContext()
+    ctx.refs["topic.bars"] = topic
     with (
         topic.subscribe("slow", MailboxSpec(2)) as slow,
         topic.subscribe("ui", MailboxSpec(1, OverflowPolicy.DROP_OLDEST)),
@@ -648,8 +619,8 @@ async def test_a_slow_block_subscriber_gets_every_bar_once_in_order() -> None:
                     await trio.lowlevel.checkpoint()
 
             nursery.start_soon(consume)
-            inbox = ScriptedInbox([many_bars_batch(50), many_bars_batch(5)])
-            await BarsActor(["1min"]).run(inbox, ctx)  # type: ignore[arg-type]
+            inbox = ScriptedInbox(*[many_bars_batch(50), many_bars_batch(5)])
+            await BarsActor(["1min"]).run(inbox, ctx)
             topic.close()
     assert got == reference.out
 
@@ -658,12 +629,12 @@ class EagerInbox(ScriptedInbox):
     """Hands out its batches without ever yielding: the actor must yield itself."""
 
     async def receive_batch(self, limit: int) -> list[Any]:
-        return self._batches.pop(0)[:limit] if self._batches else []
+        return self.batches.pop(0)[:limit] if self.batches else []
 
 
 @pytest.mark.trio
 async def test_yields_after_every_batch_that_told_something() -> None:
-    ctx = FakeContext()
+    ctx = BarsContext()
     seen: list[int] = []
     batches = [[trades(trade(f"2025-01-15T15:0{m}:10", 10.0))] for m in range(4)]
     async with trio.open_nursery() as nursery:
@@ -675,7 +646,7 @@ async def test_yields_after_every_batch_that_told_something() -> None:
 
         nursery.start_soon(watch)
         await trio.lowlevel.checkpoint()
-        await BarsActor(["1min"]).run(EagerInbox(batches), ctx)  # type: ignore[arg-type]
+        await BarsActor(["1min"]).run(EagerInbox(*batches), ctx)
         nursery.cancel_scope.cancel()
     # the watcher ran between batches: it saw the topic part-way through
     assert set(seen) & {1, 2, 3}
@@ -822,7 +793,7 @@ def test_reference_start_agrees_with_the_literal_rules() -> None:
 @pytest.mark.trio
 async def test_flush_is_answered_after_earlier_bars_were_told() -> None:
     box: Mailbox[object] = Mailbox("bars", MailboxSpec(16))
-    ctx = FakeContext()
+    ctx = BarsContext()
     box.send_nowait(trades(trade("2025-01-06T15:00:10+00:00", 10.0)))
     async with anyio.create_task_group() as tg:
         tg.start_soon(BarsActor(["1min"]).run, box, ctx)

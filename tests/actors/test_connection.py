@@ -184,7 +184,7 @@ class Peer:
 
     async def calls(self, n: int) -> list[tuple[str, list[Any]]]:
         """The next ``n`` invocations as (target, arguments)."""
-        out = []
+        out: list[tuple[str, list[Any]]] = []
         while len(out) < n:
             message = await self.next_message()
             assert isinstance(message, Invocation), message
@@ -1132,6 +1132,7 @@ def test_config_is_checked() -> None:
         with pytest.raises(ConfigError):
             HubConfig(hub="market", url=url)
     for field in ("keepalive_interval", "server_timeout", "connect_timeout", "report_interval"):
+        value: Any
         for value in (0, -1, float("nan"), float("inf"), True, "5"):
             with pytest.raises(ConfigError):
                 HubConfig(hub="market", url="http://x/hubs/market", **{field: value})

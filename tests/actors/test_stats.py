@@ -14,7 +14,7 @@ from typing import Any
 
 import anyio
 import msgspec
-import psutil  # type: ignore[import-untyped]
+import psutil
 import pytest
 import trio
 import trio.testing

@@ -34,6 +34,7 @@ from protocols.messages import (
     Trade,
     TradesAccepted,
 )
+from pxnode.testing import FakeContext, RecordingRef, ScriptedInbox
 from supervisors.mailbox import Mailbox, MailboxSpec
 from supervisors.ref import MailboxRef
 
@@ -655,56 +656,15 @@ def anyio_backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-class FakeRef:
-    def __init__(self, name: str, *, full: bool = False) -> None:
-        self.name = name
-        self.told: list[Any] = []
-        self.full = full
-
-    async def tell(self, msg: Any) -> None:
-        await anyio.lowlevel.checkpoint()
-        self.told.append(msg)
-
-    def tell_nowait(self, msg: Any) -> None:
-        if self.full:
-            raise anyio.WouldBlock
-        self.told.append(msg)
+def FakeCtx(*, stats_full: bool = False) -> FakeContext:
+    """Validation's context: its downstream refs recorded, the wall clock at RECV."""
+    names = ["bars", "topic.trades", "topic.quotes", "topic.depth", "topic.user"]
+    refs = [RecordingRef(n) for n in names] + [RecordingRef("stats", full=stats_full)]
+    return FakeContext("validation", refs, wall=lambda: RECV)
 
 
-class FakeCtx:
-    name = "validation"
-
-    def __init__(self, *, stats_full: bool = False) -> None:
-        names = ["bars", "topic.trades", "topic.quotes", "topic.depth", "topic.user"]
-        self.refs = {n: FakeRef(n) for n in names}
-        self.refs["stats"] = FakeRef("stats", full=stats_full)
-        self.healthy = 0
-
-    def ref(self, name: str) -> FakeRef:
-        return self.refs[name]
-
-    def wall_time(self) -> float:
-        return RECV
-
-    def report_healthy(self) -> None:
-        self.healthy += 1
-
-
-class ScriptedInbox:
-    """Hands out the given batches, then reports the mailbox closed (an empty batch)."""
-
-    def __init__(self, *batches: list[Any]) -> None:
-        self.batches = list(batches)
-        self.limits: list[int] = []
-
-    async def receive_batch(self, limit: int) -> list[Any]:
-        await anyio.lowlevel.checkpoint()
-        self.limits.append(limit)
-        return self.batches.pop(0) if self.batches else []
-
-
-def told(ctx: FakeCtx, name: str) -> list[Any]:
-    return ctx.refs[name].told
+def told(ctx: FakeContext, name: str) -> list[Any]:
+    return ctx.told(name)
 
 
 @pytest.mark.anyio
@@ -769,7 +729,7 @@ async def test_a_full_stats_mailbox_never_stops_the_actor() -> None:
 async def test_a_slow_bars_actor_gets_backpressure_and_loses_nothing() -> None:
     ctx = FakeCtx()
     bars: Mailbox[TradesAccepted] = Mailbox("bars", MailboxSpec(capacity=1))
-    ctx.refs["bars"] = MailboxRef(bars)  # type: ignore[assignment]
+    ctx.refs["bars"] = MailboxRef(bars)
     inbox = ScriptedInbox(*([frame([trade(price=100.0 + i)])] for i in range(5)))
     received: list[float] = []
     try:
@@ -865,7 +825,7 @@ async def test_a_batch_without_accepted_depth_sends_no_depth_message() -> None:
 async def test_a_slow_depth_consumer_gets_backpressure_and_loses_nothing() -> None:
     ctx = FakeCtx()
     depth: Mailbox[DepthsAccepted] = Mailbox("topic.depth", MailboxSpec(capacity=1))
-    ctx.refs["topic.depth"] = MailboxRef(depth)  # type: ignore[assignment]
+    ctx.refs["topic.depth"] = MailboxRef(depth)
     frames = [frame([level(price=21000.0 + i)], target="GatewayDepth") for i in range(5)]
     inbox = ScriptedInbox([HubMessagesReceived(frames[:3])], [frames[3]], [frames[4]])
     received: list[list[float]] = []
@@ -885,7 +845,7 @@ async def test_a_slow_depth_consumer_gets_backpressure_and_loses_nothing() -> No
 async def test_a_slow_quote_consumer_gets_backpressure_and_loses_nothing() -> None:
     ctx = FakeCtx()
     quotes: Mailbox[QuotesAccepted] = Mailbox("topic.quotes", MailboxSpec(capacity=1))
-    ctx.refs["topic.quotes"] = MailboxRef(quotes)  # type: ignore[assignment]
+    ctx.refs["topic.quotes"] = MailboxRef(quotes)
     frames = [frame(quote(lastPrice=100.0 + i), target="GatewayQuote") for i in range(5)]
     inbox = ScriptedInbox([HubMessagesReceived(frames[:3])], [frames[3]], [frames[4]])
     received: list[list[float | None]] = []
@@ -936,9 +896,13 @@ async def test_flush_is_a_barrier_answered_with_the_counters() -> None:
 @pytest.mark.anyio
 async def test_flush_in_a_batch_is_answered_after_the_batch_other_requests_are_ignored() -> None:
     ctx = FakeCtx()
-    reply = FakeRef("reply")
+    reply = RecordingRef("reply")
     inbox = ScriptedInbox(
-        [Request(body=Flush(), reply=reply), frame([trade()]), Request(GetStats(), FakeRef("x"))]
+        [
+            Request(body=Flush(), reply=reply),
+            frame([trade()]),
+            Request(GetStats(), RecordingRef("x")),
+        ]
     )
     actor = ValidationActor()
     await actor.run(inbox, ctx)

@@ -306,6 +306,7 @@ def test_history_bars_keep_the_newest_first_order() -> None:
         b'{"t":"2025-01-02T15:04:00+00:00","o":1,"h":2,"l":1,"c":2,"v":5}],"success":true}'
     )
     bars = decoder(RetrieveBarsResponse).decode(body).bars
+    assert bars is not None
     assert [b.t for b in bars] == ["2025-01-02T15:05:00+00:00", "2025-01-02T15:04:00+00:00"]
     assert bars[0].o == 2.0
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 import itertools
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 import anyio
@@ -85,7 +85,7 @@ LOG = logging.getLogger("test.rest")
 @pytest.mark.trio
 async def test_transients_are_retried_with_doubling_capped_backoff(autojump_clock: Any) -> None:
     times: list[float] = []
-    outcomes: list[BaseException | str] = [rest.Transient("HTTP 503")] * 5 + ["ok"]
+    outcomes: list[BaseException | str] = [*[rest.Transient("HTTP 503")] * 5, "ok"]
     result = await rest.with_retries(
         failing(outcomes, times), policy(max_attempts=6), random.Random(0), log=LOG
     )
@@ -106,7 +106,7 @@ async def test_retry_after_wins_over_backoff(autojump_clock: Any) -> None:
 async def test_jitter_shortens_waits_deterministically(autojump_clock: Any) -> None:
     async def run(seed: int) -> list[float]:
         times: list[float] = []
-        outcomes: list[BaseException | str] = [rest.Transient("x")] * 4 + ["ok"]
+        outcomes: list[BaseException | str] = [*[rest.Transient("x")] * 4, "ok"]
         jittery = policy(backoff_jitter=0.5)
         await rest.with_retries(failing(outcomes, times), jittery, random.Random(seed), log=LOG)
         return [b - a for a, b in itertools.pairwise(times)]
@@ -150,7 +150,7 @@ async def test_anything_else_is_not_retried(autojump_clock: Any) -> None:
 # --------------------------------------------------------------------- post_json
 
 
-Handler = Callable[[httpx.Request], Awaitable[httpx.Response]]
+Handler = Callable[[httpx.Request], Coroutine[None, None, httpx.Response]]
 
 
 async def post(handler: Handler, **kwargs: Any) -> httpx.Response:

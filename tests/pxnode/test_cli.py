@@ -32,7 +32,7 @@ def write_tape(path: Path) -> None:
         {"symbolId": "F.US.MNQ", "price": p, "timestamp": ts, "type": 0, "volume": v}
         for ts, p, v in TRADES
     ]
-    lines = [
+    lines: list[Any] = [
         {"t": 1736175670.0, "hub": "market", "target": "GatewayTrade",
          "arguments": ["CON.F.US.MNQ.Z25", items]},
         "this line is not json",

@@ -140,7 +140,7 @@ async def test_outputs_have_exactly_the_documented_schema(tape: Path, tmp_path: 
     result = await run(tape, ["1min", "4hr"])
     write_bars(result.bars, tmp_path / "bars.parquet")
     write_bars(result.bars, tmp_path / "bars.csv")
-    schema = {
+    schema: dict[str, Any] = {
         "contract": pl.String,
         "timeframe": pl.String,
         "start": pl.Datetime("us", "UTC"),

@@ -213,8 +213,10 @@ def test_ring_size_follows_memory_but_never_below_exactness(
 
     config = NodeConfig(contracts=["A"] * 10, bars=BarsConfig(timeframes=["1sec", "1min"]))
     monkeypatch.setattr(
-        node_module.psutil, "virtual_memory", lambda: SimpleNamespace(available=24 << 30)
+        "supervisors.node.psutil.virtual_memory", lambda: SimpleNamespace(available=24 << 30)
     )
     assert node_module._ring_size(config) == 1000  # plenty of memory: the configured cap
-    monkeypatch.setattr(node_module.psutil, "virtual_memory", lambda: SimpleNamespace(available=0))
+    monkeypatch.setattr(
+        "supervisors.node.psutil.virtual_memory", lambda: SimpleNamespace(available=0)
+    )
     assert node_module._ring_size(config) == 62  # 60 s of 1sec bars + 2: late trades stay exact

@@ -154,7 +154,7 @@ async def test_drop_reconnects_resubscribes_and_loses_or_repeats_nothing(
 )
 async def test_a_stall_is_detected_and_data_flows_again(
     autojump_clock: Any,
-    hub: dict[str, float],
+    hub: dict[str, Any],
     health: HealthConfig,
     why: str,
     within: tuple[float, float],

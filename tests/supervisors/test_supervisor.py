@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -193,7 +193,7 @@ async def test_restart_types(
     autojump_clock: object, restart: RestartType, fail: bool, restarted: bool
 ) -> None:
     log: list[tuple[float, str]] = []
-    kw = {"fail_after": 1.0} if fail else {"return_after": 1.0}
+    kw: dict[str, Any] = {"fail_after": 1.0} if fail else {"return_after": 1.0}
     sup = Supervisor(
         "s", [spec("x", lambda: Script(log, "x", **kw), restart=restart)], intensity=100
     )
@@ -283,7 +283,7 @@ async def test_backoff_jitter_is_seeded_and_reproducible(autojump_clock: object)
 async def test_breaker_opens_probes_reopens_closes(autojump_clock: object) -> None:
     log: list[tuple[float, str]] = []
     # incarnations 1-5 fail at once (trip), 6 fails as a probe (reopen), 7 reports healthy.
-    plan = iter([dict(fail_after=0)] * 6 + [dict(healthy_after=1)])
+    plan: Iterator[dict[str, Any]] = iter([dict(fail_after=0)] * 6 + [dict(healthy_after=1)])
     policy = BreakerPolicy(
         failure_threshold=5,
         window=60,

@@ -57,7 +57,7 @@ class HubClient:
                     self.status = event.status_code
         return self.status
 
-    async def handshake(self, protocol: str = "json", version: int = 1) -> signalr.Event:
+    async def handshake(self, protocol: str = "json", version: int = 1) -> Any:
         await self.send(signalr.HandshakeRequest(protocol, version))
         return await self.event()
 

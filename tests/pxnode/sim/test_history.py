@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
@@ -47,6 +48,13 @@ def ask(
     return retrieve_bars(sim, synthetic, request, sim.now if now is None else now)
 
 
+def bars_of(*args: Any, **kwargs: Any) -> list[HistoryBar]:
+    """The bars of a successful ``ask``."""
+    bars = ask(*args, **kwargs).bars
+    assert bars is not None
+    return bars
+
+
 def aggregate(sim: MarketSim, lo: float, hi: float) -> tuple[float, float, float, float, int]:
     trades = sim.recent_trades(MNQ, since=lo, until=hi)
     prices = [t.price for t in trades]
@@ -56,7 +64,7 @@ def aggregate(sim: MarketSim, lo: float, hi: float) -> tuple[float, float, float
 def test_minute_bars_are_the_aggregate_of_emitted_trades_newest_first() -> None:
     sim, synthetic = market(rate=50.0)
     answer = ask(sim, synthetic, START, START + 600)
-    assert answer.success and len(answer.bars) == 10
+    assert answer.success and answer.bars is not None and len(answer.bars) == 10
     starts = [parse_time(b.t) / 1e6 for b in answer.bars]
     assert starts == sorted(starts, reverse=True) and starts[-1] == START
     for bar, lo in zip(answer.bars, starts, strict=True):
@@ -66,29 +74,29 @@ def test_minute_bars_are_the_aggregate_of_emitted_trades_newest_first() -> None:
 
 def test_every_unit_agrees_with_the_seconds_it_is_made_of() -> None:
     sim, synthetic = market(rate=3.0, run=3 * 3600)
-    hours = ask(sim, synthetic, START, START + 3 * 3600, BarUnit.HOUR).bars
-    minutes = ask(sim, synthetic, START, START + 3 * 3600, BarUnit.MINUTE, limit=MAX_BARS).bars
+    hours = bars_of(sim, synthetic, START, START + 3 * 3600, BarUnit.HOUR)
+    minutes = bars_of(sim, synthetic, START, START + 3 * 3600, BarUnit.MINUTE, limit=MAX_BARS)
     assert len(hours) == 3 and len(minutes) == 180
     for i, hour in enumerate(reversed(hours)):
         part = list(reversed(minutes))[60 * i : 60 * i + 60]
         assert hour.o == part[0].o and hour.c == part[-1].c
         assert hour.h == max(b.h for b in part) and hour.l == min(b.l for b in part)
         assert hour.v == sum(b.v for b in part)
-    seconds = ask(sim, synthetic, START, START + 60, BarUnit.SECOND, limit=MAX_BARS).bars
+    seconds = bars_of(sim, synthetic, START, START + 60, BarUnit.SECOND, limit=MAX_BARS)
     assert sum(b.v for b in seconds) == minutes[-1].v
 
 
 def test_limit_and_partial_bar() -> None:
     sim, synthetic = market(run=150)  # now is 30 s into the third minute
-    with_partial = ask(sim, synthetic, START, START + 180, limit=2)
-    assert [parse_time(b.t) / 1e6 for b in with_partial.bars] == [START + 120, START + 60]
-    without = ask(sim, synthetic, START, START + 180, partial=False)
-    assert [parse_time(b.t) / 1e6 for b in without.bars] == [START + 60, START]
+    with_partial = bars_of(sim, synthetic, START, START + 180, limit=2)
+    assert [parse_time(b.t) / 1e6 for b in with_partial] == [START + 120, START + 60]
+    without = bars_of(sim, synthetic, START, START + 180, partial=False)
+    assert [parse_time(b.t) / 1e6 for b in without] == [START + 60, START]
 
 
 def test_synthetic_history_before_start_ends_at_the_start_price() -> None:
     sim, synthetic = market(run=60)
-    bars = ask(sim, synthetic, START - 3600, START + 60).bars
+    bars = bars_of(sim, synthetic, START - 3600, START + 60)
     assert len(bars) == 61
     newest_synthetic = bars[1]
     assert parse_time(newest_synthetic.t) / 1e6 == START - 60
@@ -97,24 +105,24 @@ def test_synthetic_history_before_start_ends_at_the_start_price() -> None:
         assert older.c == newer.o  # continuous
         assert older.l <= min(older.o, older.c) <= max(older.o, older.c) <= older.h
         assert older.v >= 1
-    again = ask(*market(run=60), START - 3600, START).bars
+    again = bars_of(*market(run=60), START - 3600, START)
     assert again == bars[1:]  # deterministic for a seed
-    other = ask(*market(seed=2, run=60), START - 3600, START).bars
+    other = bars_of(*market(seed=2, run=60), START - 3600, START)
     assert other != bars[1:]
 
 
 def test_synthetic_history_has_a_horizon_and_no_seconds() -> None:
     sim, synthetic = market(run=1)
-    assert ask(sim, synthetic, START - 120, START, BarUnit.SECOND).bars == []
+    assert bars_of(sim, synthetic, START - 120, START, BarUnit.SECOND) == []
     far = START - (SYNTHETIC_DAYS + 5) * 86400
-    assert ask(sim, synthetic, far, far + 3600).bars == []
+    assert bars_of(sim, synthetic, far, far + 3600) == []
 
 
 def test_a_day_bar_straddling_the_start_adds_both_sources() -> None:
     sim, synthetic = market(run=300)
-    day = ask(sim, synthetic, START - 2 * 86400, START + 86400, BarUnit.DAY, now=START + 300).bars
+    day = bars_of(sim, synthetic, START - 2 * 86400, START + 86400, BarUnit.DAY, now=START + 300)
     assert day
-    minutes = ask(sim, synthetic, parse_time(day[0].t) / 1e6, START + 300, limit=MAX_BARS).bars
+    minutes = bars_of(sim, synthetic, parse_time(day[0].t) / 1e6, START + 300, limit=MAX_BARS)
     assert day[0].v == sum(b.v for b in minutes)
 
 
@@ -153,7 +161,7 @@ def test_bad_requests_are_refused_not_raised() -> None:
         MNQ, False, "0001-01-01T00:00:00", "9999-12-31T00:00:00", 4, 1, 10, True
     )
     assert retrieve_bars(sim, synthetic, huge, START).success  # the far past is empty, not an error
-    assert ask(sim, synthetic, START + 60, START).bars == []  # empty range
+    assert bars_of(sim, synthetic, START + 60, START) == []  # empty range
 
 
 def test_longer_bars_are_aligned_the_gateways_way_not_the_exchange_sessions() -> None:
@@ -163,7 +171,7 @@ def test_longer_bars_are_aligned_the_gateways_way_not_the_exchange_sessions() ->
     now = START + 600
 
     def starts(unit: int, number: int = 1, days: int = 40) -> list[datetime]:
-        bars = ask(sim, synthetic, START - days * 86400, now, unit, number, now=now).bars or []
+        bars = bars_of(sim, synthetic, START - days * 86400, now, unit, number, now=now) or []
         return [datetime.fromtimestamp(parse_time(b.t) / 1e6, UTC) for b in bars]
 
     days = starts(BarUnit.DAY)
@@ -175,5 +183,5 @@ def test_longer_bars_are_aligned_the_gateways_way_not_the_exchange_sessions() ->
 
 
 def test_bars_are_wire_shaped() -> None:
-    bars = ask(*market(run=60), START, START + 60).bars
+    bars = bars_of(*market(run=60), START, START + 60)
     assert bars and all(isinstance(b, HistoryBar) and isinstance(b.v, int) for b in bars)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 import pytest
 
@@ -31,8 +33,8 @@ START = 1_764_000_000.0
 _INVOCATION = msgspec.json.Decoder(Invocation)
 
 
-def fingerprint(events: list[object]) -> bytes:
-    return msgspec.json.encode([msgspec.structs.asdict(e) for e in events])  # type: ignore[call-overload]
+def fingerprint(events: Sequence[msgspec.Struct]) -> bytes:
+    return msgspec.json.encode([msgspec.structs.asdict(e) for e in events])
 
 
 def test_same_seed_same_events_however_finely_advanced() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, TypeVar
 
 import httpx
 import msgspec
@@ -16,6 +17,13 @@ from pxnode.sim.market import iso
 
 START = 1_764_000_000.0
 MNQ = "CON.F.US.MNQ.Z25"
+T = TypeVar("T")
+
+
+def listed(items: list[T] | None) -> list[T]:
+    """A response's list, which the gateway's schema allows to be null."""
+    assert items is not None
+    return items
 
 
 class Clock:
@@ -103,12 +111,14 @@ def test_accounts(http: httpx.Client) -> None:
     active = http.post(
         "/api/Account/search", json={"onlyActiveAccounts": True}, headers=auth(token)
     )
-    accounts = msgspec.json.decode(active.content, type=gw.AccountSearchResponse).accounts
+    accounts = listed(msgspec.json.decode(active.content, type=gw.AccountSearchResponse).accounts)
     assert [a.id for a in accounts] == [7001] and accounts[0].can_trade and accounts[0].simulated
     every = http.post(
         "/api/Account/search", json={"onlyActiveAccounts": False}, headers=auth(token)
     )
-    assert len(msgspec.json.decode(every.content, type=gw.AccountSearchResponse).accounts) == 2
+    assert (
+        len(listed(msgspec.json.decode(every.content, type=gw.AccountSearchResponse).accounts)) == 2
+    )
 
 
 def test_contracts(http: httpx.Client) -> None:
@@ -117,7 +127,10 @@ def test_contracts(http: httpx.Client) -> None:
         "/api/Contract/search", json={"searchText": "NQ", "live": False}, headers=auth(token)
     )
     ids = [
-        c.id for c in msgspec.json.decode(found.content, type=gw.ContractSearchResponse).contracts
+        c.id
+        for c in listed(
+            msgspec.json.decode(found.content, type=gw.ContractSearchResponse).contracts
+        )
     ]
     assert ids == ["CON.F.US.MNQ.Z25", "CON.F.US.ENQ.Z25"]
     gold = http.post(
@@ -129,7 +142,10 @@ def test_contracts(http: httpx.Client) -> None:
     missing = http.post("/api/Contract/searchById", json={"contractId": "X"}, headers=auth(token))
     assert not msgspec.json.decode(missing.content, type=gw.ContractSearchByIdResponse).success
     every = http.post("/api/Contract/available", json={"live": False}, headers=auth(token))
-    assert len(msgspec.json.decode(every.content, type=gw.ContractSearchResponse).contracts) == 4
+    assert (
+        len(listed(msgspec.json.decode(every.content, type=gw.ContractSearchResponse).contracts))
+        == 4
+    )
 
 
 def test_retrieve_bars(http: httpx.Client, gateway: GatewaySim, clock: Clock) -> None:
@@ -142,7 +158,7 @@ def test_retrieve_bars(http: httpx.Client, gateway: GatewaySim, clock: Clock) ->
         "includePartialBar": False,
     }  # fmt: skip
     answer = http.post("/api/History/retrieveBars", json=body, headers=auth(token))
-    bars = msgspec.json.decode(answer.content, type=gw.RetrieveBarsResponse).bars
+    bars = listed(msgspec.json.decode(answer.content, type=gw.RetrieveBarsResponse).bars)
     assert len(bars) == 5 and bars[0].t > bars[-1].t  # newest first
     truth = gateway.sim.recent_trades(MNQ, since=START + 240, until=START + 300)
     assert bars[0].v == sum(t.volume for t in truth)
@@ -152,13 +168,13 @@ def test_orders_positions_trades(http: httpx.Client) -> None:
     token = login(http)
     h = auth(token)
     open_orders = http.post("/api/Order/searchOpen", json={"accountId": 7001}, headers=h)
-    orders = msgspec.json.decode(open_orders.content, type=gw.OrderSearchResponse).orders
+    orders = listed(msgspec.json.decode(open_orders.content, type=gw.OrderSearchResponse).orders)
     assert [o.status for o in orders] == [1]
     window = {"accountId": 7001, "startTimestamp": iso(int((START - 7200) * 1e6))}
     every = msgspec.json.decode(
         http.post("/api/Order/search", json=window, headers=h).content, type=gw.OrderSearchResponse
     )
-    assert len(every.orders) == 2
+    assert len(listed(every.orders)) == 2
     later = {"accountId": 7001, "startTimestamp": iso(int((START - 60) * 1e6))}
     assert (
         msgspec.json.decode(
@@ -169,13 +185,18 @@ def test_orders_positions_trades(http: httpx.Client) -> None:
     )
     positions = http.post("/api/Position/searchOpen", json={"accountId": 7001}, headers=h)
     assert (
-        msgspec.json.decode(positions.content, type=gw.PositionSearchResponse).positions[0].size
+        listed(msgspec.json.decode(positions.content, type=gw.PositionSearchResponse).positions)[
+            0
+        ].size
         == 2
     )
     trades = http.post("/api/Trade/search", json=window, headers=h)
-    assert len(msgspec.json.decode(trades.content, type=gw.TradeSearchResponse).trades) == 1
+    assert len(listed(msgspec.json.decode(trades.content, type=gw.TradeSearchResponse).trades)) == 1
     stranger = http.post("/api/Position/searchOpen", json={"accountId": 1}, headers=h)
-    assert msgspec.json.decode(stranger.content, type=gw.PositionSearchResponse).positions == []
+    assert (
+        listed(msgspec.json.decode(stranger.content, type=gw.PositionSearchResponse).positions)
+        == []
+    )
     bad = http.post(
         "/api/Trade/search", json={"accountId": 7001, "startTimestamp": "soon"}, headers=h
     )
@@ -354,6 +375,7 @@ def test_config_is_checked_and_hides_credentials() -> None:
     config = SimConfig(credentials={"alice": "s3cret-key"})
     assert "s3cret" not in repr(config) and "s3cret" not in str(config)
     assert "seed=1" in repr(config)
+    bad: dict[str, Any]
     for bad in (
         {"rate": 0.0},
         {"rate": float("nan")},
@@ -366,4 +388,4 @@ def test_config_is_checked_and_hides_credentials() -> None:
         {"credentials": {}},
     ):
         with pytest.raises(ConfigError):
-            SimConfig(**bad)  # type: ignore[arg-type]
+            SimConfig(**bad)

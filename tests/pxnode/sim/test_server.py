@@ -18,7 +18,7 @@ from tests.pxnode.sim.client import HubClient
 
 pytestmark = pytest.mark.anyio
 MNQ = "CON.F.US.MNQ.Z25"
-FAST = {"rate": 2000.0, "tick": 0.005}
+FAST: dict[str, Any] = {"rate": 2000.0, "tick": 0.005}
 
 
 @asynccontextmanager
@@ -47,14 +47,8 @@ async def test_rest_over_a_real_socket_with_keep_alive(anyio_backend: str) -> No
             headers = {"Authorization": f"Bearer {token}"}
             for _ in range(3):  # one connection, several requests
                 answer = await http.post("/api/Contract/available", json={}, headers=headers)
-                assert (
-                    len(
-                        msgspec.json.decode(
-                            answer.content, type=gw.ContractSearchResponse
-                        ).contracts
-                    )
-                    == 4
-                )
+                found = msgspec.json.decode(answer.content, type=gw.ContractSearchResponse)
+                assert found.contracts is not None and len(found.contracts) == 4
             assert (await http.get("/api/Status/ping")).text == "pong"
             assert (await http.post("/api/Account/search", json={})).status_code == 401
             assert gateway.counters["http_requests"] == 6
@@ -84,7 +78,7 @@ async def subscribe_all(client: HubClient) -> dict[str, Any]:
     ):
         await client.invoke(method, MNQ, invocation_id=str(i))
     seen: dict[str, Any] = {}
-    completions = set()
+    completions: set[str | None] = set()
     while len(seen) < 3 or len(completions) < 3:
         event = await client.event()
         assert event is not signalr.CLOSED
@@ -92,7 +86,10 @@ async def subscribe_all(client: HubClient) -> dict[str, Any]:
             assert event.error is None
             completions.add(event.invocation_id)
         elif isinstance(event, signalr.Invocation):
-            decoder = {"GatewayTrade": gw.TRADE_ARGS, "GatewayQuote": gw.QUOTE_ARGS}
+            decoder: dict[str, msgspec.json.Decoder[Any]] = {
+                "GatewayTrade": gw.TRADE_ARGS,
+                "GatewayQuote": gw.QUOTE_ARGS,
+            }
             contract, payload = decoder.get(event.target, gw.DEPTH_ARGS).decode(event.arguments)
             assert contract == MNQ
             seen.setdefault(event.target, payload)
