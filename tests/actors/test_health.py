@@ -40,6 +40,7 @@ from protocols.messages import (
     Trade,
     TradesAccepted,
 )
+from pxnode.testing import FakeContext, RecordingRef
 from supervisors.backoff import Backoff
 from supervisors.breaker import BreakerPolicy
 from supervisors.mailbox import Mailbox, MailboxSpec
@@ -56,45 +57,19 @@ STALE = 30.0
 # ------------------------------------------------------------------ doubles
 
 
-class FakeRef:
-    """Records tells; raises ``fail`` instead when it is set."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.told: list[Any] = []
-        self.fail: BaseException | None = None
-
-    def tell_nowait(self, msg: Any) -> None:
-        if self.fail is not None:
-            raise self.fail
-        self.told.append(msg)
-
-    async def tell(self, msg: Any) -> None:
-        self.tell_nowait(msg)
-
-    async def ask(self, msg: Any, timeout: float) -> Any:
-        raise AssertionError("health never asks")
+def FakeCtx() -> FakeContext:
+    """Health's context: the market hub and stats recorded; absent actors are a KeyError."""
+    return FakeContext(
+        "health", [RecordingRef("connection_market"), RecordingRef("stats")], wall=wall
+    )
 
 
-class FakeCtx:
-    name = "health"
-
-    def __init__(self) -> None:
-        self.refs = {name: FakeRef(name) for name in ("connection_market", "stats")}
-        self.healthy_reports = 0
-
-    def ref(self, name: str) -> FakeRef:
-        return self.refs[name]  # KeyError for an absent actor, like the registry
-
-    def wall_time(self) -> float:
-        return EPOCH + anyio.current_time()
-
-    def report_healthy(self) -> None:
-        self.healthy_reports += 1
+def wall() -> float:
+    return EPOCH + anyio.current_time()
 
 
 class Harness:
-    def __init__(self, mailbox: Mailbox[Any], ctx: FakeCtx) -> None:
+    def __init__(self, mailbox: Mailbox[Any], ctx: FakeContext) -> None:
         self.mailbox = mailbox
         self.ctx = ctx
         self.ref: MailboxRef[Any] = MailboxRef(mailbox)
@@ -114,11 +89,11 @@ class Harness:
 
     @property
     def requests(self) -> list[Any]:
-        return self.ctx.refs["connection_market"].told
+        return self.ctx.told("connection_market")
 
     @property
     def stats(self) -> list[Any]:
-        return self.ctx.refs["stats"].told
+        return self.ctx.told("stats")
 
     def up(self, hub: str = "market", incarnation: int = 1) -> None:
         """The connection child started, connected and reported healthy."""
@@ -585,7 +560,7 @@ async def test_not_connected_yet_is_unhealthy(autojump_clock: trio.testing.MockC
         assert report.components.connectivity == 0 and report.components.readiness == 0
         assert "market: not connected yet" in report.reasons
         assert "user: connection not healthy since its last start" in report.reasons
-        assert h.ctx.healthy_reports == 1
+        assert h.ctx.healthy == 1
 
 
 # -------------------------------------------------------- latency, reports
@@ -650,14 +625,22 @@ async def test_counters_reported_to_stats_every_interval_and_on_stop(
 async def test_inbox_end_returns_after_a_last_report(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    ctx = FakeCtx()
-    del ctx.refs["stats"]  # no stats actor: counted, not raised
-    mailbox: Mailbox[Any] = Mailbox("health", MailboxSpec(8))
-    mailbox.send_nowait(Tick(EPOCH))
-    mailbox.close()
-    with trio.fail_after(1):
-        await HealthActor().run(mailbox, ctx)
-    mailbox.dispose()
+    for with_stats in (True, False):
+        ctx = FakeCtx()
+        if not with_stats:
+            del ctx.refs["stats"]  # no stats actor: counted, not raised
+        mailbox: Mailbox[Any] = Mailbox("health", MailboxSpec(8))
+        mailbox.send_nowait(Tick(EPOCH))
+        mailbox.close()
+        actor = HealthActor()
+        with trio.fail_after(1):
+            await actor.run(mailbox, ctx)
+        mailbox.dispose()
+        if with_stats:
+            last = ctx.told("stats")[-1]
+            assert isinstance(last, CountersReported) and last.counters["ticks"] == 1
+        else:
+            assert actor.report(EPOCH).counters["reports_failed"] >= 1
 
 
 @pytest.mark.anyio
@@ -704,7 +687,7 @@ async def test_memory_stays_bounded_with_1e5_contracts(
         assert report.components.freshness == 0.0
 
 
-def odd_messages(closed_reply: FakeRef) -> list[Any]:
+def odd_messages(closed_reply: RecordingRef) -> list[Any]:
     return [
         # unknown: 7
         "hello",
@@ -759,7 +742,7 @@ async def test_odd_input_is_counted_never_raised(autojump_clock: trio.testing.Mo
         h.up()
         h.up("user")
         h.quote()
-        closed_reply = FakeRef("reply")
+        closed_reply = RecordingRef("reply")
         closed_reply.fail = anyio.ClosedResourceError()
         h.send(*odd_messages(closed_reply))
         report = await h.health()
@@ -777,11 +760,11 @@ async def test_odd_input_is_counted_never_raised(autojump_clock: trio.testing.Mo
 # ---------------------------------- batched trades, quotes and depth, per item
 
 
-class SansIoCtx(FakeCtx):
+def SansIoCtx() -> FakeContext:
     """A fixed wall clock, so two actors fed alike report alike."""
-
-    def wall_time(self) -> float:
-        return EPOCH
+    return FakeContext(
+        "health", [RecordingRef("connection_market"), RecordingRef("stats")], wall=lambda: EPOCH
+    )
 
 
 NAMES = [B, "C", A, "D"]

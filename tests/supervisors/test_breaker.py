@@ -333,14 +333,38 @@ def test_time_running_backwards_is_rejected() -> None:
     assert b.on_failure(10.0)[0] == Restart(0.2)  # same instant is fine
 
 
-def test_transition_table_is_complete_for_legal_events() -> None:
-    from supervisors.breaker import _TABLE
+def in_state(state: str) -> CircuitBreaker:
+    """A breaker driven into ``state`` through its public events."""
+    b = breaker()
+    now = 0.0
+    if state != "closed":
+        while b.state == "closed":
+            now += 0.01
+            b.on_failure(now)
+    if state == "half_open":
+        b.on_cooldown_elapsed(now + 1000)
+    assert b.state == state
+    return b
 
-    assert set(_TABLE) == {
-        ("closed", "failure"),
-        ("closed", "healthy"),
-        ("open", "cooldown_elapsed"),
-        ("open", "healthy"),
-        ("half_open", "failure"),
-        ("half_open", "healthy"),
+
+@pytest.mark.parametrize("state", ["closed", "open", "half_open"])
+def test_every_event_in_every_state_is_handled_or_refused_loudly(state: str) -> None:
+    """Each (state, event) either acts or raises: none is silently ignored."""
+    events = {
+        "failure": CircuitBreaker.on_failure,
+        "healthy": CircuitBreaker.on_healthy,
+        "cooldown_elapsed": CircuitBreaker.on_cooldown_elapsed,
     }
+    impossible = {
+        ("closed", "cooldown_elapsed"),
+        ("open", "failure"),
+        ("half_open", "cooldown_elapsed"),
+    }
+    for name, event in events.items():
+        b = in_state(state)
+        if (state, name) in impossible:  # a supervisor bug: never a silent no-op
+            with pytest.raises(RuntimeError, match="not possible"):
+                event(b, 5000.0)
+            assert b.state == state
+        else:
+            event(b, 5000.0)

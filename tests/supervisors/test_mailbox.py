@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from protocols.errors import AskTimeout, ConfigError, MailboxClosed, MailboxFull
 from protocols.messages import Request
@@ -148,3 +150,76 @@ async def test_topic_nowait_never_half_delivers() -> None:
         assert a.drain(10) == [1] and b.drain(10) == [1]
     with pytest.raises(TypeError):
         await topic.ask(1, timeout=1)
+
+
+# ------------------------------------------------------------------ invariants
+
+# A mailbox script: ("send", n) offers message n with send_nowait, ("drain", k) takes up to k.
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("send"), st.integers(0, 10**6)),
+        st.tuples(st.just("drain"), st.integers(1, 5)),
+    ),
+    max_size=60,
+)
+policies = st.sampled_from(
+    [OverflowPolicy.DROP_OLDEST, OverflowPolicy.DROP_NEWEST, OverflowPolicy.FAIL]
+)
+
+
+@given(steps, policies, st.integers(1, 6))
+def test_every_message_is_delivered_once_in_order_or_counted_as_dropped(
+    script: list[tuple[str, int]], policy: OverflowPolicy, capacity: int
+) -> None:
+    """Bounded, FIFO, and every message offered is either received or counted: the
+    policy decides only *which* are dropped (DROP_OLDEST the oldest queued,
+    DROP_NEWEST and FAIL the one offered), never how many go missing uncounted."""
+    box: Mailbox[int] = Mailbox("m", MailboxSpec(capacity, policy))
+    model: list[int] = []  # what should be queued, oldest first
+    offered = received = dropped = refused = 0
+    for op, value in script:
+        if op == "send":
+            offered += 1
+            if len(model) < capacity:
+                model.append(value)
+            elif policy is OverflowPolicy.DROP_OLDEST:
+                model = [*model[1:], value]
+                dropped += 1
+            else:
+                dropped += 1
+                refused += 1
+            try:
+                box.send_nowait(value)
+            except MailboxFull:
+                assert policy is OverflowPolicy.FAIL
+        else:
+            got = box.drain(value)
+            assert got == model[:value]
+            model = model[value:]
+            received += len(got)
+        stats = box.statistics()
+        assert stats.depth == len(model) <= capacity
+        assert stats.dropped == dropped
+        assert stats.told == offered - refused  # queued at the time it was offered
+        assert offered == received + len(model) + dropped
+    box.dispose()
+
+
+@given(steps, st.integers(1, 6))
+def test_a_block_mailbox_never_drops_and_refuses_when_full(
+    script: list[tuple[str, int]], capacity: int
+) -> None:
+    box: Mailbox[int] = Mailbox("m", MailboxSpec(capacity, OverflowPolicy.BLOCK))
+    model: list[int] = []
+    for op, value in script:
+        if op == "send":
+            try:
+                box.send_nowait(value)
+                model.append(value)
+            except anyio.WouldBlock:
+                assert len(model) == capacity  # full: the sender must wait, nothing is lost
+        else:
+            assert box.drain(value) == model[:value]
+            model = model[value:]
+        assert box.statistics().dropped == 0 and box.statistics().depth == len(model)
+    box.dispose()
