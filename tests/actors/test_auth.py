@@ -32,6 +32,7 @@ from protocols.messages import (
     TokenIssued,
 )
 from protocols.secrets import Secret
+from pxnode.testing import FakeContext, RecordingRef
 from supervisors.mailbox import Mailbox
 from supervisors.ref import MailboxRef
 
@@ -64,39 +65,13 @@ def wall() -> float:
 # -------------------------------------------------------------------- doubles
 
 
-class FakeRef:
-    """Records what it is told."""
+class AuthContext(FakeContext):
+    """The auth actor's context: its token topic recorded, a wall clock that can jump."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.told: list[Any] = []
-
-    def tell_nowait(self, msg: Any) -> None:
-        self.told.append(msg)
-
-    async def tell(self, msg: Any) -> None:
-        self.told.append(msg)
-        await anyio.lowlevel.checkpoint()
-
-    async def ask(self, msg: Any, timeout: float) -> Any:
-        raise TypeError("not askable")
-
-
-class FakeCtx:
     def __init__(self) -> None:
-        self.name = "auth"
-        self.tokens = FakeRef(TOKENS_TOPIC)
-        self.healthy = 0
+        self.tokens = RecordingRef(TOKENS_TOPIC)
         self.skew = 0.0  # added to wall time: a suspended laptop, a stepped clock
-
-    def ref(self, name: str) -> FakeRef:
-        return {TOKENS_TOPIC: self.tokens}[name]
-
-    def wall_time(self) -> float:
-        return wall() + self.skew
-
-    def report_healthy(self) -> None:
-        self.healthy += 1
+        super().__init__("auth", [self.tokens], wall=lambda: wall() + self.skew)
 
     @property
     def issued(self) -> list[TokenIssued]:
@@ -171,7 +146,7 @@ def config(**overrides: Any) -> AuthConfig:
 @dataclass
 class Running:
     actor: AuthActor
-    ctx: FakeCtx
+    ctx: AuthContext
     mailbox: Mailbox[Any]
     ref: MailboxRef[Any]
 
@@ -191,7 +166,7 @@ def inbox() -> Iterator[Mailbox[Any]]:
 @asynccontextmanager
 async def running(gateway: Gateway, **overrides: Any) -> AsyncIterator[Running]:
     actor = AuthActor(config(**overrides), gateway.transport())
-    ctx = FakeCtx()
+    ctx = AuthContext()
     with inbox() as mailbox:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(actor.run, mailbox, ctx)
@@ -203,8 +178,8 @@ async def running(gateway: Gateway, **overrides: Any) -> AsyncIterator[Running]:
 class Failed:
     error: BaseException
     actor: AuthActor
-    ctx: FakeCtx
-    waiters: list[FakeRef]
+    ctx: AuthContext
+    waiters: list[RecordingRef]
 
 
 async def run_to_failure(
@@ -212,8 +187,8 @@ async def run_to_failure(
 ) -> Failed:
     """Run the actor with ``asks`` GetToken asks queued until it raises ``expected``."""
     actor = AuthActor(config(**overrides), gateway.transport())
-    ctx = FakeCtx()
-    waiters = [FakeRef("reply") for _ in range(asks)]
+    ctx = AuthContext()
+    waiters = [RecordingRef("reply") for _ in range(asks)]
     with inbox() as mailbox:
         for waiter in waiters:
             mailbox.send_nowait(Request(body=GetToken(), reply=waiter))
@@ -616,7 +591,7 @@ async def test_stop_ends_the_run_and_the_keeper(autojump_clock: Any) -> None:
     actor = AuthActor(config(), gateway.transport())
     with inbox() as mailbox:
         mailbox.send_nowait(Stop())
-        await actor.run(mailbox, FakeCtx())  # returns: no refresh timer left behind
+        await actor.run(mailbox, AuthContext())  # returns: no refresh timer left behind
     assert trio.current_time() == 0.0
 
 
@@ -626,19 +601,22 @@ async def test_unexpected_messages_are_ignored(
 ) -> None:
     gateway = Gateway()
     async with running(gateway) as node:
-        for junk in (Tick(now=1.0), GetToken(), Request(body="token?", reply=FakeRef("r")), None):
+        for junk in (
+            Tick(now=1.0),
+            GetToken(),
+            Request(body="token?", reply=RecordingRef("r")),
+            None,
+        ):
             node.ref.tell_nowait(junk)
         assert isinstance(await node.ask(), TokenIssued)
     assert caplog.text.count("ignoring unexpected message") == 4
 
 
-class GoneRef(FakeRef):
-    def __init__(self, error: Exception) -> None:
-        super().__init__("gone")
-        self.error = error
-
-    def tell_nowait(self, msg: Any) -> None:
-        raise self.error
+def GoneRef(error: Exception) -> RecordingRef:
+    """A reply ref whose asker has gone: every tell raises ``error``."""
+    gone = RecordingRef("gone")
+    gone.fail = error
+    return gone
 
 
 @pytest.mark.parametrize(
@@ -708,7 +686,7 @@ def test_runs_on_asyncio() -> None:
     async def scenario() -> None:
         gateway = Gateway(script={LOGIN_PATH: [httpx.Response(503)]})
         actor = AuthActor(config(backoff_min=0.001), gateway.transport())
-        ctx = FakeCtx()
+        ctx = AuthContext()
         with inbox() as mailbox:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(actor.run, mailbox, ctx)

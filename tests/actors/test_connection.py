@@ -77,7 +77,7 @@ from protocols.signalr import (
     SignalRConnection,
 )
 from pxnode.sim import Fault, GatewaySim, SimConfig, mock_transport, running
-from pxnode.testing import Pipe, socket_pair
+from pxnode.testing import FakeContext, Pipe, RecordingRef, socket_pair
 from supervisors.breaker import BreakerPolicy
 from supervisors.mailbox import Mailbox, MailboxSpec, OverflowPolicy
 from supervisors.ref import MailboxRef
@@ -215,34 +215,18 @@ class Peer:
 # ----------------------------------------------------------------- the actor's world
 
 
-class FakeRef:
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self.told: list[Any] = []
-
-    @property
-    def name(self) -> str:
-        return self._name
-
-    async def tell(self, msg: Any) -> None:
-        self.tell_nowait(msg)
-        await anyio.lowlevel.checkpoint()
-
-    def tell_nowait(self, msg: Any) -> None:
-        self.told.append(msg)
-
-    async def ask(self, msg: Any, timeout: float) -> Any:
-        raise TypeError("not askable")
-
-
-class ValidationRef(FakeRef):
+class ValidationRef(RecordingRef):
     """Records each forwarded frame, unpacking the per-read ``HubMessagesReceived``."""
 
     def tell_nowait(self, msg: Any) -> None:
         self.told.extend(msg.messages if isinstance(msg, HubMessagesReceived) else [msg])
 
+    async def tell(self, msg: Any) -> None:
+        self.tell_nowait(msg)
+        await anyio.lowlevel.checkpoint()
 
-class AuthRef(FakeRef):
+
+class AuthRef(RecordingRef):
     """Answers ``GetToken`` with ``token`` (or ``failure``), like the auth actor."""
 
     def __init__(self, token: str) -> None:
@@ -258,25 +242,6 @@ class AuthRef(FakeRef):
         return TokenIssued(token=Secret(self.token), expires_at=EPOCH + 3600)
 
 
-class FakeCtx:
-    def __init__(self, refs: dict[str, Any]) -> None:
-        self.refs = refs
-        self.healthy = 0
-
-    @property
-    def name(self) -> str:
-        return "connection"
-
-    def ref(self, name: str) -> Any:
-        return self.refs[name]
-
-    def wall_time(self) -> float:
-        return EPOCH + anyio.current_time()
-
-    def report_healthy(self) -> None:
-        self.healthy += 1
-
-
 class Rig:
     """One hub's world: network, refs, inbox, book; runs incarnations of the actor."""
 
@@ -288,15 +253,11 @@ class Rig:
         self.config = HubConfig(hub=hub, url=f"http://gateway.test/hubs/{hub}", **config)  # type: ignore[arg-type]
         self.auth = AuthRef(TOKEN)
         self.validation: Any = ValidationRef("validation")
-        self.raw, self.events, self.stats = (FakeRef(n) for n in ("raw", "events", "stats"))
-        self.ctx = FakeCtx(
-            {
-                "auth": self.auth,
-                "validation": self.validation,
-                "topic.raw": self.raw,
-                "topic.events": self.events,
-                "stats": self.stats,
-            }
+        self.raw, self.events, self.stats = (
+            RecordingRef(n) for n in ("topic.raw", "topic.events", "stats")
+        )
+        self.ctx = FakeContext(
+            "connection", [self.auth, self.validation, self.raw, self.events, self.stats]
         )
         self.inbox: Mailbox[Any] = Mailbox(f"connection.{hub}", MailboxSpec(64))
         self.error: BaseException | None = None
@@ -1083,7 +1044,7 @@ async def test_raw_tap_is_optional_and_never_blocks(autojump_clock: Any) -> None
         await peer.trade(1.0)
         await until(lambda: rig.trades() == [1.0])
 
-        class Full(FakeRef):
+        class Full(RecordingRef):
             def tell_nowait(self, msg: Any) -> None:
                 raise anyio.WouldBlock
 
@@ -1194,7 +1155,7 @@ async def test_breaker_closes_only_when_data_flows(autojump_clock: Any) -> None:
             hub="market", url="http://gateway.test/hubs/market", skip_negotiation=True
         )
         registry = Registry(clock=lambda: EPOCH + anyio.current_time())
-        events, validation = FakeRef("topic.events"), ValidationRef("validation")
+        events, validation = RecordingRef("topic.events"), ValidationRef("validation")
         for name, ref in [
             ("auth", AuthRef(TOKEN)),
             ("topic.events", events),

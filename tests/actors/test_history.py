@@ -40,6 +40,7 @@ from protocols.rest import RateLimit, RestBudget, RestLimits
 from protocols.secrets import Secret
 from protocols.timeframes import BarClock, parse_timeframe
 from pxnode.sim import GatewaySim, SimConfig, mock_transport
+from pxnode.testing import FakeContext, RecordingRef
 from supervisors.mailbox import Mailbox, MailboxSpec
 
 START = 1_764_000_000.0  # 2025-11-24T16:00:00Z, a Monday; virtual time 0
@@ -56,33 +57,7 @@ def wall() -> float:
 # -------------------------------------------------------------------- doubles
 
 
-class FakeRef:
-    """Records what it is told; ``wait_for`` sleeps until enough has arrived."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.told: list[Any] = []
-        self._changed: anyio.Event | None = None
-
-    def tell_nowait(self, msg: Any) -> None:
-        self.told.append(msg)
-        if self._changed is not None:
-            self._changed.set()
-
-    async def tell(self, msg: Any) -> None:
-        self.tell_nowait(msg)
-        await anyio.lowlevel.checkpoint()
-
-    async def ask(self, msg: Any, timeout: float) -> Any:
-        raise TypeError(f"{self.name} is not asked")
-
-    async def wait_for(self, n: int) -> None:
-        while len(self.told) < n:
-            self._changed = anyio.Event()
-            await self._changed.wait()
-
-
-class FakeAuth(FakeRef):
+class FakeAuth(RecordingRef):
     """Answers ``GetToken`` with ``mint()``'s token; a ``RefreshToken`` mints the next."""
 
     def __init__(self, mint: Callable[[], str] | None = None) -> None:
@@ -97,6 +72,10 @@ class FakeAuth(FakeRef):
         if isinstance(msg, RefreshToken):
             self.token = self.mint()
 
+    async def tell(self, msg: Any) -> None:
+        self.tell_nowait(msg)
+        await anyio.lowlevel.checkpoint()
+
     async def ask(self, msg: Any, timeout: float) -> Any:
         assert isinstance(msg, GetToken)
         self.asks += 1
@@ -106,22 +85,9 @@ class FakeAuth(FakeRef):
         return self.reply or TokenIssued(token=Secret(self.token), expires_at=wall() + 3600)
 
 
-class FakeCtx:
-    name = "history"
-
-    def __init__(self, auth: FakeAuth) -> None:
-        self.refs: dict[str, FakeRef] = {"auth": auth, "bars": FakeRef("bars")}
-        self.refs["stats"] = FakeRef("stats")
-        self.healthy = 0
-
-    def ref(self, name: str) -> FakeRef:
-        return self.refs[name]
-
-    def wall_time(self) -> float:
-        return wall()
-
-    def report_healthy(self) -> None:
-        self.healthy += 1
+def FakeCtx(auth: FakeAuth) -> FakeContext:
+    """History's context: auth answers, bars and stats recorded."""
+    return FakeContext("history", [auth, RecordingRef("bars"), RecordingRef("stats")], wall=wall)
 
 
 # ------------------------------------------------------------ a scripted gateway
@@ -220,7 +186,7 @@ def config(**overrides: Any) -> HistoryConfig:
 @dataclass
 class Running:
     actor: HistoryActor
-    ctx: FakeCtx
+    ctx: FakeContext
     mailbox: Mailbox[Any]
 
     def send(self, *msgs: Any) -> None:
@@ -242,7 +208,7 @@ class Running:
         return [m for m in self.ctx.refs["bars"].told if isinstance(m, BackfillStarted)]
 
     async def state(self) -> BackfillState:
-        reply = FakeRef("reply")
+        reply = RecordingRef("reply")
         self.send(Request(GetBackfill(), reply))
         await reply.wait_for(1)
         (state,) = reply.told

@@ -42,6 +42,7 @@ from protocols.stats import (
     metric_name,
     render_prometheus,
 )
+from pxnode.testing import FakeContext, MemoryInbox
 
 WALL_EPOCH = 1_700_000_000.0
 
@@ -54,62 +55,9 @@ def autojump_clock() -> trio.testing.MockClock:
 # ------------------------------------------------------------------ doubles
 
 
-class FakeInbox:
-    """The Inbox protocol over an anyio memory stream."""
-
-    def __init__(self, size: int = 1024) -> None:
-        self._send, self._receive = anyio.create_memory_object_stream[Any](size)
-
-    async def send(self, msg: Any) -> None:
-        await self._send.send(msg)
-
-    async def receive(self) -> Any:
-        return await self._receive.receive()
-
-    def receive_nowait(self) -> Any:
-        return self._receive.receive_nowait()
-
-    def drain(self, limit: int) -> list[Any]:
-        out: list[Any] = []
-        while len(out) < limit:
-            try:
-                out.append(self._receive.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream):
-                break
-        return out
-
-    async def receive_batch(self, limit: int) -> list[Any]:
-        try:
-            first = await self._receive.receive()
-        except anyio.EndOfStream:
-            return []
-        return [first, *self.drain(limit - 1)]
-
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._receive.__aiter__()
-
-    def close_sending(self) -> None:
-        self._send.close()
-
-    def close(self) -> None:
-        self._send.close()
-        self._receive.close()
-
-
-class FakeCtx:
-    name = "stats"
-
-    def __init__(self) -> None:
-        self.healthy_reports = 0
-
-    def ref(self, name: str) -> Any:
-        raise KeyError(name)
-
-    def wall_time(self) -> float:
-        return WALL_EPOCH + anyio.current_time()
-
-    def report_healthy(self) -> None:
-        self.healthy_reports += 1
+def FakeCtx() -> FakeContext:
+    """Stats reaches no other actor: every ref is a KeyError."""
+    return FakeContext("stats", wall=lambda: WALL_EPOCH + anyio.current_time())
 
 
 class Reply:
@@ -146,7 +94,7 @@ class FakeProcess:
 
 
 class Harness:
-    def __init__(self, actor: StatsActor, inbox: FakeInbox, ctx: FakeCtx) -> None:
+    def __init__(self, actor: StatsActor, inbox: MemoryInbox, ctx: FakeContext) -> None:
         self.actor, self.inbox, self.ctx = actor, inbox, ctx
 
     async def tell(self, *msgs: Any) -> None:
@@ -170,7 +118,7 @@ class Harness:
 @asynccontextmanager
 async def running(config: StatsConfig | None = None, process: Any = None) -> AsyncIterator[Harness]:
     actor = StatsActor(config, process=process or FakeProcess())
-    inbox, ctx = FakeInbox(), FakeCtx()
+    inbox, ctx = MemoryInbox(), FakeCtx()
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(actor.run, inbox, ctx)
@@ -192,7 +140,7 @@ async def test_get_stats_round_trip_and_stop() -> None:
     async with running() as h:
         await h.tell(report("validation", {"trades_accepted": 3}, gauges={"last_price": 1.5}))
         snap = await h.stats()
-        assert h.ctx.healthy_reports == 1
+        assert h.ctx.healthy == 1
     assert snap.counters == {"validation.trades_accepted": 3}
     assert snap.gauges == {"validation.last_price": 1.5}
     assert snap.rss_bytes == 50_000_000 and snap.cpu_percent == 12.5
@@ -216,7 +164,7 @@ async def test_round_trip_on_asyncio_with_real_psutil() -> None:
 
 @pytest.mark.trio
 async def test_stop_returns_and_closed_inbox_returns() -> None:
-    inbox, ctx = FakeInbox(), FakeCtx()
+    inbox, ctx = MemoryInbox(), FakeCtx()
     first, second = StatsActor(process=FakeProcess()), StatsActor(process=FakeProcess())
     try:
         await inbox.send(Stop())
