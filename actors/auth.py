@@ -35,7 +35,6 @@ retried here: the supervisor decides.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -209,11 +208,11 @@ class AuthActor:
     def _on_get_token(self, reply: Ref[Any], ctx: ActorContext) -> None:
         token = self._token
         if token is not None and not self._refused and ctx.wall_time() < self._expires_at:
-            _answer(reply, TokenIssued(token=token, expires_at=self._expires_at))
+            reply.try_tell(TokenIssued(token=token, expires_at=self._expires_at))
         elif token is not None and not self._fetching and not self._may_refetch():
             # Fresh from the gateway yet expired by our clock: the clocks disagree,
             # and this is still the newest token there is.
-            _answer(reply, TokenIssued(token=token, expires_at=self._expires_at))
+            reply.try_tell(TokenIssued(token=token, expires_at=self._expires_at))
         else:
             self._waiters.append(reply)
             if not self._fetching:
@@ -262,8 +261,8 @@ class AuthActor:
             logger.error("no token: %s", exc)
             waiters, self._waiters = self._waiters, []
             for reply in waiters:
-                _answer(reply, report)
-            _answer(tokens, report)
+                reply.try_tell(report)
+            tokens.try_tell(report)
             scope.cancel()
 
     async def _hold(
@@ -277,7 +276,7 @@ class AuthActor:
         issued = TokenIssued(token=self._token, expires_at=self._expires_at)
         waiters, self._waiters = self._waiters, []
         for reply in waiters:
-            _answer(reply, issued)
+            reply.try_tell(issued)
         logger.info("token issued; expires in %.0f s", self._expires_at - ctx.wall_time())
         # A token must reach every subscriber: wait for room rather than drop it.
         await tokens.tell(issued)
@@ -377,11 +376,3 @@ def _read_token(raw: str | None, path: str) -> tuple[Secret, float | None]:
     if not raw:
         raise GatewayError(f"POST {path} succeeded without a token")
     return Secret(raw), jwt_expiry(raw)
-
-
-def _answer(ref: Ref[Any], msg: Any) -> None:
-    """Tell without waiting; an asker that gave up (or a full mailbox) is not our failure."""
-    with contextlib.suppress(
-        anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError, PxError
-    ):
-        ref.tell_nowait(msg)

@@ -28,16 +28,14 @@ secret can reach a tape through it.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal
 
-import anyio
 import msgspec
 
-from protocols.errors import MailboxClosed, MailboxFull, TapeError
+from protocols.errors import TapeError
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import CountersReported, Flush, HubMessageReceived, Request, Stop, Tick
 
@@ -261,5 +259,4 @@ class TapeRecorder:
 
     def _report(self, stats: Ref[Any]) -> None:
         # Cumulative counters: a report that cannot be queued is carried by the next one.
-        with contextlib.suppress(anyio.WouldBlock, MailboxFull, MailboxClosed):
-            stats.tell_nowait(CountersReported(source="recorder", counters=dict(self.counters)))
+        stats.try_tell(CountersReported(source="recorder", counters=dict(self.counters)))

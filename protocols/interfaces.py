@@ -64,6 +64,16 @@ class Ref(Protocol[Tntra]):
         """Deliver ``msg`` without waiting; a full BLOCK mailbox raises ``anyio.WouldBlock``."""
         ...
 
+    def try_tell(self, msg: Tntra) -> bool:
+        """Deliver ``msg`` now if it can be; never waits, never raises for delivery.
+
+        False when the message was not taken: the mailbox is full (BLOCK or FAIL
+        policy), closed, or its actor has gone (an asker that gave up). A DROP
+        policy always takes the message (dropping as it says, counted), so True.
+        For what may be lost harmlessly: cumulative reports, replies, ticks.
+        """
+        ...
+
     async def ask(self, msg: Any, timeout: float) -> Any:
         """Send ``msg`` wrapped in a ``Request`` and wait for the reply.
 
@@ -90,6 +100,15 @@ class ActorContext(Protocol):
     def report_healthy(self) -> None:
         """Tell the supervisor this incarnation works (closes a half-open breaker)."""
         ...
+
+
+def optional_ref(ctx: ActorContext, name: str) -> Ref[Any] | None:
+    """The ref of ``name``, or None where the node has no such actor (a recorder
+    tap, stats in a test)."""
+    try:
+        return ctx.ref(name)
+    except KeyError:
+        return None
 
 
 @runtime_checkable

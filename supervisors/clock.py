@@ -7,7 +7,6 @@ the registry's mailbox statistics), which is why it lives in ``supervisors``.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any
 
 import anyio
@@ -40,11 +39,9 @@ class ClockActor:
             await anyio.sleep_until(deadline)
             tick = Tick(now=ctx.wall_time())
             for ref in refs:
-                # A busy actor simply gets the next tick: ticks carry absolute time.
-                with contextlib.suppress(anyio.WouldBlock):
-                    ref.tell_nowait(tick)
+                ref.try_tell(tick)  # a busy actor gets the next one: ticks carry absolute time
             if stats is not None:
-                stats.tell_nowait(self._mailbox_report())
+                stats.try_tell(self._mailbox_report())
 
     def _mailbox_report(self) -> CountersReported:
         counters: dict[str, int] = {}

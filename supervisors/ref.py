@@ -8,13 +8,12 @@ is dropped harmlessly and a timeout never leaves anything open.
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Generic, TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
-from protocols.errors import AskTimeout
+from protocols.errors import AskTimeout, MailboxClosed, MailboxFull
 from protocols.messages import Request
 
 from .mailbox import Mailbox
@@ -35,10 +34,14 @@ class ReplyRef:
         return "reply"
 
     def tell_nowait(self, msg: Any) -> None:
-        with contextlib.suppress(
-            anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError
-        ):
+        self.try_tell(msg)
+
+    def try_tell(self, msg: Any) -> bool:
+        try:
             self._send.send_nowait(msg)
+        except (anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError):
+            return False  # a second reply, or the asker gave up
+        return True
 
     async def tell(self, msg: Any) -> None:
         self.tell_nowait(msg)
@@ -79,6 +82,13 @@ class MailboxRef(Generic[T]):
 
     def tell_nowait(self, msg: T) -> None:
         self._mailbox.send_nowait(msg)
+
+    def try_tell(self, msg: T) -> bool:
+        try:
+            self._mailbox.send_nowait(msg)
+        except (anyio.WouldBlock, MailboxFull, MailboxClosed):
+            return False
+        return True
 
     async def ask(self, msg: Any, timeout: float) -> Any:
         return await ask_via(self, msg, timeout)

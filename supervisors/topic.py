@@ -5,8 +5,11 @@ Each subscriber chooses its own capacity and overflow policy, so a slow UI
 message. ``tell`` awaits BLOCK subscribers (backpressure to the publisher);
 ``tell_nowait`` first checks that every BLOCK subscriber has room and raises
 ``WouldBlock`` before delivering to anyone otherwise, so a fan-out is never
-half done. With no subscribers a message is simply not wanted (counted as
-``unrouted``, not as a drop).
+half done. A FAIL subscriber that is full when a message comes is cut off: its
+mailbox closes (it reads what was queued, then its stream ends) and the topic
+counts it as ``failed``; the publisher and every other subscriber go on, so one
+consumer's policy only ever hurts that consumer. With no subscribers a message
+is simply not wanted (counted as ``unrouted``, not as a drop).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import anyio
+
+from protocols.errors import MailboxFull
 
 from .mailbox import DEFAULT_MAILBOX, Mailbox, MailboxSpec, MailboxStatistics, OverflowPolicy
 
@@ -27,6 +32,8 @@ class TopicStatistics:
     name: str
     published: int
     unrouted: int
+    failed: int
+    """FAIL subscribers cut off because they were full."""
     subscribers: tuple[MailboxStatistics, ...]
 
 
@@ -38,6 +45,7 @@ class Topic(Generic[T]):
         self._next_id = 0
         self._published = 0
         self._unrouted = 0
+        self._failed = 0
 
     @property
     def name(self) -> str:
@@ -86,35 +94,44 @@ class Topic(Generic[T]):
             self._unrouted += 1
             await anyio.lowlevel.checkpoint()
             return
-        if self._selects:
-            for key, mailbox in list(self._subscribers.items()):
-                select = self._selects.get(key)
-                mine = msg if select is None else select(msg)
-                if mine is not None and not mailbox.closed:
+        for key, mailbox in list(self._subscribers.items()):
+            select = self._selects.get(key)
+            mine = msg if select is None else select(msg)
+            if mine is not None and not mailbox.closed:
+                try:
                     await mailbox.send(mine)
-            return
-        for mailbox in list(self._subscribers.values()):
-            if not mailbox.closed:
-                await mailbox.send(msg)
+                except MailboxFull:
+                    self._cut_off(key, mailbox)
 
     def tell_nowait(self, msg: T) -> None:
-        subscribers = self._subscribers.values()
-        for mailbox in subscribers:
+        subscribers = self._subscribers
+        for mailbox in subscribers.values():
             if mailbox.spec.policy is OverflowPolicy.BLOCK and not mailbox.has_room():
                 raise anyio.WouldBlock
         self._published += 1
         if not subscribers:
             self._unrouted += 1
-        if self._selects:
-            for key, mailbox in self._subscribers.items():
-                select = self._selects.get(key)
-                mine = msg if select is None else select(msg)
-                if mine is not None and not mailbox.closed:
+        for key, mailbox in list(subscribers.items()):
+            select = self._selects.get(key)
+            mine = msg if select is None else select(msg)
+            if mine is not None and not mailbox.closed:
+                try:
                     mailbox.send_nowait(mine)
-            return
-        for mailbox in subscribers:
-            if not mailbox.closed:
-                mailbox.send_nowait(msg)
+                except MailboxFull:
+                    self._cut_off(key, mailbox)
+
+    def try_tell(self, msg: T) -> bool:
+        """``tell_nowait``, False instead of ``WouldBlock`` (a BLOCK subscriber is full)."""
+        try:
+            self.tell_nowait(msg)
+        except anyio.WouldBlock:
+            return False
+        return True
+
+    def _cut_off(self, key: int, mailbox: Mailbox[T]) -> None:
+        self._failed += 1
+        self._unsubscribe(key)
+        mailbox.close()
 
     async def ask(self, msg: Any, timeout: float) -> Any:
         raise TypeError(f"topic {self._name!r} cannot answer an ask")
@@ -124,6 +141,7 @@ class Topic(Generic[T]):
             name=self._name,
             published=self._published,
             unrouted=self._unrouted,
+            failed=self._failed,
             subscribers=tuple(m.statistics() for m in self._subscribers.values()),
         )
 

@@ -5,7 +5,6 @@ The theory of operation is in the package docstring (``actors/bars/__init__.py``
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 import anyio
 import polars as pl
 
-from protocols.errors import ConfigError, MailboxClosed, MailboxFull
+from protocols.errors import ConfigError
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
     BackfillBars,
@@ -187,8 +186,7 @@ class BarsActor:
         )
         latencies.clear()
         # reports are cumulative: if this one cannot be queued, the next carries its counts
-        with contextlib.suppress(anyio.WouldBlock, MailboxFull, MailboxClosed):
-            stats.tell_nowait(report)
+        stats.try_tell(report)
 
     # ------------------------------------------------- the book (sans-IO core)
 

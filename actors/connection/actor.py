@@ -86,7 +86,7 @@ from protocols.hubs import (
     UnsubscribeAccount,
     UnsubscribeContract,
 )
-from protocols.interfaces import ActorContext, Inbox, Ref
+from protocols.interfaces import ActorContext, Inbox, Ref, optional_ref
 from protocols.messages import (
     AuthFailureReported,
     CountersReported,
@@ -156,8 +156,8 @@ class ConnectionActor:
             self._counters["failures"] += 1
             logger.warning("%s lost: %s", self._where, exc)
             if exc.status == 401:
-                _tell(_optional_ref(ctx, "auth"), RefreshToken())
-            _tell(_optional_ref(ctx, "topic.events"), Disconnected(hub, str(exc)))
+                _tell(optional_ref(ctx, "auth"), RefreshToken())
+            _tell(optional_ref(ctx, "topic.events"), Disconnected(hub, str(exc)))
             raise
         finally:
             self._report(ctx)
@@ -187,7 +187,7 @@ class ConnectionActor:
         if link.lost is not None:
             raise link.lost
         logger.info("%s closed: %s", self._where, reason)
-        _tell(_optional_ref(ctx, "topic.events"), Disconnected(self._config.hub, reason))
+        _tell(optional_ref(ctx, "topic.events"), Disconnected(self._config.hub, reason))
         return again
 
     async def _connect(self, inbox: Inbox[Any], ctx: ActorContext, held: list[Any]) -> Link | None:
@@ -254,7 +254,7 @@ class ConnectionActor:
         link.subscribed = True
         self._gauges["connected"] = 1.0
         logger.info("%s connected (%d subscriptions)", self._where, len(self._book))
-        _tell(_optional_ref(ctx, "topic.events"), Connected(self._config.hub, link.connection_id))
+        _tell(optional_ref(ctx, "topic.events"), Connected(self._config.hub, link.connection_id))
         for msg in held:
             if (end := await self._obey(link, msg)) is not None:
                 return end
@@ -340,8 +340,8 @@ class ConnectionActor:
 
     async def _read(self, link: Link, ctx: ActorContext) -> None:
         forward = ctx.ref("validation").tell
-        raw = _optional_ref(ctx, "topic.raw")
-        events_ref = _optional_ref(ctx, "topic.events")
+        raw = optional_ref(ctx, "topic.raw")
+        events_ref = optional_ref(ctx, "topic.events")
         timeout = self._config.server_timeout
         counters = self._counters
         while True:
@@ -403,7 +403,7 @@ class ConnectionActor:
                 if event.target == LOGOUT:  # the session is over: log in again, reconnect
                     counters["logouts"] += 1
                     logger.warning("%s: the gateway logged the session out", self._where)
-                    _tell(_optional_ref(ctx, "auth"), RefreshToken())
+                    _tell(optional_ref(ctx, "auth"), RefreshToken())
                     continue
                 data = True
                 msg = HubMessageReceived(hub, event.target, event.arguments, at)
@@ -490,23 +490,9 @@ class ConnectionActor:
             counters=dict(self._counters),
             gauges=dict(self._gauges),
         )
-        _tell(_optional_ref(ctx, "stats"), report)
-
-
-def _optional_ref(ctx: ActorContext, name: str) -> Ref[Any] | None:
-    """A ref the node may not have (a recorder tap, stats in a test): None then."""
-    try:
-        return ctx.ref(name)
-    except KeyError:
-        return None
+        _tell(optional_ref(ctx, "stats"), report)
 
 
 def _tell(ref: Ref[Any] | None, msg: Any) -> bool:
-    """Tell without waiting; False if it could not be delivered (never raises)."""
-    if ref is None:
-        return False
-    try:
-        ref.tell_nowait(msg)
-    except _TELL_ERRORS:
-        return False
-    return True
+    """``try_tell`` to a ref the node may not have."""
+    return ref is not None and ref.try_tell(msg)

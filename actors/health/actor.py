@@ -50,12 +50,9 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-
-from protocols.errors import PxError
 from protocols.health import GetHealth, HealthReport
 from protocols.hubs import HUBS, Connected, Disconnected, HeartbeatMeasured, ReconnectRequested
-from protocols.interfaces import ActorContext, Inbox
+from protocols.interfaces import ActorContext, Inbox, optional_ref
 from protocols.messages import (
     BreakerTransitioned,
     ChildExited,
@@ -81,15 +78,6 @@ from .verdict import BREAKER_SCORE, NEVER, Hub, feed_quiet, judge
 
 _BATCH = 256
 _MAX_RTT = 3600.0
-# A tell can fail because the receiver is full (WouldBlock, MailboxFull), gone
-# (MailboxClosed, a closed reply channel) or absent (KeyError from ctx.ref).
-_TELL_ERRORS = (
-    PxError,
-    KeyError,
-    anyio.WouldBlock,
-    anyio.ClosedResourceError,
-    anyio.BrokenResourceError,
-)
 
 
 class HealthActor:
@@ -319,9 +307,8 @@ class HealthActor:
     def _request_reconnect(self, now: float, quiet: float, ctx: ActorContext) -> None:
         self._attempted_at = now
         request = ReconnectRequested("market", f"stale feed: no data for {quiet:.0f} s")
-        try:
-            ctx.ref("connection_market").tell_nowait(request)
-        except _TELL_ERRORS:
+        market = optional_ref(ctx, "connection_market")
+        if market is None or not market.try_tell(request):
             self._count("reconnect_failed")  # retried after stale_after
             return
         self._requested_at = now
@@ -331,13 +318,11 @@ class HealthActor:
     # --------------------------------------------------------------- reports
 
     def _reply(self, request: Request, answer: Callable[[], object]) -> None:
-        tell = getattr(request.reply, "tell_nowait", None)
-        if not callable(tell):
+        try_tell = getattr(request.reply, "try_tell", None)
+        if not callable(try_tell):
             self._count("invalid")
             return
-        try:
-            tell(answer())
-        except _TELL_ERRORS:
+        if not try_tell(answer()):
             self._count("replies_failed")  # the asker gave up before we answered
 
     def _report_counters(self, now: float, ctx: ActorContext) -> None:
@@ -358,11 +343,9 @@ class HealthActor:
         for name, hub in report.hubs.items():
             gauges[f"{name}_connected"] = float(hub.connected)
             gauges[f"{name}_healthy"] = float(hub.healthy)
-        try:
-            ctx.ref("stats").tell_nowait(
-                CountersReported(source="health", counters=report.counters, gauges=gauges)
-            )
-        except _TELL_ERRORS:
+        stats = optional_ref(ctx, "stats")
+        report_msg = CountersReported(source="health", counters=report.counters, gauges=gauges)
+        if stats is None or not stats.try_tell(report_msg):
             self._count("reports_failed")
 
     def report(self, now: float) -> HealthReport:

@@ -7,7 +7,6 @@ are in ``window``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 from collections.abc import Iterable
@@ -18,7 +17,7 @@ import httpx
 
 from protocols import gateway as gw
 from protocols import rest
-from protocols.errors import ConfigError, PxError
+from protocols.errors import ConfigError
 from protocols.hubs import Connected, Disconnected, SubscribeContract
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
@@ -121,8 +120,7 @@ class HistoryActor:
             case Disconnected(hub="market"):
                 await self._on_hub_event("disconnected", ctx, bars)
             case Request(body=GetBackfill(), reply=reply):
-                with contextlib.suppress(anyio.WouldBlock, PxError):
-                    reply.tell_nowait(self._state())
+                reply.try_tell(self._state())
             case SubscribeContract(contract=contract) if isinstance(contract, str) and contract:
                 if contract not in self._contracts:
                     self._contracts.append(contract)
@@ -343,10 +341,7 @@ class HistoryActor:
 
     def _report(self, stats: Ref[Any]) -> None:
         # Counters are cumulative, so a report lost to a full mailbox loses no count.
-        with contextlib.suppress(
-            anyio.WouldBlock, anyio.BrokenResourceError, anyio.ClosedResourceError, PxError
-        ):
-            stats.tell_nowait(CountersReported(source="history", counters=dict(self.counters)))
+        stats.try_tell(CountersReported(source="history", counters=dict(self.counters)))
 
 
 def _start(bar: Bar) -> int:

@@ -22,14 +22,12 @@ blocked (``overflow = "block"``) or dropped and counted.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from collections import deque
 from typing import Any
 
 import anyio
 
-from protocols.errors import MailboxClosed, MailboxFull
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
     BarClosed,
@@ -173,14 +171,13 @@ class NatsBridge:
 
     def _report(self, stats: Ref[Any]) -> None:
         # Cumulative counters: a report that cannot be queued is carried by the next one.
-        with contextlib.suppress(anyio.WouldBlock, MailboxFull, MailboxClosed):
-            stats.tell_nowait(
-                CountersReported(
-                    source="nats_bridge",
-                    counters=dict(self.outbox.counters),
-                    gauges={"outbox": float(len(self.outbox))},
-                )
+        stats.try_tell(
+            CountersReported(
+                source="nats_bridge",
+                counters=dict(self.outbox.counters),
+                gauges={"outbox": float(len(self.outbox))},
             )
+        )
 
 
 def _settle(futures: list[Any]) -> None:

@@ -25,7 +25,6 @@ from typing import Any
 import anyio
 import msgspec
 
-from protocols.errors import MailboxClosed, MailboxFull
 from protocols.gateway import ENCODER as GATEWAY_ENCODER
 from protocols.gateway import TradeItem
 from protocols.interfaces import ActorContext, Inbox, Ref
@@ -169,8 +168,7 @@ class NatsSource:
             await validation.ask(Flush(), timeout=self.config.ack_timeout)
 
     def _report(self, stats: Ref[Any]) -> None:
-        with contextlib.suppress(anyio.WouldBlock, MailboxFull, MailboxClosed):
-            stats.tell_nowait(CountersReported(source="nats_source", counters=dict(self.counters)))
+        stats.try_tell(CountersReported(source="nats_source", counters=dict(self.counters)))
 
 
 async def _until_stopped(inbox: Inbox[Any], scope: anyio.CancelScope) -> None:

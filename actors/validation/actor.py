@@ -13,10 +13,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-import anyio
 import msgspec
 
-from protocols.errors import MailboxClosed, MailboxFull
 from protocols.gateway import DEPTH_ARGS, QUOTE_ARGS, TRADE_ARGS, DomType
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
@@ -146,9 +144,7 @@ class ValidationActor:
 
     def _report(self, stats: Ref[Any]) -> None:
         # Reports are cumulative: a dropped one loses nothing the next one carries.
-        try:
-            stats.tell_nowait(CountersReported(source="validation", counters=self.counters()))
-        except (anyio.WouldBlock, MailboxFull, MailboxClosed):
+        if not stats.try_tell(CountersReported(source="validation", counters=self.counters())):
             self._counts["reports_dropped"] += 1
 
     # ------------------------------------------------------------- dispatch

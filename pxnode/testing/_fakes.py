@@ -14,6 +14,16 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
+from protocols.errors import MailboxClosed, MailboxFull
+
+_UNDELIVERED = (
+    anyio.WouldBlock,
+    anyio.BrokenResourceError,
+    anyio.ClosedResourceError,
+    MailboxFull,
+    MailboxClosed,
+)
+
 
 class RecordingRef:
     """Records every message told to it, in order, in ``told``.
@@ -52,6 +62,15 @@ class RecordingRef:
         if self._changed is not None:
             self._changed.set()
         await anyio.lowlevel.checkpoint()
+
+    def try_tell(self, msg: Any) -> bool:
+        """``tell_nowait`` under the ``Ref.try_tell`` contract: False when full or when
+        ``fail`` is a delivery error; any other ``fail`` (a bug) still raises."""
+        try:
+            self.tell_nowait(msg)
+        except _UNDELIVERED:
+            return False
+        return True
 
     async def ask(self, msg: Any, timeout: float) -> Any:
         raise TypeError(f"{self._name} is not asked ({type(msg).__name__})")

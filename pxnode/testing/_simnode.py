@@ -142,10 +142,12 @@ class Tap:
         assert self.mailbox.spec.policy is OverflowPolicy.BLOCK
         node.topic(topic).attach(self.mailbox)
         self.seen: list[Any] = []
+        self._disposed = False
 
     def take(self) -> list[Any]:
-        """Everything told so far (cumulative; after ``dispose``, what was told until then)."""
-        if not self.mailbox.closed:
+        """Everything told so far (cumulative: after the node stopped, everything it told;
+        after ``dispose``, what was taken until then)."""
+        if not self._disposed:
             self.seen += self.mailbox.drain(1 << 30)
         return self.seen
 
@@ -154,6 +156,7 @@ class Tap:
 
     def dispose(self) -> None:
         self.take()
+        self._disposed = True
         self.mailbox.dispose()
 
 

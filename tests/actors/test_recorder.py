@@ -21,6 +21,7 @@ from protocols.messages import (
     TokenIssued,
 )
 from protocols.secrets import Secret
+from pxnode.testing import FakeContext, RecordingRef
 from supervisors.mailbox import Mailbox, MailboxSpec
 from supervisors.ref import MailboxRef
 
@@ -31,34 +32,24 @@ def hub(arguments: bytes, target: str = "GatewayTrade", t: float = T0, h: str = 
     return HubMessageReceived(h, target, msgspec.Raw(arguments), t)  # type: ignore[arg-type]
 
 
-class Context:
-    """Just enough of ActorContext: a stats ref that keeps what it is told."""
+class RecorderContext(FakeContext):
+    """The recorder's context: stats recorded; it never reads a clock of its own."""
 
     def __init__(self) -> None:
-        self.reports: list[CountersReported] = []
-        self.healthy = 0
+        super().__init__("recorder", [RecordingRef("stats")], wall=self._no_clock)
 
-    @property
-    def name(self) -> str:
-        return "recorder"
-
-    def ref(self, name: str) -> Any:
-        assert name == "stats"
-        return self
-
-    def tell_nowait(self, msg: CountersReported) -> None:
-        self.reports.append(msg)
-
-    def wall_time(self) -> float:
+    @staticmethod
+    def _no_clock() -> float:
         raise AssertionError("the recorder writes receive times, never its own clock")
 
-    def report_healthy(self) -> None:
-        self.healthy += 1
+    @property
+    def reports(self) -> list[CountersReported]:
+        return self.told("stats")
 
 
-async def record(path: Path, *messages: Any) -> tuple[TapeRecorder, Context]:
+async def record(path: Path, *messages: Any) -> tuple[TapeRecorder, RecorderContext]:
     """Run a recorder over ``messages`` until its inbox ends."""
-    actor, ctx = TapeRecorder(path), Context()
+    actor, ctx = TapeRecorder(path), RecorderContext()
     inbox: Mailbox[Any] = Mailbox("recorder", MailboxSpec(len(messages) + 1))
     for msg in messages:
         inbox.send_nowait(msg)
@@ -146,7 +137,7 @@ async def test_what_cannot_be_a_tape_line_is_counted_not_written(tmp_path: Path,
 @pytest.mark.anyio
 async def test_tick_and_flush_put_the_data_in_the_file(tmp_path: Path) -> None:
     tape = tmp_path / "a.tape"
-    actor, ctx = TapeRecorder(tape), Context()
+    actor, ctx = TapeRecorder(tape), RecorderContext()
     inbox: Mailbox[Any] = Mailbox("recorder", MailboxSpec(16))
     ref = MailboxRef(inbox)
     async with anyio.create_task_group() as tg:

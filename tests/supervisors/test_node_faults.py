@@ -496,3 +496,24 @@ async def test_health_is_truthful_through_a_stall_and_the_recovery(autojump_cloc
     assert all(ok for t, ok in verdicts if t > back)
     last = samples[-1][1]
     assert last.hubs["market"].connects == 2 and last.feed_age is not None and last.feed_age < 1
+
+
+@pytest.mark.trio
+async def test_a_fail_subscriber_that_never_reads_only_hurts_itself(
+    autojump_clock: object,
+) -> None:
+    async with sim_node() as h:
+        strict_trades = h.node.stream_trades(capacity=4, policy=OverflowPolicy.FAIL)
+        strict_events = h.node.stream_events(capacity=2, policy=OverflowPolicy.FAIL)
+        trades = Tap(h.node, "topic.trades")
+        await anyio.sleep(60)
+        seen = len(trades.take())
+        await anyio.sleep(10)
+        assert len(trades.take()) > seen  # the feed goes on
+        stats = await h.node.stats()
+        assert all(child.failures == 0 for child in stats.children.values())
+        for topic in ("topic.trades", "topic.events"):
+            assert h.node.topic(topic).statistics().failed == 1
+    assert len(strict_trades.drain(100)) == 4 and len(strict_events.drain(100)) == 2
+    for sub in (strict_trades, strict_events, trades):
+        sub.dispose()

@@ -114,3 +114,25 @@ async def test_an_attached_actor_mailbox_is_a_subscriber_owned_by_its_actor() ->
 async def test_a_topic_cannot_be_asked() -> None:
     with pytest.raises(TypeError, match="cannot answer"):
         await Topic[int]("t").ask(1, timeout=1)
+
+
+@pytest.mark.trio
+async def test_a_full_fail_subscriber_is_cut_off_and_hurts_nobody_else() -> None:
+    topic: Topic[int] = Topic("t")
+    strict = topic.subscribe("strict", MailboxSpec(2, OverflowPolicy.FAIL))
+    with topic.subscribe("all", MailboxSpec(10)) as everyone:
+        for n in range(4):
+            await topic.tell(n)  # the third message finds "strict" full
+        topic.tell_nowait(4)
+        assert everyone.drain(10) == [0, 1, 2, 3, 4]
+    assert [n async for n in strict] == [0, 1]  # what it had, then its stream ends
+    stats = topic.statistics()
+    assert stats.failed == 1 and stats.published == 5
+
+
+def test_try_tell_is_false_only_while_a_block_subscriber_is_full() -> None:
+    topic: Topic[int] = Topic("t")
+    with topic.subscribe("block", MailboxSpec(1)) as block:
+        assert topic.try_tell(1) is True
+        assert topic.try_tell(2) is False
+        assert block.drain(5) == [1]
