@@ -47,6 +47,7 @@ import httpx
 import msgspec
 
 from protocols import rest
+from protocols.checks import non_negative, positive
 from protocols.errors import AuthFailed, ConfigError, GatewayError, PxError
 from protocols.gateway import (
     ENCODER,
@@ -108,13 +109,9 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
         if not self.api_url.startswith(("http://", "https://")):
             raise ConfigError(f"auth: api_url must be an http(s) URL, got {self.api_url!r}")
         for name in ("refresh_before", "min_refresh_interval", "retry_after_max"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"auth: {name} must be a finite number >= 0, got {value!r}")
+            non_negative(f"auth: {name}", getattr(self, name))
         for name in ("request_timeout", "backoff_min", "backoff_max"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"auth: {name} must be a finite number > 0, got {value!r}")
+            positive(f"auth: {name}", getattr(self, name))
         if self.backoff_min > self.backoff_max:
             raise ConfigError("auth: backoff_min must not exceed backoff_max")
         if not 0 <= self.backoff_jitter < 1:

@@ -18,18 +18,8 @@ import operator
 import random
 from dataclasses import dataclass
 
+from protocols.checks import finite
 from protocols.errors import ConfigError
-
-
-def _finite(name: str, value: object) -> float:
-    """``value`` as a float, or a ConfigError naming the field.
-
-    NaN compares false with everything, so a range check alone would let it
-    through; bools are ints to Python but never a meaningful duration.
-    """
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,18 +40,18 @@ class Backoff:
     reset_after: float = 60.0
 
     def __post_init__(self) -> None:
-        if _finite("min_backoff", self.min_backoff) < 0:
+        if finite("min_backoff", self.min_backoff) < 0:
             raise ConfigError(f"min_backoff must be >= 0, got {self.min_backoff!r}")
-        if _finite("max_backoff", self.max_backoff) < self.min_backoff:
+        if finite("max_backoff", self.max_backoff) < self.min_backoff:
             raise ConfigError(
                 f"max_backoff must be >= min_backoff ({self.min_backoff!r}), "
                 f"got {self.max_backoff!r}"
             )
-        if _finite("factor", self.factor) < 1:
+        if finite("factor", self.factor) < 1:
             raise ConfigError(f"factor must be >= 1, got {self.factor!r}")
-        if not 0 <= _finite("jitter", self.jitter) < 1:
+        if not 0 <= finite("jitter", self.jitter) < 1:
             raise ConfigError(f"jitter must be in [0, 1), got {self.jitter!r}")
-        if _finite("reset_after", self.reset_after) <= 0:
+        if finite("reset_after", self.reset_after) <= 0:
             raise ConfigError(f"reset_after must be > 0, got {self.reset_after!r}")
 
     def delay(self, attempt: int, rng: random.Random) -> float:

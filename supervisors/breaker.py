@@ -50,23 +50,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
+from protocols.checks import count, finite
 from protocols.errors import ConfigError
 from protocols.messages import BreakerState
 from supervisors.backoff import Backoff
-
-
-def _finite(name: str, value: object) -> float:
-    """``value`` as a float, or a ConfigError naming the field (NaN, inf, bool rejected)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ConfigError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
-
-
-def _count(name: str, value: object) -> int:
-    """``value`` as an int >= 1, or a ConfigError naming the field."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,17 +69,17 @@ class BreakerPolicy:
     backoff: Backoff = field(default_factory=Backoff)
 
     def __post_init__(self) -> None:
-        _count("failure_threshold", self.failure_threshold)
-        _count("max_open_cycles", self.max_open_cycles)
-        if _finite("window", self.window) <= 0:
+        count("failure_threshold", self.failure_threshold)
+        count("max_open_cycles", self.max_open_cycles)
+        if finite("window", self.window) <= 0:
             raise ConfigError(f"window must be > 0, got {self.window!r}")
-        if _finite("cooldown", self.cooldown) < 0:
+        if finite("cooldown", self.cooldown) < 0:
             raise ConfigError(f"cooldown must be >= 0, got {self.cooldown!r}")
-        if _finite("max_cooldown", self.max_cooldown) < self.cooldown:
+        if finite("max_cooldown", self.max_cooldown) < self.cooldown:
             raise ConfigError(
                 f"max_cooldown must be >= cooldown ({self.cooldown!r}), got {self.max_cooldown!r}"
             )
-        if not 0 <= _finite("jitter", self.jitter) < 1:
+        if not 0 <= finite("jitter", self.jitter) < 1:
             raise ConfigError(f"jitter must be in [0, 1), got {self.jitter!r}")
         if not isinstance(self.backoff, Backoff):
             raise ConfigError(f"backoff must be a Backoff, got {self.backoff!r}")

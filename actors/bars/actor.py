@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import polars as pl
 
+from protocols.checks import count, non_negative, positive
 from protocols.errors import ConfigError
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
@@ -76,14 +77,9 @@ class BarsActor:
     ):
         if isinstance(timeframes, str) or not timeframes:
             raise ConfigError("bars need a non-empty list of timeframes, e.g. ['1min', '4hr']")
-        if not isinstance(ring_size, int) or ring_size < 1:
-            raise ConfigError(f"bars ring_size must be an int >= 1, got {ring_size!r}")
-        if not isinstance(grace, int | float) or not 0 <= grace < math.inf:
-            raise ConfigError(f"bars grace must be a finite number >= 0, got {grace!r}")
-        if not isinstance(report_interval, int | float) or not 0 < report_interval < math.inf:
-            raise ConfigError(
-                f"bars report_interval must be a finite number > 0, got {report_interval!r}"
-            )
+        count("bars ring_size", ring_size)
+        non_negative("bars grace", grace)
+        positive("bars report_interval", report_interval)
         parsed = {tf.name: tf for tf in map(parse_timeframe, timeframes)}
         self.timeframes: tuple[Timeframe, ...] = tuple(parsed.values())
         self._index = {name: k for k, name in enumerate(parsed)}

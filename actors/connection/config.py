@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import msgspec
 
+from protocols.checks import positive
 from protocols.errors import ConfigError
 from protocols.hubs import HubName
 
@@ -39,11 +38,7 @@ class HubTimings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
             "close_timeout",
             "report_interval",
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not (
-                isinstance(value, int | float) and math.isfinite(value) and value > 0
-            ):
-                raise ConfigError(f"hub {name} must be a positive number, got {value!r}")
+            positive(f"hub {name}", getattr(self, name))
         if not 1024 <= self.max_message_size <= 1 << 30:
             raise ConfigError("hub max_message_size must be in 1 KiB..1 GiB")
 

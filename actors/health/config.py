@@ -12,6 +12,7 @@ from typing import TypeGuard
 
 import msgspec
 
+from protocols.checks import positive
 from protocols.errors import ConfigError
 from protocols.hubs import HUBS
 
@@ -56,15 +57,11 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         for name in ("stale_after", "report_interval", "rtt_good", "rtt_bad"):
-            value = getattr(self, name)
-            if not (is_time(value) and value > 0):
-                raise ConfigError(f"health {name} must be a finite number > 0, got {value!r}")
+            positive(f"health {name}", getattr(self, name))
         if self.rtt_good >= self.rtt_bad:
             raise ConfigError("health rtt_good must be below rtt_bad")
         for name in ScoreWeights.__struct_fields__:
-            value = getattr(self.weights, name)
-            if not (is_time(value) and value > 0):
-                raise ConfigError(f"health weight {name} must be > 0, got {value!r}")
+            positive(f"health weight {name}", getattr(self.weights, name))
         for name, high in (("max_contracts", 10**7), ("rtt_window", 10_000), ("max_reasons", 1000)):
             value = getattr(self, name)
             if type(value) is not int or not 1 <= value <= high:

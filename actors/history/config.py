@@ -6,12 +6,12 @@ config accepts: every unit ``parse_timeframe`` knows has a row in each.
 
 from __future__ import annotations
 
-import math
 from typing import Final
 
 import msgspec
 
 from protocols import gateway as gw
+from protocols.checks import non_negative, positive
 from protocols.errors import ConfigError
 from protocols.timeframes import parse_timeframe
 
@@ -118,13 +118,9 @@ class HistoryConfig(msgspec.Struct, frozen=True, kw_only=True):
         if not 1 <= self.max_attempts <= 100:
             raise ConfigError(f"history: max_attempts must be in 1..100, got {self.max_attempts}")
         for name in ("min_lookback", "retry_after_max", "cut_margin", "settle"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ConfigError(f"history: {name} must be a finite number >= 0, got {value!r}")
+            non_negative(f"history: {name}", getattr(self, name))
         for name in ("request_timeout", "token_timeout", "backoff_min", "backoff_max"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"history: {name} must be a finite number > 0, got {value!r}")
+            positive(f"history: {name}", getattr(self, name))
         if self.backoff_min > self.backoff_max:
             raise ConfigError("history: backoff_min must not exceed backoff_max")
         if not 0 <= self.backoff_jitter < 1:

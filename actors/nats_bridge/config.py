@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 import msgspec
 
+from protocols.checks import count, non_negative, positive
 from protocols.errors import ConfigError
 
 
@@ -46,11 +46,8 @@ class NatsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
         if not self.durable or any(c in self.durable for c in " .*>/\\"):
             raise ConfigError(f"nats durable name {self.durable!r} may not hold spaces, . * > / \\")
         for name in ("buffer", "window", "fetch"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"nats {name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_age", "duplicate_window", "ack_timeout", "connect_timeout"):
-            value = getattr(self, name)
-            if not math.isfinite(value) or value < 0:
-                raise ConfigError(f"nats {name} must be finite and >= 0, got {value}")
-        if self.ack_timeout <= 0 or self.connect_timeout <= 0:
-            raise ConfigError("nats ack_timeout and connect_timeout must be > 0")
+            count(f"nats {name}", getattr(self, name))
+        for name in ("max_age", "duplicate_window"):
+            non_negative(f"nats {name}", getattr(self, name))
+        for name in ("ack_timeout", "connect_timeout"):
+            positive(f"nats {name}", getattr(self, name))

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import msgspec
 
-from protocols.errors import ConfigError
+from protocols.checks import count, non_negative
 
 # Rule order per kind (the first failing rule names the reason); "malformed" is a non-object item.
 _TIME_RULES = ("timestamp", "future", "too_old", "stale")
@@ -33,8 +31,6 @@ class ValidationConfig(msgspec.Struct, frozen=True):
 
     def __post_init__(self) -> None:
         for name in ("max_future", "max_age", "stale_after", "max_spike"):
-            value = getattr(self, name)
-            if not 0.0 <= value < math.inf:
-                raise ConfigError(f"validation.{name} must be a finite number >= 0, got {value}")
-        if self.batch_limit < 1 or self.report_every < 1:
-            raise ConfigError("validation.batch_limit and report_every must be >= 1")
+            non_negative(f"validation.{name}", getattr(self, name))
+        for name in ("batch_limit", "report_every"):
+            count(f"validation.{name}", getattr(self, name))

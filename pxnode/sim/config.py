@@ -6,6 +6,7 @@ import math
 
 import msgspec
 
+from protocols.checks import positive
 from protocols.errors import ConfigError
 from protocols.rest import RestLimits
 from pxnode.sim.faults import parse_faults
@@ -54,9 +55,7 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True):
         if unknown:
             raise ConfigError(f"unknown contracts {unknown}; known: {', '.join(CONTRACTS)}")
         for name in ("token_ttl", "ping_interval", "client_timeout", "tick", "history_hours"):
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ConfigError(f"{name} must be a positive number of seconds, got {value}")
+            positive(name, getattr(self, name))
         if self.max_message_size < 1024:
             raise ConfigError(
                 f"max_message_size must be at least 1024, got {self.max_message_size}"

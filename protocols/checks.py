@@ -1,0 +1,43 @@
+"""Number checks for config fields: one wording, one treatment of NaN, inf and bool.
+
+NaN compares false with everything, so a bare range check lets it through;
+``True`` is an int to Python but never a meaningful duration or count. Every
+config of the node validates its numbers here, so every bad value is refused
+the same way: a ``ConfigError`` naming the field and the value.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .errors import ConfigError
+
+
+def finite(name: str, value: object) -> float:
+    """``value`` as a float, or a ConfigError naming the field (NaN, inf and bool refused)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def non_negative(name: str, value: object) -> float:
+    """A finite number >= 0 (a duration that may be zero, a threshold)."""
+    number = finite(name, value)
+    if number < 0:
+        raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+    return number
+
+
+def positive(name: str, value: object) -> float:
+    """A finite number > 0 (an interval, a timeout)."""
+    number = finite(name, value)
+    if number <= 0:
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
+    return number
+
+
+def count(name: str, value: object, minimum: int = 1) -> int:
+    """An integer >= ``minimum`` (a size, a capacity, a number of attempts)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return value
