@@ -22,7 +22,7 @@ def test_what_is_no_finite_number_is_refused_by_every_check(value: object) -> No
 def test_ranges_pass_at_exactly_their_bound() -> None:
     assert finite("x", -3) == -3.0 and isinstance(finite("x", 2), float)
     assert non_negative("x", 0) == 0.0
-    with pytest.raises(ConfigError, match=">= 0, got -0.5"):
+    with pytest.raises(ConfigError, match=r">= 0, got -0\.5"):
         non_negative("x", -0.5)
     assert positive("x", 1e-9) == 1e-9
     with pytest.raises(ConfigError, match="> 0, got 0"):
