@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from protocols.mailboxes import MailboxStatistics
 from protocols.secrets import Secret
 
 
@@ -303,6 +304,12 @@ class BackfillState(Message, frozen=True):
 
 
 # ----------------------------------------------------------------------- stats
+
+
+class MailboxesSampled(Message, frozen=True):
+    """Every mailbox of the node at one instant (the clock sends it to stats each tick)."""
+
+    mailboxes: list[MailboxStatistics]
 
 
 class CountersReported(Message, frozen=True):

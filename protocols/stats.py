@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 
 import msgspec
 
+from protocols.mailboxes import MailboxStatistics
 from protocols.messages import BreakerState
 
 
@@ -37,12 +38,6 @@ class LatencySummary(msgspec.Struct, frozen=True):
     p50: float
     p99: float
     max: float
-
-
-class MailboxStats(msgspec.Struct, frozen=True):
-    depth: int
-    capacity: int
-    dropped: int
 
 
 class ChildStats(msgspec.Struct, frozen=True):
@@ -77,7 +72,7 @@ class StatsSnapshot(msgspec.Struct, frozen=True):
     gauges: dict[str, float]
     rates: dict[str, float]
     latencies: dict[str, LatencySummary]
-    mailboxes: dict[str, MailboxStats]
+    mailboxes: dict[str, MailboxStatistics]
     children: dict[str, ChildStats]
     escalations: dict[str, int]
     dropped: dict[str, int]

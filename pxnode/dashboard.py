@@ -43,7 +43,6 @@ from supervisors.node import Node
 from .dashboard_render import (
     MAX_CONTRACTS,
     DashboardView,
-    MailboxView,
     QuoteView,
     SeriesView,
     render,
@@ -117,7 +116,7 @@ def _series(frame: pl.DataFrame, timeframe: str, now_us: int, bars_n: int) -> Se
     return SeriesView(tuple(row["close"] for row in rows[-bars_n:]), forming)
 
 
-def _busiest(node: Node) -> tuple[MailboxView, ...]:
+def _busiest(node: Node) -> tuple[MailboxStatistics, ...]:
     # An actor mailbox attached to topics is listed once per topic: count it once.
     unique = {s.name: s for s in node.mailbox_statistics()}.values()
 
@@ -126,7 +125,7 @@ def _busiest(node: Node) -> tuple[MailboxView, ...]:
         return (fill >= 0.5 or s.dropped > 0, fill, s.dropped)
 
     ranked = sorted(unique, key=load, reverse=True)[:MAX_MAILBOXES]
-    return tuple(MailboxView(s.name, s.depth, s.capacity, s.dropped) for s in ranked)
+    return tuple(ranked)
 
 
 def describe_event(msg: object) -> str | None:

@@ -22,6 +22,7 @@ from rich.console import Group, RenderableType
 from rich.text import Text
 
 from protocols.health import HealthReport
+from protocols.mailboxes import MailboxStatistics
 from protocols.messages import Bar
 
 from .snapshot import NodeSnapshot
@@ -49,13 +50,6 @@ class SeriesView(msgspec.Struct, frozen=True):
     forming: Bar | None
 
 
-class MailboxView(msgspec.Struct, frozen=True):
-    name: str
-    depth: int
-    capacity: int
-    dropped: int
-
-
 class DashboardView(msgspec.Struct, frozen=True):
     """Everything one frame shows, taken at (almost) one instant."""
 
@@ -67,7 +61,7 @@ class DashboardView(msgspec.Struct, frozen=True):
     quotes: dict[str, QuoteView]
     series: dict[str, dict[str, SeriesView]]
     """contract -> timeframe -> bars, for the first ``MAX_CONTRACTS`` contracts."""
-    mailboxes: tuple[MailboxView, ...]
+    mailboxes: tuple[MailboxStatistics, ...]
     """Busiest first: near full or dropping, then by fill and drops."""
     events: tuple[str, ...]
     """Recent supervision, breaker and connection events, oldest first."""

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 
 from protocols.interfaces import ActorContext, Inbox
-from protocols.messages import CountersReported, Tick
+from protocols.messages import MailboxesSampled, Tick
 
 from .registry import Registry
 
@@ -41,14 +41,4 @@ class ClockActor:
             for ref in refs:
                 ref.try_tell(tick)  # a busy actor gets the next one: ticks carry absolute time
             if stats is not None:
-                stats.try_tell(self._mailbox_report())
-
-    def _mailbox_report(self) -> CountersReported:
-        counters: dict[str, int] = {}
-        gauges: dict[str, float] = {}
-        for s in self._registry.mailbox_statistics():
-            counters[f"{s.name}.dropped"] = s.dropped
-            counters[f"{s.name}.told"] = s.told
-            gauges[f"{s.name}.depth"] = s.depth
-            gauges[f"{s.name}.capacity"] = s.capacity
-        return CountersReported(source="mailboxes", counters=counters, gauges=gauges)
+                stats.try_tell(MailboxesSampled(self._registry.mailbox_statistics()))

@@ -21,7 +21,6 @@ actor still drains what is queued, then its ``receive`` raises EndOfStream.
 
 from __future__ import annotations
 
-import enum
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
@@ -30,15 +29,10 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from protocols.errors import ConfigError, MailboxClosed, MailboxFull
+from protocols.mailboxes import MailboxStatistics as MailboxStatistics
+from protocols.mailboxes import OverflowPolicy as OverflowPolicy
 
 T = TypeVar("T")
-
-
-class OverflowPolicy(enum.Enum):
-    BLOCK = "block"
-    DROP_OLDEST = "drop_oldest"
-    DROP_NEWEST = "drop_newest"
-    FAIL = "fail"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,17 +46,6 @@ class MailboxSpec:
 
 
 DEFAULT_MAILBOX = MailboxSpec()
-
-
-@dataclass(frozen=True, slots=True)
-class MailboxStatistics:
-    name: str
-    policy: OverflowPolicy
-    capacity: int
-    depth: int
-    told: int
-    dropped: int
-    closed: bool
 
 
 class Mailbox(Generic[T]):

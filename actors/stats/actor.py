@@ -33,6 +33,7 @@ import psutil
 
 from protocols.errors import PxError
 from protocols.interfaces import ActorContext, Inbox
+from protocols.mailboxes import MailboxStatistics
 from protocols.messages import (
     BreakerTransitioned,
     ChildExited,
@@ -41,13 +42,14 @@ from protocols.messages import (
     ChildStarted,
     CountersReported,
     GetStats,
+    MailboxesSampled,
     Request,
     Stop,
     SupervisionEvent,
     SupervisorEscalated,
     Tick,
 )
-from protocols.stats import ChildStats, MailboxStats, StatsSnapshot
+from protocols.stats import ChildStats, StatsSnapshot
 
 from .config import StatsConfig, is_gauge
 from .windows import LatencySeries, LogScale, RateWindow
@@ -56,7 +58,6 @@ _MAX_COUNT = 2**63 - 1  # what a Prometheus/JSON consumer can still hold exactly
 _BATCH = 256
 _EXIT_REASONS = frozenset({"normal", "failed", "cancelled"})
 _BREAKER_STATES = frozenset({"closed", "open", "half_open"})
-_MAILBOX_FIELDS = ("depth", "capacity", "dropped")
 _REPLY_ERRORS = (PxError, anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError)
 
 
@@ -87,7 +88,7 @@ class StatsActor:
         self._sources: dict[str, _Source] = {}
         self._keys = 0  # counters + gauges stored over all sources
         self._latency_keys = 0
-        self._mailboxes: dict[str, MailboxStats] = {}
+        self._mailboxes: dict[str, MailboxStatistics] = {}
         self._mailboxes_at = 0.0
         self._children: dict[str, ChildStats] = {}
         self._escalations: dict[str, int] = {}
@@ -111,6 +112,8 @@ class StatsActor:
         match msg:
             case CountersReported():
                 self.on_counters_reported(msg)
+            case MailboxesSampled():
+                self.on_mailboxes_sampled(msg)
             case (
                 ChildStarted()
                 | ChildExited()
@@ -140,9 +143,6 @@ class StatsActor:
             isinstance(r, dict) for r in reports
         ):
             self._dropped["invalid"] += 1
-            return
-        if source == "mailboxes":
-            self._on_mailboxes(msg.counters | msg.gauges, now)
             return
         src = self._sources.get(source)
         if src is None:
@@ -214,19 +214,18 @@ class StatsActor:
                 else:
                     self._dropped["invalid"] += 1
 
-    def _on_mailboxes(self, values: Mapping[Any, Any], now: float) -> None:
-        boxes: dict[str, dict[str, int]] = {}
-        for key, value in values.items():
-            name, _, field = key.rpartition(".") if isinstance(key, str) else ("", "", "")
-            if not (self._name_ok(name) and field in _MAILBOX_FIELDS and is_gauge(value)):
+    def on_mailboxes_sampled(self, msg: MailboxesSampled) -> None:
+        """The newest sample replaces the last; at most ``max_mailboxes`` are kept."""
+        boxes: dict[str, MailboxStatistics] = {}
+        for box in msg.mailboxes if isinstance(msg.mailboxes, list) else ():
+            if not (isinstance(box, MailboxStatistics) and self._name_ok(box.name)):
                 self._dropped["invalid"] += 1
-            elif name not in boxes and len(boxes) >= self._config.max_mailboxes:
+            elif len(boxes) >= self._config.max_mailboxes:
                 self._dropped["mailboxes"] += 1
             else:
-                boxes.setdefault(name, {})[field] = min(max(int(value), 0), _MAX_COUNT)
-        zero = dict.fromkeys(_MAILBOX_FIELDS, 0)
-        self._mailboxes = {name: MailboxStats(**(zero | f)) for name, f in boxes.items()}
-        self._mailboxes_at = now
+                boxes[box.name] = box
+        self._mailboxes = boxes
+        self._mailboxes_at = anyio.current_time()
 
     # -------------------------------------------------------- supervision
 

@@ -21,6 +21,7 @@ import trio.testing
 
 from actors.stats import BAR_BYTES, StatsActor, StatsConfig, dynamic_limits
 from protocols.errors import ConfigError, MailboxClosed
+from protocols.mailboxes import MailboxStatistics, OverflowPolicy
 from protocols.messages import (
     BreakerTransitioned,
     ChildExited,
@@ -29,6 +30,7 @@ from protocols.messages import (
     ChildStarted,
     CountersReported,
     GetStats,
+    MailboxesSampled,
     Request,
     Stop,
     SupervisorEscalated,
@@ -37,7 +39,6 @@ from protocols.messages import (
 from protocols.stats import (
     ChildStats,
     LatencySummary,
-    MailboxStats,
     StatsSnapshot,
     metric_name,
     render_prometheus,
@@ -418,7 +419,7 @@ async def test_sources_that_stop_reporting_expire_and_free_their_budget(
     async with running(config) as h:
         await h.tell(report("dies", {"a": 1, "b": 2}, latencies={"l": [0.1]}))
         await h.tell(report("lives", {"c": 3}))
-        await h.tell(report("mailboxes", {"bars.dropped": 1}))
+        await h.tell(MailboxesSampled([box("bars", dropped=1)]))
         await h.tell(report("third", {"d": 4}))  # no room yet
         for _ in range(4):
             await anyio.sleep(10.0)
@@ -426,7 +427,7 @@ async def test_sources_that_stop_reporting_expire_and_free_their_budget(
         snap = await h.stats()
         assert snap.counters == {"lives.c": 3} and snap.latencies == {}
         assert snap.mailboxes == {}
-        assert snap.dropped == {"sources": 1, "expired": 2}
+        assert snap.dropped == {"sources": 1, "expired": 2}  # "dies" and the mailboxes
         await h.tell(report("third", {"d": 4, "e": 5}, latencies={"m": [0.2]}))
         snap = await h.stats()
     assert snap.counters == {"lives.c": 3, "third.d": 4, "third.e": 5}
@@ -436,21 +437,18 @@ async def test_sources_that_stop_reporting_expire_and_free_their_budget(
 # ------------------------------------------------------------------ mailboxes
 
 
+def box(name: str, depth: int = 0, capacity: int = 1024, dropped: int = 0) -> MailboxStatistics:
+    return MailboxStatistics(name, OverflowPolicy.BLOCK, capacity, depth, depth, dropped, False)
+
+
 @pytest.mark.trio
-async def test_mailbox_reports_become_mailbox_stats() -> None:
+async def test_a_mailbox_sample_is_kept_as_it_came_bounded_and_checked() -> None:
     async with running(StatsConfig(max_mailboxes=2)) as h:
-        await h.tell(
-            report(
-                "mailboxes",
-                {"bars.dropped": 4, "connection.market.dropped": 0, "third.dropped": 1},
-                gauges={"bars.depth": 12, "bars.capacity": 1024.0, "bad": 1, "x.color": 2},
-            )
-        )
+        bars, market = box("bars", 12, 1024, 4), box("connection.market")
+        odd: list[Any] = [bars, "not statistics", box(""), market, box("third", dropped=1)]
+        await h.tell(MailboxesSampled(odd))
         snap = await h.stats()
-    assert snap.mailboxes == {
-        "bars": MailboxStats(depth=12, capacity=1024, dropped=4),
-        "connection.market": MailboxStats(depth=0, capacity=0, dropped=0),
-    }
+    assert snap.mailboxes == {"bars": bars, "connection.market": market}
     assert snap.counters == {}
     assert snap.dropped == {"mailboxes": 1, "invalid": 2}
 
@@ -610,7 +608,7 @@ async def test_prometheus_text_from_a_live_actor_parses() -> None:
         await h.tell(
             report("validation", {"trades_accepted": 10, "rejected.spike": 2}, gauges={"lag": 0.5}),
             report("bars", latencies={"trade_to_bar": [0.001, 0.002, 0.003]}),
-            report("mailboxes", {"bars.dropped": 3}, gauges={"bars.depth": 1}),
+            MailboxesSampled([box("bars", depth=1, dropped=3)]),
             ChildStarted(supervisor="node", child="auth", incarnation=1),
             SupervisorEscalated(supervisor="node", reason="x"),
             "junk",
@@ -637,7 +635,7 @@ async def test_prometheus_text_from_a_live_actor_parses() -> None:
 def test_prometheus_escapes_label_values() -> None:
     nasty = 'a"b\\c\nd}e,f="g'
     snap = sample_snapshot(
-        mailboxes={nasty: MailboxStats(1, 2, 3)},
+        mailboxes={nasty: box(nasty, depth=1, capacity=2, dropped=3)},
         children={"x": ChildStats(supervisor=nasty, child="\\")},
         counters={"s.a.b": 1, "s.a_b": 2},  # sanitize to one family: told apart by "key"
     )

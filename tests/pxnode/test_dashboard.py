@@ -17,6 +17,7 @@ from protocols.errors import ConfigError
 from protocols.health import ContractHealth, HealthComponents, HealthReport, HubHealth
 from protocols.hubs import Disconnected, HeartbeatMeasured
 from protocols.interfaces import Inbox
+from protocols.mailboxes import MailboxStatistics
 from protocols.messages import (
     Bar,
     BreakerTransitioned,
@@ -34,7 +35,6 @@ from protocols.stats import StatsSnapshot
 from pxnode.dashboard import collect_view, describe_event, run_dashboard, run_json
 from pxnode.dashboard_render import (
     DashboardView,
-    MailboxView,
     QuoteView,
     SeriesView,
     render,
@@ -101,6 +101,10 @@ def hub(breaker: str, connected: bool, reconnects: int) -> HubHealth:
     )
 
 
+def mailbox(name: str, depth: int, capacity: int, dropped: int) -> MailboxStatistics:
+    return MailboxStatistics(name, OverflowPolicy.BLOCK, capacity, depth, depth, dropped, False)
+
+
 def synthetic_view(contracts: list[str], events: int = 6) -> DashboardView:
     prices = {c: 21034.25 - 1000 * k for k, c in enumerate(contracts)}
     snapshot = NodeSnapshot(
@@ -147,11 +151,11 @@ def synthetic_view(contracts: list[str], events: int = 6) -> DashboardView:
         quotes={c: QuoteView(bid=p - 0.25, ask=p + 0.25, last=p) for c, p in prices.items()},
         series=series,
         mailboxes=(
-            MailboxView("dashboard.quotes", 1024, 1024, 17),
-            MailboxView("bars", 12, 4096, 0),
-            MailboxView("validation", 3, 4096, 0),
-            MailboxView("stats", 0, 1024, 0),
-            MailboxView("health", 0, 1024, 0),
+            mailbox("dashboard.quotes", 1024, 1024, 17),
+            mailbox("bars", 12, 4096, 0),
+            mailbox("validation", 3, 4096, 0),
+            mailbox("stats", 0, 1024, 0),
+            mailbox("health", 0, 1024, 0),
         ),
         events=tuple(
             f"15:04:0{k} market breaker closed → open (cool-down 30s)" for k in range(events)
@@ -215,7 +219,7 @@ def test_render_keeps_huge_numbers_inside_their_columns() -> None:
     view = synthetic_view([MNQ])
     huge = msgspec.structs.replace(
         view,
-        mailboxes=(MailboxView("a.very.long.mailbox.name", 123_456, 1_000_000, 2**63 - 1),),
+        mailboxes=(mailbox("a.very.long.mailbox.name", 123_456, 1_000_000, 2**63 - 1),),
         events=("x" * 500,),
         snapshot=msgspec.structs.replace(view.snapshot, uptime_s=10**9, rss_bytes=2**34),
     )

@@ -17,6 +17,7 @@ from protocols.messages import (
     Flush,
     GetStats,
     HubMessageReceived,
+    MailboxesSampled,
     Request,
     Tick,
 )
@@ -75,10 +76,11 @@ async def test_override_replaces_an_actor_by_name(autojump_clock: object) -> Non
         await anyio.sleep(3.5)
         assert await node.ref("stats").ask(GetStats(), timeout=1) == "fake snapshot"
     reports = [m for m in fake.seen if isinstance(m, CountersReported)]
-    mailboxes = [r for r in reports if r.source == "mailboxes"]
-    assert len(mailboxes) == 3  # one per tick at 1, 2, 3 s
-    assert mailboxes[0].gauges["bars.capacity"] == 4096
-    assert {r.source for r in reports} == {"mailboxes", "bars", "validation", "health"}
+    samples = [m for m in fake.seen if isinstance(m, MailboxesSampled)]
+    assert len(samples) == 3  # one per tick at 1, 2, 3 s
+    bars = {box.name: box for box in samples[0].mailboxes}["bars"]
+    assert (bars.capacity, bars.policy) == (4096, OverflowPolicy.BLOCK)
+    assert {r.source for r in reports} == {"bars", "validation", "health"}
 
 
 @pytest.mark.trio
