@@ -279,19 +279,25 @@ async def _run_node(
     metrics_port: int | None,
 ) -> int:
     from .dashboard import run_dashboard, run_json
-    from .metrics import serve_metrics
+    from .metrics import metrics_listener, serve_metrics
 
-    async with open_node(config) as node, anyio.create_task_group() as tg:
-        if metrics_port is not None:
-            port = await tg.start(serve_metrics, node, metrics_port)
-            typer.echo(f"pxnode: metrics at http://127.0.0.1:{port}/metrics", err=True)
-        if json:
-            await run_json(node, stopping.event, duration=duration)
-        else:
-            await run_dashboard(
-                node, stopping.event, timeframes=config.bars.timeframes, duration=duration
-            )
-        tg.cancel_scope.cancel()
+    # Bound before the node starts: a port in use is one line, not a started node.
+    listener = None if metrics_port is None else await metrics_listener(metrics_port)
+    try:
+        async with open_node(config) as node, anyio.create_task_group() as tg:
+            if listener is not None:
+                port = await tg.start(serve_metrics, node, listener)
+                typer.echo(f"pxnode: metrics at http://127.0.0.1:{port}/metrics", err=True)
+            if json:
+                await run_json(node, stopping.event, duration=duration)
+            else:
+                await run_dashboard(
+                    node, stopping.event, timeframes=config.bars.timeframes, duration=duration
+                )
+            tg.cancel_scope.cancel()
+    finally:
+        if listener is not None:
+            await listener.aclose()
     return 0
 
 

@@ -2,63 +2,113 @@
 
 A tiny h11 server on loopback; each scrape asks the stats actor for a fresh
 snapshot, so the scrape and ``--json`` show the same numbers.
+
+A scraper is not trusted to behave: a request that is not HTTP gets a 400, a
+client that resets mid-answer (a scrape timeout) or says nothing for
+``REQUEST_TIMEOUT`` is dropped, and every such connection is counted in
+``counters``. ``pxnode.listen.serve`` keeps any failure of one connection
+inside it, so the endpoint never ends the node that runs it.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import anyio
 import h11
 from anyio.abc import SocketStream
+from anyio.streams.stapled import MultiListener
 
+from protocols.errors import PxError
 from protocols.stats import render_prometheus
+from pxnode.listen import bind, local_port, serve
 
 MAX_REQUEST = 16 * 1024
+REQUEST_TIMEOUT = 10.0
+"""Seconds a client has to send its whole request."""
+
+
+async def metrics_listener(port: int, host: str = "127.0.0.1") -> MultiListener[SocketStream]:
+    """The endpoint's socket, bound before the node starts (``ConfigError`` if it cannot be)."""
+    return await bind(host, port, "--metrics-port")
 
 
 async def serve_metrics(
     node: Any,
-    port: int,
+    port: int | MultiListener[SocketStream],
     host: str = "127.0.0.1",
     *,
+    counters: Counter[str] | None = None,
     task_status: anyio.abc.TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve until cancelled; reports the bound port through ``task_status``."""
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port)
+    """Serve until cancelled on ``port`` (or an already bound listener); reports the port
+    through ``task_status``."""
+    counters = counters if counters is not None else Counter()
+    listener = await metrics_listener(port, host) if isinstance(port, int) else port
     async with listener:
-        task_status.started(listener.extra(anyio.abc.SocketAttribute.local_port))
+        task_status.started(local_port(listener))
 
         async def handle(stream: SocketStream) -> None:
-            async with stream:
-                await _answer(node, stream)
+            try:
+                await _answer(node, stream, counters)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                counters["clients_gone"] += 1
 
-        await listener.serve(handle)
+        await serve(listener, handle, counters)
 
 
-async def _answer(node: Any, stream: SocketStream) -> None:
+async def _answer(node: Any, stream: SocketStream, counters: Counter[str]) -> None:
     conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_REQUEST)
+    try:
+        with anyio.move_on_after(REQUEST_TIMEOUT) as waiting:
+            event = await _request(conn, stream)
+    except h11.RemoteProtocolError:
+        counters["requests_malformed"] += 1
+        if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+            await _send(conn, stream, 400, b"bad request: try GET /metrics\n", b"text/plain")
+        return
+    if waiting.cancelled_caught:
+        counters["request_timeouts"] += 1
+        return
+    if event is None:
+        return  # closed before a whole request
+    if event.method != b"GET" or event.target.split(b"?")[0] != b"/metrics":
+        await _send(conn, stream, 404, b"not found: try GET /metrics\n", b"text/plain")
+        return
+    try:
+        text = render_prometheus(await node.stats())
+    except PxError as error:  # the stats actor is restarting, or the node stops
+        await _send(conn, stream, 503, f"stats unavailable: {error}\n".encode(), b"text/plain")
+        return
+    await _send(conn, stream, 200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8")
+
+
+async def _request(conn: h11.Connection, stream: SocketStream) -> h11.Request | None:
+    """The request line and headers; None if the peer closed first.
+
+    Raises ``h11.RemoteProtocolError`` if the bytes are not an HTTP request."""
     while True:
         event = conn.next_event()
-        if event is h11.NEED_DATA:
-            try:
-                with anyio.fail_after(10):
-                    conn.receive_data(await stream.receive(4096))
-            except (anyio.EndOfStream, anyio.BrokenResourceError, TimeoutError):
-                return
-            except h11.RemoteProtocolError:
-                return
-            continue
         if isinstance(event, h11.Request):
-            break
-        return
-    if event.method != b"GET" or event.target.split(b"?")[0] != b"/metrics":
-        status, body, kind = 404, b"not found: try GET /metrics\n", b"text/plain"
-    else:
-        text = render_prometheus(await node.stats())
-        status, body, kind = 200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8"
-    headers = [(b"content-type", kind), (b"content-length", str(len(body)).encode())]
-    headers.append((b"connection", b"close"))
+            return event
+        if event is not h11.NEED_DATA:
+            return None  # the peer closed before a request
+        try:
+            data = await stream.receive(4096)
+        except anyio.EndOfStream:
+            data = b""  # h11 reads b"" as the peer's EOF
+        conn.receive_data(data)
+
+
+async def _send(
+    conn: h11.Connection, stream: SocketStream, status: int, body: bytes, kind: bytes
+) -> None:
+    headers = [
+        (b"content-type", kind),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+    ]
     data = conn.send(h11.Response(status_code=status, headers=headers))
     data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
     await stream.send(data)

@@ -38,6 +38,9 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True):
     token_ttl: float = 24 * 3600.0
     ping_interval: float = 15.0
     client_timeout: float = 30.0
+    http_timeout: float = 60.0
+    """Seconds a plain-HTTP connection has to send its next whole request (keep-alive
+    wait included); then it is closed and counted (``http_timeouts``)."""
     max_message_size: int = 1 << 20
     tick: float = 0.02
     history_hours: float = 6.0
@@ -54,7 +57,14 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True):
         unknown = [c for c in self.contracts if c not in CONTRACTS]
         if unknown:
             raise ConfigError(f"unknown contracts {unknown}; known: {', '.join(CONTRACTS)}")
-        for name in ("token_ttl", "ping_interval", "client_timeout", "tick", "history_hours"):
+        for name in (
+            "token_ttl",
+            "ping_interval",
+            "client_timeout",
+            "http_timeout",
+            "tick",
+            "history_hours",
+        ):
             positive(name, getattr(self, name))
         if self.max_message_size < 1024:
             raise ConfigError(

@@ -8,8 +8,9 @@ from contextlib import asynccontextmanager
 
 import anyio
 import anyio.abc
-from anyio.abc import SocketAttribute
 
+from pxnode.listen import bind, local_port
+from pxnode.listen import serve as serve_connections
 from pxnode.sim.config import SimConfig
 from pxnode.sim.server import GatewaySim
 
@@ -24,13 +25,16 @@ def system_clock() -> Callable[[], float]:
 async def running(
     config: SimConfig, *, wall_time: Callable[[], float] | None = None
 ) -> AsyncIterator[GatewaySim]:
-    """A gateway listening on ``config.host``/``config.port`` for the body of the block."""
+    """A gateway listening on ``config.host``/``config.port`` for the body of the block.
+
+    ``ConfigError`` if it cannot listen there; no connection can end it (``pxnode.listen``).
+    """
     gateway = GatewaySim(config, wall_time=wall_time or system_clock())
-    listener = await anyio.create_tcp_listener(local_host=config.host, local_port=config.port)
+    listener = await bind(config.host, config.port, "gateway")
     async with listener, anyio.create_task_group() as tg:
-        gateway.port = listener.extra(SocketAttribute.local_port)
+        gateway.port = local_port(listener)
         await tg.start(gateway.run)
-        tg.start_soon(listener.serve, gateway.handle, tg)
+        tg.start_soon(serve_connections, listener, gateway.handle, gateway.counters)
         try:
             yield gateway
         finally:

@@ -17,6 +17,7 @@ HTTP 429 without a Retry-After header, as the gateway does.
 from __future__ import annotations
 
 import base64
+import logging
 import random
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,8 @@ from pxnode.sim.account import DemoAccounts, mark
 from pxnode.sim.history import SyntheticHistory, retrieve_bars
 from pxnode.sim.market import MarketSim, parse_time
 from pxnode.sim.tokens import Claims, Rejection, TokenAuthority
+
+log = logging.getLogger(__name__)
 
 Headers: TypeAlias = Sequence[tuple[bytes, bytes]]
 Reply: TypeAlias = tuple[int, list[tuple[bytes, bytes]], bytes]
@@ -148,6 +151,7 @@ class RestHandler:
         self.pending_429 = 0
         self.pending_500 = 0
         self.calls = 0
+        self.errors = 0  # requests answered 500 because the handler failed on them
         self.throttled = 0  # 429s for exceeding the rate limits
         limits = limits if limits is not None else RestLimits()
         self._limits = {True: _Window(limits.history), False: _Window(limits.other)}
@@ -172,7 +176,17 @@ class RestHandler:
     # ------------------------------------------------------------------ entry
 
     def handle(self, method: str, target: str, headers: Headers, body: bytes) -> Reply:
+        """The answer to one request; a request the handler cannot cope with is a counted
+        500 (``errors``), never an exception: one request must not stop the gateway."""
         self.calls += 1
+        try:
+            return self._dispatch(method, target, headers, body)
+        except Exception as error:
+            self.errors += 1
+            log.error("REST handler failed on %s %s: %r", method, target[:200], error)
+            return _error(500, "Internal server error")
+
+    def _dispatch(self, method: str, target: str, headers: Headers, body: bytes) -> Reply:
         path, _, query = target.partition("?")
         if path.startswith("/hubs/") and path.endswith("/negotiate"):
             return self._negotiate(method, path[6:-10], query, headers)
@@ -214,6 +228,8 @@ class RestHandler:
                 request = gw.decoder(kind).decode(body)
             except msgspec.DecodeError as exc:
                 return _error(400, f"invalid request body: {exc}")
+            except RecursionError:
+                return _error(400, "invalid request body: nested too deeply")
         return 200, [_JSON], gw.ENCODER.encode(handler(request, claims))
 
     def hub_of(self, connection_id: str) -> str | None:

@@ -163,19 +163,16 @@ class GatewaySim:
     async def _http(self, stream: anyio.abc.ByteStream) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEAD)
         while True:
-            request = await next_event(conn, stream, self.counters)
-            if not isinstance(request, h11.Request):
+            # Each request, the keep-alive wait before it included, must arrive in time:
+            # idle or trickling clients must not pin a file descriptor for ever.
+            with anyio.move_on_after(self.config.http_timeout) as waiting:
+                received = await self._request(conn, stream)
+            if waiting.cancelled_caught:
+                self.counters["http_timeouts"] += 1
                 return
-            body = bytearray()
-            while not isinstance(
-                event := await next_event(conn, stream, self.counters), h11.EndOfMessage
-            ):
-                if not isinstance(event, h11.Data):
-                    return
-                body += event.data
-                if len(body) > MAX_BODY:
-                    await respond(stream, conn, (413, [(b"connection", b"close")], b""))
-                    return
+            if received is None:
+                return
+            request, body = received
             target = request.target.decode("latin-1")
             path, _, query = target.partition("?")
             if request.method == b"GET" and path in ("/hubs/market", "/hubs/user"):
@@ -184,11 +181,30 @@ class GatewaySim:
                 return
             self.counters["http_requests"] += 1
             method = request.method.decode("latin-1")
-            reply = self.rest.handle(method, target, list(request.headers), bytes(body))
+            reply = self.rest.handle(method, target, list(request.headers), body)
             await respond(stream, conn, reply)
             if conn.our_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
+
+    async def _request(
+        self, conn: h11.Connection, stream: anyio.abc.ByteStream
+    ) -> tuple[h11.Request, bytes] | None:
+        """The next request and its body; None when the connection is to end (answered)."""
+        request = await next_event(conn, stream, self.counters)
+        if not isinstance(request, h11.Request):
+            return None
+        body = bytearray()
+        while not isinstance(
+            event := await next_event(conn, stream, self.counters), h11.EndOfMessage
+        ):
+            if not isinstance(event, h11.Data):
+                return None
+            body += event.data
+            if len(body) > MAX_BODY:
+                await respond(stream, conn, (413, [(b"connection", b"close")], b""))
+                return None
+        return request, bytes(body)
 
     # ------------------------------------------------------------------ hubs
 
