@@ -148,6 +148,10 @@ def replay(
     names = _timeframes(timeframes)
     if out.suffix not in (".parquet", ".csv"):
         _fail(f"--out must end in .parquet or .csv, got {out.name!r}")
+    if out.is_dir():
+        _fail(f"--out {str(out)!r} is a directory")
+    if not out.parent.is_dir():  # found now, not after the whole replay
+        _fail(f"--out {str(out)!r}: no such directory {str(out.parent)!r}")
     if (tape is None) == (nats is None):
         _fail("replay takes a TAPE or --nats URL (one of them)")
     if nats is None and (since or until or contracts):

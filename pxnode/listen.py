@@ -78,9 +78,11 @@ async def _accept_loop(
     while True:
         try:
             stream = await listener.accept()
-        except OSError as error:
+        except (OSError, anyio.BrokenResourceError) as error:  # trio's anyio wraps the OSError
             counters["accept_errors"] += 1
-            log.warning("accept failed (%s); pausing %.1f s", error.strerror or error, pause)
+            cause = error if isinstance(error, OSError) else error.__cause__
+            reason = getattr(cause, "strerror", None) or repr(cause)
+            log.warning("accept failed (%s); pausing %.1f s", reason, pause)
             await anyio.sleep(pause)
             pause = min(pause * 2, MAX_ACCEPT_PAUSE)
             continue

@@ -35,6 +35,7 @@ Memory: the node is bounded by its rings and mailboxes; the writer holds one
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -48,7 +49,7 @@ import polars as pl
 from actors.bars import SCHEMA
 from actors.recorder import TapeCounts, read_tape
 from actors.validation import TRADE_REASONS
-from protocols.errors import ConfigError
+from protocols.errors import ConfigError, PxError
 from protocols.interfaces import Inbox
 from protocols.messages import (
     Bar,
@@ -224,7 +225,8 @@ def write_bars(bars: Sequence[Bar], path: str | Path) -> None:
     """Write ``bars`` to ``path``: Parquet for ``.parquet``, CSV for ``.csv``.
 
     The file appears complete or not at all (written aside, then renamed), so
-    an interrupted replay never leaves a truncated output behind.
+    an interrupted replay never leaves a truncated output behind. ``PxError`` if
+    it cannot be written.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -238,5 +240,8 @@ def write_bars(bars: Sequence[Bar], path: str | Path) -> None:
         else:
             frame.write_csv(partial, datetime_format="%Y-%m-%dT%H:%M:%S%.6fZ")
         os.replace(partial, path)
+    except OSError as error:
+        raise PxError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
     finally:
-        partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            partial.unlink(missing_ok=True)

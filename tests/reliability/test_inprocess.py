@@ -1,0 +1,178 @@
+"""Hostile input and faults against the sim, the metrics endpoint and the node, in one process.
+
+Each test reproduces a way one request, connection or input could stop the sim or the
+node (issue 12), through the same code path the command line runs.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+from collections import Counter
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+import trio
+import trio.testing
+
+from protocols import gateway as gw
+from pxnode.metrics import serve_metrics
+from pxnode.sim import GatewaySim, SimConfig, running
+from pxnode.testing import EPOCH, socket_pair
+from supervisors.config import NodeConfig
+from supervisors.node import open_node
+
+NESTED = b"[" * 1000 + b"]" * 1000
+DEEP_LOGIN = b'{"userName":"demo","apiKey":"x","z":' + NESTED + b"}"
+
+
+# ------------------------------------------------------------------ the sim's REST
+
+
+@pytest.mark.anyio
+async def test_a_login_nested_1000_deep_is_a_400_and_the_sim_serves_on(anyio_backend: str) -> None:
+    with anyio.fail_after(10):
+        async with running(SimConfig()) as sim, httpx.AsyncClient(base_url=sim.url) as http:
+            deep = await http.post(
+                "/api/Auth/loginKey",
+                content=DEEP_LOGIN,
+                headers={"content-type": "application/json"},
+            )
+            assert deep.status_code == 400
+            assert "nested too deeply" in deep.json()["errorMessage"]
+            assert (await http.get("/api/Status/ping")).text == "pong"
+            login = {"userName": "demo", "apiKey": "demo-api-key"}
+            assert (await http.post("/api/Auth/loginKey", json=login)).json()["success"]
+
+
+@pytest.mark.anyio
+async def test_a_failing_rest_handler_is_a_counted_500_not_a_dead_listener(
+    anyio_backend: str,
+) -> None:
+    def broken(request: Any, claims: Any) -> gw.RestResponse:
+        raise TypeError("a handler bug")
+
+    with anyio.fail_after(10):
+        async with running(SimConfig()) as sim, httpx.AsyncClient(base_url=sim.url) as http:
+            route = sim.rest._routes["Auth/loginKey"]
+            sim.rest._routes["Auth/loginKey"] = (route[0], broken, route[2])
+            login = {"userName": "demo", "apiKey": "demo-api-key"}
+            failed = await http.post("/api/Auth/loginKey", json=login)
+            assert failed.status_code == 500 and sim.rest.errors == 1
+            assert (await http.get("/api/Status/ping")).text == "pong"
+
+
+@pytest.mark.anyio
+async def test_a_raising_connection_handler_ends_only_its_connection(anyio_backend: str) -> None:
+    with anyio.fail_after(10):
+        async with running(SimConfig()) as sim, httpx.AsyncClient(base_url=sim.url) as http:
+            real = sim._http
+
+            async def exploding(stream: anyio.abc.ByteStream) -> None:
+                sim._http = real  # type: ignore[method-assign]  # only the first one fails
+                raise RuntimeError("a bug in the connection code")
+
+            sim._http = exploding  # type: ignore[method-assign]
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.get("/api/Status/ping")
+            assert sim.counters["handler_errors"] == 1
+            assert (await http.get("/api/Status/ping")).text == "pong"
+
+
+@pytest.mark.trio
+async def test_an_idle_http_connection_is_closed_after_http_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sim = GatewaySim(SimConfig(http_timeout=30.0), wall_time=lambda: EPOCH + trio.current_time())
+    async with anyio.create_task_group() as tg:
+        await tg.start(sim.run)
+        client, server = socket_pair()
+        tg.start_soon(sim.handle, server)
+        started = trio.current_time()
+        async with client:
+            with pytest.raises(anyio.EndOfStream):
+                await client.receive()  # the sim closes it: EOF
+        assert trio.current_time() - started == pytest.approx(30.0)
+        assert sim.counters["http_timeouts"] == 1
+        # A trickling request gets no more time than an idle connection.
+        client, server = socket_pair()
+        tg.start_soon(sim.handle, server)
+        started = trio.current_time()
+        async with client:
+            await client.send(b"POST /api/Status/ping HTTP/1.1\r\n")
+            with pytest.raises((anyio.EndOfStream, anyio.BrokenResourceError)):
+                while True:
+                    with anyio.move_on_after(10):
+                        await client.receive()
+                    await client.send(b"x-slow: 1\r\n")
+        assert trio.current_time() - started == pytest.approx(30.0)
+        assert sim.counters["http_timeouts"] == 2
+        tg.cancel_scope.cancel()
+
+
+# ---------------------------------------------------------------- the metrics endpoint
+
+
+async def _scrape(port: int) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+        return await client.get("/metrics")
+
+
+@pytest.mark.anyio
+async def test_garbage_on_the_metrics_port_gets_a_400_and_the_node_lives(
+    anyio_backend: str,
+) -> None:
+    counters: Counter[str] = Counter()
+    with anyio.fail_after(10):
+        async with (
+            open_node(NodeConfig(tick_interval=0.05)) as node,
+            anyio.create_task_group() as tg,
+        ):
+            port = await tg.start(lambda **kw: serve_metrics(node, 0, counters=counters, **kw))
+            async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+                await stream.send(b"\x00\xffgarbage\r\n\r\n")
+                answer = await stream.receive()
+            assert answer.startswith(b"HTTP/1.1 400")
+            assert counters["requests_malformed"] == 1
+            assert (await _scrape(port)).status_code == 200
+            await node.stats()  # the node still answers
+            tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_scrapers_that_reset_never_take_the_node_down(anyio_backend: str) -> None:
+    counters: Counter[str] = Counter()
+    linger = struct.pack("ii", 1, 0)  # close = RST, as a scrape timeout does
+    with anyio.fail_after(20):
+        async with (
+            open_node(NodeConfig(tick_interval=0.05)) as node,
+            anyio.create_task_group() as tg,
+        ):
+            port = await tg.start(lambda **kw: serve_metrics(node, 0, counters=counters, **kw))
+            for _ in range(30):
+                stream = await anyio.connect_tcp("127.0.0.1", port)
+                raw = stream.extra(anyio.abc.SocketAttribute.raw_socket)
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                await stream.send(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+                await stream.aclose()
+            await anyio.sleep(0.3)
+            assert (await _scrape(port)).status_code == 200
+            assert counters["handler_errors"] == 0
+            await node.stats()
+            tg.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_silent_scraper_is_dropped_after_the_request_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    from pxnode.metrics import REQUEST_TIMEOUT, _answer
+
+    counters: Counter[str] = Counter()
+    client, server = socket_pair()
+    async with client, server:
+        await _answer(None, server, counters)  # type: ignore[arg-type]
+    assert counters["request_timeouts"] == 1
+    assert trio.current_time() == pytest.approx(REQUEST_TIMEOUT)
