@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -31,9 +31,6 @@ from supervisors.node import open_node
 from supervisors.supervisor import unwrap
 
 from .preflight import check_reachable
-
-DEMO_ACCOUNT_ID = 7001
-"""The simulated gateway's demo account (its orders, positions and trades)."""
 
 app = typer.Typer(
     name="pxnode",
@@ -319,11 +316,18 @@ def demo(
     log_level: LogLevel = "warning",
 ) -> None:
     """Run the simulated gateway and a whole node in one process, with a live dashboard."""
-    from pxnode.sim import CONTRACTS, DEFAULT_CONTRACTS, SimConfig, running
+    from pxnode.sim import (
+        DEFAULT_CONTRACTS,
+        DEMO_ACCOUNT_ID,
+        DEMO_API_KEY,
+        DEMO_USERNAME,
+        SimConfig,
+        running,
+    )
 
     names = _timeframes(timeframes)
     wanted = _contracts(contracts) or [spec.id for spec in DEFAULT_CONTRACTS]
-    ids = [_sim_contract(name, CONTRACTS) for name in wanted]
+    ids = [_sim_contract(name) for name in wanted]
     try:
         sim_config = SimConfig(seed=seed, rate=rate, contracts=tuple(ids), faults=faults)
     except PxError as error:
@@ -337,8 +341,8 @@ def demo(
                 market_hub=f"{sim.url}/hubs/market",
                 user_hub=f"{sim.url}/hubs/user",
                 accounts=[DEMO_ACCOUNT_ID],
-                username="demo",
-                api_key=Secret("demo-api-key"),
+                username=DEMO_USERNAME,
+                api_key=Secret(DEMO_API_KEY),
             )
             config = NodeConfig(
                 contracts=ids,
@@ -360,17 +364,14 @@ def _backend(nats: NatsConfig | None) -> str:
     return "trio" if nats is None else "asyncio"
 
 
-def _sim_contract(name: str, known: Mapping[str, Any]) -> str:
-    """The sim knows its contracts: the id, the symbol (MNQ, ES) or the name (MNQZ5)."""
-    if name in known:
-        return name
-    wanted = name.upper()
-    for contract_id, spec in known.items():
-        symbol = spec.symbol_id.rsplit(".", 1)[-1].upper()
-        if wanted in (spec.name.upper(), symbol) or spec.name.upper()[:-2] == wanted:
-            return contract_id
-    _fail(f"unknown contract {name!r}; the simulated gateway has {', '.join(known)}")
-    raise AssertionError
+def _sim_contract(name: str) -> str:
+    from pxnode.sim import CONTRACTS, find_contract
+
+    found = find_contract(name)
+    if found is None:
+        _fail(f"unknown contract {name!r}; the simulated gateway has {', '.join(CONTRACTS)}")
+        raise AssertionError
+    return found
 
 
 def _live_config(

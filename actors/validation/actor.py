@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import msgspec
 
 from protocols.gateway import DEPTH_ARGS, QUOTE_ARGS, TRADE_ARGS, DomType
+from protocols.hubs import USER_EVENTS
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
     ContractSummary,
@@ -44,9 +45,7 @@ I64_MAX = 2**63 - 1
 _INF = math.inf
 _RESET = int(DomType.RESET)
 _DOM_MAX = max(DomType)
-_USER_TARGETS = frozenset(
-    {"GatewayUserAccount", "GatewayUserOrder", "GatewayUserPosition", "GatewayUserTrade"}
-)
+_USER_TARGETS = frozenset(USER_EVENTS)
 _USER_ARGS = msgspec.json.Decoder(list[msgspec.Raw])
 
 

@@ -67,16 +67,20 @@ Example: ``drop@10,stall@20:5,malformed@30:3,oversize@40,expire@50,revoke@60,
 rest429@70:2,rest500@80,slow@90:5,burst@100:5000,drop@every=300,malformed@p=0.01:2``.
 """
 
+from pxnode.sim.account import DEMO_ACCOUNT_ID, DEMO_API_KEY, DEMO_USERNAME
 from pxnode.sim.config import SimConfig
 from pxnode.sim.entry import running, serve, system_clock
 from pxnode.sim.faults import Fault, FaultRule, FaultSchedule, parse_faults
-from pxnode.sim.market import CONTRACTS, DEFAULT_CONTRACTS, ContractSpec, MarketSim
+from pxnode.sim.market import CONTRACTS, DEFAULT_CONTRACTS, ContractSpec, MarketSim, find_contract
 from pxnode.sim.rest import RestHandler, mock_transport
 from pxnode.sim.server import GatewaySim
 
 __all__ = [
     "CONTRACTS",
     "DEFAULT_CONTRACTS",
+    "DEMO_ACCOUNT_ID",
+    "DEMO_API_KEY",
+    "DEMO_USERNAME",
     "ContractSpec",
     "Fault",
     "FaultRule",
@@ -85,6 +89,7 @@ __all__ = [
     "MarketSim",
     "RestHandler",
     "SimConfig",
+    "find_contract",
     "mock_transport",
     "parse_faults",
     "running",

@@ -15,6 +15,9 @@ from protocols.gateway import Account, Order, Position, TradeRecord
 from pxnode.sim.market import CONTRACTS, MarketSim, iso, parse_time
 
 DEMO_ACCOUNT_ID: Final = 7001
+DEMO_USERNAME: Final = "demo"
+DEMO_API_KEY: Final = "demo-api-key"
+"""The login the sim always accepts (the demo and the tests use it)."""
 INACTIVE_ACCOUNT_ID: Final = 7002
 CASH: Final = 50_000.0
 

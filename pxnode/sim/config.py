@@ -9,12 +9,13 @@ import msgspec
 from protocols.checks import positive
 from protocols.errors import ConfigError
 from protocols.rest import RestLimits
+from pxnode.sim.account import DEMO_API_KEY, DEMO_USERNAME
 from pxnode.sim.faults import parse_faults
 from pxnode.sim.market import CONTRACTS, DEFAULT_CONTRACTS
 
 
 def _demo_credentials() -> dict[str, str]:
-    return {"demo": "demo-api-key"}
+    return {DEMO_USERNAME: DEMO_API_KEY}
 
 
 class SimConfig(msgspec.Struct, frozen=True, kw_only=True):

@@ -105,6 +105,20 @@ MORE_CONTRACTS: Final = tuple(
 """Known to the sim (``SimConfig.contracts`` may name them) but not served by default."""
 CONTRACTS: Final = {spec.id: spec for spec in (*DEFAULT_CONTRACTS, *MORE_CONTRACTS)}
 
+
+def find_contract(name: str) -> str | None:
+    """The id of the sim's contract called ``name``: its id, its symbol (MNQ, ES) or its
+    name with or without the expiry (MNQZ5, MNQ); None if the sim has no such contract."""
+    if name in CONTRACTS:
+        return name
+    wanted = name.upper()
+    for contract_id, spec in CONTRACTS.items():
+        symbol = spec.symbol_id.rsplit(".", 1)[-1].upper()
+        if wanted in (spec.name.upper(), symbol) or spec.name.upper()[:-2] == wanted:
+            return contract_id
+    return None
+
+
 DEFAULT_START: Final = 1_764_000_000.0
 """2025-11-24T16:00:00Z, a Monday: the start of a sim that is given no clock."""
 

@@ -38,7 +38,7 @@ from actors.connection import HubTimings
 from actors.health import HealthConfig
 from protocols.hubs import HubName
 from protocols.secrets import Secret
-from pxnode.sim import Fault, GatewaySim, SimConfig
+from pxnode.sim import DEMO_ACCOUNT_ID, DEMO_API_KEY, DEMO_USERNAME, Fault, GatewaySim, SimConfig
 from supervisors.config import BarsConfig, GatewayConfig, NodeConfig
 from supervisors.mailbox import Mailbox, MailboxSpec, OverflowPolicy
 from supervisors.node import Network, Node, open_node
@@ -47,8 +47,8 @@ from supervisors.supervisor import unwrap
 from ._memory import Pipe, socket_pair
 
 MNQ, ES = "CON.F.US.MNQ.Z25", "CON.F.US.EP.Z25"
-ACCOUNT = 7001  # the sim's demo account
-API_KEY = "demo-api-key"
+ACCOUNT = DEMO_ACCOUNT_ID
+API_KEY = DEMO_API_KEY
 HOSTS: dict[HubName, str] = {"market": "market.sim", "user": "user.sim"}
 
 
@@ -199,7 +199,7 @@ def node_config(
             market_hub=f"http://{HOSTS['market']}/hubs/market",
             user_hub=f"http://{HOSTS['user']}/hubs/user",
             accounts=[ACCOUNT],
-            username="demo",
+            username=DEMO_USERNAME,
             api_key=Secret(api_key),
             hub_timings=hub_timings or HubTimings(),
         ),
