@@ -28,6 +28,7 @@ secret can reach a tape through it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,10 +189,13 @@ def encode_line(msg: HubMessageReceived) -> bytes | None:
 class TapeRecorder:
     """Appends every ``HubMessageReceived`` of its inbox to the tape at ``path``.
 
-    Lines go through a ``BUFFER_SIZE`` write buffer, flushed on every Tick (so a
-    crash loses at most one tick interval), on a ``Flush`` ask (the reply, the
-    cumulative counters, comes once the data reached the file) and when the
-    inbox ends or a ``Stop`` arrives; then the file is closed.
+    Lines go through a ``BUFFER_SIZE`` write buffer, flushed on every Tick (the
+    node's clock ticks the recorder, so a ``kill -9`` loses at most one tick
+    interval), on a ``Flush`` ask (the reply, the cumulative counters, comes
+    once the data reached the file) and when the inbox ends or a ``Stop``
+    arrives; then the file is closed. A tape that cannot be opened, written or
+    flushed (a missing directory, a full disk) raises ``TapeError``: no restart
+    can fix that, so the node stops with that one line.
 
     File I/O is synchronous on purpose: a buffered write is a memcpy and a
     flush one syscall, far cheaper than a thread hop, and nothing else runs in
@@ -210,28 +214,34 @@ class TapeRecorder:
 
     async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
         stats = ctx.ref("stats")
-        with self._open() as tape:
+        tape = self._open()
+        try:
             ctx.report_healthy()
-            while batch := await inbox.receive_batch(BATCH_LIMIT):
-                stop = False
-                for msg in batch:
-                    if type(msg) is HubMessageReceived:
-                        self.on_hub_message(tape, msg)
-                    elif isinstance(msg, Tick):
-                        self._flush(tape)
-                        self._report(stats)
-                    elif isinstance(msg, Request) and isinstance(msg.body, Flush):
-                        self._flush(tape)
-                        msg.reply.tell_nowait(dict(self.counters))
-                    elif isinstance(msg, Stop):
-                        stop = True
-                        break
-                    else:
-                        self.counters["messages_ignored"] += 1
-                if stop:
-                    break
+            await self._record(tape, inbox, stats)
             self._flush(tape)
+        except BaseException:
+            # The error in flight says it all; closing would only try the same flush again.
+            with contextlib.suppress(OSError):
+                tape.close()
+            raise
+        self._close(tape)
         self._report(stats)
+
+    async def _record(self, tape: BinaryIO, inbox: Inbox[Any], stats: Ref[Any]) -> None:
+        while batch := await inbox.receive_batch(BATCH_LIMIT):
+            for msg in batch:
+                if type(msg) is HubMessageReceived:
+                    self.on_hub_message(tape, msg)
+                elif isinstance(msg, Tick):
+                    self._flush(tape)
+                    self._report(stats)
+                elif isinstance(msg, Request) and isinstance(msg.body, Flush):
+                    self._flush(tape)
+                    msg.reply.tell_nowait(dict(self.counters))
+                elif isinstance(msg, Stop):
+                    return
+                else:
+                    self.counters["messages_ignored"] += 1
 
     def _open(self) -> BinaryIO:
         try:
@@ -254,6 +264,12 @@ class TapeRecorder:
     def _flush(self, tape: BinaryIO) -> None:
         try:
             tape.flush()
+        except OSError as error:
+            raise TapeError(f"cannot write tape {str(self.path)!r}: {error.strerror}") from None
+
+    def _close(self, tape: BinaryIO) -> None:
+        try:
+            tape.close()
         except OSError as error:
             raise TapeError(f"cannot write tape {str(self.path)!r}: {error.strerror}") from None
 

@@ -23,7 +23,7 @@ import msgspec
 import typer
 
 from actors.nats_bridge import NatsConfig
-from protocols.errors import PxError
+from protocols.errors import AuthFailed, Escalation, PxError, TapeError
 from protocols.secrets import Secret
 from protocols.timeframes import parse_timeframe
 from supervisors.config import BarsConfig, GatewayConfig, NodeConfig, load_config
@@ -69,13 +69,21 @@ def _main(
     except BaseExceptionGroup as group:
         error = unwrap(group)
         if isinstance(error, PxError):
-            _fail(str(error))
+            _fail(_message(error))
         raise
     except PxError as error:
-        _fail(str(error))
+        _fail(_message(error))
     except KeyboardInterrupt:
         code = 130
     raise typer.Exit(code)
+
+
+def _message(error: PxError) -> str:
+    """A failure no restart can fix (an unwritable tape, refused credentials) is told as
+    itself, not as the escalation it caused."""
+    if isinstance(error, Escalation) and isinstance(error.__cause__, TapeError | AuthFailed):
+        return str(error.__cause__)
+    return str(error)
 
 
 async def _with_signals(command: Callable[[Stopping], Awaitable[int]]) -> int:

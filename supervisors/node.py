@@ -37,7 +37,7 @@ from actors.nats_bridge import Cursor, NatsBridge, NatsSource, Outbox, require_a
 from actors.recorder import TapeRecorder
 from actors.stats import StatsActor, dynamic_limits
 from actors.validation import ValidationActor
-from protocols.errors import AuthFailed, ConfigError, NotReady, UnknownSeries
+from protocols.errors import AuthFailed, ConfigError, NotReady, TapeError, UnknownSeries
 from protocols.health import GetHealth, HealthReport
 from protocols.hubs import HubName, SubscribeAccount, SubscribeContract
 from protocols.messages import (
@@ -290,12 +290,15 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
         lambda _: MailboxSpec(4096, OverflowPolicy.BLOCK),
         attach=("topic.raw",),
         enabled=lambda config: config.record is not None,
+        fatal=(TapeError,),  # a full disk or a missing directory: restarts cannot help
     ),
     NodeChild(
         "clock",
         lambda config, registry, _: (
             lambda: ClockActor(
-                registry, config.tick_interval, ("bars", "validation", "stats", "health")
+                registry,
+                config.tick_interval,
+                ("bars", "validation", "stats", "health", "recorder"),
             )
         ),
         lambda _: MailboxSpec(1),

@@ -25,6 +25,8 @@ task: there is nothing to lock.
   it drains and returns; after ``shutdown`` seconds it is cancelled.
 * A failure of a type listed in the child's ``fatal`` escalates at once: a
   restart cannot fix rejected credentials, it would only hammer the gateway.
+  That holds while stopping too: a tape whose final flush fails is the
+  supervisor's error, though no exit is acted on any more.
 * A ``significant`` child that ends for good ends its supervisor too (OTP's
   auto_shutdown): normally if it ended normally, with ``Escalation`` otherwise.
 
@@ -139,6 +141,7 @@ class _Child:
     attempt: int = 0
     healthy: bool = False
     pending: tuple[float, bool] | None = None  # (delay, probe) of the decided restart
+    failure: BaseException | None = None  # how the last incarnation failed, if it did
 
 
 class _ChildContext:
@@ -282,6 +285,14 @@ class Supervisor:
                         return escalation
                     await self._restart(msg.child)
         await self._shutdown(self._children)
+        return self._failed_while_stopping()
+
+    def _failed_while_stopping(self) -> Escalation | None:
+        for child in self._children:
+            if isinstance(child.failure, child.spec.fatal):
+                return self._escalation(
+                    f"{child.spec.name!r} failed: {child.failure}", child.failure
+                )
         return None
 
     def _now(self) -> float:
@@ -312,6 +323,7 @@ class Supervisor:
                 reason, error = "failed", unwrap(exc)
         if scope.cancelled_caught and error is None:
             reason = "cancelled"
+        child.failure = error
         child.running = False
         child.done.set()
         self._control_send.send_nowait(_Exited(child, incarnation, reason, error))

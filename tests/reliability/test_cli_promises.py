@@ -9,6 +9,7 @@ import resource
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -127,3 +128,82 @@ def test_the_gateway_outlives_running_out_of_file_descriptors() -> None:
     assert "accept failed (Too many open files)" in err
     assert "Traceback" not in err
     assert proc.returncode == 0
+
+
+# ------------------------------------------------------------------------ recording
+
+
+@pytest.fixture(scope="module")
+def gateway_url() -> Iterator[str]:
+    """One ``pxnode gateway`` for the recording tests (a slow market: 20 trades/s)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from pxnode.cli import main; main()", "gateway", "--rate", "20"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=strict_env(),
+    )
+    try:
+        assert proc.stdout is not None
+        yield proc.stdout.readline().split()[-3]
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
+def record_args(url: str, tape: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-c", "from pxnode.cli import main; main()", "record", tape,
+        "--contracts", "CON.F.US.MNQ.Z25", "--json", "--api-url", url,
+        "--market-hub", f"{url}/hubs/market", "--user-hub", f"{url}/hubs/user", *extra,
+    ]  # fmt: skip
+
+
+CREDENTIALS = {"PROJECT_X_USERNAME": "demo", "PROJECT_X_API_KEY": "demo-api-key"}
+
+
+@pytest.mark.slow
+def test_kill_9_keeps_the_recorded_lines(gateway_url: str, tmp_path: Path) -> None:
+    tape = tmp_path / "t.jsonl"
+    proc = subprocess.Popen(
+        record_args(gateway_url, str(tape)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=strict_env(**CREDENTIALS),
+    )
+    assert proc.stdout is not None
+    proc.stdout.readline()  # the node is up: a first snapshot
+    time.sleep(3)
+    proc.kill()  # SIGKILL: no shutdown, no final flush
+    proc.communicate(timeout=20)
+    from actors.recorder import TapeCounts, read_tape
+
+    counts = TapeCounts()
+    lines = [line for chunk in read_tape(tape, counts) for line in chunk]
+    assert any(line.target == "GatewayTrade" for line in lines)
+    assert counts.malformed <= 1  # at most the last line, cut by the kill
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("tape", "message"),
+    [
+        ("/dev/full", "pxnode: error: cannot write tape '/dev/full': No space left on device"),
+        (
+            "/no/such/dir/t.jsonl",
+            "pxnode: error: cannot open tape '/no/such/dir/t.jsonl': No such file or directory",
+        ),
+    ],
+)
+def test_an_unwritable_tape_is_one_line_and_exit_2(
+    gateway_url: str, tape: str, message: str
+) -> None:
+    done = subprocess.run(
+        record_args(gateway_url, tape, "--duration", "5"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=strict_env(**CREDENTIALS),
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [message]

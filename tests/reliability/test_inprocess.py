@@ -9,18 +9,22 @@ from __future__ import annotations
 import socket
 import struct
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import anyio
 import httpx
+import msgspec
 import pytest
 import trio
 import trio.testing
 
 from protocols import gateway as gw
+from protocols.errors import Escalation, TapeError
+from protocols.messages import ChildRestarting, HubMessageReceived
 from pxnode.metrics import serve_metrics
 from pxnode.sim import GatewaySim, SimConfig, running
-from pxnode.testing import EPOCH, socket_pair
+from pxnode.testing import EPOCH, MNQ, node_config, sim_node, socket_pair, until
 from supervisors.config import NodeConfig
 from supervisors.node import open_node
 
@@ -176,3 +180,64 @@ async def test_a_silent_scraper_is_dropped_after_the_request_timeout(
         await _answer(None, server, counters)  # type: ignore[arg-type]
     assert counters["request_timeouts"] == 1
     assert trio.current_time() == pytest.approx(REQUEST_TIMEOUT)
+
+
+# ------------------------------------------------------------------------ the recorder
+
+
+def _trade_message(t: float) -> HubMessageReceived:
+    items = b'[{"symbolId":"F.US.MNQ","price":100.0,"timestamp":"2025-01-06T15:00:10Z","volume":1}]'
+    return HubMessageReceived(
+        "market", "GatewayTrade", msgspec.Raw(b'["' + MNQ.encode() + b'",' + items + b"]"), t
+    )
+
+
+@pytest.mark.trio
+async def test_the_clock_flushes_the_tape_while_the_node_runs(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    """``kill -9`` keeps what was accepted: the tape is flushed every tick, not only at exit."""
+    tape = tmp_path / "t.jsonl"
+    config = msgspec.structs.replace(node_config(), record=str(tape))
+    async with sim_node(config=config) as h:
+        await until(lambda: h.sim.counters["market_connections"] > 0)
+        await trio.sleep(6)
+        on_disk = tape.read_bytes().count(b"\n")  # read while the node still runs
+        assert on_disk > 100
+        assert b"GatewayTrade" in tape.read_bytes()
+
+
+@pytest.mark.anyio
+async def test_a_tape_on_a_full_disk_stops_the_node_with_the_tape_error(anyio_backend: str) -> None:
+    with pytest.raises(Escalation) as caught:
+        async with open_node(NodeConfig(record="/dev/full", tick_interval=0.05)) as node:
+            await node.topic("topic.raw").tell(_trade_message(1.0))
+            await anyio.sleep(5)  # the first tick's flush fails; the node does not wait for us
+    assert isinstance(caught.value.__cause__, TapeError)
+    assert str(caught.value.__cause__) == "cannot write tape '/dev/full': No space left on device"
+
+
+@pytest.mark.anyio
+async def test_the_final_flush_failing_is_still_the_nodes_error(anyio_backend: str) -> None:
+    """No clock: the only flush is the one at exit, after the supervisor stopped acting on exits."""
+    with pytest.raises(Escalation) as caught:
+        async with open_node(NodeConfig(record="/dev/full", tick_interval=0)) as node:
+            await node.topic("topic.raw").tell(_trade_message(1.0))
+    assert isinstance(caught.value.__cause__, TapeError)
+    assert "'recorder' failed: cannot write tape '/dev/full'" in str(caught.value)
+
+
+@pytest.mark.anyio
+async def test_a_tape_in_a_missing_directory_is_fatal_at_once(
+    anyio_backend: str, tmp_path: Path
+) -> None:
+    events: list[Any] = []
+    with pytest.raises(Escalation) as caught:
+        async with open_node(NodeConfig(record=str(tmp_path / "no" / "t.jsonl"))) as node:
+            with node.stream_events(capacity=4096) as stream:
+                with anyio.fail_after(5):
+                    async for event in stream:
+                        events.append(event)
+    assert isinstance(caught.value.__cause__, TapeError)
+    assert "cannot open tape" in str(caught.value.__cause__)
+    assert not [e for e in events if isinstance(e, ChildRestarting)]  # no 10 restarts first
