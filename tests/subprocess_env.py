@@ -8,6 +8,11 @@ own ByteStream generator warning when trio cancels a request mid-send at shutdow
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 WARNINGS = (
     "error,"
@@ -18,3 +23,25 @@ WARNINGS = (
 
 def strict_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONWARNINGS": WARNINGS, **extra}
+
+
+PXNODE = [sys.executable, "-c", "from pxnode.cli import main; main()"]
+"""The ``pxnode`` entry point as a command line (works without the installed script)."""
+
+
+@contextmanager
+def gateway(*args: str) -> Iterator[str]:
+    """``pxnode gateway ARGS`` in a subprocess for the body of the block; yields its URL."""
+    process = subprocess.Popen(
+        [*PXNODE, "gateway", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=strict_env(),
+    )
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().split()[-3]
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.communicate(timeout=20)

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pxnode.cli import app
-from tests.subprocess_env import strict_env
+from tests.subprocess_env import gateway, strict_env
 
 runner = CliRunner()
 
@@ -137,22 +137,7 @@ def test_demo_without_a_tty_prints_plain_lines() -> None:
 
 @pytest.mark.slow
 def test_record_then_replay_round_trip(tmp_path: Path) -> None:
-    gateway = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "from pxnode.cli import main; main()",
-            "gateway",
-            "--rate",
-            "500",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert gateway.stdout is not None
-        url = gateway.stdout.readline().split()[-3]
+    with gateway("--rate", "500") as url:
         env = {"PROJECT_X_USERNAME": "demo", "PROJECT_X_API_KEY": "demo-api-key"}
         tape = tmp_path / "session.tape"
         done = pxnode(
@@ -160,19 +145,16 @@ def test_record_then_replay_round_trip(tmp_path: Path) -> None:
             "--json", "--api-url", url, "--market-hub", f"{url}/hubs/market",
             "--user-hub", f"{url}/hubs/user", env=env,
         )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        text = tape.read_text()
-        assert "GatewayTrade" in text and "demo-api-key" not in text
-        out = tmp_path / "bars.parquet"
-        replayed = pxnode("replay", str(tape), "--timeframes", "1sec", "--out", str(out),
-                          "--json-stats")  # fmt: skip
-        assert replayed.returncode == 0, replayed.stderr
-        stats = msgspec.json.decode(replayed.stdout.strip().splitlines()[-1])
-        assert stats["trades_accepted"] > 100 and stats["malformed"] == 0
-        assert set(pl.read_parquet(out)["contract"]) == {"CON.F.US.MNQ.Z25", "CON.F.US.EP.Z25"}
-    finally:
-        gateway.send_signal(signal.SIGTERM)
-        gateway.communicate(timeout=20)
+    assert done.returncode == 0, done.stderr
+    text = tape.read_text()
+    assert "GatewayTrade" in text and "demo-api-key" not in text
+    out = tmp_path / "bars.parquet"
+    replayed = pxnode("replay", str(tape), "--timeframes", "1sec", "--out", str(out),
+                      "--json-stats")  # fmt: skip
+    assert replayed.returncode == 0, replayed.stderr
+    stats = msgspec.json.decode(replayed.stdout.strip().splitlines()[-1])
+    assert stats["trades_accepted"] > 100 and stats["malformed"] == 0
+    assert set(pl.read_parquet(out)["contract"]) == {"CON.F.US.MNQ.Z25", "CON.F.US.EP.Z25"}
 
 
 @pytest.mark.parametrize(

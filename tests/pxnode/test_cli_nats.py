@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +16,10 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from pxnode.testing import NatsServer
-from tests.subprocess_env import strict_env
+from tests.subprocess_env import PXNODE as ENTRY
+from tests.subprocess_env import gateway, strict_env
 
 MNQ = "CON.F.US.MNQ.Z25"
-ENTRY = [sys.executable, "-c", "from pxnode.cli import main; main()"]
 
 
 @pytest.fixture
@@ -84,15 +82,7 @@ def ack_floor(url: str, durable: str) -> int:
 def test_record_with_nats_and_replay_of_the_stream_give_the_tapes_bars(
     server: NatsServer, tmp_path: Path
 ) -> None:
-    gateway = subprocess.Popen(
-        [*ENTRY, "gateway", "--rate", "400"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert gateway.stdout is not None
-        url = gateway.stdout.readline().split()[-3]
+    with gateway("--rate", "400") as url:
         tape = tmp_path / "session.tape"
         done = pxnode(
             "record", str(tape), "--contracts", f"{MNQ},CON.F.US.EP.Z25", "--duration", "3",
@@ -100,10 +90,7 @@ def test_record_with_nats_and_replay_of_the_stream_give_the_tapes_bars(
             "--user-hub", f"{url}/hubs/user", "--nats", server.url,
             env={"PROJECT_X_USERNAME": "demo", "PROJECT_X_API_KEY": "demo-api-key"},
         )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-    finally:
-        gateway.send_signal(signal.SIGTERM)
-        gateway.communicate(timeout=20)
+    assert done.returncode == 0, done.stderr
     from_tape, from_stream = tmp_path / "tape.parquet", tmp_path / "stream.parquet"
     frames = "1sec,1min"
     replayed = pxnode("replay", str(tape), "--timeframes", frames, "--out", str(from_tape))
