@@ -16,11 +16,11 @@ Reading: the tape is read in large binary chunks cut at the last newline, and
 each chunk is decoded in one ``decode_lines`` call. One bad line fails that
 call, so only then is the chunk decoded line by line. A line that is not JSON
 or not the shape above (``t`` a finite number >= 0, ``hub`` "market" or "user",
-``target`` a string, ``arguments`` an array) is counted as malformed and
-skipped; blank lines are not records and are neither counted nor malformed. A
-line still without its newline after ``MAX_LINE`` bytes is malformed too and
-skipped up to the next newline, which bounds the memory a reader needs
-whatever the file holds.
+``target`` a string, ``arguments`` an array) or nested beyond msgspec's depth
+limit (1000) is counted as malformed and skipped; blank lines are not
+records and are neither counted nor malformed. A line still without its
+newline after ``MAX_LINE`` bytes is malformed too and skipped up to the next
+newline, which bounds the memory a reader needs whatever the file holds.
 
 The recorder sees only hub messages (never config, tokens or headers), so no
 secret can reach a tape through it.
@@ -135,7 +135,7 @@ def decode_chunk(body: bytes, counts: TapeCounts) -> list[TapeLine]:
     """
     try:
         records = _DECODER.decode_lines(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return _decode_each(body, counts)
     if len(records) != body.count(b"\n") + (not body.endswith(b"\n")):
         return _decode_each(body, counts)
@@ -154,7 +154,7 @@ def _decode_each(body: bytes, counts: TapeCounts) -> list[TapeLine]:
         counts.lines += 1
         try:
             record = decode(line)
-        except msgspec.DecodeError:  # not JSON, or not the shape (ValidationError)
+        except (msgspec.DecodeError, RecursionError):  # not JSON, not the shape, too deep
             counts.malformed += 1
             continue
         if _is_array(record.arguments):

@@ -134,7 +134,9 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def _decode_hook(type_: type, value: Any) -> Any:
-    if type_ is Secret and isinstance(value, str):
+    if type_ is Secret:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {type(value).__name__}")  # never the value
         return Secret(value)
     raise NotImplementedError
 
@@ -159,8 +161,10 @@ def load_config(
             data = msgspec.toml.decode(text)
         except msgspec.DecodeError as error:
             raise ConfigError(f"config {str(path)!r} is not valid TOML: {error}") from None
+        except RecursionError:
+            raise ConfigError(f"config {str(path)!r} is nested too deeply") from None
     overrides = gateway_environment(env)
-    if overrides:
+    if overrides and isinstance(data.get("gateway", {}), dict):  # else convert says what is wrong
         data["gateway"] = {**overrides, **data.get("gateway", {})}
     try:
         return msgspec.convert(data, NodeConfig, dec_hook=_decode_hook)

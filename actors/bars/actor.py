@@ -49,6 +49,7 @@ COUNTERS = (
     "backfill_rejected",  # history bars not aligned, not sane or outside their window
     "backfill_stale",  # back-fills whose cut was superseded by a newer one
     "trades_before_cut",  # trades that history had counted already: not counted again
+    "volume_saturated",  # bar updates whose volume was held at 2**63-1 instead of overflowing
     "unknown_messages",
 )
 
@@ -241,7 +242,8 @@ class BarsActor:
                 tail = series.tail
                 if tail is None:
                     tail = series.tail = Agg(start, end, run.first_ts, run.open, 0, 0)
-                tail.absorb(run)
+                if tail.absorb(run):
+                    self.counters["volume_saturated"] += 1
             agg = series.forming.get(start) or series.find_closed(start)
             if agg is None:
                 ring = series.closed
@@ -252,7 +254,8 @@ class BarsActor:
                 self._next_end = min(self._next_end, end)
                 if self._now_us is not None and end + self._grace_us <= self._now_us:
                     self._overdue = True
-            agg.absorb(run)
+            if agg.absorb(run):
+                self.counters["volume_saturated"] += 1
             if agg.source == "history":
                 agg.source = "merged"
             late = late or agg.closed

@@ -14,6 +14,9 @@ from operator import attrgetter
 from protocols.messages import Bar
 from protocols.timeframes import BarClock
 
+I64_MAX = 2**63 - 1
+"""The largest volume a bar holds: its column is Int64 (polars, Parquet, CSV readers)."""
+
 
 class Agg:
     """A mutable aggregate over trades in ``[start, end)``: a run or a bar."""
@@ -51,8 +54,11 @@ class Agg:
         self.open, self.high, self.low, self.close = other.open, other.high, other.low, other.close
         self.volume, self.trades, self.source = other.volume, other.trades, other.source
 
-    def absorb(self, run: Agg) -> None:
-        """Merge ``run``, whose trades all arrived after this aggregate's."""
+    def absorb(self, run: Agg) -> bool:
+        """Merge ``run``, whose trades all arrived after this aggregate's.
+
+        True if the volume had to be held at ``I64_MAX`` (the output's Int64 column:
+        a sum beyond it would fail every reader of the bar, live or replayed)."""
         if run.first_ts < self.first_ts:
             self.first_ts = run.first_ts
             self.open = run.open
@@ -63,8 +69,13 @@ class Agg:
             self.high = run.high
         if run.low < self.low:
             self.low = run.low
-        self.volume += run.volume
         self.trades += run.trades
+        volume = self.volume + run.volume
+        if volume > I64_MAX:
+            self.volume = I64_MAX
+            return True
+        self.volume = volume
+        return False
 
 
 FAR_PAST = -(1 << 62)
@@ -138,7 +149,9 @@ def history_agg(clock: BarClock, bar: object) -> Agg | None:
         return None
     if not bar.low <= min(bar.open, bar.close) <= max(bar.open, bar.close) <= bar.high:
         return None
-    if not all(isinstance(v, int) and v >= 0 for v in (bar.volume, bar.trades, bar.start)):
+    if not all(isinstance(v, int) and 0 <= v <= I64_MAX for v in (bar.volume, bar.trades)):
+        return None
+    if not isinstance(bar.start, int) or bar.start < 0:
         return None
     try:
         start, end = clock.bounds(bar.start)

@@ -5,6 +5,7 @@ Every case here printed a traceback (or died) before issue 12.
 
 from __future__ import annotations
 
+import json
 import resource
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import polars as pl
 import pytest
 from typer.testing import CliRunner
 
@@ -23,13 +25,14 @@ from tests.subprocess_env import strict_env
 runner = CliRunner()
 
 
-def one_line_error(args: list[str], message: str) -> None:
+def one_line_error(args: list[str], message: str) -> str:
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pxnode: error: "), result.stderr
     assert message in lines[0]
+    return lines[0]
 
 
 @pytest.fixture
@@ -207,3 +210,74 @@ def test_an_unwritable_tape_is_one_line_and_exit_2(
     )
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [message]
+
+
+def test_replay_of_volumes_summing_past_int64_writes_saturated_bars(tmp_path: Path) -> None:
+    tape = tmp_path / "big.tape"
+    items = [
+        {"symbolId": "F.US.MNQ", "price": 100.0, "timestamp": f"2025-01-06T15:00:1{k}Z",
+         "type": 0, "volume": 2**62}
+        for k in range(3)
+    ]  # fmt: skip
+    line = {"t": 1736175615.0, "hub": "market", "target": "GatewayTrade",
+            "arguments": ["CON.F.US.MNQ.Z25", items]}  # fmt: skip
+    tape.write_text(json.dumps(line) + "\n")
+    out = tmp_path / "bars.csv"
+    result = runner.invoke(app, ["replay", str(tape), "--timeframes", "1min", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(out)["volume"].to_list() == [2**63 - 1]
+
+
+# ---------------------------------------------------------------------- deep nesting
+
+
+def test_a_tape_line_nested_1000_deep_is_malformed_and_the_replay_goes_on(tmp_path: Path) -> None:
+    tape = tmp_path / "deep.tape"
+    trade = {"symbolId": "F.US.MNQ", "price": 100.0, "timestamp": "2025-01-06T15:00:10Z",
+             "type": 0, "volume": 1}  # fmt: skip
+    good = {"t": 1736175615.0, "hub": "market", "target": "GatewayTrade",
+            "arguments": ["CON.F.US.MNQ.Z25", [trade]]}  # fmt: skip
+    nested = "[" * 1000 + "]" * 1000
+    deep = [
+        f'{{"t":1736175615.0,"hub":"market","target":"GatewayTrade","arguments":{nested}}}',
+        f'{{"t":1736175615.0,"hub":"market","target":"GatewayTrade","arguments":["C",{nested}]}}',
+        f'{{"t":1736175615.0,"hub":"market","x":{"[" * 5000 + "]" * 5000}}}',
+    ]
+    tape.write_text("\n".join([*deep, json.dumps(good)]) + "\n")
+    out = tmp_path / "bars.csv"
+    result = runner.invoke(
+        app, ["replay", str(tape), "--timeframes", "1min", "--out", str(out), "--json-stats"]
+    )
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.stdout.strip().splitlines()[-1])
+    assert (stats["lines"], stats["malformed"], stats["trades_accepted"]) == (4, 3, 1)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("a = " + "[" * 5000 + "]" * 5000 + "\n", "is nested too deeply"),
+        ("x = " + "{a = " * 5000 + "1" + "}" * 5000 + "\n", "is nested too deeply"),
+        ("gateway = 5\n", "Expected `object | null`, got `int` - at `$.gateway`"),
+        ("[gateway]\napi_key = 123456\n", "expected a string, got int - at `$.gateway.api_key`"),
+    ],
+    ids=["arrays-5000", "tables-5000", "gateway-int", "api-key-int"],
+)
+@pytest.mark.parametrize("api_url_env", [False, True], ids=["no-env", "PROJECT_X_API_URL"])
+def test_bad_config_files_are_one_line(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    text: str,
+    message: str,
+    api_url_env: bool,
+) -> None:
+    monkeypatch.setenv("PROJECT_X_USERNAME", "demo")
+    monkeypatch.setenv("PROJECT_X_API_KEY", "demo-api-key")
+    if api_url_env:  # the environment is merged into [gateway]: it must not trip on its shape
+        monkeypatch.setenv("PROJECT_X_API_URL", "http://127.0.0.1:1")
+    else:
+        monkeypatch.delenv("PROJECT_X_API_URL", raising=False)
+    config = tmp_path / "pxnode.toml"
+    config.write_text(text)
+    line = one_line_error(["run", "--config", str(config), "--contracts", "MNQ"], message)
+    assert "123456" not in line  # a key is never echoed

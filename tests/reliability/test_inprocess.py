@@ -21,11 +21,11 @@ import trio.testing
 
 from protocols import gateway as gw
 from protocols.errors import Escalation, TapeError
-from protocols.messages import ChildRestarting, HubMessageReceived
+from protocols.messages import ChildRestarting, Flush, HubMessageReceived
 from pxnode.metrics import serve_metrics
 from pxnode.sim import GatewaySim, SimConfig, running
 from pxnode.testing import EPOCH, MNQ, node_config, sim_node, socket_pair, until
-from supervisors.config import NodeConfig
+from supervisors.config import BarsConfig, NodeConfig
 from supervisors.node import open_node
 
 NESTED = b"[" * 1000 + b"]" * 1000
@@ -241,3 +241,34 @@ async def test_a_tape_in_a_missing_directory_is_fatal_at_once(
     assert isinstance(caught.value.__cause__, TapeError)
     assert "cannot open tape" in str(caught.value.__cause__)
     assert not [e for e in events if isinstance(e, ChildRestarting)]  # no 10 restarts first
+
+
+# ------------------------------------------------------------------ volumes past int64
+
+BIG = 2**62  # three of them sum past 2**63 - 1
+
+
+def _big_trades() -> HubMessageReceived:
+    items = b",".join(
+        b'{"symbolId":"F.US.MNQ","price":100.0,"timestamp":"2025-01-06T15:00:1%dZ","type":0,'
+        b'"volume":%d}' % (k, BIG)
+        for k in range(3)
+    )
+    arguments = b'["' + MNQ.encode() + b'",[' + items + b"]]"
+    return HubMessageReceived("market", "GatewayTrade", msgspec.Raw(arguments), 1736175615.0)
+
+
+@pytest.mark.anyio
+async def test_volumes_summing_past_int64_saturate_and_the_bars_actor_lives(
+    anyio_backend: str,
+) -> None:
+    config = NodeConfig(tick_interval=0, bars=BarsConfig(timeframes=["1min", "1hr"]))
+    async with open_node(config) as node:
+        await node.ref("validation").tell(_big_trades())
+        await node.ref("validation").ask(Flush(), 5.0)
+        await node.ref("bars").ask(Flush(), 5.0)
+        frame = await node.bars(MNQ, "1min", 10)
+        counters = await node.ref("bars").ask(Flush(), 5.0)
+    assert frame["volume"].to_list() == [2**63 - 1]
+    assert frame["trades"].to_list() == [3]
+    assert counters["volume_saturated"] >= 2  # one per timeframe
