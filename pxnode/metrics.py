@@ -7,11 +7,13 @@ A scraper is not trusted to behave: a request that is not HTTP gets a 400, a
 client that resets mid-answer (a scrape timeout) or says nothing for
 ``REQUEST_TIMEOUT`` is dropped, and every such connection is counted in
 ``counters``. ``pxnode.listen.serve`` keeps any failure of one connection
-inside it, so the endpoint never ends the node that runs it.
+inside it, and a failure of the endpoint itself is logged and ends only the
+endpoint: it never shares the fate of the node that runs it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import Counter
 from typing import Any
 
@@ -23,6 +25,8 @@ from anyio.streams.stapled import MultiListener
 from protocols.errors import PxError
 from protocols.stats import render_prometheus
 from pxnode.listen import bind, local_port, serve
+
+log = logging.getLogger(__name__)
 
 MAX_REQUEST = 16 * 1024
 REQUEST_TIMEOUT = 10.0
@@ -55,7 +59,11 @@ async def serve_metrics(
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 counters["clients_gone"] += 1
 
-        await serve(listener, handle, counters)
+        try:
+            await serve(listener, handle, counters)
+        except Exception as error:  # the endpoint is a guest of the node: it never ends the node
+            counters["endpoint_failures"] += 1
+            log.error("metrics endpoint stopped: %r", error)
 
 
 async def _answer(node: Any, stream: SocketStream, counters: Counter[str]) -> None:

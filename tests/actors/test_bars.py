@@ -403,6 +403,7 @@ async def test_history_replaces_the_live_bars_of_its_window_and_rejects_bad_bars
         hist("2025-01-15T15:00", math.nan, 1.0, 1.0, 1.0),  # bad price
         hist("2025-01-15T15:00", 1.0, 1.0, 2.0, 1.0),  # low above high
         hist("2025-01-15T15:00", 1.0, 1.0, 1.0, 1.0, v=-1),  # negative volume
+        hist("2025-01-15T15:00", 1.0, 1.0, 1.0, 1.0, v=2**63),  # beyond the Int64 column
         hist("2025-01-15T14:58", 1.0, 1.0, 1.0, 1.0),  # before its window
         "not a bar",
     ]
@@ -419,7 +420,7 @@ async def test_history_replaces_the_live_bars_of_its_window_and_rejects_bad_bars
         ]
     )
     assert actor.counters["backfill_inserted"] == 3  # 14:59, 15:01 and the 15:02 tail
-    assert actor.counters["backfill_rejected"] == 6
+    assert actor.counters["backfill_rejected"] == 7
     assert actor.counters["backfill_stale"] == 1
     assert actor.counters["trades_before_cut"] == 1
     (frame,) = replies.told

@@ -22,6 +22,7 @@ import trio.testing
 from protocols import gateway as gw
 from protocols.errors import Escalation, TapeError
 from protocols.messages import ChildRestarting, Flush, HubMessageReceived
+from pxnode import metrics
 from pxnode.metrics import serve_metrics
 from pxnode.sim import GatewaySim, SimConfig, running
 from pxnode.testing import EPOCH, MNQ, node_config, sim_node, socket_pair, until
@@ -46,6 +47,8 @@ async def test_a_login_nested_1000_deep_is_a_400_and_the_sim_serves_on(anyio_bac
             )
             assert deep.status_code == 400
             assert "nested too deeply" in deep.json()["errorMessage"]
+            wrong = await http.post("/api/Auth/loginKey", json={"userName": 5, "apiKey": []})
+            assert wrong.status_code == 400
             assert (await http.get("/api/Status/ping")).text == "pong"
             login = {"userName": "demo", "apiKey": "demo-api-key"}
             assert (await http.post("/api/Auth/loginKey", json=login)).json()["success"]
@@ -165,6 +168,27 @@ async def test_scrapers_that_reset_never_take_the_node_down(anyio_backend: str) 
             assert (await _scrape(port)).status_code == 200
             assert counters["handler_errors"] == 0
             await node.stats()
+            tg.cancel_scope.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_failing_metrics_endpoint_ends_itself_not_the_node(
+    anyio_backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: Any) -> None:
+        raise RuntimeError("a bug in the accept loop")
+
+    monkeypatch.setattr(metrics, "serve", broken)
+    counters: Counter[str] = Counter()
+    with anyio.fail_after(10):
+        async with (
+            open_node(NodeConfig(tick_interval=0.05)) as node,
+            anyio.create_task_group() as tg,
+        ):
+            await tg.start(lambda **kw: metrics.serve_metrics(node, 0, counters=counters, **kw))
+            await anyio.sleep(0.2)
+            assert counters["endpoint_failures"] == 1
+            await node.stats()  # the node runs on
             tg.cancel_scope.cancel()
 
 
