@@ -1,15 +1,19 @@
 """What the dashboard draws: a pure function of one ``DashboardView`` and a terminal size.
 
-Layout, top to bottom: three header lines (health, uptime, trades/s, RSS; hubs
-with breaker state and reconnects; counts and non-zero rejects by reason), the
-contract blocks (last/bid/ask, then one line per timeframe: sparkline of the
-closed bars' closes and the forming bar's OHLCV), then the busiest mailboxes
-beside the recent events. Invariants: no line is wider than ``width`` and there
-are at most ``height`` lines. Nothing is cut silently: a contract without room
-for its block gets a one-line summary, contracts without even that are counted
-"+N more", and a long line ends in "…". Wider terminals get more contract
-columns; taller ones more rows. A frame the node did not answer in time is shown
-again, marked STALE, rather than stopping the screen.
+Layout, top to bottom: three header lines (health, uptime, trades/s, RSS; each
+hub's connection and breaker as separate words, ``market up · breaker ok``;
+counts and non-zero rejects by reason), the contract blocks (symbol beside id,
+last/bid/ask, then one line per timeframe: sparkline of the closed bars' closes
+with its price scale and the forming bar's OHLCV), then one line of internals
+(the busiest mailboxes) and the newest events, each shown whole (wrapped, never
+cut). Contracts come first: the internals line and the newest event are all the
+rest is promised, and it only gets more rows that the contracts left over.
+Invariants: no line is wider than ``width`` and there are at most ``height``
+lines. Nothing is cut silently: a contract without room for its block gets a
+one-line summary, contracts without even that are counted "+N more", and a
+long line of the upper part ends in "…". Wider terminals get more contract
+columns; taller ones more rows. A frame the node did not answer in time is
+shown again, marked STALE, rather than stopping the screen.
 """
 
 from __future__ import annotations
@@ -18,22 +22,28 @@ import math
 from collections.abc import Iterable
 
 import msgspec
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.text import Text
 
 from protocols.health import HealthReport
 from protocols.mailboxes import MailboxStatistics
 from protocols.messages import Bar
 
+from .sim import contract_symbol
 from .snapshot import NodeSnapshot
 
 SPARKS = "▁▂▃▄▅▆▇█"
-BREAKER_STYLE = {"closed": "green", "half_open": "yellow", "open": "bold red"}
+BREAKER_WORDS = {"closed": ("ok", "green"), "half_open": ("half-open", "yellow")}
+"""A closed breaker reads "ok": "closed" next to a hub name reads as "market closed"."""
 MAX_CONTRACTS = 12
 """Contracts whose bars are asked for each refresh (more are only counted)."""
 HEADER_LINES = 3
+MIN_BOTTOM = 2
+"""The internals line and the newest event."""
 COLUMN_WIDTH = 78
 """Width below which a second column of contract blocks is not worth it."""
+_CONSOLE = Console(width=10_000, color_system=None)
+"""Measures text for wrapping only; never prints."""
 
 
 class QuoteView(msgspec.Struct, frozen=True):
@@ -97,19 +107,24 @@ def render(view: DashboardView, width: int, height: int = 24) -> RenderableType:
     """The whole screen for a ``width`` x ``height`` terminal (see the module docstring)."""
     width, height = max(width, 1), max(height, 1)
     header = [_status_line(view), _hubs_line(view), _rejects_line(view)]
-    wanted = max(len(view.mailboxes), len(view.events), 1)
-    bottom_rows = min(wanted, 4 if height < 40 else 8)
-    if height - HEADER_LINES - 1 - (bottom_rows + 1) < 1 + len(view.timeframes):
-        bottom_rows = 0  # a short terminal: the contracts matter more
-    room = height - HEADER_LINES - 1 - (bottom_rows + 1 if bottom_rows else 0)
+    events = [_event_lines(e, width) for e in view.events] or [[Text("no events yet", "dim")]]
+    newest = min(len(events[-1]), 3)
+    bottom = 1 + newest if height >= HEADER_LINES + 1 + MIN_BOTTOM + 1 else 0
+    room = height - HEADER_LINES - 1 - bottom
     title, body = _contracts(view, width, room)
-    lines = [*header, _rule(title, width), *body]
-    if bottom_rows:
-        bottom_rows = min(wanted, bottom_rows + room - len(body))  # what contracts left over
-        lines += [_rule("mailboxes · events", width), *_bottom(view, width, bottom_rows)]
-    for line in lines:
+    upper = [*header, _rule(title, width), *body]
+    for line in upper:
         line.no_wrap = True
         line.truncate(width, overflow="ellipsis")
+    lines = upper
+    if bottom:
+        left = height - len(upper) - 1  # what the contracts left over, for events
+        shown: list[Text] = []
+        for event in reversed(events):
+            if len(shown) + len(event) > left:
+                break
+            shown[:0] = event
+        lines = [*upper, _internals(view, width), *(shown or events[-1][:left])]
     return Group(*lines[:height])
 
 
@@ -149,12 +164,16 @@ def _status_line(view: DashboardView) -> Text:
 
 
 def _hubs_line(view: DashboardView) -> Text:
-    line = Text("hubs ")
-    for hub, h in view.health.hubs.items():
-        line.append(f" {hub} ", "bold")
-        line.append(h.breaker, BREAKER_STYLE.get(h.breaker, ""))
-        line.append(" up" if h.connected else " down", "" if h.connected else "red")
-        line.append(f" {h.reconnects} reconn ")
+    line = Text("hubs")
+    for k, (hub, h) in enumerate(view.health.hubs.items()):
+        word, style = BREAKER_WORDS.get(h.breaker, (h.breaker, "bold red"))
+        line.append(" │ " if k else " ", "dim")
+        line.append(f"{hub} ", "bold")
+        line.append("up" if h.connected else "down", "green" if h.connected else "bold red")
+        line.append(" · breaker ")
+        line.append(word, style)
+        if h.reconnects:
+            line.append(f" · {h.reconnects} reconn")
     if view.health.reasons:
         line.append(" · " + "; ".join(view.health.reasons), "dim")
     return line
@@ -162,14 +181,12 @@ def _hubs_line(view: DashboardView) -> Text:
 
 def _rejects_line(view: DashboardView) -> Text:
     s = view.snapshot
-    line = Text(f"trades {s.trades_accepted:,}  bars {s.bars_closed:,}  drops ")
-    line.append(f"{s.mailbox_drops:,}", "red" if s.mailbox_drops else "")
-    line.append("  rejects")
+    line = Text(f"trades {s.trades_accepted:,}  bars {s.bars_closed:,}  rejects")
     reasons = [(r, n) for r, n in s.trades_rejected.items() if n]
     if not reasons:
         line.append(" none", "dim")
     for k, (reason, n) in enumerate(reasons):
-        line.append((" · " if k else " ") + f"{reason} ")
+        line.append(("," if k else "") + f" {reason} ")
         line.append(f"{n:,}", "yellow")
     return line
 
@@ -239,7 +256,9 @@ def _quote_line(view: DashboardView, contract: str) -> Text:
 def _price_line(view: DashboardView, contract: str) -> Text:
     quote = view.quotes.get(contract, QuoteView())
     return Text.assemble(
-        (contract, "bold cyan"),
+        (contract_symbol(contract), "bold cyan"),
+        " ",
+        (contract, "dim"),
         "  last ",
         (_price(_last(view, contract)), "bold"),
         "  bid ",
@@ -252,19 +271,38 @@ def _price_line(view: DashboardView, contract: str) -> Text:
 def _block(view: DashboardView, contract: str, width: int) -> list[Text]:
     series = [view.series.get(contract, {}).get(tf) for tf in view.timeframes]
     bars = [_ohlcv(s.forming if s else None) for s in series]
-    # one sparkline width for the whole block, so the OHLCV columns line up
-    room = min(
-        max((len(s.closes) for s in series if s), default=0),
-        width - 8 - max((b.cell_len for b in bars), default=0) - 2,
-    )
+    closes = [s.closes if s else () for s in series]
+    widest = max((b.cell_len for b in bars), default=0)
+    # one sparkline width for the whole block, so the OHLCV columns line up; the scale
+    # is the low-high of the closes shown, or only their span where that does not fit
+    full = [_scale(c, spans=False) for c in closes]
+    spans = [_scale(c, spans=True) for c in closes]
+    for scales in (full, spans):
+        scale_w = max(map(len, scales), default=0)
+        room = min(max(map(len, closes), default=0), width - 8 - widest - 3 - scale_w)
+        if room >= 12 or scales is spans:
+            break
     lines = [_quote_line(view, contract)]
-    for tf, s, bar in zip(view.timeframes, series, bars, strict=True):
+    for tf, c, scale, bar in zip(view.timeframes, closes, scales, bars, strict=True):
         line = Text(f"  {tf:<6}")
-        line.append(f"{sparkline(s.closes if s else (), room):<{max(room, 0)}}", "cyan")
+        line.append(f"{sparkline(c, room):<{max(room, 0)}}", "cyan")
+        line.append(f" {scale:<{scale_w}}", "dim")
         line.append("  ")
         line.append_text(bar)
         lines.append(line)
     return lines
+
+
+def _scale(closes: tuple[float, ...], *, spans: bool) -> str:
+    """The price range a sparkline spans: ``21032.75..21036.25``, or ``↕3.50``."""
+    finite = [c for c in closes if math.isfinite(c)]
+    if not finite:
+        return ""
+    lo, hi = _price(min(finite)), _price(max(finite))
+    if not spans:
+        return f"{lo}..{hi}"
+    decimals = max(len(p.partition(".")[2]) for p in (lo, hi))
+    return f"↕{max(finite) - min(finite):.{decimals}f}"
 
 
 def _compact(view: DashboardView, contract: str, width: int) -> Text:
@@ -287,32 +325,32 @@ def _ohlcv(bar: Bar | None) -> Text:
     )
 
 
-def _bottom(view: DashboardView, width: int, rows: int) -> list[Text]:
-    left = min(38, (width - 3) // 2)
-    boxes = []
-    for m in view.mailboxes[:rows]:
-        fill = m.depth / max(m.capacity, 1)
-        line = Text(f"{m.name[:16]:<16} ")  # 38 cells in all
-        line.append(
-            f"{_short(m.depth) + '/' + _short(m.capacity):>10}", "red" if fill >= 0.9 else ""
+def _internals(view: DashboardView, width: int) -> Text:
+    """Messages dropped by conflating mailboxes, then the busiest mailboxes, as many as fit."""
+    drops = view.snapshot.mailbox_drops
+    line = Text("internals mailbox drops ", "dim")
+    line.append(f"{drops:,}", "red" if drops else "dim")
+    for m in view.mailboxes:
+        part = Text(" · ")
+        part.append(f"{m.name} ")
+        part.append(
+            f"{_short(m.depth)}/{_short(m.capacity)}", "red" if m.depth >= m.capacity else ""
         )
-        line.append(" drop ")
-        line.append(_short(m.dropped), "red" if m.dropped else "dim")
-        boxes.append(line)
-    events = [Text(e) for e in view.events[-rows:]] or [Text("no events yet", "dim")]
-    for event in events:
-        event.highlight_regex(r"\bopen\b|escalated|failed|disconnected", "bold red")
-        event.highlight_regex(r"\bhalf_open\b|restarting", "yellow")
-        event.highlight_regex(r"\bclosed\b|connected$|healthy", "green")
-    out = []
-    for i in range(max(len(boxes), len(events))):
-        row = boxes[i].copy() if i < len(boxes) else Text()
-        row.truncate(left, overflow="ellipsis", pad=True)
-        row.append(" │ ", "dim")
-        if i < len(events):
-            row.append_text(events[i])
-        out.append(row)
-    return out
+        if m.dropped:
+            part.append(f" dropped {_short(m.dropped)}", "red")
+        if line.cell_len + part.cell_len > width:
+            break
+        line.append_text(part)
+    return line
+
+
+def _event_lines(event: str, width: int) -> list[Text]:
+    """One event, whole: wrapped at ``width``, never cut."""
+    text = Text(event)
+    text.highlight_regex(r"\bopen\b|escalated|failed|disconnected", "bold red")
+    text.highlight_regex(r"\bhalf_open\b|restarting", "yellow")
+    text.highlight_regex(r"\bclosed\b|connected$|healthy", "green")
+    return [line for line in text.wrap(_CONSOLE, width)] or [Text()]
 
 
 def _rule(title: str, width: int) -> Text:

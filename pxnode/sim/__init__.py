@@ -71,7 +71,14 @@ from pxnode.sim.account import DEMO_ACCOUNT_ID, DEMO_API_KEY, DEMO_USERNAME
 from pxnode.sim.config import SimConfig
 from pxnode.sim.entry import running, serve, system_clock
 from pxnode.sim.faults import Fault, FaultRule, FaultSchedule, parse_faults
-from pxnode.sim.market import CONTRACTS, DEFAULT_CONTRACTS, ContractSpec, MarketSim, find_contract
+from pxnode.sim.market import (
+    CONTRACTS,
+    DEFAULT_CONTRACTS,
+    ContractSpec,
+    MarketSim,
+    contract_symbol,
+    find_contract,
+)
 from pxnode.sim.rest import RestHandler, mock_transport
 from pxnode.sim.server import GatewaySim
 
@@ -89,6 +96,7 @@ __all__ = [
     "MarketSim",
     "RestHandler",
     "SimConfig",
+    "contract_symbol",
     "find_contract",
     "mock_transport",
     "parse_faults",

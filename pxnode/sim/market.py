@@ -119,6 +119,20 @@ def find_contract(name: str) -> str | None:
     return None
 
 
+def contract_symbol(contract_id: str) -> str:
+    """What a trader calls ``contract_id``: ESZ5 for ``CON.F.US.EP.Z25``.
+
+    The exchange root in an id is the gateway's own (EP, ENQ), not the one traders
+    say (ES, NQ); the sim's catalogue holds the gateway's names for the common
+    contracts. Any other id gives its root, an id of another shape itself.
+    """
+    spec = CONTRACTS.get(contract_id)
+    if spec is not None:
+        return spec.name
+    parts = contract_id.split(".")
+    return parts[3] if len(parts) == 5 and parts[3] else contract_id
+
+
 DEFAULT_START: Final = 1_764_000_000.0
 """2025-11-24T16:00:00Z, a Monday: the start of a sim that is given no clock."""
 

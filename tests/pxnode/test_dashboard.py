@@ -179,11 +179,14 @@ def test_render_fits_80x24_and_shows_the_key_facts(n: int) -> None:
     for contract in CONTRACTS[:n]:
         assert contract in text
     assert "21034.25" in text and "21034.00" in text and "21034.50" in text  # last, bid, ask
-    assert "open" in text and "half_open" in text and "3 reconn" in text
-    assert "price 3" in text and "spike 7" in text and "malformed 1" in text
+    assert "market down · breaker open · 3 reconn │ user up · breaker half-open" in text
+    assert "closed" not in text.split("──")[0]  # the header never says "closed"
+    assert "rejects price 3, spike 7, malformed 1" in text
     assert "volume 0" not in text and "stale" not in text  # zero reasons are not listed
     assert "RSS 48.2 MiB" in text and "up 01:02:03" in text and "56.7 trades/s" in text
-    assert "dashboard.quotes" in text and "1024/1024" in text and "drop 17" in text
+    assert "internals mailbox drops 17 · dashboard.quotes 1024/1024 dropped 17" in text
+    assert "MNQZ5 CON.F.US.MNQ.Z25  last 21034.25" in text  # symbol beside id
+    assert "↕1.50  O" in text  # the sparkline's price scale
     assert "O 21034.25 H 21036.25 L 21032.75 C 21035.25 V 42" in text
     assert any(set(line) & set("▁▂▃▄▅▆▇█") for line in lines)
 
@@ -226,7 +229,8 @@ def test_render_keeps_huge_numbers_inside_their_columns() -> None:
     lines = screen(huge, 80)
     text = "\n".join(lines)
     assert len(lines) <= 24 and max(map(len, lines)) <= 80
-    assert "a.very.long.mail 123k/1000k drop 9223P │ xxx" in text
+    assert "· a.very.long.mailbox.name 123k/1000k dropped 9223P" in text
+    assert "x" * 80 in lines
     assert "up 11574d01:46:40" in text and "RSS 16384.0 MiB" in text
 
 
@@ -407,7 +411,7 @@ async def test_run_dashboard_on_a_terminal_draws_live(autojump_clock: object) ->
         assert dashboard_subscribers(node) == []
     text = out.getvalue()
     assert "\x1b[" in text and text.count("pxnode") == 4  # three frames, then the final one
-    assert MNQ in text and "100.50" in text and "closed" in text
+    assert MNQ in text and "100.50" in text, text
 
 
 @pytest.mark.trio
@@ -512,3 +516,20 @@ async def test_both_loops_run_on_every_backend() -> None:
         assert dashboard_subscribers(node) == []
     assert msgspec.json.decode(lines.getvalue().splitlines()[0], type=NodeSnapshot).contracts
     assert f"{MNQ}=100.00" in plain.getvalue()
+
+
+def test_contracts_come_before_internals_at_80x24() -> None:
+    lines = screen(synthetic_view(CONTRACTS[:4], events=1), 80)
+    assert len(lines) <= 24
+    assert sum(line.count(" V 42") for line in lines) == 3 * len(TIMEFRAMES)
+    assert sum(line.startswith("internals") for line in lines) == 1
+
+
+def test_an_event_is_shown_whole_not_cut() -> None:
+    cause = "connection_market exited: failed (OSError: [Errno 111] Connect call failed " + (
+        "('127.0.0.1', 8443) after 3 attempts through the corporate proxy at 10.0.0.1:3128)"
+    )
+    view = msgspec.structs.replace(synthetic_view(CONTRACTS[:3]), events=(f"15:04:05 {cause}",))
+    lines = screen(view, 80)
+    tail = lines[[k for k, line in enumerate(lines) if line.startswith("15:04:05")][0] :]
+    assert " ".join(line.strip() for line in tail) == f"15:04:05 {cause}"
