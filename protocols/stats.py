@@ -55,13 +55,41 @@ class ChildStats(msgspec.Struct, frozen=True):
     breaker_opens: int = 0
 
 
+class ContractMetrics(msgspec.Struct, frozen=True):
+    """One contract's series on /metrics; None is Prometheus' "no data" (NaN)."""
+
+    contract: str
+    symbol: str
+    last_price: float | None
+    """Last accepted trade price."""
+    feed_age: float | None
+    """Seconds since the contract's newest trade, quote or depth was received."""
+    trades: int
+    """Accepted trades."""
+
+
+DROP_REASONS: dict[str, str] = {
+    "invalid": "a report, sample or event whose name or value is malformed",
+    "unknown": "a message the stats actor does not handle",
+    "sources": "a new source beyond max_sources",
+    "keys": "a new counter or gauge beyond max_keys",
+    "latency_keys": "a new latency series beyond max_latency_keys",
+    "latency_samples": "samples beyond max_samples_per_report in one report",
+    "mailboxes": "a mailbox beyond max_mailboxes",
+    "children": "a supervised child beyond max_children",
+    "expired": "a source or mailbox sample silent for longer than source_ttl",
+    "psutil": "a process memory/CPU sample that failed",
+    "replies": "an answer to GetStats whose asker had already given up",
+}
+"""Why the stats actor drops: each ``reason`` label of ``pxnode_stats_dropped_total``."""
+
+
 class StatsSnapshot(msgspec.Struct, frozen=True):
     """Everything the stats actor knows at ``taken_at`` (unix seconds).
 
-    ``dropped`` counts what stats itself refused or discarded, by reason
-    (``sources``, ``keys``, ``latency_keys``, ``latency_samples``, ``mailboxes``,
-    ``children``, ``invalid``, ``unknown``, ``replies``, ``expired``,
-    ``psutil``): every bound is visible, never silent.
+    ``dropped`` counts what stats itself refused or discarded, by reason (the
+    keys of ``DROP_REASONS``, which says why for each): every bound is visible,
+    never silent.
     """
 
     taken_at: float
@@ -169,7 +197,12 @@ def _by_family(keys: Iterable[str], suffix: str) -> dict[str, list[tuple[str, _L
 _MAILBOX_FIELDS = (
     ("depth", "gauge", "Messages queued in the mailbox."),
     ("capacity", "gauge", "Bound of the mailbox."),
-    ("dropped", "counter", "Messages the mailbox overflow policy dropped."),
+    (
+        "dropped",
+        "counter",
+        "Messages the mailbox's overflow policy dropped: a conflating or drop_oldest "
+        "mailbox sheds old messages when full rather than block its sender.",
+    ),
 )
 _CHILD_FIELDS = (
     ("starts", "counter", "Times the child was started."),
@@ -183,8 +216,20 @@ _CHILD_FIELDS = (
 _BREAKER_STATES: tuple[BreakerState, ...] = ("closed", "open", "half_open")
 
 
-def render_prometheus(snapshot: StatsSnapshot) -> str:
-    """The snapshot as Prometheus text exposition format 0.0.4.
+_CONTRACT_FIELDS = (
+    ("last_price", "pxnode_contract_last_price", "gauge", "Last accepted trade price."),
+    (
+        "feed_age",
+        "pxnode_contract_feed_age_seconds",
+        "gauge",
+        "Seconds since the contract's newest trade, quote or depth was received.",
+    ),
+    ("trades", "pxnode_contract_trades_total", "counter", "Trades accepted for the contract."),
+)
+
+
+def render_prometheus(snapshot: StatsSnapshot, contracts: Iterable[ContractMetrics] = ()) -> str:
+    """The snapshot (and each contract's series) as Prometheus text exposition format 0.0.4.
 
     Fixed families come first so that no reported key can shadow them.
     """
@@ -198,9 +243,20 @@ def render_prometheus(snapshot: StatsSnapshot) -> str:
     out.add(
         "pxnode_stats_dropped_total",
         "counter",
-        "What the stats actor refused or discarded, by reason.",
+        "What the stats actor refused or discarded, by reason: "
+        + "; ".join(f"{reason}: {why}" for reason, why in DROP_REASONS.items())
+        + ".",
         [("pxnode_stats_dropped_total", (("reason", r),), n) for r, n in sorted(s.dropped.items())],
     )
+
+    rows = sorted(contracts, key=lambda c: c.contract)
+    for field, name, kind, help_ in _CONTRACT_FIELDS:
+        samples: list[_Sample] = []
+        for c in rows:
+            value = getattr(c, field)
+            labels = (("contract", c.contract), ("symbol", c.symbol))
+            samples.append((name, labels, math.nan if value is None else value))
+        out.add(name, kind, help_, samples)
 
     boxes = sorted(s.mailboxes.items())
     for field, kind, help_ in _MAILBOX_FIELDS:

@@ -23,8 +23,11 @@ from anyio.abc import SocketStream
 from anyio.streams.stapled import MultiListener
 
 from protocols.errors import PxError
-from protocols.stats import render_prometheus
+from protocols.messages import ContractSummary, GetContracts
+from protocols.stats import ContractMetrics, render_prometheus
 from pxnode.listen import bind, local_port, serve
+from pxnode.sim import contract_symbol
+from pxnode.snapshot import ASK_TIMEOUT
 
 log = logging.getLogger(__name__)
 
@@ -85,11 +88,35 @@ async def _answer(node: Any, stream: SocketStream, counters: Counter[str]) -> No
         await _send(conn, stream, 404, b"not found: try GET /metrics\n", b"text/plain")
         return
     try:
-        text = render_prometheus(await node.stats())
+        text = render_prometheus(await node.stats(), await contract_metrics(node))
     except PxError as error:  # the stats actor is restarting, or the node stops
         await _send(conn, stream, 503, f"stats unavailable: {error}\n".encode(), b"text/plain")
         return
     await _send(conn, stream, 200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8")
+
+
+async def contract_metrics(node: Any) -> list[ContractMetrics]:
+    """Each known contract's last price, feed age and trades (configured ones even before
+    their first trade); a node without a health actor (a tape) has no feed ages."""
+    summaries: dict[str, ContractSummary] = await node.ref("validation").ask(
+        GetContracts(), timeout=ASK_TIMEOUT
+    )
+    try:
+        ages = {c: h.last_event_age for c, h in (await node.health()).contracts.items()}
+    except (PxError, KeyError):  # KeyError: no health actor
+        ages = {}
+    known = dict.fromkeys([*node.config.contracts, *summaries, *ages])
+    return [
+        ContractMetrics(
+            contract,
+            contract_symbol(contract),
+            summary.last_price if summary else None,
+            ages.get(contract),
+            summary.trades if summary else 0,
+        )
+        for contract in known
+        for summary in [summaries.get(contract)]
+    ]
 
 
 async def _request(conn: h11.Connection, stream: SocketStream) -> h11.Request | None:

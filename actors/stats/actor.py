@@ -32,6 +32,7 @@ import msgspec
 import psutil
 
 from protocols.errors import PxError
+from protocols.hubs import Connected, Disconnected, HeartbeatMeasured
 from protocols.interfaces import ActorContext, Inbox
 from protocols.mailboxes import MailboxStatistics
 from protocols.messages import (
@@ -127,6 +128,8 @@ class StatsActor:
                 self.on_tick()
             case Request(body=GetStats()):
                 self.on_get_stats(msg, ctx)
+            case Connected() | Disconnected() | HeartbeatMeasured():
+                pass  # hub events share topic.events with supervision; health keeps them
             case _:
                 self._dropped["unknown"] += 1
 

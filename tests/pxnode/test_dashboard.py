@@ -531,5 +531,5 @@ def test_an_event_is_shown_whole_not_cut() -> None:
     )
     view = msgspec.structs.replace(synthetic_view(CONTRACTS[:3]), events=(f"15:04:05 {cause}",))
     lines = screen(view, 80)
-    tail = lines[[k for k, line in enumerate(lines) if line.startswith("15:04:05")][0] :]
+    tail = lines[next(k for k, line in enumerate(lines) if line.startswith("15:04:05")) :]
     assert " ".join(line.strip() for line in tail) == f"15:04:05 {cause}"
