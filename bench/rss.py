@@ -1,87 +1,78 @@
-"""Memory over a long replay: RSS must stay flat (bounded rings, mailboxes and stats).
+"""Memory of ``pxnode replay``: the peak RSS must stay flat in the tape's length.
 
-Run: .venv/bin/python bench/rss.py [--trades N] [--contracts K] [--tape PATH] [--backend B]
+Run: .venv/bin/python bench/rss.py [--trades 1000000,10000000] [--contracts K] [--tape PATH]
 
-Generates (streaming, never in memory) a tape of N trades (default 10,000,000)
-over K contracts (default 10), then replays it through the real actors on
-4 timeframes while a sampler task in the same task group reads the RSS every
-half second. Printed: RSS before the replay, at each 10 % of the samples, the
-peak and the end, with ratios against the start. The writer's output (one Bar
-per bar of the tape) is the only thing meant to grow, and it is reported too.
+For each tape size, generates (streaming, never in memory) a tape of that many
+trades over K contracts (default 10), or takes ``--tape``, then runs the whole
+``pxnode replay TAPE --out bars.parquet --timeframes 1sec,1min,5min,15min``
+process while sampling its RSS every 50 ms. Printed per tape: RSS shortly after
+start, the peak, the last sample (as the output is written), the RSS at each
+10 % of the run, and the peak against the smallest tape's peak (flat: ~1.0x).
+The target is a peak under 100 MiB for every size.
 """
 
 from __future__ import annotations
 
 import argparse
-import resource
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import anyio
 import psutil
 from gen_tape import generate  # bench/ is sys.path[0] when run as a script
 
-from pxnode.replay import ReplayResult, replay
-
-TIMEFRAMES = ["1min", "5min", "1hr", "4hr"]
+TIMEFRAMES = "1sec,1min,5min,15min"
 MIB = 2**20
+TARGET_MIB = 100.0
 
 
-async def replay_sampled(tape: Path, samples: list[float]) -> ReplayResult:
-    process = psutil.Process()
-    result: list[ReplayResult] = []
-
-    async def run() -> None:
-        result.append(await replay(tape, TIMEFRAMES))
-        tg.cancel_scope.cancel()
-
-    async def sample() -> None:
-        while True:
+def sampled_replay(tape: Path, out: Path) -> tuple[float, list[float]]:
+    """Run ``pxnode replay`` on ``tape``; (seconds, RSS samples in MiB)."""
+    pxnode = Path(sys.executable).with_name("pxnode")
+    command = [str(pxnode), "replay", str(tape), "--out", str(out), "--timeframes", TIMEFRAMES]
+    started = time.perf_counter()
+    child = subprocess.Popen(command)
+    process = psutil.Process(child.pid)
+    samples: list[float] = []
+    while child.poll() is None:
+        try:
             samples.append(process.memory_info().rss / MIB)
-            await anyio.sleep(0.5)
-
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(sample)
-        tg.start_soon(run)
-    return result[0]
+        except psutil.NoSuchProcess:
+            break
+        time.sleep(0.05)
+    seconds = time.perf_counter() - started
+    if child.returncode != 0:
+        raise SystemExit(f"pxnode replay exited {child.returncode}")
+    return seconds, samples
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trades", type=int, default=10_000_000)
+    parser.add_argument("--trades", default="1000000,10000000", help="comma-separated sizes")
     parser.add_argument("--contracts", type=int, default=10)
-    parser.add_argument("--tape", type=Path, help="an existing tape (else one is generated)")
-    parser.add_argument("--backend", choices=("trio", "asyncio"), default="trio")
+    parser.add_argument("--tape", type=Path, help="an existing tape (else one per size)")
     args = parser.parse_args()
+    sizes = [int(n) for n in args.trades.split(",")]
+    peaks: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        tape = args.tape
-        if tape is None:
-            tape = Path(tmp) / "rss.tape"
-            started = time.perf_counter()
-            summary = generate(tape, args.trades, seed=1, contracts=args.contracts)
-            print(
-                f"tape: {summary.trades:,} trades, {args.contracts} contracts, "
-                f"{tape.stat().st_size / MIB:,.0f} MiB, {summary.seconds / 3600:.0f} h of tape "
-                f"(generated in {time.perf_counter() - started:.0f} s)"
-            )
-        start_rss = psutil.Process().memory_info().rss / MIB
-        samples: list[float] = []
-        started = time.perf_counter()
-        result = anyio.run(replay_sampled, tape, samples, backend=args.backend)
-        seconds = time.perf_counter() - started
-    end_rss = psutil.Process().memory_info().rss / MIB
-    peak_rss = max([*samples, end_rss])
-    max_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-    stats = result.stats
-    judged = stats.trades_accepted + sum(stats.trades_rejected.values())
-    print(f"replay: {judged:,} trades in {seconds:.1f} s ({judged / seconds:,.0f} trades/s)")
-    print(f"bars written: {stats.bars:,} (the output, held until written)")
-    tenths = [f"{samples[len(samples) * i // 10]:.0f}" for i in range(10)]
-    print(f"RSS MiB at each 10 % of the run: {' '.join(tenths)}")
-    print(f"RSS MiB start {start_rss:.1f}  peak {peak_rss:.1f}  end {end_rss:.1f}")
-    print(f"ratios vs start: peak {peak_rss / start_rss:.2f}x  end {end_rss / start_rss:.2f}x")
-    print(f"ru_maxrss (whole process, incl. generation) {max_rss:.1f} MiB")
+        for size in sizes if args.tape is None else [0]:
+            tape = args.tape or Path(tmp) / f"{size}.tape"
+            if args.tape is None:
+                summary = generate(tape, size, seed=1, contracts=args.contracts)
+                label = f"{summary.trades:,} trades, {summary.seconds / 3600:.0f} h of tape"
+            else:
+                label = str(tape)
+            seconds, samples = sampled_replay(tape, Path(tmp) / "bars.parquet")
+            peak = max(samples)
+            peaks.append(peak)
+            tenths = " ".join(f"{samples[len(samples) * i // 10]:.0f}" for i in range(10))
+            verdict = "ok" if peak < TARGET_MIB else f"OVER {TARGET_MIB:.0f} MiB"
+            print(f"{label}: pxnode replay {seconds:.1f} s")
+            print(f"  RSS MiB start {samples[0]:.1f}  peak {peak:.1f}  end {samples[-1]:.1f}  {verdict}")
+            print(f"  RSS MiB at each 10 % of the run: {tenths}")
+            print(f"  peak vs the first tape's peak: {peak / peaks[0]:.2f}x")
 
 
 if __name__ == "__main__":

@@ -147,8 +147,7 @@ def replay(
     log_level: LogLevel = "warning",
 ) -> None:
     """Turn a recorded tape (or a NATS stream) into bars, deterministically and fast."""
-    from .replay import replay as run_replay
-    from .replay import write_bars
+    from .replay import replay_to
 
     names = _timeframes(timeframes)
     if out.suffix not in (".parquet", ".csv"):
@@ -175,20 +174,19 @@ def replay(
             tg.start_soon(abandon_on_signal)
             if nats is None:
                 assert tape is not None
-                result = await run_replay(tape, names)
+                stats = await replay_to(tape, names, out)
             else:
                 from .stream_tape import stream_tape
 
                 assert window is not None
                 source = _nats_config(nats, stream)
                 async with stream_tape(source, _contracts(contracts), *window) as path:
-                    result = await run_replay(path, names)
+                    stats = await replay_to(path, names, out)
             tg.cancel_scope.cancel()
         if stopping.event.is_set():
             return 0
-        write_bars(result.bars, out)
         if json_stats:
-            sys.stdout.write(msgspec.json.encode(result.stats).decode() + "\n")
+            sys.stdout.write(msgspec.json.encode(stats).decode() + "\n")
         return 0
 
     _main(command, log_level, backend="trio" if nats is None else "asyncio")

@@ -15,7 +15,8 @@ the only time. Three parties run concurrently:
   mailbox hop per second instead of per frame;
 * the node's own actors (validation → bars), unchanged;
 * the writer, on a BLOCK subscription to ``topic.bars`` taken before the first
-  line, keeping the newest version of every bar by (contract, timeframe, start).
+  line, keeping the newest version of every bar by (contract, timeframe, start)
+  until no trade still to come can change it, then passing it on.
 
 Every mailbox on the way is BLOCK, so nothing is dropped and the feeder runs
 exactly as fast as the slowest actor. At the end of the tape two ``Flush``
@@ -29,15 +30,19 @@ a bar early; the late trade then amends it and a correction follows. The
 whatever the interleaving, and nothing from the host (wall time, ordering of
 a dict) reaches the output, so the same tape always gives the same bytes.
 
-Memory: the node is bounded by its rings and mailboxes; the writer holds one
-``Bar`` per bar of the tape, which is the output itself.
+Memory: the node is bounded by its rings and mailboxes; the writer holds the
+bars of the last ``stale_after`` seconds of each contract. ``replay_to`` spills
+final bars to disk as it goes, so its memory is flat in the tape's length;
+``replay`` returns every bar, so its result is the output itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import math
 import os
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -60,6 +65,7 @@ from protocols.messages import (
     HubMessagesReceived,
     Tick,
 )
+from protocols.timeframes import BarClock, parse_timeframe
 from supervisors.config import BarsConfig, NodeConfig
 from supervisors.mailbox import MailboxSpec, OverflowPolicy
 from supervisors.node import open_node
@@ -74,6 +80,8 @@ REPLAY_MAILBOX = 32
 """Most frames told to validation in one message (fewer if a tape second ends first)."""
 WRITER_MAILBOX = MailboxSpec(4096, OverflowPolicy.BLOCK)
 WRITER_BATCH = 1024
+SPILL_ROWS = 20_000
+"""Final bars held before they are spilled to disk (a few MiB of them)."""
 
 BarKey = tuple[str, str, int]
 
@@ -111,12 +119,60 @@ async def replay(
 ) -> ReplayResult:
     """Replay the tape at ``path`` building ``timeframes``; ``config`` sets everything else.
 
-    ``on_bar`` sees every closed bar and every correction of one as it arrives
-    (streamed, in emission order). Raises ``TapeError`` if the tape cannot be
-    read and ``ConfigError`` for a bad timeframe.
+    Every bar is returned, so the result grows with the tape: ``replay_to``
+    writes a file of any size in flat memory. ``on_bar`` sees every closed bar
+    and every correction of one as it arrives (streamed, in emission order).
+    Raises ``TapeError`` if the tape cannot be read and ``ConfigError`` for a
+    bad timeframe.
     """
+    bars: list[Bar] = []
+    stats = await _replay(path, timeframes, config, on_bar, bars.append)
+    bars.sort(key=_key)
+    return ReplayResult(stats=stats, bars=bars)
+
+
+async def replay_to(
+    path: str | Path,
+    timeframes: Sequence[str],
+    out: str | Path,
+    *,
+    config: NodeConfig | None = None,
+) -> ReplayStats:
+    """Replay the tape at ``path`` into the bar file ``out`` (``.parquet`` or ``.csv``).
+
+    Bars leave memory as they become final (spilled aside, by series), so the
+    memory of a replay does not grow with the tape; the file is assembled from
+    the spill at the end and appears complete or not at all. Raises like
+    ``replay`` and ``write_bars``.
+    """
+    out = _output(out)
+    try:
+        spill = tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent)
+    except OSError as error:
+        raise PxError(f"cannot write {str(out)!r}: {error.strerror or error}") from None
+    with spill as directory:
+        series = _Series(Path(directory))
+        stats = await _replay(path, timeframes, config, None, series.add)
+        _write(series.frame(), out)
+    return stats
+
+
+async def _replay(
+    path: str | Path,
+    timeframes: Sequence[str],
+    config: NodeConfig | None,
+    on_bar: Callable[[Bar], None] | None,
+    sink: Callable[[Bar], None],
+) -> ReplayStats:
     config = _replay_config(config or NodeConfig(), timeframes)
-    writer = _BarWriter(on_bar)
+    written = 0
+
+    def count(bar: Bar) -> None:
+        nonlocal written
+        written += 1
+        sink(bar)
+
+    writer = _BarWriter(timeframes, config.validation.stale_after, on_bar, count)
     counts = TapeCounts()
     tape = read_tape(path, counts)
     try:
@@ -128,15 +184,18 @@ async def replay(
                     inbox.close()  # the writer drains what the barriers pushed, then ends
     finally:
         tape.close()
-    bars = writer.final()
-    stats = ReplayStats(
+    writer.finish()
+    return ReplayStats(
         lines=counts.lines,
         malformed=counts.malformed,
         trades_accepted=counters.get("trades_accepted", 0),
         trades_rejected={r: counters.get(f"trades_rejected.{r}", 0) for r in TRADE_REASONS},
-        bars=len(bars),
+        bars=written,
     )
-    return ReplayResult(stats=stats, bars=bars)
+
+
+def _key(bar: Bar) -> BarKey:
+    return (bar.contract, bar.timeframe, bar.start)
 
 
 def _replay_config(config: NodeConfig, timeframes: Sequence[str]) -> NodeConfig:
@@ -182,30 +241,70 @@ async def _tell(ref: Any, msg: Any) -> None:
 
 
 class _BarWriter:
-    """Keeps the newest version of every bar; a closed bar or a correction goes to ``on_bar``."""
+    """Holds each bar until no accepted trade can still change it, then hands it to ``sink``.
 
-    def __init__(self, on_bar: Callable[[Bar], None] | None) -> None:
-        self._bars: dict[BarKey, Bar] = {}
+    Validation accepts a trade only if it is at most ``stale_after`` older than
+    the newest accepted trade of its contract, and every bar the writer has seen
+    holds an accepted trade at or after its start. So once some bar of a
+    contract starts at ``s``, no later trade can land before ``s - stale_after``:
+    a *closed* bar ending by then is final, whatever the interleaving of ticks
+    and trades. Within a series bars become final in start order (a new bar
+    cannot start before a final one ends), so the sink sees each series sorted.
+    """
+
+    def __init__(
+        self,
+        timeframes: Sequence[str],
+        stale_after: float,
+        on_bar: Callable[[Bar], None] | None,
+        sink: Callable[[Bar], None],
+    ) -> None:
+        self._bars: dict[BarKey, Bar] = {}  # bars that may still change
+        self._due: dict[
+            str, list[tuple[int, BarKey]]
+        ] = {}  # per contract: (end, key) of closed bars
+        self._newest: dict[str, int] = {}  # per contract: the latest bar start seen
+        self._margin = round(stale_after * 1_000_000)  # as validation rounds it
+        self._clocks = {name: BarClock(parse_timeframe(name)) for name in timeframes}
         self._on_bar = on_bar
+        self._sink = sink
 
     async def run(self, inbox: Inbox[Any]) -> None:
-        bars, on_bar = self._bars, self._on_bar
         while batch := await inbox.receive_batch(WRITER_BATCH):
             for msg in batch:
-                # Messages of one bar arrive in emission order: the last one is the newest.
                 if type(msg) is BarUpdated:
-                    bar = msg.bar
-                    bars[(bar.contract, bar.timeframe, bar.start)] = bar
-                    if msg.closed and on_bar is not None:
-                        on_bar(bar)  # a correction of a closed bar
+                    self._take(msg.bar, msg.closed, msg.closed)
                 elif type(msg) is BarClosed:
-                    bar = msg.bar
-                    bars[(bar.contract, bar.timeframe, bar.start)] = bar
-                    if on_bar is not None:
-                        on_bar(bar)
+                    self._take(msg.bar, True, False)
+            self._release()
 
-    def final(self) -> list[Bar]:
-        return [self._bars[key] for key in sorted(self._bars)]
+    def _take(self, bar: Bar, closed: bool, corrected: bool) -> None:
+        # Messages of one bar arrive in emission order: the last one is the newest.
+        contract, start = bar.contract, bar.start
+        key = (contract, bar.timeframe, start)
+        self._bars[key] = bar
+        if start > self._newest.get(contract, start - 1):
+            self._newest[contract] = start
+        if closed:
+            if not corrected:
+                end = self._clocks[bar.timeframe].bounds(start)[1]
+                heapq.heappush(self._due.setdefault(contract, []), (end, key))
+            if self._on_bar is not None:
+                self._on_bar(bar)
+
+    def _release(self) -> None:
+        bars, sink = self._bars, self._sink
+        for contract, due in self._due.items():
+            final = self._newest[contract] - self._margin
+            while due and due[0][0] <= final:
+                sink(bars.pop(heapq.heappop(due)[1]))
+
+    def finish(self) -> None:
+        """Hand over every remaining bar (the end-of-tape barriers closed them all)."""
+        self._due.clear()
+        bars, self._bars = self._bars, {}
+        for key in sorted(bars):
+            self._sink(bars[key])
 
 
 # ------------------------------------------------------------------------ output
@@ -228,20 +327,65 @@ def write_bars(bars: Sequence[Bar], path: str | Path) -> None:
     an interrupted replay never leaves a truncated output behind. ``PxError`` if
     it cannot be written.
     """
+    _write(bars_frame(bars).lazy(), _output(path))
+
+
+def _output(path: str | Path) -> Path:
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".parquet", ".csv"):
+    if path.suffix.lower() not in (".parquet", ".csv"):
         raise ConfigError(f"output must end in .parquet or .csv, got {str(path)!r}")
-    frame = bars_frame(bars)
+    return path
+
+
+def _write(frame: pl.LazyFrame, path: Path) -> None:
     partial = path.with_name(f".{path.name}.partial")
     try:
-        if suffix == ".parquet":
-            frame.write_parquet(partial, statistics=True)
+        if path.suffix.lower() == ".parquet":
+            frame.sink_parquet(partial, statistics=True)
         else:
-            frame.write_csv(partial, datetime_format="%Y-%m-%dT%H:%M:%S%.6fZ")
+            frame.sink_csv(partial, datetime_format="%Y-%m-%dT%H:%M:%S%.6fZ")
         os.replace(partial, path)
     except OSError as error:
         raise PxError(f"cannot write {str(path)!r}: {error.strerror or error}") from None
     finally:
         with contextlib.suppress(OSError):
             partial.unlink(missing_ok=True)
+
+
+class _Series:
+    """Final bars by series, spilled to Arrow files in ``directory`` every ``SPILL_ROWS``.
+
+    Each series arrives in start order (see ``_BarWriter``), so the output is
+    the series in (contract, timeframe) order, each one its files in turn: a
+    concatenation polars streams to the file without sorting or holding it.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._held: dict[tuple[str, str], list[Bar]] = {}
+        self._files: dict[tuple[str, str], list[Path]] = {}
+        self._count = 0
+        self._spilled = 0
+
+    def add(self, bar: Bar) -> None:
+        self._held.setdefault((bar.contract, bar.timeframe), []).append(bar)
+        self._count += 1
+        if self._count >= SPILL_ROWS:
+            self._spill()
+
+    def _spill(self) -> None:
+        for series, bars in self._held.items():
+            path = self._directory / f"{self._spilled}.arrow"
+            self._spilled += 1
+            bars_frame(bars).write_ipc(path)
+            self._files.setdefault(series, []).append(path)
+        self._held.clear()
+        self._count = 0
+
+    def frame(self) -> pl.LazyFrame:
+        """Every bar, sorted (contract, timeframe, start), read lazily from the spill."""
+        self._spill()
+        parts = [
+            pl.scan_ipc(path) for series in sorted(self._files) for path in self._files[series]
+        ]
+        return pl.concat(parts) if parts else bars_frame([]).lazy()
