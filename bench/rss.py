@@ -70,7 +70,8 @@ def main() -> None:
             tenths = " ".join(f"{samples[len(samples) * i // 10]:.0f}" for i in range(10))
             verdict = "ok" if peak < TARGET_MIB else f"OVER {TARGET_MIB:.0f} MiB"
             print(f"{label}: pxnode replay {seconds:.1f} s")
-            print(f"  RSS MiB start {samples[0]:.1f}  peak {peak:.1f}  end {samples[-1]:.1f}  {verdict}")
+            start, end = samples[0], samples[-1]
+            print(f"  RSS MiB start {start:.1f}  peak {peak:.1f}  end {end:.1f}  {verdict}")
             print(f"  RSS MiB at each 10 % of the run: {tenths}")
             print(f"  peak vs the first tape's peak: {peak / peaks[0]:.2f}x")
 

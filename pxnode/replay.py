@@ -353,39 +353,54 @@ def _write(frame: pl.LazyFrame, path: Path) -> None:
 
 
 class _Series:
-    """Final bars by series, spilled to Arrow files in ``directory`` every ``SPILL_ROWS``.
+    """Final bars by series, appended as CSV rows to one file per series in ``directory``.
 
     Each series arrives in start order (see ``_BarWriter``), so the output is
-    the series in (contract, timeframe) order, each one its files in turn: a
-    concatenation polars streams to the file without sorting or holding it.
+    the series in (contract, timeframe) order, each one its file: polars
+    streams that concatenation to the output at the end without sorting it or
+    holding it. The rows are written by Python (no native buffers kept during
+    the replay) and carry numbers only; the series' names are columns added
+    from the file's key, so no contract id ever needs quoting.
     """
 
     def __init__(self, directory: Path) -> None:
         self._directory = directory
-        self._held: dict[tuple[str, str], list[Bar]] = {}
-        self._files: dict[tuple[str, str], list[Path]] = {}
+        self._held: dict[tuple[str, str], list[str]] = {}
+        self._files: dict[tuple[str, str], Path] = {}
         self._count = 0
-        self._spilled = 0
 
     def add(self, bar: Bar) -> None:
-        self._held.setdefault((bar.contract, bar.timeframe), []).append(bar)
+        row = (
+            f"{bar.start},{bar.open!r},{bar.high!r},{bar.low!r},{bar.close!r},"
+            f"{bar.volume},{bar.trades}\n"
+        )
+        self._held.setdefault((bar.contract, bar.timeframe), []).append(row)
         self._count += 1
         if self._count >= SPILL_ROWS:
             self._spill()
 
     def _spill(self) -> None:
-        for series, bars in self._held.items():
-            path = self._directory / f"{self._spilled}.arrow"
-            self._spilled += 1
-            bars_frame(bars).write_ipc(path)
-            self._files.setdefault(series, []).append(path)
+        for series, rows in self._held.items():
+            path = self._files.get(series)
+            if path is None:
+                path = self._files[series] = self._directory / f"{len(self._files)}.csv"
+            with path.open("a") as file:
+                file.writelines(rows)
         self._held.clear()
         self._count = 0
 
     def frame(self) -> pl.LazyFrame:
         """Every bar, sorted (contract, timeframe, start), read lazily from the spill."""
         self._spill()
+        numbers = {name: kind for name, kind in SCHEMA.items() if kind != pl.String}
         parts = [
-            pl.scan_ipc(path) for series in sorted(self._files) for path in self._files[series]
+            pl.scan_csv(path, has_header=False, schema={**numbers, "start": pl.Int64})
+            .with_columns(
+                pl.lit(contract, pl.String).alias("contract"),
+                pl.lit(timeframe, pl.String).alias("timeframe"),
+                pl.col("start").cast(SCHEMA["start"]),
+            )
+            .select(list(SCHEMA))
+            for (contract, timeframe), path in sorted(self._files.items())
         ]
         return pl.concat(parts) if parts else bars_frame([]).lazy()

@@ -14,10 +14,11 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
+import pxnode.replay
 from protocols.errors import ConfigError, TapeError
 from protocols.messages import Bar
 from protocols.timeframes import BarClock, parse_timeframe
-from pxnode.replay import ReplayResult, ReplayStats, replay, write_bars
+from pxnode.replay import ReplayResult, ReplayStats, replay, replay_to, write_bars
 
 A, B = "CON.F.US.MES.H25", "CON.F.US.MNQ.H25"
 LIMIT = 10.0  # seconds: a missing barrier fails the test instead of hanging it
@@ -239,6 +240,37 @@ async def test_replay_is_deterministic_and_equals_an_aggregation(tmp_path: Path)
     assert outputs[0] == outputs[1]
     assert result.stats.trades_accepted == len(trades)
     assert result.bars == reference_bars(trades, timeframes)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+async def test_streamed_output_is_the_same_file_as_the_held_one(
+    tmp_path: Path, suffix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "random.tape"
+    generated_tape(path, seed=11)
+    timeframes = ["1sec", "1min", "4hr"]
+    released: list[int] = []
+    spill = pxnode.replay._Series._spill
+
+    def spill_counted(self: Any) -> None:
+        released.append(self._count)
+        spill(self)
+
+    monkeypatch.setattr(pxnode.replay, "SPILL_ROWS", 7)
+    monkeypatch.setattr(pxnode.replay._Series, "_spill", spill_counted)
+    with anyio.fail_after(LIMIT):
+        stats = await replay_to(path, timeframes, tmp_path / f"streamed{suffix}")
+    result = await run(path, timeframes)
+    write_bars(result.bars, tmp_path / f"held{suffix}")
+    streamed = (tmp_path / f"streamed{suffix}").read_bytes()
+    assert streamed == (tmp_path / f"held{suffix}").read_bytes() or suffix == ".parquet"
+    read = pl.read_parquet if suffix == ".parquet" else pl.read_csv
+    assert read(tmp_path / f"streamed{suffix}").equals(read(tmp_path / f"held{suffix}"))
+    assert stats == result.stats and stats.bars == len(result.bars) > 7
+    # Bars left memory during the replay, not only at its end.
+    assert len(released) > 3 and sum(released) == stats.bars
+    assert not (tmp_path / ".streamed.parquet.partial").exists()
 
 
 @pytest.mark.anyio
