@@ -15,12 +15,15 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from importlib.metadata import version
 from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
 import msgspec
 import typer
+from typer.core import TyperCommand, TyperGroup, TyperOption
+from typer.models import CommandFunctionType
 
 from actors.nats_bridge import NatsConfig
 from protocols.errors import AuthFailed, Escalation, PxError, TapeError
@@ -32,18 +35,73 @@ from supervisors.supervisor import unwrap
 
 from .preflight import check_reachable
 
-app = typer.Typer(
+
+def _plain_flags(params: list[Any]) -> list[Any]:
+    """A flag takes no value, so its help shows none (typer would print ``<bool>``)."""
+    for param in params:
+        if isinstance(param, TyperOption) and param.is_flag and param.metavar is None:
+            param.metavar = ""
+    return params
+
+
+class _Group(TyperGroup):
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
+
+
+class _Command(TyperCommand):
+    """Help as commands are written: ``pxnode record [OPTIONS] TAPE`` (typer says ``{TAPE}``)."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        return _plain_flags(super().get_params(ctx))
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces: list[str] = super().collect_usage_pieces(ctx)
+        return [p[1:-1] if p.startswith("{") and p.endswith("}") else p for p in pieces]
+
+
+class _Typer(typer.Typer):
+    def command(
+        self, *args: Any, **kwargs: Any
+    ) -> Callable[[CommandFunctionType], CommandFunctionType]:
+        kwargs.setdefault("cls", _Command)
+        return super().command(*args, **kwargs)
+
+
+app = _Typer(
     name="pxnode",
     help="Realtime market-data node for the ProjectX Gateway.",
     no_args_is_help=True,
-    add_completion=False,
+    cls=_Group,
     pretty_exceptions_enable=False,
 )
 
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"pxnode {version('pxnode')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool,
+        typer.Option(
+            "--version", help="Print the version and exit.", callback=_show_version, is_eager=True
+        ),
+    ] = False,
+) -> None:
+    """Realtime market-data node for the ProjectX Gateway."""
+
+
 LogLevel = Annotated[
-    str, typer.Option("--log-level", help="debug, info, warning or error.", show_default=True)
+    str,
+    typer.Option(
+        "--log-level", help="debug, info, warning or error.", show_default=True, metavar="LEVEL"
+    ),
 ]
-StreamName = Annotated[str, typer.Option("--stream", help="JetStream stream name.")]
+StreamName = Annotated[str, typer.Option("--stream", help="JetStream stream name.", metavar="NAME")]
 
 
 class Stopping:
@@ -127,21 +185,31 @@ def _timeframes(text: str) -> list[str]:
 
 @app.command()
 def replay(
-    out: Annotated[Path, typer.Option("--out", help="bars.parquet or bars.csv")],
+    out: Annotated[Path, typer.Option("--out", help="bars.parquet or bars.csv", metavar="FILE")],
     tape: Annotated[
-        Path | None, typer.Argument(help="Tape file (JSON lines of hub messages).")
+        Path | None,
+        typer.Argument(help="Tape file (JSON lines of hub messages).", metavar="TAPE"),
     ] = None,
-    timeframes: Annotated[str, typer.Option(help="Comma-separated, e.g. 1min,5min,4hr.")] = "1min",
+    timeframes: Annotated[
+        str, typer.Option(help="Comma-separated, e.g. 1min,5min,4hr.", metavar="LIST")
+    ] = "1min",
     json_stats: Annotated[bool, typer.Option("--json-stats", help="Print counts as JSON.")] = False,
     nats: Annotated[
-        str | None, typer.Option("--nats", help="Replay a NATS JetStream stream instead of a tape.")
+        str | None,
+        typer.Option(
+            "--nats", help="Replay a NATS JetStream stream instead of a tape.", metavar="URL"
+        ),
     ] = None,
     since: Annotated[
-        str | None, typer.Option(help="With --nats: from this ISO time (received at).")
+        str | None,
+        typer.Option(help="With --nats: from this ISO time (received at).", metavar="TIME"),
     ] = None,
-    until: Annotated[str | None, typer.Option(help="With --nats: up to this ISO time.")] = None,
+    until: Annotated[
+        str | None, typer.Option(help="With --nats: up to this ISO time.", metavar="TIME")
+    ] = None,
     contracts: Annotated[
-        list[str] | None, typer.Option("--contracts", help="With --nats: only these contract ids.")
+        list[str] | None,
+        typer.Option("--contracts", help="With --nats: only these contract ids.", metavar="IDS"),
     ] = None,
     stream: StreamName = "PXNODE",
     log_level: LogLevel = "warning",
@@ -252,24 +320,40 @@ def gateway(
 
 Contracts = Annotated[
     list[str] | None,
-    typer.Option("--contracts", help="Contract ids or symbols, comma-separated or repeated."),
+    typer.Option(
+        "--contracts", help="Contract ids or symbols, comma-separated or repeated.", metavar="IDS"
+    ),
 ]
-Timeframes = Annotated[str, typer.Option(help="Comma-separated, e.g. 1min,5min,1hr,4hr.")]
+Timeframes = Annotated[
+    str, typer.Option(help="Comma-separated, e.g. 1min,5min,1hr,4hr.", metavar="LIST")
+]
 Duration = Annotated[
-    float | None, typer.Option(help="Stop by itself after this many seconds.", min=0)
+    float | None,
+    typer.Option(help="Stop by itself after this many seconds.", min=0, metavar="SECONDS"),
 ]
 Json = Annotated[bool, typer.Option("--json", help="One JSON snapshot per line per second.")]
 MetricsPort = Annotated[
-    int | None, typer.Option("--metrics-port", help="Serve Prometheus text at /metrics.")
+    int | None,
+    typer.Option("--metrics-port", help="Serve Prometheus text at /metrics.", metavar="PORT"),
 ]
-ConfigFile = Annotated[Path | None, typer.Option("--config", help="TOML config file.")]
-LiveTimeframes = Annotated[str | None, typer.Option(help="Comma-separated timeframes.")]
-ApiUrl = Annotated[str | None, typer.Option("--api-url", help="REST base URL.")]
-MarketHub = Annotated[str | None, typer.Option("--market-hub", help="Market hub URL.")]
-UserHub = Annotated[str | None, typer.Option("--user-hub", help="User hub URL.")]
+ConfigFile = Annotated[
+    Path | None, typer.Option("--config", help="TOML config file.", metavar="FILE")
+]
+LiveTimeframes = Annotated[
+    str | None, typer.Option(help="Comma-separated timeframes.", metavar="LIST")
+]
+ApiUrl = Annotated[str | None, typer.Option("--api-url", help="REST base URL.", metavar="URL")]
+MarketHub = Annotated[
+    str | None, typer.Option("--market-hub", help="Market hub URL.", metavar="URL")
+]
+UserHub = Annotated[str | None, typer.Option("--user-hub", help="User hub URL.", metavar="URL")]
 Nats = Annotated[
     str | None,
-    typer.Option("--nats", help="Also publish the validated stream to this NATS JetStream server."),
+    typer.Option(
+        "--nats",
+        help="Also publish the validated stream to this NATS JetStream server.",
+        metavar="URL",
+    ),
 ]
 
 
@@ -448,7 +532,9 @@ def run(
     api_url: ApiUrl = None,
     market_hub: MarketHub = None,
     user_hub: UserHub = None,
-    record: Annotated[Path | None, typer.Option("--record", help="Also record a tape.")] = None,
+    record: Annotated[
+        Path | None, typer.Option("--record", help="Also record a tape.", metavar="TAPE")
+    ] = None,
     metrics_port: MetricsPort = None,
     duration: Duration = None,
     json: Json = False,
@@ -467,7 +553,9 @@ def run(
 
 @app.command()
 def record(
-    tape: Annotated[Path, typer.Argument(help="Tape file to append hub messages to.")],
+    tape: Annotated[
+        Path, typer.Argument(help="Tape file to append hub messages to.", metavar="TAPE")
+    ],
     contracts: Contracts = None,
     timeframes: LiveTimeframes = None,
     api_url: ApiUrl = None,
@@ -480,7 +568,7 @@ def record(
     nats: Nats = None,
     log_level: LogLevel = "warning",
 ) -> None:
-    """Record raw hub traffic to a tape (a ``run`` with ``--record TAPE``)."""
+    """Record raw hub traffic to TAPE (the same as run --record TAPE)."""
     node_config = _live_config(
         config, contracts, timeframes, api_url, market_hub, user_hub, tape, nats
     )
@@ -491,10 +579,16 @@ def record(
 
 @app.command()
 def consume(
-    nats: Annotated[str, typer.Option("--nats", help="NATS server the ingest node publishes to.")],
+    nats: Annotated[
+        str, typer.Option("--nats", help="NATS server the ingest node publishes to.", metavar="URL")
+    ],
     contracts: Annotated[
         list[str] | None,
-        typer.Option("--contracts", help="Contract ids (default: every contract in the stream)."),
+        typer.Option(
+            "--contracts",
+            help="Contract ids (default: every contract in the stream).",
+            metavar="IDS",
+        ),
     ] = None,
     timeframes: Timeframes = "1min,5min,1hr,4hr",
     durable: Annotated[
