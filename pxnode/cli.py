@@ -286,6 +286,58 @@ def _nats_config(url: str, stream: str, durable: str = "pxnode") -> NatsConfig:
         raise
 
 
+# ------------------------------------------------------------------- chart
+
+
+@app.command()
+def chart(
+    source: Annotated[
+        Path,
+        typer.Argument(
+            help="A replay's bars.parquet or bars.csv, or a tape (replayed first).",
+            metavar="BARS|TAPE",
+        ),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write.", metavar="FILE")],
+    contract: Annotated[
+        str | None,
+        typer.Option(help="Contract id (needed when there are several).", metavar="ID"),
+    ] = None,
+    timeframe: Annotated[
+        str | None,
+        typer.Option(help="Timeframe, e.g. 1min (needed when there are several).", metavar="TF"),
+    ] = None,
+    log_level: LogLevel = "warning",
+) -> None:
+    """Draw bars as a candlestick chart with volume: one HTML file, no network needed."""
+    from .chart import read_bars, render_chart, select_series
+    from .replay import bars_frame
+    from .replay import replay as run_replay
+
+    if out.suffix.lower() not in (".html", ".htm"):
+        _fail(f"--out must end in .html, got {out.name!r}")
+    if not out.parent.is_dir():
+        _fail(f"--out {str(out)!r}: no such directory {str(out.parent)!r}")
+    is_tape = source.suffix.lower() not in (".parquet", ".csv")
+    if is_tape and timeframe is None:
+        _fail("charting a tape needs --timeframe (the bars to build), e.g. --timeframe 1min")
+    wanted = None if timeframe is None else _timeframes(timeframe)[:1]
+
+    async def command(stopping: Stopping) -> int:
+        if is_tape:
+            frame = bars_frame((await run_replay(source, wanted or [])).bars)
+        else:
+            frame = read_bars(source)
+        page = render_chart(select_series(frame, contract, wanted[0] if wanted else None))
+        try:
+            out.write_text(page, encoding="utf-8")
+        except OSError as error:
+            raise PxError(f"cannot write {str(out)!r}: {error.strerror or error}") from None
+        return 0
+
+    _main(command, log_level)
+
+
 # ----------------------------------------------------------------- gateway
 
 
