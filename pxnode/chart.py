@@ -33,17 +33,16 @@ TIME_TICKS = 6
 def read_bars(path: Path) -> pl.DataFrame:
     """A replay output (``.parquet`` or ``.csv``) as the replay's table (``PxError`` if not)."""
     try:
-        if path.suffix == ".parquet":
-            frame = pl.read_parquet(path)
-        else:
-            frame = pl.read_csv(path, schema_overrides={"start": pl.String})
+        csv = path.suffix == ".csv"
+        frame = pl.read_csv(path, infer_schema=False) if csv else pl.read_parquet(path)
+        missing = [name for name in SCHEMA if name not in frame.columns]
+        if missing:
+            raise PxError(f"{str(path)!r} is not a replay output: no {', '.join(missing)} column")
+        if csv:
             frame = frame.with_columns(pl.col("start").str.to_datetime(time_zone="UTC"))
+        return frame.select(pl.col(name).cast(kind) for name, kind in SCHEMA.items())
     except (OSError, pl.exceptions.PolarsError) as error:
         raise PxError(f"cannot read bars {str(path)!r}: {error}") from None
-    missing = [name for name in SCHEMA if name not in frame.columns]
-    if missing:
-        raise PxError(f"{str(path)!r} is not a replay output: no {', '.join(missing)} column")
-    return frame.select(pl.col(name).cast(kind) for name, kind in SCHEMA.items())
 
 
 def select_series(frame: pl.DataFrame, contract: str | None, timeframe: str | None) -> pl.DataFrame:
