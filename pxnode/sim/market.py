@@ -346,6 +346,11 @@ class MarketSim:
         book = self._books[contract]
         return book.price(book.last)
 
+    @property
+    def next_at(self) -> float:
+        """When the next trade batch is due (unix seconds)."""
+        return self._next_at
+
     def advance(self, to_time: float) -> list[MarketEvent]:
         """Every event due in ``(now, to_time]``, in order; the clock never goes back."""
         out: list[MarketEvent] = []

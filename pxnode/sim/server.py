@@ -9,8 +9,9 @@ connections) and runs four kinds of task in one task group:
   ``RestHandler.handle``'s answer on a keep-alive connection. A websocket upgrade
   of /hubs/{market,user} is authenticated *before* the 101 (a bad token is an
   HTTP 401, as in ASP.NET), then wsproto takes the socket over.
-* the market driver: every ``tick`` it advances the sim to wall time and routes
-  the events to the sessions that subscribed, one websocket message per session.
+* the market driver: every ``tick`` (or, in a quiet market, when the next event
+  is due) it advances the sim to wall time and routes the events to the sessions
+  that subscribed, one websocket message per session.
 * keepalive: SignalR Ping to idle sessions every ``ping_interval``; a session whose
   client said nothing for ``client_timeout`` is closed (ASP.NET's ClientTimeout).
 * the fault runner: sleeps until the next scheduled fault and applies it.
@@ -379,8 +380,10 @@ class GatewaySim:
     # --------------------------------------------------------------- drivers
 
     async def _drive(self) -> None:
+        # Every ``tick`` while the market is busy (events batch up); in a quiet market
+        # it sleeps until the next event is due, so an idle simulated day costs nothing.
         while True:
-            await anyio.sleep(self.config.tick)
+            await anyio.sleep(max(self.config.tick, self.sim.next_at - self.wall_time()))
             self._deliver(self.sim.advance(self.wall_time()))
 
     def _deliver(self, events: list[MarketEvent]) -> None:
@@ -402,7 +405,9 @@ class GatewaySim:
     async def _keepalive(self) -> None:
         config = self.config
         while True:
-            await anyio.sleep(min(1.0, config.ping_interval / 4))
+            # a quarter of the shortest period it keeps: pings and timeouts are late by
+            # at most that much
+            await anyio.sleep(min(config.ping_interval, config.client_timeout) / 4)
             now = anyio.current_time()
             for c in list(self.connections):
                 if c.closing:
