@@ -21,7 +21,7 @@ import os
 import random
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import msgspec
@@ -33,6 +33,7 @@ from protocols.hubs import Connected, Disconnected
 from protocols.messages import BreakerTransitioned, ChildRestarting
 from protocols.timeframes import BarClock, parse_timeframe
 from pxnode.sim import Fault, SimConfig
+from pxnode.sim.faults import FaultKind
 from pxnode.testing import ES, HOSTS, MNQ, SimNode, node_config, node_tasks, sim_node
 from supervisors.config import BarsConfig
 from supervisors.mailbox import OverflowPolicy
@@ -93,7 +94,7 @@ async def run_scenario(h: SimNode, plan: list[tuple[float, str, float]]) -> Coun
             await anyio.sleep(arg)
             h.net.refused.clear()
         else:
-            h.sim.apply(Fault(kind, 0.0, arg))
+            h.sim.apply(Fault(cast(FaultKind, kind), 0.0, arg))
     return fired
 
 
