@@ -48,6 +48,7 @@ from .dashboard_render import (
     render,
     summary_line,
 )
+from .lines import Lines
 from .snapshot import take_snapshot
 
 MAX_EVENTS = 50
@@ -191,10 +192,12 @@ async def run_dashboard(
 
         view = await frame(None)
         if not console.is_terminal:
-            console.out(summary_line(view), highlight=False)
-            while await pacer.wait():
-                view = await frame(view)
-                console.out(summary_line(view), highlight=False)
+            # A pipe may stop being read: its lines go through Lines, never blocking the loop.
+            with Lines(console.file) as lines:
+                lines.write(summary_line(view))
+                while await pacer.wait():
+                    view = await frame(view)
+                    lines.write(summary_line(view))
             return
         # auto_refresh=False: rich would otherwise redraw from a thread of its own.
         draw = render(view, console.width, console.height)
@@ -212,13 +215,17 @@ async def run_json(
     out: TextIO = sys.stdout,
     refresh: float = 1.0,
 ) -> None:
-    """``--json``: one ``NodeSnapshot`` per line per ``refresh`` seconds, flushed each time."""
+    """``--json``: one ``NodeSnapshot`` per line per ``refresh`` seconds.
+
+    Written by ``Lines``: a reader that stops reading costs counted dropped
+    lines, never a blocked event loop.
+    """
     pacer = _Pacer(stopping_event, refresh, duration)
-    while True:
-        out.write(msgspec.json.encode(await take_snapshot(node)).decode() + "\n")
-        out.flush()
-        if not await pacer.wait():
-            return
+    with Lines(out) as lines:
+        while True:
+            lines.write(msgspec.json.encode(await take_snapshot(node)).decode())
+            if not await pacer.wait():
+                return
 
 
 class _Pacer:
