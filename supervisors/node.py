@@ -201,6 +201,22 @@ def _make_connection(
     return make
 
 
+def subscribed_contracts(registry: Registry) -> set[str]:
+    """The contracts a live node subscribed, shared by ``Node.subscribe`` and validation."""
+    return registry.shared("subscribed_contracts", set)
+
+
+def _make_validation(
+    config: NodeConfig, registry: Registry, _: Network
+) -> Callable[[], ValidationActor]:
+    # Live, validation admits only subscribed contracts (the set outlives its restarts).
+    subscribed = None
+    if config.gateway is not None:
+        subscribed = subscribed_contracts(registry)
+        subscribed.update(config.contracts)
+    return lambda: ValidationActor(config.validation, subscribed)
+
+
 def _make_history(
     config: NodeConfig, registry: Registry, network: Network
 ) -> Callable[[], HistoryActor]:
@@ -281,9 +297,7 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
         ),
         _data_path,
     ),
-    NodeChild(
-        "validation", lambda config, *_: lambda: ValidationActor(config.validation), _data_path
-    ),
+    NodeChild("validation", _make_validation, _data_path),
     NodeChild(
         "recorder",
         lambda config, *_: lambda: TapeRecorder(str(config.record)),
@@ -388,6 +402,7 @@ class Node:
                 await history.tell(TrackTimeframes(names))
         for contract in contracts:
             self._contracts[contract] = None
+            subscribed_contracts(self.registry).add(contract)  # before its first trade arrives
             await self.ref("connection_market").tell(SubscribeContract(contract))
             if history is not None:
                 await history.tell(SubscribeContract(contract))

@@ -29,7 +29,7 @@ class Registry:
         self._topics: dict[str, Topic[Any]] = {}
         self._clock = clock
         self._shared: dict[str, Any] = {}
-        self._epoch_offset: float | None = None
+        self._wall = WallClock()
         self.lost_events = 0
 
     def __repr__(self) -> str:
@@ -77,12 +77,8 @@ class Registry:
         return name in self._refs
 
     def wall_time(self) -> float:
-        """Unix seconds that advance with ``anyio.current_time()`` (so virtual clocks apply)."""
-        if self._clock is not None:
-            return self._clock()
-        if self._epoch_offset is None:
-            self._epoch_offset = time.time() - anyio.current_time()  # wall-clock ok: anchor once
-        return self._epoch_offset + anyio.current_time()
+        """Unix seconds now (see ``WallClock``; a test may pass its own ``clock``)."""
+        return self._clock() if self._clock is not None else self._wall()
 
     def count_lost_event(self) -> None:
         self.lost_events += 1
@@ -93,3 +89,32 @@ class Registry:
             subscribers = topic.statistics().subscribers
             stats.extend(s for s in subscribers if s.name not in self._mailboxes)
         return stats
+
+
+class WallClock:
+    """Unix time whose offset from the loop clock is re-read at each call.
+
+    Unix time anchored once and then advanced by the loop clock misses an NTP
+    step or a suspend of the machine, after which every good trade would be
+    judged ``future`` or ``too_old``. Here ``time.time() - time.monotonic()`` is
+    read at every call and taken up as soon as it moved by more than ``STEP``
+    (smaller moves are read jitter or NTP slewing: ignoring them keeps the clock
+    steady, and they are taken up once they add up). The loop clock's lead over
+    ``time.monotonic()`` since the first call is added: zero on a real clock, the
+    virtual time a trio ``MockClock`` has jumped in a test.
+    """
+
+    STEP = 0.1
+
+    def __init__(self) -> None:
+        self._offset: float | None = None  # unix - monotonic, as last taken up
+        self._start = 0.0  # loop clock - monotonic at the first call
+
+    def __call__(self) -> float:
+        loop, mono = anyio.current_time(), time.monotonic()
+        offset = time.time() - mono  # wall-clock ok: read per call, not anchored once
+        if self._offset is None:
+            self._offset, self._start = offset, loop - mono
+        elif abs(offset - self._offset) > self.STEP:
+            self._offset = offset
+        return self._offset + loop - self._start

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any, TypeVar
 
 import msgspec
@@ -52,8 +53,16 @@ _USER_ARGS = msgspec.json.Decoder(list[msgspec.Raw])
 class ValidationActor:
     """Judges every trade, quote and depth item; forwards the accepted, counts the rest."""
 
-    def __init__(self, config: ValidationConfig | None = None) -> None:
+    def __init__(
+        self, config: ValidationConfig | None = None, subscribed: AbstractSet[str] | None = None
+    ) -> None:
+        """``subscribed``: a live node's contracts, the only ones admitted (read live, so a
+        contract subscribed later counts); None admits any contract up to the cap (replay)."""
         self.config = config = config or ValidationConfig()
+        # Every per-contract map below is keyed only by admitted contracts: the
+        # subscribed ones, or at most max_contracts (see _admits).
+        self._subscribed = subscribed
+        self._admitted: set[str] = set()
         # (max_future µs, max_age µs, stale_after µs, spike band low, high): floats settle a
         # spike outside the band, spike_exceeds decides inside it, exactly.
         self._limits = (
@@ -73,6 +82,9 @@ class ValidationActor:
                 "frames_received",
                 "frames_malformed",
                 "frames_unknown_target",
+                "frames_unsubscribed",
+                "frames_over_contract_cap",
+                "trades_reference_reset",
                 "trades_accepted",
                 *(f"trades_rejected.{r}" for r in TRADE_REASONS),
                 "quotes_accepted",
@@ -233,7 +245,21 @@ class ValidationActor:
         if frame is None or not frame[0]:
             self._counts["frames_malformed"] += 1
             return None
-        return frame
+        return frame if self._admits(frame[0]) else None
+
+    def _admits(self, contract: str) -> bool:
+        if self._subscribed is not None:
+            if contract in self._subscribed:
+                return True
+            self._counts["frames_unsubscribed"] += 1
+        elif contract in self._admitted:
+            return True
+        elif len(self._admitted) >= self.config.max_contracts:
+            self._counts["frames_over_contract_cap"] += 1
+        else:
+            self._admitted.add(contract)
+            return True
+        return False
 
     # ---------------------------------------------------------------- trades
 
@@ -248,6 +274,12 @@ class ValidationActor:
         max_future, max_age, stale, spike_low, spike_high = self._limits
         latest, earliest = received_us + max_future, received_us - max_age
         state = self._trade_state.get(contract)
+        if state is not None and state[0] > latest:
+            # The newest accepted ts lies beyond what this frame could carry: it came from
+            # a clock that has since been corrected (a far-future tape line). Judged against
+            # it every good trade would be stale forever, so it restarts at the receive time.
+            state[0] = received_us
+            counts["trades_reference_reset"] += 1
         append = out.append
         accepted = 0
         for item in items:
@@ -377,6 +409,6 @@ class ValidationActor:
             return f"{kind}_rejected.future"
         if ts < received_us - max_age:
             return f"{kind}_rejected.too_old"
-        if newest is not None and ts < newest - stale:
-            return f"{kind}_rejected.stale"
+        if newest is not None and ts < newest - stale and newest <= received_us + max_future:
+            return f"{kind}_rejected.stale"  # a newest from beyond the future bound is forgotten
         return ts

@@ -24,6 +24,10 @@ class ValidationConfig(msgspec.Struct, frozen=True):
     """Seconds an item may be older than the newest accepted one of its contract."""
     max_spike: float = 0.5
     """Largest relative move from the last accepted trade price (0.5 = 50 %)."""
+    max_contracts: int = 10_000
+    """Most contracts validation keeps state for (a replay of any tape); a frame of one
+    more is counted ``frames_over_contract_cap`` and dropped. A live node keeps state
+    only for the contracts it subscribed and counts others ``frames_unsubscribed``."""
     batch_limit: int = 1024
     """Most messages drained from the inbox per batch (one Trades/Quotes/DepthsAccepted each)."""
     report_every: int = 100
@@ -32,5 +36,5 @@ class ValidationConfig(msgspec.Struct, frozen=True):
     def __post_init__(self) -> None:
         for name in ("max_future", "max_age", "stale_after", "max_spike"):
             non_negative(f"validation.{name}", getattr(self, name))
-        for name in ("batch_limit", "report_every"):
+        for name in ("max_contracts", "batch_limit", "report_every"):
             count(f"validation.{name}", getattr(self, name))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -13,12 +12,12 @@ from pxnode.listen import bind, local_port
 from pxnode.listen import serve as serve_connections
 from pxnode.sim.config import SimConfig
 from pxnode.sim.server import GatewaySim
+from supervisors.registry import WallClock
 
 
 def system_clock() -> Callable[[], float]:
-    """Unix time that follows ``anyio.current_time()`` (anchored once, at call time)."""
-    offset = time.time() - anyio.current_time()  # wall-clock ok: anchor once, then anyio time
-    return lambda: offset + anyio.current_time()
+    """The sim's unix time, read per call like the node's (``WallClock``)."""
+    return WallClock()
 
 
 @asynccontextmanager

@@ -10,10 +10,11 @@ minutes of outages, cool-downs and timeouts in milliseconds.
 Each hub has its own host (``market.sim``, ``user.sim``), so a test can refuse
 or hang the dials of one hub.
 
-Clocks: the sim and the node each read unix time as an anchor plus
-``anyio.current_time()``. The node's registry takes its anchor on its first
-``wall_time`` call (at the latest the clock actor's first tick), so the two
-disagree by at most that much virtual time, well inside validation's 5 s.
+Clocks: the sim and the node each read unix time with a ``WallClock`` (the
+system's unix time, plus the virtual time MockClock jumped since its first
+call). The node's clock makes its first call at the latest at the clock actor's
+first tick, so the two disagree by at most that much virtual time, well inside
+validation's 5 s; a step of the system clock moves both.
 
 ``node_tasks`` (the task census that proves a stopped node left nothing
 running) is trio's, like MockClock.
@@ -22,7 +23,6 @@ running) is trio's, like MockClock.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -42,6 +42,7 @@ from pxnode.sim import DEMO_ACCOUNT_ID, DEMO_API_KEY, DEMO_USERNAME, Fault, Gate
 from supervisors.config import BarsConfig, GatewayConfig, NodeConfig
 from supervisors.mailbox import Mailbox, MailboxSpec, OverflowPolicy
 from supervisors.node import Network, Node, open_node
+from supervisors.registry import WallClock
 from supervisors.supervisor import unwrap
 
 from ._memory import Pipe, socket_pair
@@ -223,10 +224,9 @@ async def sim_node(
     """
     config = config or node_config()
     sim_config = sim or SimConfig(seed=3, rate=50.0, contracts=(MNQ, ES), tick=0.1)
-    anchor = time.time() - anyio.current_time()  # wall-clock ok: the sim's unix-time anchor
     try:
         async with anyio.create_task_group() as tg:
-            gateway_sim = GatewaySim(sim_config, wall_time=lambda: anchor + anyio.current_time())
+            gateway_sim = GatewaySim(sim_config, wall_time=WallClock())
             await tg.start(gateway_sim.run)
             net = SimNet(gateway_sim, tg)
             net.refused.update(HOSTS[h] for h in refused)

@@ -930,3 +930,53 @@ async def test_get_contracts_is_answered_through_the_inbox() -> None:
         box.close()
     box.dispose()
     assert summary == {C: ContractSummary(last_price=100.0, trades=1)}
+
+
+# ----------------------------------------------------------------- bounds (issue 12)
+
+
+def test_contracts_beyond_max_contracts_are_counted_and_dropped() -> None:
+    actor = ValidationActor(ValidationConfig(max_contracts=3))
+    contracts = [f"CON.F.US.X{i}.H25" for i in range(5)]
+    j = Judged(actor)(*(frame([trade()], contract=c) for c in contracts * 2))
+    assert sorted({t.contract for t in j.trades}) == contracts[:3]
+    assert len(j.trades) == 6
+    assert actor.counters()["frames_over_contract_cap"] == 4
+    assert set(actor.contracts()) == set(contracts[:3])
+
+
+def test_a_live_node_admits_only_subscribed_contracts_read_live() -> None:
+    subscribed = {C}
+    actor = ValidationActor(subscribed=subscribed)
+    other = "CON.F.US.EP.H25"
+    j = Judged(actor)(frame([trade()]), frame([trade()], contract=other))
+    assert [t.contract for t in j.trades] == [C]
+    assert actor.counters()["frames_unsubscribed"] == 1
+    subscribed.add(other)  # Node.subscribe adds to the shared set
+    j(frame([trade()], contract=other))
+    assert [t.contract for t in j.trades] == [C, other]
+    assert "frames_over_contract_cap" not in j.rejected
+
+
+def test_a_far_future_line_does_not_poison_its_contract() -> None:
+    """A tape line stamped a year ahead (received then too) once made every later trade stale."""
+    year = 365 * 86_400.0
+    ahead = frame([trade(ts="2026-01-21T14:30:00Z")], received_at=RECV + year)
+    j = Judged()(ahead, frame([trade(price=21000.5)]), frame([trade(price=21000.75)]))
+    assert j.prices == [21000.25, 21000.5, 21000.75]
+    assert j.actor.counters()["trades_reference_reset"] == 1
+    assert "trades_rejected.stale" not in j.rejected
+
+
+def test_a_far_future_quote_does_not_poison_its_contract() -> None:
+    year = 365 * 86_400.0
+    quote = {"symbol": "F.US.MNQ", "bestBid": 1.0, "bestAsk": 2.0}
+    future = {**quote, "timestamp": "2026-01-21T14:30:00Z"}
+    ahead = frame(future, target="GatewayQuote", received_at=RECV + year)
+    j = Judged()(ahead, frame({**quote, "timestamp": TS}, target="GatewayQuote"))
+    assert len(j.quotes) == 2 and "quotes_rejected.stale" not in j.rejected
+
+
+def test_max_contracts_must_be_a_count() -> None:
+    with pytest.raises(ConfigError, match="max_contracts"):
+        ValidationConfig(max_contracts=0)
