@@ -26,7 +26,7 @@ WIDTH, HEIGHT = 1200, 720
 LEFT, RIGHT, TOP = 64, 90, 48
 PRICE_BOTTOM = 520
 VOLUME_TOP, VOLUME_BOTTOM = 548, 680
-PRICE_TICKS = 6
+PRICE_TICKS = 8
 TIME_TICKS = 6
 
 
@@ -138,22 +138,26 @@ def _price_axis(low: float, high: float, y: Callable[[float], float]) -> list[st
 
 def _time_axis(starts: Sequence[datetime], step: float) -> list[str]:
     every = max(1, math.ceil(len(starts) / TIME_TICKS))
-    return [
+    return [  # the first label starts at its bar: centred, it would run off the left edge
         f'<text x="{LEFT + step * (index + 0.5):.1f}" y="{VOLUME_BOTTOM + 20}" '
-        f'text-anchor="middle">{_time(start)}</text>'
+        f'text-anchor="{"middle" if index else "start"}">{_time(start)}</text>'
         for index, start in enumerate(starts)
         if index % every == 0
     ]
 
 
 def _nice_step(raw: float) -> float:
-    """1, 2 or 5 times a power of ten: the grid a reader can add up."""
+    """1, 2, 2.5 or 5 times a power of ten: a grid a reader can add up."""
     power = 10.0 ** math.floor(math.log10(raw))
-    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    return next(m * power for m in (1, 2, 2.5, 5, 10) if m * power >= raw)
 
 
 def _decimals(step: float) -> int:
-    return max(0, -math.floor(math.log10(step)))
+    """Just enough decimals to tell grid lines apart (2.5 needs one, 0.25 two)."""
+    decimals = 0
+    while decimals < 8 and abs(step * 10**decimals - round(step * 10**decimals)) > 1e-9:
+        decimals += 1
+    return decimals
 
 
 def _time(start: datetime) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import shutil
 import struct
 import subprocess
@@ -16,7 +17,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from pxnode.chart import DOWN, PRICE_BOTTOM, TOP, UP
+from pxnode.chart import DOWN, PRICE_BOTTOM, TOP, UP, render_chart
 from pxnode.cli import app
 
 runner = CliRunner()
@@ -187,3 +188,37 @@ def test_chromium_shows_the_candles(tape: Path, tmp_path: Path) -> None:
     assert up > 0 and down > 0
     pane = rows[TOP:PRICE_BOTTOM]  # the price pane: candles only, no volume
     assert (column_runs(pane, width, UP), column_runs(pane, width, DOWN)) == (up, down)
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "labels"),
+    [
+        (19990.0, 20150.0, [str(20000 + 20 * i) for i in range(8)]),
+        (5000.0, 5001.0, ["5000.0", "5000.2", "5000.4", "5000.6", "5000.8", "5001.0"]),
+        (
+            4000.0,
+            4020.0,
+            [
+                "4000.0",
+                "4002.5",
+                "4005.0",
+                "4007.5",
+                "4010.0",
+                "4012.5",
+                "4015.0",
+                "4017.5",
+                "4020.0",
+            ],
+        ),
+    ],
+)
+def test_price_scale_is_round_numbers(low: float, high: float, labels: list[str]) -> None:
+    frame = pl.DataFrame(
+        {"contract": ["C"] * 2, "timeframe": ["1min"] * 2,
+         "start": [datetime(2025, 1, 6, tzinfo=UTC)] * 2,
+         "open": [low, high], "high": [high, high], "low": [low, low], "close": [high, low],
+         "volume": [1, 2]}
+    )  # fmt: skip
+    page = render_chart(frame)
+    grid = re.findall(r'<text x="1118" y="[\d.]+">([\d.]+)</text>', page)
+    assert grid == labels
