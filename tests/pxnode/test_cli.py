@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 import polars as pl
+import psutil
 import pytest
 from typer.testing import CliRunner
 
@@ -223,7 +224,11 @@ def test_replay_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         text=True,
         env=strict_env(),
     )  # fmt: skip
-    time.sleep(1.2)  # imports done, the replay is under way (it takes seconds)
+    # The replay is under way once the tape is open (imports alone take over a second on a
+    # loaded machine, and a signal during them is Python's KeyboardInterrupt, not pxnode's).
+    child, deadline = psutil.Process(proc.pid), time.monotonic() + 30
+    while str(tape) not in {f.path for f in child.open_files()} and time.monotonic() < deadline:
+        time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, err
