@@ -410,7 +410,9 @@ Nats = Annotated[
 
 
 def _contracts(values: list[str] | None) -> list[str]:
-    return [part.strip() for value in values or [] for part in value.split(",") if part.strip()]
+    """Each contract once, in order (``--contracts MNQ --contracts MNQ`` broke the sim)."""
+    parts = (part.strip() for value in values or [] for part in value.split(","))
+    return list(dict.fromkeys(part for part in parts if part))
 
 
 async def _run_node(

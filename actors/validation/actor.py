@@ -214,7 +214,7 @@ class ValidationActor:
                 return
             try:
                 arity = len(_USER_ARGS.decode(msg.arguments))
-            except (msgspec.DecodeError, TypeError):
+            except (msgspec.DecodeError, TypeError, RecursionError):  # nested 1000 deep too
                 arity = 0
             if arity in (1, 2):
                 counts["user_forwarded"] += 1
@@ -238,7 +238,7 @@ class ValidationActor:
         """
         try:
             contract, payload = decoder.decode(arguments)
-        except (msgspec.DecodeError, TypeError):
+        except (msgspec.DecodeError, TypeError, RecursionError):
             frame = fallback(arguments, self._counts, kind, sanitise)
         else:
             frame = contract, payload if type(payload) is list else [payload]

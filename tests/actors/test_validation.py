@@ -980,3 +980,16 @@ def test_a_far_future_quote_does_not_poison_its_contract() -> None:
 def test_max_contracts_must_be_a_count() -> None:
     with pytest.raises(ConfigError, match="max_contracts"):
         ValidationConfig(max_contracts=0)
+
+
+@pytest.mark.parametrize("target", ["GatewayTrade", "GatewayQuote", "GatewayUserOrder"])
+def test_arguments_nested_3000_deep_are_malformed_not_a_crash(target: str) -> None:
+    """Found by tests/reliability/test_fuzz_edges.py: RecursionError crashed validation."""
+    deep = b"[" * 3000 + b"]" * 3000
+    hub = "user" if target.startswith("GatewayUser") else "market"
+    j = Judged()(
+        raw_frame(b'["' + C.encode() + b'",[{"price":1,"x":' + deep + b"}]]", target, hub),
+        raw_frame(deep, target, hub),
+    )
+    assert j.actor.counters()["frames_malformed"] == 2
+    assert not j.trades and not j.quotes and not j.user
