@@ -9,13 +9,28 @@ the same way: a ``ConfigError`` naming the field and the value.
 from __future__ import annotations
 
 import math
+from typing import TypeGuard
 
 from .errors import ConfigError
 
 
+def is_finite(value: object) -> TypeGuard[float]:
+    """A finite int or float: not a bool, NaN, an infinity or an int beyond any float.
+
+    The one test of "a usable number" for config fields and for numbers other
+    actors report (gauges, times, round trips), where a bad one is counted.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def finite(name: str, value: object) -> float:
     """``value`` as a float, or a ConfigError naming the field (NaN, inf and bool refused)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if not is_finite(value):
         raise ConfigError(f"{name} must be a finite number, got {value!r}")
     return float(value)
 

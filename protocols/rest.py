@@ -39,7 +39,8 @@ import httpx
 import msgspec
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
-from protocols.errors import ConfigError, GatewayError
+from protocols.checks import count, positive
+from protocols.errors import GatewayError
 from protocols.secrets import Secret, redact
 
 T = TypeVar("T")
@@ -71,10 +72,8 @@ class RateLimit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     period: float
 
     def __post_init__(self) -> None:
-        if not isinstance(self.requests, int) or self.requests < 1:
-            raise ConfigError(f"rate limit requests must be an int >= 1, got {self.requests!r}")
-        if not (math.isfinite(self.period) and self.period > 0):
-            raise ConfigError(f"rate limit period must be a number > 0, got {self.period!r}")
+        count("rate limit requests", self.requests)
+        positive("rate limit period", self.period)
 
 
 class RestLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -73,7 +73,7 @@ from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Pong
 from wsproto.events import Ping as WsPing
 
-from protocols.errors import ConfigError, ConnectionLost, PxError
+from protocols.errors import ConfigError, ConnectionLost
 from protocols.hubs import (
     MARKET_EVENTS,
     USER_EVENTS,
@@ -112,7 +112,6 @@ LOGOUT = "GatewayLogout"
 """Sent by the gateway on both hubs when it ends the session (project-x-py listens for it)."""
 
 _MAX_PENDING: Final = 1024  # invocation ids awaiting a Completion
-_TELL_ERRORS: Final = (anyio.WouldBlock, PxError)
 
 
 class ConnectionActor:

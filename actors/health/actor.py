@@ -50,6 +50,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from protocols.checks import is_finite
 from protocols.health import GetHealth, HealthReport
 from protocols.hubs import HUBS, Connected, Disconnected, HeartbeatMeasured, ReconnectRequested
 from protocols.interfaces import ActorContext, Inbox, optional_ref
@@ -73,7 +74,7 @@ from protocols.messages import (
     TradesAccepted,
 )
 
-from .config import MAX_NAME_LEN, HealthConfig, is_time, name_ok
+from .config import MAX_NAME_LEN, HealthConfig, name_ok
 from .verdict import BREAKER_SCORE, NEVER, Hub, feed_quiet, judge
 
 _BATCH = 256
@@ -178,10 +179,10 @@ class HealthActor:
             contract = item.contract
             at = item.received_at
             # A non-str contract is never hashed (an unhashable one cannot crash us);
-            # the float test is is_time's fast path (False for NaN and infinities).
+            # the float test is is_finite's fast path (False for NaN and infinities).
             if not (
                 isinstance(contract, str)
-                and (-math.inf < at < math.inf if type(at) is float else is_time(at))
+                and (-math.inf < at < math.inf if type(at) is float else is_finite(at))
             ):
                 invalid += 1
                 continue
@@ -269,7 +270,7 @@ class HealthActor:
                 hub.connected = False
                 hub.disconnect_reason = reason[:MAX_NAME_LEN] if isinstance(reason, str) else ""
             case HeartbeatMeasured(rtt=rtt):
-                if not (is_time(rtt) and 0 <= rtt <= _MAX_RTT):
+                if not (is_finite(rtt) and 0 <= rtt <= _MAX_RTT):
                     self._count("invalid")
                     return
                 self._count("heartbeats")
@@ -280,7 +281,7 @@ class HealthActor:
 
     def on_tick(self, msg: Tick, ctx: ActorContext) -> None:
         now = msg.now
-        if not is_time(now):
+        if not is_finite(now):
             self._count("invalid")
             return
         self._count("ticks")

@@ -7,7 +7,6 @@ refused at runtime too.
 
 from __future__ import annotations
 
-import math
 from typing import TypeGuard
 
 import msgspec
@@ -73,15 +72,6 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigError("health contracts must be non-empty names of <= 200 characters")
         if len(set(self.contracts)) > self.max_contracts:
             raise ConfigError("health contracts exceed max_contracts")
-
-
-def is_time(value: object) -> TypeGuard[float]:
-    if not isinstance(value, int | float) or isinstance(value, bool):
-        return False
-    try:
-        return math.isfinite(value)
-    except OverflowError:  # an int beyond any float
-        return False
 
 
 def name_ok(value: object) -> TypeGuard[str]:

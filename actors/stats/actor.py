@@ -31,7 +31,7 @@ import anyio
 import msgspec
 import psutil
 
-from protocols.errors import PxError
+from protocols.checks import is_finite
 from protocols.hubs import Connected, Disconnected, HeartbeatMeasured
 from protocols.interfaces import ActorContext, Inbox
 from protocols.mailboxes import MailboxStatistics
@@ -52,14 +52,13 @@ from protocols.messages import (
 )
 from protocols.stats import ChildStats, StatsSnapshot
 
-from .config import StatsConfig, is_gauge
+from .config import StatsConfig
 from .windows import LatencySeries, LogScale, RateWindow
 
 _MAX_COUNT = 2**63 - 1  # what a Prometheus/JSON consumer can still hold exactly
 _BATCH = 256
 _EXIT_REASONS = frozenset({"normal", "failed", "cancelled"})
 _BREAKER_STATES = frozenset({"closed", "open", "half_open"})
-_REPLY_ERRORS = (PxError, anyio.WouldBlock, anyio.ClosedResourceError, anyio.BrokenResourceError)
 
 
 class _Source:
@@ -194,7 +193,7 @@ class StatsActor:
         src.counters, src.rates = kept, rates
 
     def _replace_gauges(self, src: _Source, gauges: Mapping[Any, Any]) -> None:
-        src.gauges = {k: float(v) for k, v in gauges.items() if self._admit(k, is_gauge(v))}
+        src.gauges = {k: float(v) for k, v in gauges.items() if self._admit(k, is_finite(v))}
 
     def _add_latencies(self, src: _Source, latencies: Mapping[Any, Any]) -> None:
         cap = self._config.max_samples_per_report
@@ -212,7 +211,7 @@ class StatsActor:
             if len(samples) > cap:
                 self._dropped["latency_samples"] += len(samples) - cap
             for sample in samples[:cap]:
-                if is_gauge(sample) and sample >= 0:
+                if is_finite(sample) and sample >= 0:
                     series.add(self._scale, sample)
                 else:
                     self._dropped["invalid"] += 1
@@ -304,13 +303,11 @@ class StatsActor:
             self._dropped["psutil"] += 1
 
     def on_get_stats(self, request: Request, ctx: ActorContext) -> None:
-        tell = getattr(request.reply, "tell_nowait", None)
-        if not callable(tell):
+        try_tell = getattr(request.reply, "try_tell", None)
+        if not callable(try_tell):
             self._dropped["invalid"] += 1
             return
-        try:
-            tell(self.snapshot(ctx.wall_time()))
-        except _REPLY_ERRORS:
+        if not try_tell(self.snapshot(ctx.wall_time())):
             self._dropped["replies"] += 1  # the asker gave up (timed out) before we answered
 
     def snapshot(self, taken_at: float) -> StatsSnapshot:

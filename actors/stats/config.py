@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import TypeGuard
-
 import msgspec
 
+from protocols.checks import count, positive
 from protocols.errors import ConfigError
 
 from .windows import LogScale
@@ -42,15 +39,18 @@ class StatsConfig(msgspec.Struct, frozen=True):
 
     def __post_init__(self) -> None:
         for field in ("rate_window", "rate_bucket", "latency_window", "source_ttl"):
-            _require(getattr(self, field), field, lambda v: v > 0)
+            positive(f"stats {field}", getattr(self, field))
         ratio = self.rate_window / self.rate_bucket
         if not (ratio >= 1 and ratio.is_integer()):
             raise ConfigError("stats rate_bucket must divide rate_window")
         if ratio > _MAX_RATE_BUCKETS:
             raise ConfigError(f"stats rate_window needs more than {_MAX_RATE_BUCKETS} buckets")
-        _require(self.latency_error, "latency_error", lambda v: 0 < v < 1)
-        _require(self.latency_max, "latency_max", lambda v: v > 0)
-        _require(self.latency_min, "latency_min", lambda v: 0 < v < self.latency_max)
+        if positive("stats latency_error", self.latency_error) >= 1:
+            raise ConfigError(f"stats latency_error must be below 1, got {self.latency_error!r}")
+        if positive("stats latency_min", self.latency_min) >= positive(
+            "stats latency_max", self.latency_max
+        ):
+            raise ConfigError("stats latency_min must be below latency_max")
         if LogScale(self.latency_error, self.latency_min, self.latency_max).size > _MAX_BUCKETS:
             raise ConfigError(f"stats latency range needs more than {_MAX_BUCKETS} buckets")
         for field in (
@@ -62,14 +62,7 @@ class StatsConfig(msgspec.Struct, frozen=True):
             "max_children",
             "max_name_len",
         ):
-            value = getattr(self, field)
-            if type(value) is not int or value < 1:
-                raise ConfigError(f"stats {field} must be an integer >= 1, got {value!r}")
-
-
-def _require(value: object, field: str, ok: Callable[[float], bool]) -> None:
-    if not (is_gauge(value) and ok(value)):
-        raise ConfigError(f"stats {field} is out of range: {value!r}")
+            count(f"stats {field}", getattr(self, field))
 
 
 def dynamic_limits(
@@ -90,19 +83,11 @@ def dynamic_limits(
     budget: a ring needs the forming bar and the last closed one to work at all.
     """
     for name, value in (("contracts", contracts), ("timeframes", timeframes), ("floor", floor)):
-        if type(value) is not int or value < 1:
-            raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
-    if type(cap_ring) is not int or cap_ring < floor:
-        raise ConfigError(f"cap_ring must be an integer >= {floor}, got {cap_ring!r}")
-    if type(bytes_per_bar) is not int or bytes_per_bar < 1:
-        raise ConfigError(f"bytes_per_bar must be an integer >= 1, got {bytes_per_bar!r}")
-    if type(available_bytes) is not int or available_bytes < 0:
-        raise ConfigError(f"available_bytes must be an integer >= 0, got {available_bytes!r}")
-    _require(budget_fraction, "budget_fraction", lambda v: 0 < v <= 1)
+        count(name, value)
+    count("cap_ring", cap_ring, minimum=floor)
+    count("bytes_per_bar", bytes_per_bar)
+    count("available_bytes", available_bytes, minimum=0)
+    if positive("budget_fraction", budget_fraction) > 1:
+        raise ConfigError(f"budget_fraction must be at most 1, got {budget_fraction!r}")
     per_ring = int(available_bytes * budget_fraction) // (contracts * timeframes * bytes_per_bar)
     return max(floor, min(cap_ring, per_ring))
-
-
-def is_gauge(value: object) -> TypeGuard[float]:
-    """A finite int or float (a bool is neither, here)."""
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

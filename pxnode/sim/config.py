@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import msgspec
 
-from protocols.checks import positive
+from protocols.checks import is_finite, positive
 from protocols.errors import ConfigError
 from protocols.rest import RestLimits
 from pxnode.sim.account import DEMO_API_KEY, DEMO_USERNAME
@@ -51,7 +49,7 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
-        if not (math.isfinite(self.rate) and 0 < self.rate <= 1_000_000):
+        if not (is_finite(self.rate) and 0 < self.rate <= 1_000_000):
             raise ConfigError(f"rate must be in (0, 1e6] trades/s, got {self.rate}")
         if not self.contracts:
             raise ConfigError("at least one contract is needed")

@@ -18,6 +18,7 @@ from typing import Final, Literal, TypeAlias, get_args
 
 import msgspec
 
+from protocols.checks import non_negative
 from protocols.errors import ConfigError
 
 FaultKind: TypeAlias = Literal[
@@ -65,9 +66,7 @@ def _number(text: str, what: str, item: str) -> float:
         value = float(text)
     except ValueError:
         raise ConfigError(f"fault {item!r}: {what} {text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise ConfigError(f"fault {item!r}: {what} must be a finite number >= 0, got {text!r}")
-    return value
+    return non_negative(f"fault {item!r}: {what}", value)
 
 
 def parse_faults(spec: str) -> tuple[FaultRule, ...]:

@@ -6,10 +6,10 @@ import math
 
 import pytest
 
-from protocols.checks import count, finite, non_negative, positive
+from protocols.checks import count, finite, is_finite, non_negative, positive
 from protocols.errors import ConfigError
 
-NOT_NUMBERS: list[object] = [math.nan, math.inf, -math.inf, True, False, "5", None, [1]]
+NOT_NUMBERS: list[object] = [math.nan, math.inf, -math.inf, True, False, "5", None, [1], 10**400]
 
 
 @pytest.mark.parametrize("value", NOT_NUMBERS)
@@ -17,6 +17,7 @@ def test_what_is_no_finite_number_is_refused_by_every_check(value: object) -> No
     for check in (finite, non_negative, positive):
         with pytest.raises(ConfigError, match=r"^field must be a finite number"):
             check("field", value)
+    assert not is_finite(value)
 
 
 def test_ranges_pass_at_exactly_their_bound() -> None:
