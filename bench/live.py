@@ -80,10 +80,9 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, Request, TextMessage
 
 from protocols.messages import BarUpdated, Flush, TradesAccepted
-from protocols.secrets import Secret
 from protocols.timeframes import BarClock, parse_timeframe
-from pxnode.sim import DEFAULT_CONTRACTS
-from supervisors.config import BarsConfig, GatewayConfig, NodeConfig
+from pxnode.sim import DEFAULT_CONTRACTS, DEMO_API_KEY, DEMO_USERNAME, gateway_config
+from supervisors.config import BarsConfig, NodeConfig
 from supervisors.mailbox import MailboxSpec, OverflowPolicy
 from supervisors.node import open_node
 from supervisors.topic import Subscription
@@ -260,7 +259,7 @@ async def bare_receive(
     url = urlsplit(gateway.url)
     host, port = url.hostname or "127.0.0.1", url.port or 80
     async with httpx.AsyncClient() as http:
-        login = {"userName": "demo", "apiKey": "demo-api-key"}
+        login = {"userName": DEMO_USERNAME, "apiKey": DEMO_API_KEY}
         token = (await http.post(f"{gateway.url}/api/Auth/loginKey", json=login)).json()["token"]
     ws = WSConnection(ConnectionType.CLIENT)
     calls = [
@@ -453,17 +452,10 @@ class BarProbe:
 async def node_run(
     gateway: Gateway, contracts: list[str], timeframes: list[str], warmup: float, seconds: float
 ) -> dict[str, Any]:
-    url = gateway.url
     config = NodeConfig(
         contracts=contracts,
         bars=BarsConfig(timeframes=timeframes),
-        gateway=GatewayConfig(
-            api_url=url,
-            market_hub=f"{url}/hubs/market",
-            user_hub=f"{url}/hubs/user",
-            username="demo",
-            api_key=Secret("demo-api-key"),
-        ),
+        gateway=gateway_config(gateway.url),
     )
     process = psutil.Process()
     rss: list[float] = []

@@ -8,21 +8,15 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from pxnode import GatewayConfig, NodeConfig, OverflowPolicy, Secret, open_node
-from pxnode.sim import SimConfig, running
+from pxnode import NodeConfig, OverflowPolicy, open_node
+from pxnode.sim import SimConfig, gateway_config, running
 
 
 async def main(seconds: float) -> None:
     async with running(SimConfig(rate=300.0)) as sim:
         config = NodeConfig(
             contracts=["CON.F.US.MNQ.Z25", "CON.F.US.EP.Z25"],
-            gateway=GatewayConfig(
-                api_url=sim.url,
-                market_hub=f"{sim.url}/hubs/market",
-                user_hub=f"{sim.url}/hubs/user",
-                username="demo",
-                api_key=Secret("demo-api-key"),
-            ),
+            gateway=gateway_config(sim.url),
         )
         async with open_node(config) as node:
             count = 0

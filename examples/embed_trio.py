@@ -12,8 +12,8 @@ import sys
 
 import trio
 
-from pxnode import BarClosed, BarsConfig, BarUpdated, GatewayConfig, NodeConfig, Secret, open_node
-from pxnode.sim import SimConfig, running
+from pxnode import BarClosed, BarsConfig, BarUpdated, NodeConfig, open_node
+from pxnode.sim import SimConfig, gateway_config, running
 
 MNQ = "CON.F.US.MNQ.Z25"
 
@@ -23,13 +23,7 @@ async def main(seconds: float) -> None:
         config = NodeConfig(
             contracts=[MNQ],
             bars=BarsConfig(timeframes=["1sec", "1min"]),
-            gateway=GatewayConfig(
-                api_url=sim.url,
-                market_hub=f"{sim.url}/hubs/market",
-                user_hub=f"{sim.url}/hubs/user",
-                username="demo",
-                api_key=Secret("demo-api-key"),
-            ),
+            gateway=gateway_config(sim.url),
         )
         async with open_node(config) as node:
             with trio.move_on_after(seconds), node.stream_bars() as bars:

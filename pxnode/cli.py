@@ -27,7 +27,6 @@ from typer.models import CommandFunctionType
 
 from actors.nats_bridge import NatsConfig
 from protocols.errors import AuthFailed, Escalation, PxError, TapeError
-from protocols.secrets import Secret
 from protocols.timeframes import parse_timeframe
 from supervisors.config import BarsConfig, GatewayConfig, NodeConfig, load_config
 from supervisors.node import open_node
@@ -463,9 +462,8 @@ def demo(
     from pxnode.sim import (
         DEFAULT_CONTRACTS,
         DEMO_ACCOUNT_ID,
-        DEMO_API_KEY,
-        DEMO_USERNAME,
         SimConfig,
+        gateway_config,
         running,
     )
 
@@ -480,18 +478,10 @@ def demo(
 
     async def command(stopping: Stopping) -> int:
         async with running(sim_config) as sim:
-            gateway = GatewayConfig(
-                api_url=sim.url,
-                market_hub=f"{sim.url}/hubs/market",
-                user_hub=f"{sim.url}/hubs/user",
-                accounts=[DEMO_ACCOUNT_ID],
-                username=DEMO_USERNAME,
-                api_key=Secret(DEMO_API_KEY),
-            )
             config = NodeConfig(
                 contracts=ids,
                 bars=BarsConfig(timeframes=names),
-                gateway=gateway,
+                gateway=gateway_config(sim.url, accounts=[DEMO_ACCOUNT_ID]),
                 seed=seed,
                 nats=publish,
             )

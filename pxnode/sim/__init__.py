@@ -69,7 +69,7 @@ rest429@70:2,rest500@80,slow@90:5,burst@100:5000,drop@every=300,malformed@p=0.01
 
 from pxnode.sim.account import DEMO_ACCOUNT_ID, DEMO_API_KEY, DEMO_USERNAME
 from pxnode.sim.config import SimConfig
-from pxnode.sim.entry import running, serve, system_clock
+from pxnode.sim.entry import gateway_config, running, serve, system_clock
 from pxnode.sim.faults import Fault, FaultRule, FaultSchedule, parse_faults
 from pxnode.sim.market import (
     CONTRACTS,
@@ -98,6 +98,7 @@ __all__ = [
     "SimConfig",
     "contract_symbol",
     "find_contract",
+    "gateway_config",
     "mock_transport",
     "parse_faults",
     "running",

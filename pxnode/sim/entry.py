@@ -4,20 +4,40 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import anyio
 import anyio.abc
 
+from protocols.secrets import Secret
 from pxnode.listen import bind, local_port
 from pxnode.listen import serve as serve_connections
+from pxnode.sim.account import DEMO_API_KEY, DEMO_USERNAME
 from pxnode.sim.config import SimConfig
 from pxnode.sim.server import GatewaySim
+from supervisors.config import GatewayConfig
 from supervisors.registry import WallClock
 
 
 def system_clock() -> Callable[[], float]:
     """The sim's unix time, read per call like the node's (``WallClock``)."""
     return WallClock()
+
+
+def gateway_config(url: str, **settings: Any) -> GatewayConfig:
+    """A node's gateway settings for the sim at ``url``: its hubs and the demo login.
+
+    ``settings`` are further ``GatewayConfig`` fields, e.g.
+    ``accounts=[DEMO_ACCOUNT_ID]`` for the demo account's user-hub events.
+    """
+    return GatewayConfig(
+        api_url=url,
+        market_hub=f"{url}/hubs/market",
+        user_hub=f"{url}/hubs/user",
+        username=DEMO_USERNAME,
+        api_key=Secret(DEMO_API_KEY),
+        **settings,
+    )
 
 
 @asynccontextmanager

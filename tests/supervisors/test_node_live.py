@@ -8,8 +8,7 @@ import pytest
 
 from protocols.errors import ConfigError
 from protocols.messages import BarUpdated
-from protocols.secrets import Secret
-from pxnode.sim import SimConfig, running
+from pxnode.sim import DEMO_ACCOUNT_ID, SimConfig, gateway_config, running
 from supervisors.config import BarsConfig, GatewayConfig, NodeConfig
 from supervisors.mailbox import MailboxSpec, OverflowPolicy
 from supervisors.node import open_node
@@ -22,15 +21,7 @@ def live_config(url: str, **gateway: object) -> NodeConfig:
         contracts=[MNQ, ES],
         bars=BarsConfig(timeframes=["1sec", "1min"]),
         tick_interval=0.1,
-        gateway=GatewayConfig(
-            api_url=url,
-            market_hub=f"{url}/hubs/market",
-            user_hub=f"{url}/hubs/user",
-            accounts=[7001],
-            username="demo",
-            api_key=Secret("demo-api-key"),
-            **gateway,  # type: ignore[arg-type]
-        ),
+        gateway=gateway_config(url, accounts=[DEMO_ACCOUNT_ID], **gateway),
     )
 
 

@@ -21,11 +21,10 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from actors.nats_bridge import NatsConfig
 from protocols.errors import ConfigError
 from protocols.messages import ChildRestarting, Trade, TradesAccepted
-from protocols.secrets import Secret
 from protocols.stream import TRADE_DECODER, StreamTrade, stream_trade
-from pxnode.sim import SimConfig, running
+from pxnode.sim import SimConfig, gateway_config, running
 from pxnode.testing import NatsServer
-from supervisors.config import BarsConfig, GatewayConfig, NodeConfig
+from supervisors.config import BarsConfig, NodeConfig
 from supervisors.mailbox import OverflowPolicy
 from supervisors.node import Node, open_node
 
@@ -51,13 +50,7 @@ def ingest_config(sim_url: str, nats_url: str) -> NodeConfig:
         tick_interval=0.1,
         history_bars=0,
         nats=NatsConfig(url=nats_url),
-        gateway=GatewayConfig(
-            api_url=sim_url,
-            market_hub=f"{sim_url}/hubs/market",
-            user_hub=f"{sim_url}/hubs/user",
-            username="demo",
-            api_key=Secret("demo-api-key"),
-        ),
+        gateway=gateway_config(sim_url),
     )
 
 
