@@ -81,7 +81,9 @@ REPLAY_MAILBOX = 32
 WRITER_MAILBOX = MailboxSpec(4096, OverflowPolicy.BLOCK)
 WRITER_BATCH = 1024
 SPILL_ROWS = 20_000
-"""Final bars held before they are spilled to disk (a few MiB of them)."""
+"""Final bars held before they are appended to the spill (a few MiB of them)."""
+ROW_GROUP = 20_000
+"""Rows per Parquet row group: what the output writer buffers at a time."""
 
 BarKey = tuple[str, str, int]
 
@@ -341,7 +343,7 @@ def _write(frame: pl.LazyFrame, path: Path) -> None:
     partial = path.with_name(f".{path.name}.partial")
     try:
         if path.suffix.lower() == ".parquet":
-            frame.sink_parquet(partial, statistics=True)
+            frame.sink_parquet(partial, statistics=True, row_group_size=ROW_GROUP)
         else:
             frame.sink_csv(partial, datetime_format="%Y-%m-%dT%H:%M:%S%.6fZ")
         os.replace(partial, path)
@@ -403,4 +405,5 @@ class _Series:
             .select(list(SCHEMA))
             for (contract, timeframe), path in sorted(self._files.items())
         ]
-        return pl.concat(parts) if parts else bars_frame([]).lazy()
+        # One series after another: parallel scans would buffer them all to keep the order.
+        return pl.concat(parts, parallel=False) if parts else bars_frame([]).lazy()
