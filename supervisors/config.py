@@ -118,6 +118,8 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Capacity of the data-path mailboxes (validation, bars)."""
     seed: int = 0
     """Seed of the node's random number generator (backoff and breaker jitter)."""
+    max_fills: int = 1000
+    """Fills of the trader's accounts the node keeps (older ones are counted, not kept)."""
 
     def health_config(self) -> HealthConfig:
         if self.health.contracts:
@@ -127,6 +129,8 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.tick_interval < 0:
             raise ConfigError(f"tick_interval must be >= 0, got {self.tick_interval}")
+        if self.max_fills < 1:
+            raise ConfigError(f"max_fills must be >= 1, got {self.max_fills}")
         if self.mailbox_capacity < 1:
             raise ConfigError(f"mailbox_capacity must be >= 1, got {self.mailbox_capacity}")
         if self.consume is not None and self.gateway is not None:

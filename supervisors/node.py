@@ -28,6 +28,7 @@ import msgspec
 import polars as pl
 import psutil
 
+from actors.account import AccountActor
 from actors.auth import AuthActor
 from actors.bars import BarsActor
 from actors.connection import Connect, ConnectionActor, HubConfig, SubscriptionBook
@@ -37,6 +38,15 @@ from actors.nats_bridge import Cursor, NatsBridge, NatsSource, Outbox, require_a
 from actors.recorder import TapeRecorder
 from actors.stats import StatsActor, dynamic_limits
 from actors.validation import ValidationActor
+from protocols.account import (
+    AccountEvent,
+    AccountInfo,
+    AccountState,
+    Fill,
+    GetAccountState,
+    OpenPosition,
+    WorkingOrder,
+)
 from protocols.errors import AuthFailed, ConfigError, NotReady, TapeError, UnknownSeries
 from protocols.health import GetHealth, HealthReport
 from protocols.hubs import HubName, SubscribeAccount, SubscribeContract
@@ -71,6 +81,7 @@ TOPICS = (
     "topic.quotes",
     "topic.depth",
     "topic.user",
+    "topic.account",
     "topic.bars",
     "topic.tokens",
     "topic.raw",
@@ -280,6 +291,13 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
         # A node driven by a tape (no gateway, no clock) has no feed whose health to judge.
         enabled=lambda config: _live(config) or config.tick_interval > 0,
     ),
+    # A sink of validation's user-hub frames (live or from a tape), so it starts before it.
+    NodeChild(
+        "account",
+        lambda config, *_: lambda: AccountActor(config.max_fills),
+        lambda _: MailboxSpec(1024, OverflowPolicy.BLOCK),  # a lost order event is a wrong book
+        attach=("topic.user",),
+    ),
     # A sink of validation and bars: it starts before and stops after them, so whatever
     # they pass on while the node stops is still published.
     NodeChild(
@@ -312,7 +330,7 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
             lambda: ClockActor(
                 registry,
                 config.tick_interval,
-                ("bars", "validation", "stats", "health", "recorder"),
+                ("bars", "validation", "stats", "health", "recorder", "account"),
             )
         ),
         lambda _: MailboxSpec(1),
@@ -498,6 +516,33 @@ class Node:
             return QuotesAccepted(mine) if mine else None
 
         return self._stream("topic.quotes", "quotes", select=select, **policy)
+
+    def stream_user(self, **policy: Any) -> Subscription[AccountEvent]:
+        """What changed in the trader's accounts, positions, orders and fills, as the
+        account actor applied it (``AccountChanged``, ``PositionChanged``,
+        ``OrderChanged``, ``FillReceived``)."""
+        return self._stream("topic.account", "user", **policy)
+
+    async def account_state(self) -> AccountState:
+        """Accounts, open positions, working orders and the newest fills, at once."""
+        state = await self.ref("account").ask(GetAccountState(), timeout=5.0)
+        assert isinstance(state, AccountState)
+        return state
+
+    async def accounts(self) -> tuple[AccountInfo, ...]:
+        return (await self.account_state()).accounts
+
+    async def positions(self) -> tuple[OpenPosition, ...]:
+        """Open positions (size > 0)."""
+        return (await self.account_state()).positions
+
+    async def orders(self) -> tuple[WorkingOrder, ...]:
+        """Working orders (open, pending, pending cancellation, suspended)."""
+        return (await self.account_state()).orders
+
+    async def fills(self) -> tuple[Fill, ...]:
+        """The newest fills the node keeps (``NodeConfig.max_fills``), oldest first."""
+        return (await self.account_state()).fills
 
     def stream_events(self, **policy: Any) -> Subscription[Any]:
         """Supervision, breaker, connection and heartbeat events."""

@@ -1,0 +1,71 @@
+"""The node's account state: snapshots and ``stream_user`` from user-hub frames, on both
+backends, and from the simulated gateway's demo account."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from protocols.account import AccountChanged, FillReceived, OrderChanged, PositionChanged
+from protocols.messages import Flush, HubMessageReceived
+from pxnode.sim import DEMO_ACCOUNT_ID
+from pxnode.testing import MNQ, sim_node, until
+from supervisors.config import NodeConfig
+from supervisors.node import Node, open_node
+
+
+async def user_frame(node: Node, target: str, payload: dict[str, Any]) -> None:
+    now = node.registry.wall_time()
+    raw = msgspec.Raw(msgspec.json.encode([{"action": 1, "data": payload}]))
+    await node.ref("validation").tell(HubMessageReceived("user", target, raw, now))
+    await node.ref("validation").ask(Flush(), timeout=1)
+
+
+ORDER = {"id": 9002, "accountId": 7001, "contractId": MNQ, "creationTimestamp": "T",
+         "status": 1, "type": 1, "side": 1, "size": 2, "limitPrice": 21100.0}  # fmt: skip
+POSITION = {"id": 6001, "accountId": 7001, "contractId": MNQ, "creationTimestamp": "T",
+            "type": 1, "size": 2, "averagePrice": 21000.0}  # fmt: skip
+ACCOUNT = {"id": 7001, "name": "PRAC", "balance": 50_000.0, "canTrade": True,
+           "isVisible": True, "simulated": True}  # fmt: skip
+TRADE = {"id": 8001, "accountId": 7001, "contractId": MNQ, "creationTimestamp": "T",
+         "price": 21000.0, "profitAndLoss": None, "fees": 0.37, "side": 0, "size": 2,
+         "voided": False, "orderId": 9001}  # fmt: skip
+
+
+@pytest.mark.anyio
+async def test_user_frames_reach_the_snapshots_and_the_stream() -> None:
+    async with open_node(NodeConfig(tick_interval=0.05, max_fills=1)) as node:
+        with node.stream_user(capacity=16) as stream:
+            await user_frame(node, "GatewayUserAccount", ACCOUNT)
+            await user_frame(node, "GatewayUserPosition", POSITION)
+            await user_frame(node, "GatewayUserOrder", ORDER)
+            await user_frame(node, "GatewayUserTrade", TRADE)
+            await user_frame(node, "GatewayUserTrade", {**TRADE, "id": 8002})
+            with anyio.fail_after(5):
+                events = [await stream.receive() for _ in range(5)]
+            accounts, positions = await node.accounts(), await node.positions()
+            orders, fills = await node.orders(), await node.fills()
+            state = await node.account_state()
+    assert [type(e) for e in events] == [
+        AccountChanged, PositionChanged, OrderChanged, FillReceived, FillReceived,
+    ]  # fmt: skip
+    assert [a.id for a in accounts] == [7001]
+    assert [(p.contract, p.side, p.size) for p in positions] == [(MNQ, "long", 2)]
+    assert [(o.id, o.status) for o in orders] == [(9002, "open")]
+    assert [f.id for f in fills] == [8002] and state.fills_dropped == 1
+
+
+@pytest.mark.trio
+async def test_the_demo_account_arrives_from_the_sim(autojump_clock: object) -> None:
+    async with sim_node() as h:
+        await until(lambda: h.net.open_sockets() >= 2)
+        state = await h.node.account_state()
+        while not (state.accounts and state.positions and state.orders):
+            await anyio.sleep(0.5)
+            state = await h.node.account_state()
+    assert [a.id for a in state.accounts] == [DEMO_ACCOUNT_ID]
+    assert [(p.contract, p.side, p.size) for p in state.positions] == [(MNQ, "long", 2)]
+    assert [(o.type, o.side, o.status) for o in state.orders] == [("limit", "ask", "open")]
