@@ -2,18 +2,20 @@
 
 Layout, top to bottom: three header lines (health, uptime, trades/s, RSS; each
 hub's connection and breaker as separate words, ``market up · breaker ok``;
-counts and non-zero rejects by reason), the contract blocks (symbol beside id,
-last/bid/ask, then one line per timeframe: sparkline of the closed bars' closes
-with its price scale and the forming bar's OHLCV), then one line of internals
-(the busiest mailboxes) and the newest events, each shown whole (wrapped, never
-cut). Contracts come first: the internals line and the newest event are all the
-rest is promised, and it only gets more rows that the contracts left over.
-Invariants: no line is wider than ``width`` and there are at most ``height``
-lines. Nothing is cut silently: a contract without room for its block gets a
-one-line summary, contracts without even that are counted "+N more", and a
-long line of the upper part ends in "…". Wider terminals get more contract
-columns; taller ones more rows. A frame the node did not answer in time is
-shown again, marked STALE, rather than stopping the screen.
+counts and non-zero rejects by reason), a line per account (balance, each open
+position with its P&L marked at the contract's last trade, working orders), the
+contract blocks (symbol beside id, last/bid/ask, then one line per timeframe:
+sparkline of the closed bars' closes with its price scale and the forming bar's
+OHLCV), then one line of internals (the busiest mailboxes) and the newest
+events, each shown whole (wrapped, never cut). Contracts come first: the
+internals line and the newest event are all the rest is promised, and it only
+gets more rows that the contracts left over. Invariants: no line is wider than
+``width`` and there are at most ``height`` lines. Nothing is cut silently: a
+contract without room for its block gets a one-line summary, contracts without
+even that are counted "+N more", and a long line of the upper part ends in "…".
+Wider terminals get more contract columns; taller ones more rows. A frame the
+node did not answer in time is shown again, marked STALE, rather than stopping
+the screen.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ BREAKER_WORDS = {"closed": ("ok", "green"), "half_open": ("half-open", "yellow")
 """A closed breaker reads "ok": "closed" next to a hub name reads as "market closed"."""
 MAX_CONTRACTS = 12
 """Contracts whose bars are asked for each refresh (more are only counted)."""
-HEADER_LINES = 3
 MIN_BOTTOM = 2
 """The internals line and the newest event."""
 COLUMN_WIDTH = 78
@@ -107,10 +108,11 @@ def render(view: DashboardView, width: int, height: int = 24) -> RenderableType:
     """The whole screen for a ``width`` x ``height`` terminal (see the module docstring)."""
     width, height = max(width, 1), max(height, 1)
     header = [_status_line(view), _hubs_line(view), _rejects_line(view)]
+    header += [_account_line(view, a.id) for a in view.snapshot.accounts[:2]]
     events = [_event_lines(e, width) for e in view.events] or [[Text("no events yet", "dim")]]
     newest = min(len(events[-1]), 3)
-    bottom = 1 + newest if height >= HEADER_LINES + 1 + MIN_BOTTOM + 1 else 0
-    room = height - HEADER_LINES - 1 - bottom
+    bottom = 1 + newest if height >= len(header) + 1 + MIN_BOTTOM + 1 else 0
+    room = height - len(header) - 1 - bottom
     title, body = _contracts(view, width, room)
     upper = [*header, _rule(title, width), *body]
     for line in upper:
@@ -137,11 +139,17 @@ def summary_line(view: DashboardView) -> str:
         f"{contract}={_price(_last(view, contract))}" for contract in view.contracts[:MAX_CONTRACTS]
     )
     more = len(view.contracts) - MAX_CONTRACTS
+    accounts = "".join(
+        f" balance[{a.name}]={a.balance:.2f}"
+        + ("" if a.open_pnl is None else f" pnl[{a.name}]={a.open_pnl:+.2f}")
+        for a in s.accounts
+    )
     return (
         f"{s.ts[11:19]} up={_uptime(s.uptime_s)} health={s.health_score:.2f} "
         f"trades={s.trades_accepted} rate={s.trades_per_s:.1f}/s rejects={rejects} "
         f"bars={s.bars_closed} drops={s.mailbox_drops} rss={_mib(s.rss_bytes)} {hubs} {prices}"
         + (f" +{more} more" if more > 0 else "")
+        + accounts
         + (f" STALE: {view.stale}" if view.stale else "")
     ).rstrip()
 
@@ -188,6 +196,22 @@ def _rejects_line(view: DashboardView) -> Text:
     for k, (reason, n) in enumerate(reasons):
         line.append(("," if k else "") + f" {reason} ")
         line.append(f"{n:,}", "yellow")
+    return line
+
+
+def _account_line(view: DashboardView, account_id: int) -> Text:
+    """Balance, each open position with its P&L marked at the last trade, working orders."""
+    s = view.snapshot
+    account = next(a for a in s.accounts if a.id == account_id)
+    line = Text.assemble((account.name, "bold"), f" balance {account.balance:,.2f}")
+    for p in (p for p in s.positions if p.account_id == account_id):
+        line.append(f" · {p.symbol} {p.side} {p.size} @ {_price(p.average_price)} P&L ")
+        pnl = p.open_pnl if p.open_pnl is not None else p.open_pnl_points
+        unit = "" if p.open_pnl is not None else " pts"
+        style = "green" if (pnl or 0) > 0 else "red" if (pnl or 0) < 0 else ""
+        line.append("—" if pnl is None else f"{pnl:+,.2f}{unit}", style)
+    orders = sum(o.account_id == account_id for o in s.orders)
+    line.append(f" · {orders} order" + ("" if orders == 1 else "s"))  # working ones
     return line
 
 

@@ -78,6 +78,7 @@ from pxnode.sim.market import (
     MarketSim,
     contract_symbol,
     find_contract,
+    point_value,
 )
 from pxnode.sim.rest import RestHandler, mock_transport
 from pxnode.sim.server import GatewaySim
@@ -101,6 +102,7 @@ __all__ = [
     "gateway_config",
     "mock_transport",
     "parse_faults",
+    "point_value",
     "running",
     "serve",
     "system_clock",

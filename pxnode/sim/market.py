@@ -133,6 +133,13 @@ def contract_symbol(contract_id: str) -> str:
     return parts[3] if len(parts) == 5 and parts[3] else contract_id
 
 
+def point_value(contract_id: str) -> float | None:
+    """Money per 1.0 of price of ``contract_id`` (tick value / tick size) where the
+    catalogue knows it (the gateway's values for these contracts); None elsewhere."""
+    spec = CONTRACTS.get(contract_id)
+    return None if spec is None else spec.tick_value / spec.tick_size
+
+
 DEFAULT_START: Final = 1_764_000_000.0
 """2025-11-24T16:00:00Z, a Monday: the start of a sim that is given no clock."""
 

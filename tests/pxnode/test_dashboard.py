@@ -41,7 +41,7 @@ from pxnode.dashboard_render import (
     sparkline,
     summary_line,
 )
-from pxnode.snapshot import ContractView, NodeSnapshot
+from pxnode.snapshot import AccountView, ContractView, NodeSnapshot, OrderView, PositionView
 from supervisors.config import NodeConfig
 from supervisors.mailbox import MailboxSpec, OverflowPolicy
 from supervisors.node import Node, open_node
@@ -533,3 +533,24 @@ def test_an_event_is_shown_whole_not_cut() -> None:
     lines = screen(view, 80)
     tail = lines[next(k for k, line in enumerate(lines) if line.startswith("15:04:05")) :]
     assert " ".join(line.strip() for line in tail) == f"15:04:05 {cause}"
+
+
+def test_the_account_line_shows_balance_position_pnl_and_orders() -> None:
+    view = synthetic_view(CONTRACTS[:3])
+    position = PositionView(7001, MNQ, "MNQZ5", "long", 2, 20980.0, 21034.25, 54.25, 108.5)
+    order = OrderView(9002, 7001, MNQ, "MNQZ5", "open", "limit", "ask", 2, 21080.0, None, 0)
+    snapshot = msgspec.structs.replace(
+        view.snapshot,
+        accounts=[AccountView(7001, "PRAC-DEMO-7001", 50_108.5, True, 108.5)],
+        positions=[position],
+        orders=[order],
+    )
+    lines = screen(msgspec.structs.replace(view, snapshot=snapshot), 80)
+    assert len(lines) <= 24 and max(map(len, lines)) <= 80
+    assert (
+        "PRAC-DEMO-7001 balance 50,108.50 · MNQZ5 long 2 @ 20980.00 P&L +108.50 · 1 order"
+        in "\n".join(lines)
+    )
+    assert "balance[PRAC-DEMO-7001]=50108.50 pnl[PRAC-DEMO-7001]=+108.50" in summary_line(
+        msgspec.structs.replace(view, snapshot=snapshot)
+    )

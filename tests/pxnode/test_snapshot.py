@@ -41,3 +41,44 @@ async def test_snapshot_reflects_accepted_and_rejected_trades(autojump_clock: ob
     assert 0 <= snap.health_score < 1 and not snap.healthy  # no hub is connected here
     assert snap.rss_bytes > 0 and snap.mailbox_drops == 0
     datetime.fromisoformat(snap.ts)
+
+
+def user(target: str, payload: dict[str, object], now: float) -> HubMessageReceived:
+    return HubMessageReceived("user", target, msgspec.Raw(msgspec.json.encode([payload])), now)
+
+
+@pytest.mark.trio
+async def test_snapshot_shows_the_account_its_positions_and_open_pnl(
+    autojump_clock: object,
+) -> None:
+    async with open_node(NodeConfig(contracts=[MNQ], tick_interval=0.5)) as node:
+        now = node.registry.wall_time()
+        stamp = datetime.fromtimestamp(now, UTC).isoformat()
+        trade = {"symbolId": "F.US.MNQ", "price": 21010.0, "timestamp": stamp, "type": 0,
+                 "volume": 1}  # fmt: skip
+        frames = [
+            HubMessageReceived(
+                "market", "GatewayTrade", msgspec.Raw(msgspec.json.encode([MNQ, [trade]])), now
+            ),
+            user("GatewayUserAccount", {"id": 1, "name": "PRAC-1", "balance": 5e4,
+                 "canTrade": True, "isVisible": True, "simulated": True}, now),
+            user("GatewayUserPosition", {"id": 2, "accountId": 1, "contractId": MNQ,
+                 "creationTimestamp": stamp, "type": 2, "size": 3, "averagePrice": 21000.0}, now),
+            user("GatewayUserOrder", {"id": 3, "accountId": 1, "contractId": MNQ,
+                 "creationTimestamp": stamp, "status": 1, "type": 4, "side": 0, "size": 3,
+                 "stopPrice": 21050.0}, now),
+        ]  # fmt: skip
+        for frame in frames:
+            await node.ref("validation").tell(frame)
+        await node.ref("validation").ask(Flush(), timeout=1)
+        snap = await take_snapshot(node)
+    line = msgspec.json.decode(msgspec.json.encode(snap))
+    assert line["accounts"] == [
+        {"id": 1, "name": "PRAC-1", "balance": 5e4, "can_trade": True, "open_pnl": -60.0}
+    ]
+    (position,) = line["positions"]
+    assert position["symbol"] == "MNQZ5" and position["side"] == "short"
+    assert position["open_pnl_points"] == -30.0 and position["open_pnl"] == -60.0  # $2/point
+    (order,) = line["orders"]
+    assert (order["type"], order["side"], order["status"]) == ("stop", "bid", "open")
+    assert line["fills"] == 0

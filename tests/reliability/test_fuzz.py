@@ -179,7 +179,7 @@ CONFIG_KEYS = [
     "contracts", "bars", "validation", "stats", "health", "gateway", "history_bars", "record",
     "tick_interval", "mailbox_capacity", "seed", "timeframes", "ring_size", "grace",
     "api_url", "api_key", "username", "accounts", "rest_limits", "history", "requests",
-    "period", "max_future", "stale_after", "hub_timings", "nats", "url",
+    "period", "max_future", "stale_after", "hub_timings", "nats", "url", "max_fills",
 ]  # fmt: skip
 toml_scalars = st.one_of(
     st.booleans(),

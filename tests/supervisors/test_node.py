@@ -45,12 +45,12 @@ def test_every_sink_starts_before_what_feeds_it_and_stops_after() -> None:
     still drains what its sources passed on before they stopped."""
     order = [row.name for row in NODE_CHILDREN]
     feeds = {
-        "validation": ("stats", "health", "bars", "nats_bridge"),
+        "validation": ("stats", "health", "account", "bars", "nats_bridge"),
         "connection_market": ("validation", "recorder", "history", "auth"),
         "connection_user": ("validation", "recorder", "auth"),
         "nats_source": ("validation",),
         "history": ("bars", "auth"),
-        "clock": ("bars", "validation", "stats", "health"),
+        "clock": ("bars", "validation", "stats", "health", "account"),
     }
     for source, sinks in feeds.items():
         for sink in sinks:
@@ -60,7 +60,9 @@ def test_every_sink_starts_before_what_feeds_it_and_stops_after() -> None:
 @pytest.mark.anyio
 async def test_node_starts_and_stops_cleanly_on_both_backends() -> None:
     async with open_node(NodeConfig(tick_interval=0.01)) as node:
-        assert node.supervisor.child_names() == ["stats", "health", "bars", "validation", "clock"]
+        assert node.supervisor.child_names() == [
+            "stats", "health", "account", "bars", "validation", "clock",
+        ]  # fmt: skip
         report = await node.health()
         assert report.score < 1  # no hub is connected in a node without a gateway
         await anyio.sleep(0.05)
