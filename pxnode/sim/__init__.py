@@ -17,6 +17,9 @@ third-party client (pysignalr, signalrcore and the ProjectX SDKs built on them).
 * Market (``market``): a pure, seeded generator, ``MarketSim(seed, contracts,
   rate).advance(t)``; History/retrieveBars aggregates exactly what it emitted.
   Depth items use every DomType (a snapshot starts with a Reset, 6).
+* Account (``account``): the demo trader (``DEMO_ACCOUNT_ID``) behind REST and the
+  user hub; it trades (seeded market orders filled at the sim's price), so orders,
+  fills, its position and its balance change as on a live account.
 * Entry points (``entry``): ``serve(config, task_status=...)`` reports the bound
   port; ``running(config)`` yields the live ``GatewaySim``.
 

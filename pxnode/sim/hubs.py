@@ -235,6 +235,23 @@ def user_frames(
             yield invocation(target, trade)
 
 
+def user_route(
+    changes: list[tuple[str, Any]], sessions: Iterable[HubSession]
+) -> Iterator[tuple[HubSession, list[bytes]]]:
+    """Each open user session with the frames of the demo trader's ``changes`` it
+    subscribed to (orders and positions wrapped, as the gateway sends them)."""
+    frames: list[tuple[Topic, str | int, bytes]] = []
+    for topic, payload in changes:
+        key = ACCOUNTS_KEY if topic in ACCOUNT_WIDE else payload.account_id
+        body = payload if topic in ("accounts", "trades") else gw.Wrapped(payload, WRAP_ACTION)
+        frames.append((topic, key, invocation(USER_TARGETS[topic], body)))
+    for session in sessions:
+        if session.hub == "user" and session.open:
+            mine = [frame for topic, key, frame in frames if session.wants(topic, key)]
+            if mine:
+                yield session, mine
+
+
 def route(
     events: list[MarketEvent], sessions: Iterable[HubSession]
 ) -> Iterator[tuple[HubSession, list[bytes]]]:

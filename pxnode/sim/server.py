@@ -51,12 +51,19 @@ from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
 from protocols import signalr
 from protocols.hubs import HubName
-from pxnode.sim.account import DemoAccounts
+from pxnode.sim.account import DemoAccounts, UserChange, mark
 from pxnode.sim.config import SimConfig
 from pxnode.sim.faults import Fault, FaultSchedule, parse_faults
 from pxnode.sim.history import SyntheticHistory
 from pxnode.sim.httpio import next_event, respond
-from pxnode.sim.hubs import HubSession, invocation, malformed_frames, oversize_frame, route
+from pxnode.sim.hubs import (
+    HubSession,
+    invocation,
+    malformed_frames,
+    oversize_frame,
+    route,
+    user_route,
+)
 from pxnode.sim.market import MarketEvent, MarketSim, contracts_for
 from pxnode.sim.rest import MAX_BODY, RestHandler, bearer, unauthorized
 from pxnode.sim.tokens import Claims, TokenAuthority
@@ -110,7 +117,7 @@ class GatewaySim:
         history = int(config.history_hours * 3600)
         self.sim = MarketSim(config.seed, specs, config.rate, start=start, history_seconds=history)
         self.tokens = TokenAuthority(config.seed, config.token_ttl, wall_time)
-        self.accounts = DemoAccounts(start)
+        self.accounts = DemoAccounts(start, config.seed)
         self.rest = RestHandler(
             sim=self.sim,
             synthetic=SyntheticHistory(config.seed, specs, start, config.rate),
@@ -385,6 +392,7 @@ class GatewaySim:
         while True:
             await anyio.sleep(max(self.config.tick, self.sim.next_at - self.wall_time()))
             self._deliver(self.sim.advance(self.wall_time()))
+            self._deliver_user(self.accounts.step(self.wall_time(), mark(self.sim)))
 
     def _deliver(self, events: list[MarketEvent]) -> None:
         if not events or anyio.current_time() < self._stalled_until:
@@ -401,6 +409,13 @@ class GatewaySim:
                 chunk.append(frame)
                 size += len(frame)
             self._enqueue(c, b"".join(chunk))
+
+    def _deliver_user(self, changes: list[UserChange]) -> None:
+        if not changes or anyio.current_time() < self._stalled_until:
+            return
+        by_session = {c.session: c for c in self.connections if not (c.closing or c.logged_out)}
+        for session, frames in user_route(changes, by_session):
+            self._enqueue(by_session[session], b"".join(frames))
 
     async def _keepalive(self) -> None:
         config = self.config

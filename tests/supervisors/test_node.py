@@ -82,7 +82,7 @@ async def test_override_replaces_an_actor_by_name(autojump_clock: object) -> Non
     assert len(samples) == 3  # one per tick at 1, 2, 3 s
     bars = {box.name: box for box in samples[0].mailboxes}["bars"]
     assert (bars.capacity, bars.policy) == (4096, OverflowPolicy.BLOCK)
-    assert {r.source for r in reports} == {"bars", "validation", "health"}
+    assert {r.source for r in reports} == {"bars", "validation", "health", "account"}
 
 
 @pytest.mark.trio
@@ -97,7 +97,8 @@ async def test_override_with_factory_and_unknown_name(autojump_clock: object) ->
         return made[-1]
 
     async with open_node(NodeConfig(tick_interval=0), overrides={"stats": factory}) as node:
-        assert node.supervisor.child_names() == ["stats", "bars", "validation"]  # tape-driven
+        # tape-driven: a tape's user-hub frames still make an account state
+        assert node.supervisor.child_names() == ["stats", "account", "bars", "validation"]
     assert len(made) == 1
 
 

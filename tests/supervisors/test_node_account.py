@@ -11,8 +11,8 @@ import pytest
 
 from protocols.account import AccountChanged, FillReceived, OrderChanged, PositionChanged
 from protocols.messages import Flush, HubMessageReceived
-from pxnode.sim import DEMO_ACCOUNT_ID
-from pxnode.testing import MNQ, sim_node, until
+from pxnode.sim import DEMO_ACCOUNT_ID, SimConfig
+from pxnode.testing import ES, MNQ, sim_node, until
 from supervisors.config import NodeConfig
 from supervisors.node import Node, open_node
 
@@ -69,3 +69,20 @@ async def test_the_demo_account_arrives_from_the_sim(autojump_clock: object) -> 
     assert [a.id for a in state.accounts] == [DEMO_ACCOUNT_ID]
     assert [(p.contract, p.side, p.size) for p in state.positions] == [(MNQ, "long", 2)]
     assert [(o.type, o.side, o.status) for o in state.orders] == [("limit", "ask", "open")]
+
+
+@pytest.mark.trio
+async def test_the_demo_traders_fills_reach_the_node(autojump_clock: object) -> None:
+    quiet = SimConfig(seed=3, rate=5.0, contracts=(MNQ, ES), tick=0.5)  # the trader, not the feed
+    async with sim_node(sim=quiet) as h:
+        await anyio.sleep(300)
+        demo = h.sim.accounts
+        await until(lambda: len(demo.trades) > 3)
+        await anyio.sleep(1)  # the last frames cross the socket
+        state = await h.node.account_state()
+    assert [f.id for f in state.fills] == [t.id for t in demo.trades]
+    assert [(p.size, p.average_price) for p in state.positions] == [
+        (p.size, p.average_price) for p in demo.positions
+    ]
+    (account,) = state.accounts
+    assert account.balance != 50_000.0
