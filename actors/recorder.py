@@ -81,7 +81,8 @@ class TapeCounts:
 def read_tape(
     path: str | Path, counts: TapeCounts | None = None
 ) -> Generator[list[TapeLine], None, None]:
-    """The good records of a tape in file order, one list per chunk; ``counts`` is kept current.
+    """The good records of a tape in file order, one list per chunk (empty while a long
+    line is still being read); ``counts`` is kept current.
 
     Raises ``TapeError`` if the file cannot be opened or read (bad lines never raise).
     """
@@ -114,6 +115,7 @@ def _read_chunks(tape: BinaryIO, path: str | Path, counts: TapeCounts) -> Iterat
                     counts.lines += 1
                     counts.malformed += 1
                     tail, skipping = b"", True
+            yield []  # every chunk reaches the reader: endless input without newlines stops
             continue
         if skipping:
             start = chunk.find(b"\n") + 1

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hmac
 import math
+import re
 from typing import NoReturn
 
 import msgspec
@@ -74,6 +75,15 @@ def redact(text: str, *secrets: Secret | str) -> str:
     for value in sorted(filter(None, values), key=len, reverse=True):
         text = text.replace(value, REDACTED)
     return text
+
+
+_USERINFO = re.compile(r"(?<=://)[^/\s@'\"]+@")
+
+
+def redact_userinfo(text: str) -> str:
+    """``text`` with the credentials of every URL in it (``scheme://user:pass@``) replaced
+    by ``***``: a configured URL may carry them, and any message may quote a URL."""
+    return _USERINFO.sub(f"{REDACTED}@", text)
 
 
 class _Claims(msgspec.Struct, frozen=True):

@@ -27,6 +27,7 @@ from typer.models import CommandFunctionType
 
 from actors.nats_bridge import NatsConfig
 from protocols.errors import AuthFailed, Escalation, PxError, TapeError
+from protocols.secrets import redact_userinfo
 from protocols.timeframes import parse_timeframe
 from supervisors.config import BarsConfig, GatewayConfig, NodeConfig, load_config
 from supervisors.node import open_node
@@ -163,8 +164,23 @@ async def _with_signals(command: Callable[[Stopping], Awaitable[int]]) -> int:
     return stopping.exit_code or code
 
 
+async def _unless_stopped(stopping: Stopping, step: Callable[[], Awaitable[None]]) -> bool:
+    """Run ``step``, abandoned at the first signal (True if it ran to its end): for the
+    steps with nothing to drain (a replay, the preflight)."""
+    async with anyio.create_task_group() as tg:
+
+        async def abandon_on_signal() -> None:
+            await stopping.event.wait()
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(abandon_on_signal)
+        await step()
+        tg.cancel_scope.cancel()
+    return not stopping.event.is_set()
+
+
 def _fail(message: str) -> None:
-    typer.echo(f"pxnode: error: {message}", err=True)
+    typer.echo(f"pxnode: error: {redact_userinfo(message)}", err=True)
     raise typer.Exit(2)
 
 
@@ -214,7 +230,7 @@ def replay(
     log_level: LogLevel = "warning",
 ) -> None:
     """Turn a recorded tape (or a NATS stream) into bars, deterministically and fast."""
-    from .replay import replay_to
+    from .replay import ReplayStats, replay_to
 
     names = _timeframes(timeframes)
     if out.suffix not in (".parquet", ".csv"):
@@ -232,26 +248,23 @@ def replay(
     async def command(stopping: Stopping) -> int:
         # A replay has nothing to drain: a signal abandons it (the output file is
         # only ever written whole, through a temporary file and a rename).
-        async with anyio.create_task_group() as tg:
+        results: list[ReplayStats] = []
 
-            async def abandon_on_signal() -> None:
-                await stopping.event.wait()
-                tg.cancel_scope.cancel()
-
-            tg.start_soon(abandon_on_signal)
+        async def run() -> None:
             if nats is None:
                 assert tape is not None
-                stats = await replay_to(tape, names, out)
+                results.append(await replay_to(tape, names, out))
             else:
                 from .stream_tape import stream_tape
 
                 assert window is not None
                 source = _nats_config(nats, stream)
                 async with stream_tape(source, _contracts(contracts), *window) as path:
-                    stats = await replay_to(path, names, out)
-            tg.cancel_scope.cancel()
-        if stopping.event.is_set():
+                    results.append(await replay_to(path, names, out))
+
+        if not await _unless_stopped(stopping, run):
             return 0
+        stats = results[0]
         if json_stats:
             sys.stdout.write(msgspec.json.encode(stats).decode() + "\n")
         return 0
@@ -519,8 +532,6 @@ def _live_config(
     nats: str | None,
 ) -> NodeConfig:
     try:
-        config = load_config(config_file)
-        gateway = config.gateway or GatewayConfig()
         changes = {
             key: value
             for key, value in (
@@ -530,7 +541,8 @@ def _live_config(
             )
             if value is not None
         }
-        gateway = msgspec.structs.replace(gateway, **changes)
+        config = load_config(config_file, gateway=changes)
+        gateway = config.gateway or GatewayConfig()  # changes, if any, are in config.gateway
         gateway.auth()  # missing credentials fail here, in one line, before anything starts
     except PxError as error:
         _fail(str(error))
@@ -561,7 +573,9 @@ def _run_command(
 ) -> None:
     async def command(stopping: Stopping) -> int:
         assert config.gateway is not None
-        await check_reachable(config.gateway.api_url)
+        api_url = config.gateway.api_url
+        if not await _unless_stopped(stopping, lambda: check_reachable(api_url)):
+            return 0
         return await _run_node(  # open_node looks contract symbols up
             config, stopping, json=json, duration=duration, metrics_port=metrics_port
         )

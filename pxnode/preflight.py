@@ -12,6 +12,7 @@ from __future__ import annotations
 import httpx
 
 from protocols.errors import GatewayError
+from protocols.secrets import redact_userinfo
 
 
 async def check_reachable(
@@ -22,5 +23,5 @@ async def check_reachable(
         try:
             await client.get("/api/Status/ping")
         except httpx.HTTPError as error:
-            where = f"{api_url}: {type(error).__name__}"
+            where = f"{redact_userinfo(api_url)}: {type(error).__name__}"
             raise GatewayError(f"gateway unreachable at {where}") from None

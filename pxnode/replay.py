@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import polars as pl
 
@@ -217,6 +218,7 @@ async def _feed(node: Any, tape: Iterable[list[Any]]) -> dict[str, int]:
     next_second = -math.inf
     frames: list[HubMessageReceived] = []
     for records in tape:  # one chunk of the file: thousands of lines
+        await anyio.lowlevel.checkpoint()  # a signal (or any cancellation) gets in between chunks
         for record in records:
             t = record.t
             frames.append(HubMessageReceived(record.hub, record.target, record.arguments, t))

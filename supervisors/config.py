@@ -10,6 +10,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 
@@ -40,10 +41,34 @@ class BarsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 ENVIRONMENT = {
     "PROJECT_X_API_URL": ("api_url", "https://api.topstepx.com"),
-    "PROJECT_X_MARKET_HUB": ("market_hub", "https://rtc.topstepx.com/hubs/market"),
-    "PROJECT_X_USER_HUB": ("user_hub", "https://rtc.topstepx.com/hubs/user"),
+    "PROJECT_X_MARKET_HUB": ("market_hub", ""),
+    "PROJECT_X_USER_HUB": ("user_hub", ""),
 }
-"""Where the gateway is, per environment variable: (GatewayConfig field, default)."""
+"""Where the gateway is, per environment variable: (GatewayConfig field, default).
+An empty hub is derived from ``api_url`` (``hub_url``)."""
+
+RTC_HOSTS = (("api.", "rtc."), ("gateway-api-", "gateway-rtc-"))
+"""ProjectX's own deployments serve the hubs from a sibling host of the REST API
+(api.topstepx.com / rtc.topstepx.com, gateway-api-demo.s2f.projectx.com /
+gateway-rtc-demo.s2f.projectx.com); any other gateway serves both from one host."""
+
+
+def rest_base(api_url: str) -> str:
+    """``api_url`` without a trailing ``/`` or ``/api`` (project-x-py's spelling):
+    pxnode appends ``/api/...`` itself."""
+    base = api_url.rstrip("/")
+    return base.removesuffix("/api").rstrip("/")
+
+
+def hub_url(api_url: str, hub: str) -> str:
+    """The ``hub`` (market or user) URL of the gateway whose REST base is ``api_url``."""
+    parts = urlsplit(rest_base(api_url))
+    host = parts.netloc
+    for api, rtc in RTC_HOSTS:
+        if host.startswith(api):
+            host = rtc + host.removeprefix(api)
+            break
+    return urlunsplit((parts.scheme, host, f"{parts.path}/hubs/{hub}", "", ""))
 
 
 def gateway_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -62,14 +87,16 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Where the gateway is and who we are. Credentials never come from the command line.
 
     The addresses left out are read from the environment when the config is made, as
-    the CLI does: PROJECT_X_API_URL, PROJECT_X_MARKET_HUB, PROJECT_X_USER_HUB (else
-    TopstepX's).
+    the CLI does: PROJECT_X_API_URL (else TopstepX's), PROJECT_X_MARKET_HUB,
+    PROJECT_X_USER_HUB (else derived from ``api_url``).
     """
 
     api_url: str = _from_environment("PROJECT_X_API_URL")
-    """REST base URL (``/api/...`` is appended)."""
+    """REST base URL (``/api/...`` is appended; a trailing ``/api`` is dropped first)."""
     market_hub: str = _from_environment("PROJECT_X_MARKET_HUB")
+    """Empty: derived from ``api_url`` (``{api_url}/hubs/market``; rtc. for TopstepX)."""
     user_hub: str = _from_environment("PROJECT_X_USER_HUB")
+    """Empty: derived from ``api_url`` like ``market_hub``."""
     skip_negotiation: bool = True
     """Open the websocket straight away with ``access_token`` in the query (the gateway's
     documented set-up); False POSTs ``{hub}/negotiate`` first."""
@@ -83,6 +110,14 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Else PROJECT_X_USERNAME."""
     api_key: Secret | None = None
     """Else PROJECT_X_API_KEY. A ``Secret``: it never prints, logs or encodes."""
+
+    def __post_init__(self) -> None:
+        # A user who points pxnode at one gateway means both hubs too, never production's.
+        msgspec.structs.force_setattr(self, "api_url", rest_base(self.api_url))
+        for name in ("market_hub", "user_hub"):
+            if not getattr(self, name):
+                hub = name.removesuffix("_hub")
+                msgspec.structs.force_setattr(self, name, hub_url(self.api_url, hub))
 
     def auth(self) -> AuthConfig:
         """The auth settings: credentials from here, else from PROJECT_X_* (``ConfigError``)."""
@@ -146,13 +181,18 @@ def _decode_hook(type_: type, value: Any) -> Any:
 
 
 def load_config(
-    path: str | Path | None = None, environ: Mapping[str, str] | None = None
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    *,
+    gateway: Mapping[str, str] | None = None,
 ) -> NodeConfig:
     """The node config from a TOML file (optional), then PROJECT_X_* environment variables.
 
     The environment fills in what the file leaves out of ``[gateway]``
     (PROJECT_X_API_URL, PROJECT_X_MARKET_HUB, PROJECT_X_USER_HUB); credentials
     are read when the node starts (PROJECT_X_USERNAME / PROJECT_X_API_KEY).
+    ``gateway`` (the command line's addresses) overrides both; an ``api_url`` given
+    there alone moves both hubs with it.
     """
     env = os.environ if environ is None else environ
     data: dict[str, Any] = {}
@@ -167,9 +207,14 @@ def load_config(
             raise ConfigError(f"config {str(path)!r} is not valid TOML: {error}") from None
         except RecursionError:
             raise ConfigError(f"config {str(path)!r} is nested too deeply") from None
-    overrides = gateway_environment(env)
-    if overrides and isinstance(data.get("gateway", {}), dict):  # else convert says what is wrong
-        data["gateway"] = {**overrides, **data.get("gateway", {})}
+    given = dict(gateway or {})
+    section = data.get("gateway", {})
+    if isinstance(section, dict):  # else convert says what is wrong
+        section = {**gateway_environment(env), **section}
+        if "api_url" in given:  # hubs not given with it follow it, not the file or environment
+            section = {k: v for k, v in section.items() if k not in ("market_hub", "user_hub")}
+        if section or given:
+            data["gateway"] = {**section, **given}
     try:
         return msgspec.convert(data, NodeConfig, dec_hook=_decode_hook)
     except msgspec.ValidationError as error:

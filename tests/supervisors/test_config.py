@@ -70,7 +70,37 @@ def test_gateway_config_reads_the_environment_like_the_cli(
         "http://127.0.0.1:9",
         "http://127.0.0.1:9/hubs/market",
     )
-    assert embedded.user_hub == "https://rtc.topstepx.com/hubs/user"
+    assert embedded.user_hub == "http://127.0.0.1:9/hubs/user"  # follows api_url
     assert embedded.skip_negotiation  # the gateway's documented set-up
     assert load_config(None).gateway == embedded  # the CLI's path: the same config
     assert GatewayConfig(api_url="http://other").api_url == "http://other"  # given wins
+
+
+def test_hubs_follow_the_api_url_and_a_trailing_api_is_dropped() -> None:
+    """Issue 12 item 10: ``--api-url`` alone sent both hubs to production."""
+    local = GatewayConfig(api_url="https://x/api/", market_hub="", user_hub="")
+    assert (local.api_url, local.market_hub, local.user_hub) == (
+        "https://x",
+        "https://x/hubs/market",
+        "https://x/hubs/user",
+    )
+    topstep = GatewayConfig(api_url="https://api.topstepx.com", market_hub="", user_hub="")
+    assert topstep.market_hub == "https://rtc.topstepx.com/hubs/market"
+    demo = GatewayConfig(api_url="https://gateway-api-demo.s2f.projectx.com/api", user_hub="")
+    assert demo.user_hub == "https://gateway-rtc-demo.s2f.projectx.com/hubs/user"
+
+
+def test_an_api_url_given_alone_moves_the_hubs_of_file_and_environment(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text('[gateway]\nmarket_hub = "https://rtc.topstepx.com/hubs/market"\n')
+    env = {"PROJECT_X_USER_HUB": "https://rtc.topstepx.com/hubs/user"}
+    config = load_config(path, environ=env, gateway={"api_url": "http://127.0.0.1:9/api"})
+    assert config.gateway is not None
+    assert (config.gateway.market_hub, config.gateway.user_hub) == (
+        "http://127.0.0.1:9/hubs/market",
+        "http://127.0.0.1:9/hubs/user",
+    )
+    both = {"api_url": "http://h", "market_hub": "ws://m/hubs/market"}
+    given = load_config(None, environ={}, gateway=both).gateway
+    assert given is not None and given.market_hub == "ws://m/hubs/market"
+    assert given.user_hub == "http://h/hubs/user"
