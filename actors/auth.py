@@ -67,7 +67,7 @@ from protocols.messages import (
     Stop,
     TokenIssued,
 )
-from protocols.secrets import Secret, jwt_expiry, redact
+from protocols.secrets import Secret, jwt_expiry, redact, redact_userinfo
 
 logger = logging.getLogger("pxnode.auth")
 
@@ -107,7 +107,8 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
         if not isinstance(self.api_key, Secret) or not self.api_key.reveal():
             raise ConfigError("auth: api_key must be a non-empty Secret")
         if not self.api_url.startswith(("http://", "https://")):
-            raise ConfigError(f"auth: api_url must be an http(s) URL, got {self.api_url!r}")
+            url = redact_userinfo(self.api_url)
+            raise ConfigError(f"auth: api_url must be an http(s) URL, got {url!r}")
         for name in ("refresh_before", "min_refresh_interval", "retry_after_max"):
             non_negative(f"auth: {name}", getattr(self, name))
         for name in ("request_timeout", "backoff_min", "backoff_max"):
@@ -352,10 +353,11 @@ class AuthActor:
             budget=self._budget,
         )
         status = response.status_code
+        url = redact_userinfo(str(response.request.url))  # the URL as requested
         if status in (401, 403):
-            raise AuthFailed(f"POST {path} refused: HTTP {status}")
+            raise AuthFailed(f"POST {url} refused: HTTP {status}")
         if status != 200:
-            raise GatewayError(f"POST {path} failed: HTTP {status}", status=status)
+            raise GatewayError(f"POST {url} failed: HTTP {status}", status=status)
         try:
             answer = decoder(kind).decode(response.content)
         except msgspec.DecodeError:

@@ -11,6 +11,7 @@ signal cancels outright. Errors pxnode raises on purpose print as one line,
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -362,11 +363,20 @@ def gateway(
     faults: Annotated[str, typer.Option(help="Fault SPEC (see README).")] = "",
     log_level: LogLevel = "warning",
 ) -> None:
-    """Run only the simulated ProjectX gateway (REST + both SignalR hubs) on loopback."""
-    from pxnode.sim import SimConfig, running
+    """Run only the simulated ProjectX gateway (REST + both SignalR hubs) on loopback.
 
+    It accepts the demo login and, if both are set, PROJECT_X_USERNAME /
+    PROJECT_X_API_KEY, so an SDK can be pointed at it with its usual environment."""
+    from pxnode.sim import DEMO_API_KEY, DEMO_USERNAME, SimConfig, running
+
+    credentials = {DEMO_USERNAME: DEMO_API_KEY}
+    username, api_key = os.environ.get("PROJECT_X_USERNAME"), os.environ.get("PROJECT_X_API_KEY")
+    if username and api_key:
+        credentials[username] = api_key
     try:
-        config = SimConfig(host=host, port=port, seed=seed, rate=rate, faults=faults)
+        config = SimConfig(
+            host=host, port=port, seed=seed, rate=rate, faults=faults, credentials=credentials
+        )
     except PxError as error:
         _fail(str(error))
         raise

@@ -26,6 +26,7 @@ from protocols.gateway import (
     describe_error,
 )
 from protocols.rest import RestBudget
+from protocols.secrets import redact_userinfo
 
 CONTRACT_ID_PREFIX = "CON."
 
@@ -108,11 +109,11 @@ async def _post(
     try:
         response = await client.post(path, content=body, headers=headers)
     except httpx.HTTPError as error:
-        raise GatewayError(
-            f"gateway unreachable at {client.base_url}: {type(error).__name__}"
-        ) from None
+        where = redact_userinfo(str(client.base_url))
+        raise GatewayError(f"gateway unreachable at {where}: {type(error).__name__}") from None
     if response.status_code != 200:
+        url = redact_userinfo(str(response.request.url))  # the URL as requested, /api and all
         raise GatewayError(
-            f"{path} answered HTTP {response.status_code}", status=response.status_code
+            f"POST {url} answered HTTP {response.status_code}", status=response.status_code
         )
     return response.content
