@@ -30,14 +30,15 @@ PXNODE = [sys.executable, "-c", "from pxnode.cli import main; main()"]
 
 
 @contextmanager
-def gateway(*args: str) -> Iterator[str]:
-    """``pxnode gateway ARGS`` in a subprocess for the body of the block; yields its URL."""
+def gateway(*args: str, **env: str) -> Iterator[str]:
+    """``pxnode gateway ARGS`` (``env`` added to its environment) in a subprocess for the
+    body of the block; yields its URL."""
     process = subprocess.Popen(
         [*PXNODE, "gateway", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=strict_env(),
+        env=strict_env(**env),
     )
     try:
         assert process.stdout is not None
