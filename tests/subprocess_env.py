@@ -11,8 +11,10 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 WARNINGS = (
     "error,"
@@ -46,3 +48,20 @@ def gateway(*args: str, **env: str) -> Iterator[str]:
     finally:
         process.send_signal(signal.SIGTERM)
         process.communicate(timeout=20)
+
+
+def wait_until_open(process: subprocess.Popen[str], path: str | Path, timeout: float = 30) -> None:
+    """Wait until ``process`` has ``path`` open (Linux /proc): past its imports and its
+    signal set-up, under way, however slow the machine is today."""
+    target = str(Path(path).resolve())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "the process ended"
+        fds = Path(f"/proc/{process.pid}/fd")
+        try:
+            if any(str(fd.readlink()) == target for fd in fds.iterdir()):
+                return
+        except OSError:  # a descriptor closed while looking
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"{target} was not opened within {timeout} s")
