@@ -27,9 +27,10 @@ HOLDING   refresh due                         validate; on failure login once   
 Invariants: at most one HTTP call is in flight (only the keeper calls), so any
 number of concurrent asks cost one login; every queued asker gets exactly one
 answer unless the actor is stopped first; no fetch starts sooner than
-``min_refresh_interval`` after the last token arrived (wakes are ignored and
+``min_refresh_interval`` after the last token arrived (a wake is deferred and
 timers floored until then), so neither a skewed clock nor a hub repeating 401
-can drive a request storm. Rejected credentials raise at once and are never
+can drive a request storm, and a token revoked seconds after it was issued is
+still replaced. Rejected credentials raise at once and are never
 retried here: the supervisor decides.
 """
 
@@ -220,12 +221,12 @@ class AuthActor:
     def _on_refresh_token(self) -> None:
         if self._fetching:
             logger.debug("refresh requested while one is under way; coalesced")
-        elif not self._may_refetch():
-            logger.debug("refresh requested for a token only seconds old; ignored")
-        else:
-            logger.info("refresh requested; logging in again")
-            self._refused = True
-            self._wake_keeper()
+            return
+        # A token only seconds old may still be dead (revoked right after it was
+        # issued): the refresh is deferred to ``min_refresh_interval``, never dropped.
+        logger.info("refresh requested; logging in again")
+        self._refused = True
+        self._wake_keeper()
 
     def _may_refetch(self) -> bool:
         return anyio.current_time() - self._issued_at >= self._config.min_refresh_interval
@@ -250,6 +251,8 @@ class AuthActor:
             while True:
                 forced = await self._sleep_until_due(ctx)
                 self._fetching = True
+                if forced:  # the gateway's rate limit: one login per min_refresh_interval
+                    await anyio.sleep_until(self._issued_at + self._config.min_refresh_interval)
                 fresh = await (self._login(client) if forced else self._renew(client))
                 await self._hold(fresh, ctx, tokens)
         except PxError as exc:
