@@ -245,6 +245,7 @@ def replay(
     if nats is None and (since or until or contracts):
         _fail("--since, --until and --contracts go with --nats")
     window = _window(since, until) if nats is not None else None
+    source = None if nats is None else _nats_config(nats, stream)
 
     async def command(stopping: Stopping) -> int:
         # A replay has nothing to drain: a signal abandons it (the output file is
@@ -258,8 +259,7 @@ def replay(
             else:
                 from .stream_tape import stream_tape
 
-                assert window is not None
-                source = _nats_config(nats, stream)
+                assert window is not None and source is not None
                 async with stream_tape(source, _contracts(contracts), *window) as path:
                     results.append(await replay_to(path, names, out))
 
@@ -270,7 +270,7 @@ def replay(
             sys.stdout.write(msgspec.json.encode(stats).decode() + "\n")
         return 0
 
-    _main(command, log_level, backend="trio" if nats is None else "asyncio")
+    _main(command, log_level, backend=_backend(source))
 
 
 def _window(since: str | None, until: str | None) -> tuple[datetime, datetime | None]:
@@ -681,7 +681,7 @@ def consume(
             config, stopping, json=json, duration=duration, metrics_port=metrics_port
         )
 
-    _main(command, log_level, backend="asyncio")
+    _main(command, log_level, backend=_backend(source))
 
 
 def main() -> None:

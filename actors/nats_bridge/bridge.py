@@ -51,7 +51,7 @@ from protocols.stream import (
     trade_subject,
 )
 
-from .bus import NatsUnavailable, connected, ensure_stream
+from .bus import connected, ensure_stream, until_lost
 from .config import NatsConfig
 
 BATCH_LIMIT = 256
@@ -127,12 +127,7 @@ class NatsBridge:
         async with connected(self.config) as (_, js, lost), anyio.create_task_group() as tg:
             await ensure_stream(js, self.config)
             ctx.report_healthy()
-
-            async def watch() -> None:
-                await lost.wait()
-                raise NatsUnavailable(f"connection to NATS at {self.config.url} lost")
-
-            tg.start_soon(watch)
+            tg.start_soon(until_lost, lost, self.config.url)
             self.outbox.counters["republished"] += len(self.outbox)
             await self._publish(js, stats)
             while batch := await inbox.receive_batch(BATCH_LIMIT):

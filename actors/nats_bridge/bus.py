@@ -87,6 +87,13 @@ async def connected(
             await client.close()
 
 
+async def until_lost(lost: anyio.Event, url: str) -> None:
+    """Fail the actor once ``connected``'s ``lost`` is set: a dropped server is a
+    supervised failure even while nothing is being published or fetched."""
+    await lost.wait()
+    raise NatsUnavailable(f"connection to NATS at {url} lost")
+
+
 async def _ignore(error: Exception) -> None:
     """nats-py reports connection errors here too; the failing call raises them to us."""
 

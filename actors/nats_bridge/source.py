@@ -37,7 +37,7 @@ from protocols.messages import (
 )
 from protocols.stream import TRADE_DECODER, StreamTrade, trade_subject
 
-from .bus import NatsUnavailable, connected, ensure_stream
+from .bus import connected, ensure_stream, until_lost
 from .config import NatsConfig
 
 CLOCK_SKEW = 60.0
@@ -113,7 +113,7 @@ class NatsSource:
             )
             ctx.report_healthy()
             tg.start_soon(_until_stopped, inbox, tg.cancel_scope)
-            tg.start_soon(_watch, lost, self.config.url)
+            tg.start_soon(until_lost, lost, self.config.url)
             while True:
                 try:
                     msgs = await sub.fetch(self.config.fetch, timeout=1.0)
@@ -177,11 +177,6 @@ async def _until_stopped(inbox: Inbox[Any], scope: anyio.CancelScope) -> None:
         if any(isinstance(msg, Stop) for msg in batch):
             break
     scope.cancel()
-
-
-async def _watch(lost: anyio.Event, url: str) -> None:
-    await lost.wait()
-    raise NatsUnavailable(f"connection to NATS at {url} lost")
 
 
 async def read_stream(

@@ -75,7 +75,7 @@ class NatsServer:
             stderr=subprocess.DEVNULL,
             env={**os.environ},
         )
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout  # wall-clock ok: a real process starts
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
                 raise RuntimeError(f"nats-server exited with {self._process.returncode}")
@@ -83,7 +83,7 @@ class NatsServer:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return
             except OSError:
-                time.sleep(0.02)
+                time.sleep(0.02)  # wall-clock ok: polled from a test, not an actor
         raise RuntimeError(f"nats-server did not listen on {self.port} within {timeout} s")
 
     def stop(self) -> None:
