@@ -87,6 +87,7 @@ ROW_GROUP = 20_000
 """Rows per Parquet row group: what the output writer buffers at a time."""
 
 BarKey = tuple[str, str, int]
+FRAME_REASONS = ("malformed", "unknown_target", "over_contract_cap")
 
 
 class ReplayStats(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -96,7 +97,11 @@ class ReplayStats(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tape record (bad JSON or shape), skipped; ``trades_accepted``: trade items
     that passed validation; ``trades_rejected``: rejected trade items by reason,
     every reason present (``price``, ``volume``, ``timestamp``, ``future``,
-    ``too_old``, ``stale``, ``spike``, ``malformed``); ``bars``: rows written.
+    ``too_old``, ``stale``, ``spike``, ``malformed``); ``bars``: rows written;
+    ``frames_skipped``: tape records whose hub message was skipped whole, by reason,
+    every reason present (``malformed``: arguments not of the target's shape,
+    ``unknown_target``, ``over_contract_cap``: a contract beyond
+    ``validation.max_contracts``, so validation and bars keep bounded state).
     """
 
     lines: int
@@ -104,6 +109,7 @@ class ReplayStats(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     trades_accepted: int
     trades_rejected: dict[str, int]
     bars: int
+    frames_skipped: dict[str, int]
 
 
 class ReplayResult(msgspec.Struct, frozen=True):
@@ -194,6 +200,7 @@ async def _replay(
         trades_accepted=counters.get("trades_accepted", 0),
         trades_rejected={r: counters.get(f"trades_rejected.{r}", 0) for r in TRADE_REASONS},
         bars=written,
+        frames_skipped={r: counters.get(f"frames_{r}", 0) for r in FRAME_REASONS},
     )
 
 

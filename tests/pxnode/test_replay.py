@@ -18,6 +18,7 @@ import pxnode.replay
 from protocols.errors import ConfigError, TapeError
 from protocols.messages import Bar
 from protocols.timeframes import BarClock, parse_timeframe
+from pxnode import NodeConfig
 from pxnode.replay import ReplayResult, ReplayStats, replay, replay_to, write_bars
 
 A, B = "CON.F.US.MES.H25", "CON.F.US.MNQ.H25"
@@ -101,6 +102,7 @@ EXPECTED_STATS = ReplayStats(
         "malformed": 1,
     },
     bars=8,
+    frames_skipped={"malformed": 0, "unknown_target": 0, "over_contract_cap": 0},
 )
 
 
@@ -129,7 +131,7 @@ async def test_small_tape_gives_literal_bars_and_stats(tape: Path) -> None:
     assert msgspec.json.encode(result.stats) == (
         b'{"lines":12,"malformed":2,"trades_accepted":7,"trades_rejected":{"price":1,'
         b'"volume":0,"timestamp":0,"future":1,"too_old":0,"stale":1,"spike":1,"malformed":1},'
-        b'"bars":8}'
+        b'"bars":8,"frames_skipped":{"malformed":0,"unknown_target":0,"over_contract_cap":0}}'
     )
     # Streamed as closes and corrections arrive; the last version of each bar is the final one.
     last = {(b.contract, b.timeframe, b.start): b for b in streamed}
@@ -293,3 +295,27 @@ async def test_bad_inputs_are_clear_errors(tape: Path, tmp_path: Path) -> None:
             await run(tape, timeframes)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match=r"\.parquet or \.csv"):
         write_bars([], tmp_path / "bars.json")
+
+
+@pytest.mark.anyio
+async def test_skipped_frames_are_counted_and_contracts_capped_by_config(tmp_path: Path) -> None:
+    """Issue 12 bounds: a tape of many contracts keeps state for ``max_contracts`` of them."""
+    contracts = [f"CON.F.US.X{k}.H25" for k in range(4)]
+    lines = [
+        line("2025-01-21T14:30:10Z", "GatewayTrade", c, [item(100.0, 1, "2025-01-21T14:30:05Z")])
+        for c in contracts
+    ]
+    lines.append(line("2025-01-21T14:30:11Z", "GatewayTrade", A))  # arity 1: malformed
+    lines.append(line("2025-01-21T14:30:12Z", "GatewayNews", A, {}))
+    path = tmp_path / "many.tape"
+    path.write_text("\n".join(lines) + "\n")
+    validation = msgspec.structs.replace(NodeConfig().validation, max_contracts=2)
+    config = msgspec.structs.replace(NodeConfig(), validation=validation)
+    result = await run(path, ["1min"], config=config)
+    assert {b.contract for b in result.bars} == set(contracts[:2])
+    assert result.stats.trades_accepted == 2
+    assert result.stats.frames_skipped == {
+        "malformed": 1,
+        "unknown_target": 1,
+        "over_contract_cap": 2,
+    }
