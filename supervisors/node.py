@@ -140,24 +140,27 @@ def _commands(_: NodeConfig) -> MailboxSpec:
 
 
 def _ring_size(config: NodeConfig) -> int:
-    """``bars.ring_size``, lowered if the memory available now cannot hold every ring.
-
-    Never below what exactness needs: a late trade may be ``stale_after`` older
-    than the newest one, so the shortest frame keeps that span plus two bars.
-    """
+    """``bars.ring_size``, lowered if the memory available now cannot hold every ring
+    (never below ``exact_ring_size``, unless the config asks for less)."""
     cap = config.bars.ring_size
-    shortest = min(
-        (tf.fixed_us for tf in map(parse_timeframe, config.bars.timeframes) if tf.fixed_us),
-        default=3_600_000_000,
-    )
-    exact = 2 + math.ceil(config.validation.stale_after * 1e6 / shortest)
     return dynamic_limits(
         psutil.virtual_memory().available,
         max(1, len(config.contracts)),
         len(config.bars.timeframes),
         cap_ring=cap,
-        floor=min(cap, exact),
+        floor=min(cap, exact_ring_size(config)),
     )
+
+
+def exact_ring_size(config: NodeConfig) -> int:
+    """The closed bars per series that exactness needs: a late trade may be
+    ``stale_after`` older than the newest one, so the shortest frame keeps that
+    span plus two bars."""
+    shortest = min(
+        (tf.fixed_us for tf in map(parse_timeframe, config.bars.timeframes) if tf.fixed_us),
+        default=3_600_000_000,
+    )
+    return 2 + math.ceil(config.validation.stale_after * 1e6 / shortest)
 
 
 def _live(config: NodeConfig) -> bool:
