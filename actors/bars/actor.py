@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import polars as pl
 
 from protocols.checks import count, non_negative, positive
@@ -139,15 +140,17 @@ class BarsActor:
             self.flush_runs()
             if self._overdue and self._now_us is not None:
                 self._close_due(self._now_us)
-            await self._emit(topic)
+            told = await self._emit(topic)
             self._answer(flushes)
-            if received_at is not None:
+            if received_at is not None:  # sampled when told, not after the others ran
                 latencies.append(ctx.wall_time() - received_at)
             now = anyio.current_time()
             due = ticked and now - reported_at >= self._report_interval
             if due or len(latencies) >= LATENCY_SAMPLES:
                 reported_at = now
                 self._report(stats, latencies)
+            if told:
+                await anyio.lowlevel.checkpoint()  # however fast the subscribers, others run
         self.on_stop()
         await self._emit(topic)
         self._answer(flushes)
@@ -159,8 +162,10 @@ class BarsActor:
             reply.tell_nowait(dict(self.counters))
         flushes.clear()
 
-    async def _emit(self, topic: Ref[Any]) -> None:
-        """Tell the batch's bars; wait only while a subscriber is full, then yield once.
+    async def _emit(self, topic: Ref[Any]) -> bool:
+        """Tell the batch's bars, waiting only while a subscriber is full; True if any.
+
+        The caller yields after a batch that told something (once its latency is sampled).
 
         A topic's ``tell_nowait`` raises ``WouldBlock`` before it delivers to
         anyone, so the awaited retry sends each message exactly once.
@@ -172,8 +177,7 @@ class BarsActor:
                 topic.tell_nowait(msg)
             except anyio.WouldBlock:
                 await topic.tell(msg)
-        if outbox:
-            await anyio.lowlevel.checkpoint()  # however fast the subscribers, others run
+        return bool(outbox)
 
     def _report(self, stats: Ref[Any], latencies: list[float]) -> None:
         report = CountersReported(

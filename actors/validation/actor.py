@@ -1,5 +1,10 @@
 """The validation actor: drains its inbox in batches and judges every frame of a batch.
 
+Trades come first: a batch's trade frames are judged and told to ``bars`` before
+its quotes, depth and user frames are judged, and the actor yields in between,
+so a trade's way to its bar never waits for the judging of the book around it.
+Each kind keeps its arrival order and its verdicts (no rule looks across kinds),
+and downstream a batch's trades still come before its quotes and depth.
 A batch of ``HubMessagesReceived`` is sent on every ``batch_limit`` frames, so
 downstream messages stay as large as with one message per frame (``outbox``).
 Cumulative counters go to ``stats`` every ``report_every`` batches, on Tick,
@@ -14,6 +19,7 @@ from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any, TypeVar
 
+import anyio.lowlevel
 import msgspec
 
 from protocols.gateway import DEPTH_ARGS, QUOTE_ARGS, TRADE_ARGS, DomType
@@ -48,6 +54,10 @@ _RESET = int(DomType.RESET)
 _DOM_MAX = max(DomType)
 _USER_TARGETS = frozenset(USER_EVENTS)
 _USER_ARGS = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def _is_trade(frame: HubMessageReceived) -> bool:
+    return frame.target == "GatewayTrade" and frame.hub == "market"
 
 
 class ValidationActor:
@@ -113,12 +123,18 @@ class ValidationActor:
         while batch := await inbox.receive_batch(limit):
             frames = 0  # judged since the last send: a batch of HubMessagesReceived is split
             report = stop = False
+            later: list[Any] = []  # what is not a trade frame, judged once the trades are out
             for msg in batch:
                 if isinstance(msg, HubMessageReceived):
-                    self.on_hub_message(msg, out.trades, out.quotes, out.depth, out.user)
+                    if _is_trade(msg):
+                        self.on_hub_message(msg, out.trades, out.quotes, out.depth, out.user)
+                    else:
+                        later.append(msg)
                     frames += 1
                 elif isinstance(msg, HubMessagesReceived):
-                    frames += self.on_hub_messages(msg, out.trades, out.quotes, out.depth, out.user)
+                    frames += self.on_hub_messages(
+                        msg, out.trades, out.quotes, out.depth, out.user, later
+                    )
                     if frames >= limit:
                         await out.send()
                         frames = 0
@@ -133,6 +149,8 @@ class ValidationActor:
                     break
                 else:
                     self._counts["messages_ignored"] += 1
+            if later:
+                await self._judge_later(later, out, limit)
             await out.send()
             for reply in flushes:
                 reply.tell_nowait(self.counters())
@@ -145,6 +163,23 @@ class ValidationActor:
             if report or batches % report_every == 0:
                 self._report(stats)
         self._report(stats)
+
+    async def _judge_later(self, later: list[Any], out: Outbox, limit: int) -> None:
+        """Tell the trades judged so far and let their consumers run, then judge ``later``.
+
+        Two yields: trio runs a batch of ready tasks in either order, so after
+        the first one bars may still be waiting behind us; after the second it
+        has run (asyncio runs them in order: the first is enough).
+        """
+        if out.trades:
+            await out.send()
+            await anyio.lowlevel.checkpoint()
+            await anyio.lowlevel.checkpoint()
+        for start in range(0, len(later), limit):
+            if start:
+                await out.send()
+            chunk = HubMessagesReceived(later[start : start + limit])
+            self.on_hub_messages(chunk, out.trades, out.quotes, out.depth, out.user)
 
     def contracts(self) -> dict[str, ContractSummary]:
         """Last accepted price and accepted trade count of every contract seen."""
@@ -167,16 +202,23 @@ class ValidationActor:
         quotes: list[QuoteAccepted],
         depth: list[DepthAccepted],
         user: list[HubMessageReceived],
+        later: list[Any] | None = None,
     ) -> int:
-        """Judge each frame of ``msg`` in order (a non-frame is ignored); returns how many."""
+        """Judge each frame of ``msg`` in order (a non-frame is ignored); returns how many.
+
+        With ``later``, only the trade frames are judged now; everything else is
+        appended to it, to be judged (and counted) by a call without ``later``.
+        """
         frames: object = msg.messages
         if type(frames) is not list:
             self._counts["messages_ignored"] += 1
             return 0
         on_hub_message = self.on_hub_message
         for frame in frames:
-            if type(frame) is HubMessageReceived:
+            if type(frame) is HubMessageReceived and (later is None or _is_trade(frame)):
                 on_hub_message(frame, trades, quotes, depth, user)
+            elif later is not None:
+                later.append(frame)
             else:
                 self._counts["messages_ignored"] += 1
         return len(frames)

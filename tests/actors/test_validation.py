@@ -781,6 +781,95 @@ async def test_the_quotes_of_a_batch_go_as_one_message_in_arrival_order() -> Non
     assert len(told(ctx, "topic.trades")) == 1
 
 
+async def trades_then_rest() -> tuple[list[float], dict[str, int], ValidationActor, FakeContext]:
+    """Run one batch; what bars got first and the counters at the moment it got it."""
+    ctx = FakeCtx()
+    bars: Mailbox[TradesAccepted] = Mailbox("bars", MailboxSpec(capacity=16))
+    topic: Mailbox[TradesAccepted] = Mailbox("topic.trades", MailboxSpec(capacity=16))
+    ctx.refs["bars"], ctx.refs["topic.trades"] = MailboxRef(bars), MailboxRef(topic)
+    actor = ValidationActor()
+    batch = [
+        frame(quote(), target="GatewayQuote"),
+        frame([trade(price=100.0)]),
+        HubMessagesReceived([frame([level()], target="GatewayDepth"), frame([trade(price=100.5)])]),
+        raw_frame(b"[{}]", "GatewayUserAccount", hub="user"),
+    ]
+    seen: list[tuple[list[float], dict[str, int]]] = []
+
+    async def bars_actor() -> None:
+        msg = await bars.receive()
+        seen.append(([t.price for t in msg.trades], actor.counters()))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(bars_actor)
+            await anyio.lowlevel.checkpoint()  # bars waits on its mailbox
+            await actor.run(ScriptedInbox(batch), ctx)
+    finally:
+        bars.dispose()
+        topic.dispose()
+    ((prices, counters),) = seen
+    return prices, counters, actor, ctx
+
+
+@pytest.mark.parametrize("backend", ["trio", "asyncio"])
+def test_the_trades_of_a_batch_reach_bars_before_the_rest_of_it_is_judged(backend: str) -> None:
+    for _ in range(20):  # trio runs a batch of ready tasks in either order: try both
+        prices, counters, actor, ctx = anyio.run(trades_then_rest, backend=backend)
+        assert prices == [100.0, 100.5]
+        assert (counters["trades_accepted"], counters["frames_received"]) == (2, 2)
+        assert counters["quotes_accepted"] == counters["depth_accepted"] == 0
+        assert counters["user_forwarded"] == 0
+        done = actor.counters()
+        assert (done["quotes_accepted"], done["depth_accepted"], done["user_forwarded"]) == (
+            1,
+            1,
+            1,
+        )
+        sent = [len(told(ctx, name)) for name in ("topic.quotes", "topic.depth", "topic.user")]
+        assert sent == [1, 1, 1]
+
+
+JUNK = len(MIXED)  # an index that stands for something in a batch that is not a frame
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    order=st.lists(st.integers(0, JUNK), max_size=30),
+    cuts=st.sets(st.integers(0, 30)),
+    limit=st.integers(1, 8),
+)
+def test_the_actor_judges_a_batch_trades_first_with_the_verdicts_of_one_by_one(
+    order: list[int], cuts: set[int], limit: int
+) -> None:
+    frames = [MIXED[k] for k in order if k < JUNK]
+    one_by_one = Judged()(*frames)
+    items: list[Any] = [MIXED[k] if k < JUNK else "junk" for k in order]
+    bounds = [0, *sorted(c for c in cuts if c < len(items)), len(items)]
+    batch: list[Any] = [HubMessagesReceived(items[a:b]) for a, b in itertools.pairwise(bounds)]
+    ctx = FakeCtx()
+    actor = ValidationActor(ValidationConfig(batch_limit=limit))
+    half = len(batch) // 2
+    inbox = ScriptedInbox(*(b for b in (batch[:half], batch[half:]) if b))
+    anyio.run(actor.run, inbox, ctx)
+    sent = [t for m in told(ctx, "bars") for t in m.trades]
+    quotes = [q for m in told(ctx, "topic.quotes") for q in m.quotes]
+    depth = [d for m in told(ctx, "topic.depth") for d in m.depths]
+    counters = actor.counters()
+    assert counters.pop("messages_ignored") == order.count(JUNK)
+    assert counters.pop("reports_dropped") == 0
+    expected = one_by_one.actor.counters()
+    del expected["messages_ignored"], expected["reports_dropped"]
+    assert (sent, quotes, depth, told(ctx, "topic.user"), counters) == (
+        one_by_one.trades,
+        one_by_one.quotes,
+        one_by_one.depth,
+        one_by_one.user,
+        expected,
+    )
+    assert told(ctx, "bars") == told(ctx, "topic.trades")
+
+
 @pytest.mark.anyio
 async def test_a_batch_without_accepted_quotes_sends_no_quotes_message() -> None:
     ctx = FakeCtx()
