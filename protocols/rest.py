@@ -21,6 +21,12 @@ limits changed) holds the whole window for ``Retry-After`` or, without it, one
 period. HTTP 429 is retried until it succeeds (or the caller is cancelled);
 only other transient failures count towards ``max_attempts``.
 
+``TokenCaller`` is what every REST caller with a token shares (history,
+account): it asks auth for the token, sends one POST through ``post_json``
+with retries, asks for one fresh token after a 401, and ends every failure as
+``Failed(kind, what)`` with ``kind`` one of ``FAILURES``, so two actors fail
+alike and count alike.
+
 Invariant: no text raised or logged here holds a secret; whatever may echo one
 (an httpx error can quote a header) passes ``redact`` with the caller's secrets.
 """
@@ -31,19 +37,23 @@ import logging
 import math
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
-from typing import Final, TypeVar
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final, TypeVar
 
 import anyio
 import httpx
 import msgspec
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from protocols import gateway as gw
 from protocols.checks import count, positive
-from protocols.errors import GatewayError
+from protocols.errors import GatewayError, PxError
+from protocols.interfaces import Ref
+from protocols.messages import GetToken, RefreshToken, TokenIssued
 from protocols.secrets import Secret, redact
 
 T = TypeVar("T")
+R = TypeVar("R", bound=gw.RestResponse)
 
 
 class RetryPolicy(msgspec.Struct, frozen=True, kw_only=True):
@@ -256,3 +266,125 @@ async def post_json(
     if status >= 500:
         raise Transient(f"POST {path}: HTTP {status}", status=status)
     return response
+
+
+FAILURES: Final = ("transient", "unauthorized", "auth", "rejected", "malformed")
+"""Why a request was given up: 429/5xx/timeout/transport after every retry; 401 again
+after a fresh token; no token from auth; refused (HTTP 4xx, ``success: false``);
+an answer that is not the endpoint's JSON."""
+
+
+class Failed(Exception):
+    """A request given up on; ``kind`` is one of ``FAILURES``, the message holds no secret."""
+
+    def __init__(self, kind: str, what: str) -> None:
+        super().__init__(what)
+        self.kind = kind
+
+
+class _Refused(Exception):
+    """HTTP 401: the token is no good; a fresh one may be."""
+
+
+class TokenCaller:
+    """POSTs to the gateway with the node's token, for one actor.
+
+    ``counters["requests"]`` counts every attempt (retries included);
+    ``token_timeout`` bounds the wait for auth (a login can take its retries).
+    ``token`` is the last token used, so that an answer echoing it is redacted.
+    """
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        rng: random.Random,
+        budget: RestBudget | None,
+        *,
+        token_timeout: float,
+        counters: MutableMapping[str, int],
+        log: logging.Logger,
+    ) -> None:
+        self._policy = policy
+        self._rng = rng
+        self._budget = budget
+        self._token_timeout = token_timeout
+        self.counters = counters
+        self._log = log
+        self.token: Secret | None = None
+
+    def __repr__(self) -> str:
+        return f"<TokenCaller {self._budget!r}>"
+
+    async def post(
+        self, client: httpx.AsyncClient, auth: Ref[Any], path: str, body: bytes
+    ) -> bytes:
+        """The body of the HTTP 200 answer to one logical request (``Failed`` if none)."""
+        try:
+            return await self._with_retries(client, path, body, await self._ask_token(auth))
+        except _Refused:
+            self._log.info("token refused (HTTP 401); asking auth for a new one")
+        await auth.tell(RefreshToken())
+        try:
+            return await self._with_retries(client, path, body, await self._ask_token(auth))
+        except _Refused:
+            raise Failed("unauthorized", "HTTP 401 with a fresh token") from None
+
+    def decode(self, kind: type[R], path: str, content: bytes) -> R:
+        """The answer as ``kind``; ``Failed`` if it is not that JSON or says ``success: false``."""
+        try:
+            answer = gw.decoder(kind).decode(content)
+        except msgspec.ValidationError as exc:
+            raise Failed("malformed", f"{path.removeprefix('/api/')}: {exc}") from None
+        except msgspec.DecodeError:
+            raise Failed("malformed", f"{path.removeprefix('/api/')}: answer is not JSON") from None
+        if not answer.success:
+            raise Failed("rejected", gw.describe_error(path, answer, self.redact))
+        return answer
+
+    def redact(self, text: str) -> str:
+        return redact(text, self.token) if self.token is not None else text
+
+    async def _ask_token(self, auth: Ref[Any]) -> Secret:
+        try:
+            reply = await auth.ask(GetToken(), self._token_timeout)
+        except PxError as exc:  # AskTimeout, or auth is gone
+            raise Failed("auth", f"no token: {exc}") from None
+        if not isinstance(reply, TokenIssued):
+            raise Failed("auth", f"no token: {getattr(reply, 'reason', type(reply).__name__)}")
+        self.token = reply.token
+        return reply.token
+
+    async def _with_retries(
+        self, client: httpx.AsyncClient, path: str, body: bytes, token: Secret
+    ) -> bytes:
+        policy = self._policy
+        endpoint = path.removeprefix("/api/")
+        try:
+            return await with_retries(
+                lambda: self._attempt(client, path, body, token),
+                policy,
+                self._rng,
+                log=self._log,
+                label=f"{endpoint} attempt",
+            )
+        except Transient as exc:
+            raise Failed(
+                "transient", f"gave up after {policy.max_attempts} attempts: {exc}"
+            ) from None
+
+    async def _attempt(
+        self, client: httpx.AsyncClient, path: str, body: bytes, token: Secret
+    ) -> bytes:
+        self.counters["requests"] += 1
+        try:
+            response = await post_json(
+                client, path, body, self._policy, bearer=token, budget=self._budget
+            )
+        except GatewayError as exc:  # a request that cannot be made: repeating won't help
+            raise Failed("malformed", str(exc)) from None
+        status = response.status_code
+        if status == 401:
+            raise _Refused
+        if status != 200:
+            raise Failed("rejected", f"HTTP {status}")
+        return response.content

@@ -34,7 +34,7 @@ from protocols.messages import (
 from protocols.timeframes import BarClock, Timeframe, parse_timeframe
 
 from .config import COUNTERS, UNITS, HistoryConfig
-from .retrieve import Failed, Retriever
+from .retrieve import Retriever
 from .window import (
     SOURCE_FRAMES,
     SOURCE_US,
@@ -313,7 +313,7 @@ class HistoryActor:
         )
         try:
             answer = await self._retriever.bars(client, auth, gw.ENCODER.encode(request))
-        except Failed as exc:
+        except rest.Failed as exc:
             self.counters[f"failures_{exc.kind}"] += 1
             logger.warning("no %s history for %s: %s", frame.name, contract, exc)
             return f"{frame.name} history: {exc}"

@@ -11,6 +11,7 @@ from typing import Final
 import msgspec
 
 from protocols import gateway as gw
+from protocols import rest
 from protocols.checks import non_negative, positive
 from protocols.errors import ConfigError
 from protocols.secrets import redact_userinfo
@@ -36,10 +37,6 @@ LONGEST_US: Final = {
     "month": 31 * 86_400_000_000 + 3_600_000_000,
 }
 
-FAILURES: Final = ("transient", "unauthorized", "auth", "rejected", "malformed")
-"""Why a request was given up: 429/5xx/timeout/transport after every retry; 401 again
-after a fresh token; no token from auth; refused (HTTP 4xx, ``success: false``);
-an answer that is not a retrieveBars response."""
 
 REJECTS: Final = ("malformed", "time", "price", "volume", "unaligned", "partial")
 """Why one history bar was dropped: not a bar; ``t`` unreadable or before the window
@@ -54,7 +51,7 @@ COUNTERS: Final = (
     "gaps",  # gaps of the market hub to fill in (coalesced while waiting)
     "cuts",  # BackfillStarted rounds: a new cut for every pending series
     "truncated",  # answers that hit max_bars: the oldest bars asked for stay missing
-    *(f"failures_{kind}" for kind in FAILURES),
+    *(f"failures_{kind}" for kind in rest.FAILURES),  # why a request was given up
     *(f"bars_rejected_{reason}" for reason in REJECTS),
 )
 
