@@ -122,7 +122,21 @@ class FillReceived(Message, frozen=True):
     fill: Fill
 
 
-AccountEvent = AccountChanged | PositionChanged | OrderChanged | FillReceived
+class AccountSynced(Message, frozen=True):
+    """The REST searches of ``account_id`` were merged into the node's state (at start
+    and after every reconnect of the user hub); what they changed was told before it.
+
+    ``orders_gone``: orders the node held as working that the gateway no longer
+    lists as open (filled, cancelled or expired while the hub was away; their
+    final status is not fetched). A position that closed meanwhile is told as a
+    ``PositionChanged`` of size 0.
+    """
+
+    account_id: int
+    orders_gone: tuple[int, ...] = ()
+
+
+AccountEvent = AccountChanged | PositionChanged | OrderChanged | FillReceived | AccountSynced
 
 
 class GetAccountState(Message, frozen=True):
@@ -142,6 +156,10 @@ class AccountState(Message, frozen=True):
     fills_seen: int
     fills_dropped: int
     """Fills no longer kept because newer ones took their place (counted, never silent)."""
+    synced_at: float | None = None
+    """Unix time the last REST sync completed (None: none yet, or a node without a gateway)."""
+    sync_error: str | None = None
+    """Why the last REST sync failed, one line without secrets (None once one succeeds)."""
 
 
 def account_info(a: gw.Account) -> AccountInfo:

@@ -484,7 +484,6 @@ def demo(
     """Run the simulated gateway and a whole node in one process, with a live dashboard."""
     from pxnode.sim import (
         DEFAULT_CONTRACTS,
-        DEMO_ACCOUNT_ID,
         SimConfig,
         gateway_config,
         running,
@@ -494,7 +493,10 @@ def demo(
     wanted = _contracts(contracts) or [spec.id for spec in DEFAULT_CONTRACTS]
     ids = [_sim_contract(name) for name in wanted]
     try:
-        sim_config = SimConfig(seed=seed, rate=rate, contracts=tuple(ids), faults=faults)
+        # No user-hub snapshot, as on the real gateway: the account comes from the REST searches.
+        sim_config = SimConfig(
+            seed=seed, rate=rate, contracts=tuple(ids), faults=faults, user_snapshot=False
+        )
     except PxError as error:
         _fail(str(error))
         raise
@@ -504,7 +506,7 @@ def demo(
             config = NodeConfig(
                 contracts=ids,
                 bars=BarsConfig(timeframes=names),
-                gateway=gateway_config(sim.url, accounts=[DEMO_ACCOUNT_ID]),
+                gateway=gateway_config(sim.url),  # the node finds the demo account (REST)
                 seed=seed,
                 nats=publish,
             )

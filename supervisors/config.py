@@ -155,6 +155,9 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Seed of the node's random number generator (backoff and breaker jitter)."""
     max_fills: int = 1000
     """Fills of the trader's accounts the node keeps (older ones are counted, not kept)."""
+    fills_lookback: float | None = None
+    """Seconds of fills asked from Trade/search at start and after every reconnect of the
+    user hub; None: from the start of the trading day (17:00 Chicago)."""
 
     def health_config(self) -> HealthConfig:
         if self.health.contracts:
@@ -164,6 +167,8 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.tick_interval < 0:
             raise ConfigError(f"tick_interval must be >= 0, got {self.tick_interval}")
+        if self.fills_lookback is not None and not self.fills_lookback > 0:
+            raise ConfigError(f"fills_lookback must be > 0 seconds, got {self.fills_lookback}")
         if self.max_fills < 1:
             raise ConfigError(f"max_fills must be >= 1, got {self.max_fills}")
         if self.mailbox_capacity < 1:

@@ -28,7 +28,7 @@ import msgspec
 import polars as pl
 import psutil
 
-from actors.account import AccountActor
+from actors.account import AccountActor, AccountConfig
 from actors.auth import AuthActor
 from actors.bars import BarsActor
 from actors.connection import Connect, ConnectionActor, HubConfig, SubscriptionBook
@@ -245,6 +245,26 @@ def _make_history(
     return lambda: HistoryActor(history, transport=network.transport(), rng=rng, budget=budget)
 
 
+def _make_account(
+    config: NodeConfig, registry: Registry, network: Network
+) -> Callable[[], AccountActor]:
+    """Live, the actor also asks the REST searches (through the node's budget); from a
+    tape it keeps what the tape's user frames say."""
+    if config.gateway is None:
+        return lambda: AccountActor(config.max_fills)
+    gateway = config.gateway
+    account = AccountConfig(
+        api_url=gateway.api_url,
+        accounts=list(gateway.accounts),
+        fills_lookback=config.fills_lookback,
+    )
+    rng = random.Random(config.seed + 2)
+    budget = _rest_budget(config, registry)
+    return lambda: AccountActor(
+        config.max_fills, config=account, transport=network.transport(), rng=rng, budget=budget
+    )
+
+
 def _make_bridge(config: NodeConfig, *_: Any) -> Callable[[], NatsBridge]:
     """The outbox outlives incarnations: what a lost connection left unacknowledged
     is published first by the next one (same ids, so JetStream drops repeats)."""
@@ -294,12 +314,13 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
         # A node driven by a tape (no gateway, no clock) has no feed whose health to judge.
         enabled=lambda config: _live(config) or config.tick_interval > 0,
     ),
-    # A sink of validation's user-hub frames (live or from a tape), so it starts before it.
+    # A sink of validation's user-hub frames (live or from a tape), so it starts before it;
+    # before the hubs too, to see the user hub's first Connected (its REST sync follows it).
     NodeChild(
         "account",
-        lambda config, *_: lambda: AccountActor(config.max_fills),
+        _make_account,
         lambda _: MailboxSpec(1024, OverflowPolicy.BLOCK),  # a lost order event is a wrong book
-        attach=("topic.user",),
+        attach=("topic.user", "topic.events"),
     ),
     # A sink of validation and bars: it starts before and stops after them, so whatever
     # they pass on while the node stops is still published.

@@ -1,62 +1,100 @@
-"""AccountActor: the user hub's events folded into the trader's current state.
+"""AccountActor: the trader's accounts, positions, orders and fills, from the user hub
+and the REST searches.
 
-The user hub says what changed, never what is: an order event carries the
-order's new status, a position event its new size (0: closed), an account event
-its new balance. The actor keeps the latest of each, drops orders that stopped
-working and positions that closed, and keeps the newest ``max_fills`` fills.
-Every change it applied is told to ``topic.account`` as a typed event
-(``AccountChanged``, ``PositionChanged``, ``OrderChanged``, ``FillReceived``),
-which is what ``node.stream_user`` delivers.
+Two tasks of one actor share its state on one thread, as in history. The
+*inbox loop* folds user-hub events into the book (``book``), follows the user
+hub through ``Connected`` on ``topic.events`` and answers ``GetAccountState``;
+it never waits on HTTP. The *syncer* (only with an ``AccountConfig``, i.e. a
+node with a gateway) makes the REST searches (``sync``) and merges their
+answers into the same book. State changes only between awaits, so no lock is
+needed.
 
-Bounds: ``max_fills`` fills (older ones counted in ``fills_dropped``), and
-``max_items`` accounts, positions and working orders each (a new one beyond it
-is counted in ``over_bound`` and not kept). A frame that is not a user event of
-the documented shape is counted in ``rejected`` and never raised.
+When the syncer runs: once at start, when the user hub is first up (its
+subscriptions sent, so no change can fall between the answers and the hub) or
+``start_grace`` seconds after the start without it; then after every
+``Connected`` of the user hub (a reconnect, a new token, a re-login), because
+whatever changed while it was away was never told. Triggers that arrive during
+a sync run one more sync after it. A failed request (after its own retries)
+ends the sync: the failure is counted by kind, the sync is tried again after
+``resync_min`` doubling to ``resync_max`` (or at once on the next
+``Connected``), and the node goes on with what it has.
+
+Every change applied, from either source, is told to ``topic.account`` as a
+typed event (``AccountChanged``, ``PositionChanged``, ``OrderChanged``,
+``FillReceived``; ``AccountSynced`` after each account's searches), which is
+what ``node.stream_user`` delivers.
 """
 
 from __future__ import annotations
 
-from collections import Counter, deque
+import logging
+import random
+from collections import Counter
 from typing import Any
 
 import anyio
+import httpx
 import msgspec
 
-from protocols.account import (
-    AccountChanged,
-    AccountEvent,
-    AccountInfo,
-    AccountState,
-    Fill,
-    FillReceived,
-    GetAccountState,
-    OpenPosition,
-    OrderChanged,
-    PositionChanged,
-    WorkingOrder,
-    decode_user_event,
-)
-from protocols.interfaces import ActorContext, Inbox, optional_ref
+from protocols import rest
+from protocols.account import AccountEvent, AccountState, GetAccountState
+from protocols.hubs import Connected, SubscribeAccount
+from protocols.interfaces import ActorContext, Inbox, Ref, optional_ref
 from protocols.messages import CountersReported, HubMessageReceived, Request, Stop, Tick
 
+from .book import AccountBook
+from .config import COUNTERS, AccountConfig
+from .sync import Searches
+
+logger = logging.getLogger("pxnode.account")
+
 _BATCH = 256
-_ARGUMENTS = msgspec.json.Decoder(tuple[msgspec.Raw])
-_BAD_FRAME = (msgspec.DecodeError, msgspec.ValidationError, KeyError)
 
 
 class AccountActor:
-    def __init__(self, max_fills: int = 1000, max_items: int = 10_000) -> None:
-        self._max_items = max_items
-        self._accounts: dict[int, AccountInfo] = {}
-        self._positions: dict[tuple[int, str], OpenPosition] = {}
-        self._orders: dict[int, WorkingOrder] = {}
-        self._fills: deque[Fill] = deque(maxlen=max_fills)
+    _wake: anyio.Event  # set when a sync is wanted; a new one per sync
+
+    def __init__(
+        self,
+        max_fills: int = 1000,
+        max_items: int = 10_000,
+        *,
+        config: AccountConfig | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        rng: random.Random | None = None,
+        budget: rest.RestBudget | None = None,
+    ) -> None:
         self.counters: Counter[str] = Counter()
+        self.book = AccountBook(self.counters, max_fills, max_items)
+        self._config = config
+        self._transport = transport
+        self._rng = rng if rng is not None else random.Random(0)
+        self._searches = (
+            Searches(config, self.counters, self._rng, budget) if config is not None else None
+        )
+        if config is not None:
+            self.counters.update(dict.fromkeys(COUNTERS, 0))
+        self._pending = True  # the start-up sync
+        self._synced_at: float | None = None
+        self._sync_error: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<AccountActor accounts={len(self.book.accounts)} synced_at={self._synced_at}>"
 
     async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
         topic = ctx.ref("topic.account")
         stats = optional_ref(ctx, "stats")
-        ctx.report_healthy()
+        self._wake = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            if self._config is not None:
+                tg.start_soon(self._sync_forever, self._config, ctx, topic)
+            ctx.report_healthy()
+            await self._serve(inbox, topic, stats)
+            tg.cancel_scope.cancel()
+
+    # ------------------------------------------------------------ inbox loop
+
+    async def _serve(self, inbox: Inbox[Any], topic: Ref[Any], stats: Ref[Any] | None) -> None:
         while batch := await inbox.receive_batch(_BATCH):
             for msg in batch:
                 match msg:
@@ -66,58 +104,102 @@ class AccountActor:
                         event = self.on_user_event(msg.target, msg.arguments)
                         if event is not None:
                             await topic.tell(event)
+                    case Connected(hub="user"):
+                        self._pending = True
+                        self._wake.set()
                     case Request(body=GetAccountState()):
                         msg.reply.tell_nowait(self.state())
                     case Tick() if stats is not None:
                         stats.try_tell(CountersReported("account", dict(self.counters)))
-                    case Tick():
-                        pass
                     case _:
-                        self.counters["unknown"] += 1
+                        pass  # topic.events carries much else; none of it is ours
             await anyio.lowlevel.checkpoint()
 
     def on_user_event(self, target: str, arguments: msgspec.Raw) -> AccountEvent | None:
-        """Apply one user-hub invocation; the event to publish, or None if it was refused."""
-        try:
-            (payload,) = _ARGUMENTS.decode(arguments)
-            event = decode_user_event(target, payload)
-        except _BAD_FRAME:
-            self.counters["rejected"] += 1
-            return None
-        match event:
-            case AccountChanged(account=a):
-                kept = self._keep(self._accounts, a.id, a, keep=True)
-            case PositionChanged(position=p):
-                kept = self._keep(self._positions, (p.account_id, p.contract), p, keep=p.size > 0)
-            case OrderChanged(order=o):
-                kept = self._keep(self._orders, o.id, o, keep=o.working)
-            case FillReceived(fill=f):
-                if len(self._fills) == self._fills.maxlen:
-                    self.counters["fills_dropped"] += 1
-                self._fills.append(f)
-                self.counters["fills"] += 1
-                kept = True
-        if not kept:
-            return None
-        self.counters[type(event).__name__] += 1
-        return event
-
-    def _keep(self, table: dict[Any, Any], key: object, value: object, *, keep: bool) -> bool:
-        if not keep:
-            table.pop(key, None)
-        elif key in table or len(table) < self._max_items:
-            table[key] = value
-        else:
-            self.counters["over_bound"] += 1
-            return False
-        return True
+        """Apply one user-hub invocation; the event to publish, or None if nothing changed."""
+        return self.book.on_user_event(target, arguments)
 
     def state(self) -> AccountState:
+        book = self.book
         return AccountState(
-            accounts=tuple(sorted(self._accounts.values(), key=lambda a: a.id)),
-            positions=tuple(self._positions[k] for k in sorted(self._positions)),
-            orders=tuple(sorted(self._orders.values(), key=lambda o: (o.created_at, o.id))),
-            fills=tuple(self._fills),
+            accounts=tuple(sorted(book.accounts.values(), key=lambda a: a.id)),
+            positions=tuple(book.positions[k] for k in sorted(book.positions)),
+            orders=tuple(sorted(book.orders.values(), key=lambda o: (o.created_at, o.id))),
+            fills=tuple(book.fills.values()),
             fills_seen=self.counters["fills"],
             fills_dropped=self.counters["fills_dropped"],
+            synced_at=self._synced_at,
+            sync_error=self._sync_error,
         )
+
+    # ---------------------------------------------------------------- syncer
+
+    async def _sync_forever(
+        self, config: AccountConfig, ctx: ActorContext, topic: Ref[Any]
+    ) -> None:
+        auth = ctx.ref("auth")
+        hub = optional_ref(ctx, "connection_user") if not config.accounts else None
+        with anyio.move_on_after(config.start_grace):
+            await self._wake.wait()  # the user hub is up (or will not be soon)
+        failures = 0
+        async with httpx.AsyncClient(
+            base_url=config.api_url, transport=self._transport, timeout=config.request_timeout
+        ) as client:
+            while True:
+                if not self._pending:
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+                self._pending = False
+                try:
+                    await self._sync(config, client, ctx, auth, hub, topic)
+                except rest.Failed as exc:
+                    failures += 1
+                    self.counters[f"failures_{exc.kind}"] += 1
+                    self.counters["sync_failures"] += 1
+                    self._sync_error = str(exc)
+                    self._pending = True
+                    delay = self._retry_delay(config, failures)
+                    logger.warning("account sync failed (%s); again in %.1f s", exc, delay)
+                    with anyio.move_on_after(delay):
+                        await self._wake.wait()  # or at once when the hub reconnects
+                else:
+                    failures = 0
+                finally:
+                    self.book.end_sync()
+
+    async def _sync(
+        self,
+        config: AccountConfig,
+        client: httpx.AsyncClient,
+        ctx: ActorContext,
+        auth: Ref[Any],
+        hub: Ref[Any] | None,
+        topic: Ref[Any],
+    ) -> None:
+        """Account/search, then per account its open positions, open orders and fills."""
+        searches, book = self._searches, self.book
+        assert searches is not None
+        book.begin_sync()
+        accounts, complete = await searches.accounts(client, auth)
+        await _publish(topic, book.sync_accounts(accounts, complete))
+        ids = [a.id for a in accounts if not config.accounts or a.id in config.accounts]
+        for account_id in ids:
+            if hub is not None:  # no account configured: follow every active one
+                await hub.tell(SubscribeAccount(account_id))
+            positions = await searches.positions(client, auth, account_id)
+            orders = await searches.orders(client, auth, account_id)
+            now_us = round(ctx.wall_time() * 1_000_000)
+            fills = await searches.fills(client, auth, account_id, now_us)
+            await _publish(topic, book.sync_account(account_id, positions, orders, fills))
+        self.counters["syncs"] += 1
+        self._synced_at = ctx.wall_time()
+        self._sync_error = None
+
+    def _retry_delay(self, config: AccountConfig, failures: int) -> float:
+        base = min(config.resync_min * 2.0 ** min(failures - 1, 64), config.resync_max)
+        return base * (1 - config.backoff_jitter * self._rng.random())
+
+
+async def _publish(topic: Ref[Any], events: list[AccountEvent]) -> None:
+    for event in events:
+        await topic.tell(event)

@@ -54,8 +54,10 @@ writer sends on the stream after the handshake, so frames never interleave (no
 lock); a message is forwarded at most once, since nothing is read after our
 Close and a new session only forwards what its own socket brings;
 ``report_healthy`` is called only after the book's calls went out *and* the
-server then sent data (any message at all when the book is empty), so a
-breaker can never close on a socket that is up but deaf.
+server then sent data (any message at all when the book is empty; on the user
+hub, whose events come only when the account changes, a successful completion
+of one of our calls counts), so a breaker can never close on a socket that is
+up but deaf.
 """
 
 from __future__ import annotations
@@ -417,7 +419,9 @@ class ConnectionActor:
                     "%s: skipped a %s message of %d bytes", self._where, event.reason, event.size
                 )
             elif type(event) is Completion:
-                self._on_completion(link, event)
+                # The user hub sends events only when the account changes (and the real
+                # gateway nothing on subscribe): a call it accepted is its proof of life.
+                data |= self._on_completion(link, event) and hub == "user"
             elif type(event) is Close:
                 error = f": {event.error[:_MAX_REASON]}" if event.error else ""
                 link.fail(f"{self._where}: the server closed the hub{error}")
@@ -435,11 +439,15 @@ class ConnectionActor:
                 self._healthy = True
                 ctx.report_healthy()
 
-    def _on_completion(self, link: Link, completion: Completion) -> None:
-        target = link.pending.pop(completion.invocation_id, "an unknown call")
+    def _on_completion(self, link: Link, completion: Completion) -> bool:
+        """Whether it answers one of our calls, successfully."""
+        target = link.pending.pop(completion.invocation_id, None)
         if completion.error is not None:
             self._counters["calls_failed"] += 1
-            logger.warning("%s: %s failed: %s", self._where, target, completion.error[:_MAX_REASON])
+            what = target or "an unknown call"
+            logger.warning("%s: %s failed: %s", self._where, what, completion.error[:_MAX_REASON])
+            return False
+        return target is not None
 
     def _on_pong(self, link: Link, pong: Pong, events_ref: Ref[Any] | None) -> None:
         if link.ping is None or bytes(pong.payload) != link.ping[0]:

@@ -45,6 +45,10 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True):
     history_hours: float = 6.0
     rest_limits: RestLimits = msgspec.field(default_factory=RestLimits)
     """The gateway's REST rate limits, answered with HTTP 429 beyond them."""
+    user_snapshot: bool = True
+    """Answer a user-hub subscription with the current state of what it covers (accounts,
+    open orders and positions, fills). The real gateway sends nothing then (a client asks
+    the REST searches); False behaves like it, as ``pxnode demo`` does."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:

@@ -121,9 +121,16 @@ class HubSession:
     """
 
     def __init__(
-        self, hub: HubName, sim: MarketSim, accounts: DemoAccounts, *, max_message_size: int
+        self,
+        hub: HubName,
+        sim: MarketSim,
+        accounts: DemoAccounts,
+        *,
+        max_message_size: int,
+        user_snapshot: bool = True,
     ) -> None:
         self.hub: Final = hub
+        self._user_snapshot = user_snapshot
         self._sim, self._accounts = sim, accounts
         self.codec = SignalRConnection(Role.SERVER, max_message_size=max_message_size)
         self.subscriptions: dict[Topic, set[str | int]] = {}
@@ -213,7 +220,8 @@ class HubSession:
             elif topic == "depth" and self._sim.depth(key):
                 yield invocation("GatewayDepth", key, self._sim.depth(key))
             return
-        yield from user_frames(self._accounts, self._sim, topic, key)
+        if self._user_snapshot:
+            yield from user_frames(self._accounts, self._sim, topic, key)
 
 
 def user_frames(

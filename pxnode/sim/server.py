@@ -246,7 +246,11 @@ class GatewaySim:
             return
         await stream.send(accepted[0])
         session = HubSession(
-            hub, self.sim, self.accounts, max_message_size=self.config.max_message_size
+            hub,
+            self.sim,
+            self.accounts,
+            max_message_size=self.config.max_message_size,
+            user_snapshot=self.config.user_snapshot,
         )
         await self._run_hub(stream, ws, session, claims, conn.trailing_data[0])
 
