@@ -10,10 +10,11 @@ Like ``trio.testing`` or httpx's ``MockTransport``, this is a supported module:
   ``until`` polls a condition in virtual time;
 * ``NatsServer``: a real nats-server with JetStream on a free loopback port;
 * doubles for testing one actor alone: ``RecordingRef``, ``FakeContext``,
-  ``ScriptedInbox``, ``MemoryInbox``.
+  ``FakeAuth``, ``ScriptedInbox``, ``MemoryInbox``.
 """
 
 from ._fakes import EPOCH as EPOCH
+from ._fakes import FakeAuth as FakeAuth
 from ._fakes import FakeContext as FakeContext
 from ._fakes import MemoryInbox as MemoryInbox
 from ._fakes import RecordingRef as RecordingRef
@@ -41,6 +42,7 @@ __all__ = [
     "ES",
     "HOSTS",
     "MNQ",
+    "FakeAuth",
     "FakeContext",
     "MemoryInbox",
     "NatsServer",

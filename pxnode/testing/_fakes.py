@@ -15,6 +15,8 @@ import anyio
 import anyio.lowlevel
 
 from protocols.errors import MailboxClosed, MailboxFull
+from protocols.messages import GetToken, RefreshToken, TokenIssued
+from protocols.secrets import Secret
 
 _UNDELIVERED = (
     anyio.WouldBlock,
@@ -84,6 +86,40 @@ class RecordingRef:
         while len(self.told) < n:
             self._changed = anyio.Event()
             await self._changed.wait()
+
+
+class FakeAuth(RecordingRef):
+    """An auth actor for one REST caller: ``GetToken`` gets ``mint()``'s token (valid for an
+    hour of ``FakeContext``'s default wall time), and a ``RefreshToken`` mints the next.
+
+    ``reply``, when set, answers instead of a token (an exception is raised);
+    ``asks`` counts the ``GetToken`` asks.
+    """
+
+    def __init__(self, mint: Callable[[], str] | None = None) -> None:
+        super().__init__("auth")
+        self.mint = mint or iter(f"tok-SECRET-{n}" for n in range(1, 100)).__next__
+        self.token = self.mint()
+        self.asks = 0
+        self.reply: Any = None
+
+    def tell_nowait(self, msg: Any) -> None:
+        super().tell_nowait(msg)
+        if isinstance(msg, RefreshToken):
+            self.token = self.mint()
+
+    async def tell(self, msg: Any) -> None:
+        self.tell_nowait(msg)
+        await anyio.lowlevel.checkpoint()
+
+    async def ask(self, msg: Any, timeout: float) -> Any:
+        assert isinstance(msg, GetToken)
+        self.asks += 1
+        await anyio.lowlevel.checkpoint()
+        if isinstance(self.reply, BaseException):
+            raise self.reply
+        expires = EPOCH + anyio.current_time() + 3600
+        return self.reply or TokenIssued(token=Secret(self.token), expires_at=expires)
 
 
 class FakeContext:

@@ -1,21 +1,31 @@
 """The account actor: user-hub events folded into accounts, positions, working orders and
-fills; bounded, and every refused frame counted."""
+fills; bounded, and every refused frame counted; the REST searches at start and after
+every reconnect, merged with the hub, every bad answer counted and tried again."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
+import anyio
+import httpx
 import msgspec
 import pytest
 
-from actors.account import AccountActor
+from actors.account import AccountActor, AccountConfig
 from protocols.account import (
     AccountChanged,
+    AccountSynced,
     FillReceived,
     OrderChanged,
     PositionChanged,
     open_pnl,
 )
+from protocols.hubs import Connected, SubscribeAccount
+from protocols.messages import AuthFailureReported, HubMessageReceived, RefreshToken, Stop
+from pxnode.testing import EPOCH, FakeAuth, FakeContext, MemoryInbox, RecordingRef, until
 
 ACCOUNT = {"id": 7001, "name": "PRAC", "balance": 50_000.0, "canTrade": True,
            "isVisible": True, "simulated": True}  # fmt: skip
@@ -124,3 +134,271 @@ def test_every_bad_frame_is_counted_not_raised(target: str, arguments: bytes) ->
     actor = AccountActor()
     assert actor.on_user_event(target, msgspec.Raw(arguments)) is None
     assert actor.counters["rejected"] == 1 and actor.state().orders == ()
+
+
+# ------------------------------------------------------------- the REST searches
+
+START = EPOCH  # 2025-11-24T16:00:00Z, virtual time 0; the trading day opened 23:00Z before
+PATHS = ("/api/Account/search", "/api/Position/searchOpen", "/api/Order/searchOpen",
+         "/api/Trade/search")  # fmt: skip
+Answer = Callable[[httpx.Request], Awaitable[httpx.Response]]
+
+
+def ok(field: str, items: Any) -> Answer:
+    return reply(200, {"success": True, "errorCode": 0, "errorMessage": None, field: items})
+
+
+def reply(status: int, body: object = b"", headers: dict[str, str] | None = None) -> Answer:
+    content = body if isinstance(body, bytes) else msgspec.json.encode(body)
+
+    async def step(_: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, content=content, headers=headers)
+
+    return step
+
+
+def slow(seconds: float, then: Answer) -> Answer:
+    async def step(request: httpx.Request) -> httpx.Response:
+        await anyio.sleep(seconds)
+        return await then(request)
+
+    return step
+
+
+def only_for(token: str, then: Answer) -> Answer:
+    """401 unless the bearer is ``token``, as a gateway does after a token expired."""
+
+    async def step(request: httpx.Request) -> httpx.Response:
+        if request.headers.get("authorization") != f"Bearer {token}":
+            return httpx.Response(401)
+        return await then(request)
+
+    return step
+
+
+DEFAULTS: dict[str, Answer] = {
+    PATHS[0]: ok("accounts", [ACCOUNT]),
+    PATHS[1]: ok("positions", [position(2)]),
+    PATHS[2]: ok("orders", [order(9002, 1)]),
+    PATHS[3]: ok("trades", [trade(8001), trade(8002)]),
+}
+
+
+@dataclass
+class Gateway:
+    """Answers each path from its script (in order), then with the default answer."""
+
+    defaults: dict[str, Answer] = field(default_factory=lambda: dict(DEFAULTS))
+    script: dict[str, list[Answer]] = field(default_factory=dict)
+    calls: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        self.calls.append((anyio.current_time(), path, msgspec.json.decode(request.content)))
+        steps = self.script.get(path)
+        return await (steps.pop(0) if steps else self.defaults[path])(request)
+
+    def paths(self) -> list[str]:
+        return [path for _, path, _ in self.calls]
+
+
+@dataclass
+class Rig:
+    actor: AccountActor
+    ctx: FakeContext
+    inbox: MemoryInbox
+    gateway: Gateway
+
+    def told(self, kind: type) -> list[Any]:
+        return [m for m in self.ctx.told("topic.account") if isinstance(m, kind)]
+
+
+@asynccontextmanager
+async def running(
+    gateway: Gateway | None = None, *, accounts: tuple[int, ...] = (), **settings: Any
+) -> AsyncIterator[Rig]:
+    """The actor with its REST side against ``gateway``; stopped at the end of the block."""
+    gateway = gateway or Gateway()
+    config = AccountConfig(
+        api_url="https://gateway.test", accounts=list(accounts), backoff_jitter=0.0, **settings
+    )
+    actor = AccountActor(config=config, transport=httpx.MockTransport(gateway.handle))
+    refs = [FakeAuth(), RecordingRef("topic.account"), RecordingRef("connection_user")]
+    rig = Rig(actor, FakeContext("account", refs), MemoryInbox(), gateway)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(actor.run, rig.inbox, rig.ctx)
+            yield rig
+            rig.inbox.send_nowait(Stop())
+    finally:
+        rig.inbox.close()
+
+
+def auth_of(rig: Rig) -> FakeAuth:
+    auth = rig.ctx.refs["auth"]
+    assert isinstance(auth, FakeAuth)
+    return auth
+
+
+@pytest.mark.trio
+async def test_the_user_hub_up_starts_the_searches(autojump_clock: object) -> None:
+    async with running() as rig:
+        await anyio.sleep(1)
+        assert rig.gateway.calls == []  # waits for the hub (start_grace 5 s)
+        rig.inbox.send_nowait(Connected("user"))
+        await anyio.sleep(1)
+    assert rig.gateway.paths() == list(PATHS)  # 1 + 3 per account
+    bodies = [body for _, _, body in rig.gateway.calls]
+    assert bodies[:3] == [{"onlyActiveAccounts": True}, {"accountId": 7001}, {"accountId": 7001}]
+    assert bodies[3] == {"accountId": 7001, "startTimestamp": "2025-11-23T23:00:00+00:00",
+                         "endTimestamp": None}  # the trading day's open, 17:00 Chicago  # fmt: skip
+    state = rig.actor.state()
+    assert [a.id for a in state.accounts] == [7001]
+    assert [(p.contract, p.size) for p in state.positions] == [(MNQ, 2)]
+    assert [o.id for o in state.orders] == [9002] and [f.id for f in state.fills] == [8001, 8002]
+    assert state.synced_at == START + 1 and state.sync_error is None
+    assert [type(e) for e in rig.ctx.told("topic.account")] == [
+        AccountChanged, PositionChanged, OrderChanged, FillReceived, FillReceived, AccountSynced,
+    ]  # fmt: skip
+    assert rig.ctx.told("connection_user") == [SubscribeAccount(7001)]  # none configured
+    assert rig.actor.counters["requests"] == 4 and rig.actor.counters["syncs"] == 1
+
+
+@pytest.mark.trio
+async def test_without_the_hub_the_searches_start_after_the_grace(autojump_clock: object) -> None:
+    async with running(accounts=(7001,), fills_lookback=600.0) as rig:
+        await anyio.sleep(10)
+    assert [round(at, 3) for at, _, _ in rig.gateway.calls] == [5.0] * 4
+    assert rig.gateway.calls[3][2]["startTimestamp"] == "2025-11-24T15:50:05+00:00"
+    assert rig.ctx.told("connection_user") == []  # the configured accounts are subscribed
+
+
+@pytest.mark.trio
+async def test_hub_events_during_a_sync_win_and_fills_count_once(autojump_clock: object) -> None:
+    gateway = Gateway(script={PATHS[1]: [slow(2, ok("positions", [position(2)]))]})
+    async with running(gateway) as rig:
+        rig.inbox.send_nowait(Connected("user"))
+        await anyio.sleep(1)  # Position/searchOpen is under way
+        for target, payload in [("GatewayUserPosition", position(0)),
+                                ("GatewayUserTrade", trade(8002))]:  # fmt: skip
+            rig.inbox.send_nowait(HubMessageReceived("user", target, args(payload), START))
+        await anyio.sleep(5)
+    state = rig.actor.state()
+    assert state.positions == ()  # closed by the hub after the answer was made
+    assert [f.id for f in state.fills] == [8001, 8002] and state.fills_seen == 2
+
+
+@pytest.mark.trio
+async def test_a_reconnect_resyncs_and_drops_what_ended_meanwhile(autojump_clock: object) -> None:
+    async with running() as rig:
+        rig.inbox.send_nowait(Connected("user"))
+        await anyio.sleep(1)
+        rig.gateway.defaults.update({PATHS[1]: ok("positions", []), PATHS[2]: ok("orders", [])})
+        rig.inbox.send_nowait(Connected("user"))
+        await anyio.sleep(1)
+    assert rig.gateway.paths() == list(PATHS) * 2
+    state = rig.actor.state()
+    assert state.positions == () and state.orders == () and len(state.fills) == 2
+    *_, closed, synced = rig.ctx.told("topic.account")
+    assert isinstance(closed, PositionChanged) and closed.position.size == 0
+    assert synced == AccountSynced(7001, orders_gone=(9002,))
+
+
+@pytest.mark.trio
+async def test_an_item_of_the_wrong_shape_is_skipped_and_removes_nothing(
+    autojump_clock: object,
+) -> None:
+    async with running() as rig:
+        rig.inbox.send_nowait(Connected("user"))
+        await anyio.sleep(1)
+        rig.gateway.defaults[PATHS[1]] = ok("positions", [{"id": "x"}])
+        rig.inbox.send_nowait(Connected("user"))
+        await anyio.sleep(1)
+    assert [p.size for p in rig.actor.state().positions] == [2]  # kept: the answer is partial
+    assert rig.actor.counters["items_rejected"] == 1 and rig.actor.counters["syncs"] == 2
+
+
+REFUSED = {"success": False, "errorCode": 1, "errorMessage": None, "positions": None}
+BAD_ANSWERS = {
+    "500": (reply(500), "transient", "gave up after 4 attempts: POST /api/Position/searchOpen"),
+    "not json": (reply(200, b"<html>"), "malformed", "Position/searchOpen: answer is not JSON"),
+    "wrong shape": (reply(200, b'{"positions": 5}'), "malformed", "Position/searchOpen: Expected"),
+    "null array": (ok("positions", None), "malformed", "Position/searchOpen: positions is null"),
+    "refused": (reply(200, REFUSED), "rejected",
+                "Position/searchOpen refused: errorCode 1 (AccountNotFound)"),
+    "http 400": (reply(400), "rejected", "HTTP 400"),
+}  # fmt: skip
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("case", BAD_ANSWERS)
+async def test_a_bad_answer_is_counted_and_the_sync_tried_again(
+    autojump_clock: object, case: str
+) -> None:
+    bad, kind, why = BAD_ANSWERS[case]
+    times = 4 if case == "500" else 1  # a 500 is first retried within the request (4 attempts)
+    gateway = Gateway(script={PATHS[1]: [bad] * times})
+    async with running(gateway) as rig:
+        rig.inbox.send_nowait(Connected("user"))
+        await until(lambda: rig.actor.counters["sync_failures"] > 0)
+        failed = rig.actor.state()
+        await anyio.sleep(10)
+    assert failed.sync_error is not None and failed.sync_error.startswith(why)
+    assert failed.positions == () and [a.id for a in failed.accounts] == [7001]
+    counters = rig.actor.counters
+    assert counters[f"failures_{kind}"] == 1 and counters["sync_failures"] == 1
+    state = rig.actor.state()
+    assert [p.size for p in state.positions] == [2] and state.sync_error is None
+    assert counters["syncs"] == 1
+
+
+@pytest.mark.trio
+async def test_429_is_waited_out_not_failed(autojump_clock: object) -> None:
+    gateway = Gateway(script={PATHS[0]: [reply(429, headers={"retry-after": "3"})] * 2})
+    async with running(gateway) as rig:
+        rig.inbox.send_nowait(Connected("user"))
+        await anyio.sleep(10)
+    assert [round(at) for at, path, _ in gateway.calls if path == PATHS[0]] == [0, 3, 6]
+    assert rig.actor.counters["sync_failures"] == 0 and rig.actor.counters["syncs"] == 1
+
+
+@pytest.mark.trio
+async def test_failed_syncs_back_off_doubling_and_a_reconnect_cuts_the_wait(
+    autojump_clock: object,
+) -> None:
+    gateway = Gateway(defaults={**DEFAULTS, PATHS[0]: reply(200, b"nope")})
+    async with running(gateway) as rig:
+        rig.inbox.send_nowait(Connected("user"))
+        await anyio.sleep(40)
+        rig.inbox.send_nowait(Connected("user"))
+        await anyio.sleep(0.5)
+    assert [at for at, _, _ in gateway.calls] == [0, 5, 15, 35, 40]  # 5, 10, 20 s; then at once
+    assert rig.actor.counters["failures_malformed"] == 5
+
+
+@pytest.mark.trio
+async def test_an_expired_token_asks_auth_for_a_fresh_one(autojump_clock: object) -> None:
+    gateway = Gateway(
+        defaults={path: only_for("tok-SECRET-2", answer) for path, answer in DEFAULTS.items()}
+    )
+    async with running(gateway) as rig:
+        rig.inbox.send_nowait(Connected("user"))
+        await anyio.sleep(1)
+    assert auth_of(rig).of(RefreshToken) == [RefreshToken()]
+    assert rig.actor.counters["syncs"] == 1 and rig.actor.counters["requests"] == 5
+
+
+@pytest.mark.trio
+async def test_a_token_refused_twice_or_no_token_is_a_counted_failure(
+    autojump_clock: object,
+) -> None:
+    gateway = Gateway(defaults={**DEFAULTS, PATHS[0]: reply(401)})
+    async with running(gateway) as rig:
+        rig.inbox.send_nowait(Connected("user"))
+        await anyio.sleep(1)
+        auth_of(rig).reply = AuthFailureReported("login refused")
+        await anyio.sleep(5)
+    assert rig.actor.counters["failures_unauthorized"] == 1
+    assert rig.actor.counters["failures_auth"] == 1
+    assert rig.actor.state().sync_error == "no token: login refused"
+    assert "tok-SECRET" not in repr(rig.actor.state())

@@ -29,18 +29,15 @@ from protocols.messages import (
     ChildStarted,
     CountersReported,
     GetBackfill,
-    GetToken,
     RefreshToken,
     Request,
     Stop,
-    TokenIssued,
     TrackTimeframes,
 )
 from protocols.rest import RateLimit, RestBudget, RestLimits
-from protocols.secrets import Secret
 from protocols.timeframes import BarClock, parse_timeframe
 from pxnode.sim import GatewaySim, SimConfig, mock_transport
-from pxnode.testing import FakeContext, RecordingRef
+from pxnode.testing import FakeAuth, FakeContext, RecordingRef
 from supervisors.mailbox import Mailbox, MailboxSpec
 
 START = 1_764_000_000.0  # 2025-11-24T16:00:00Z, a Monday; virtual time 0
@@ -55,34 +52,6 @@ def wall() -> float:
 
 
 # -------------------------------------------------------------------- doubles
-
-
-class FakeAuth(RecordingRef):
-    """Answers ``GetToken`` with ``mint()``'s token; a ``RefreshToken`` mints the next."""
-
-    def __init__(self, mint: Callable[[], str] | None = None) -> None:
-        super().__init__("auth")
-        self.mint = mint or iter(f"tok-SECRET-{n}" for n in range(1, 100)).__next__
-        self.token = self.mint()
-        self.asks = 0
-        self.reply: Any = None  # answer instead of a token (an exception is raised)
-
-    def tell_nowait(self, msg: Any) -> None:
-        super().tell_nowait(msg)
-        if isinstance(msg, RefreshToken):
-            self.token = self.mint()
-
-    async def tell(self, msg: Any) -> None:
-        self.tell_nowait(msg)
-        await anyio.lowlevel.checkpoint()
-
-    async def ask(self, msg: Any, timeout: float) -> Any:
-        assert isinstance(msg, GetToken)
-        self.asks += 1
-        await anyio.lowlevel.checkpoint()
-        if isinstance(self.reply, BaseException):
-            raise self.reply
-        return self.reply or TokenIssued(token=Secret(self.token), expires_at=wall() + 3600)
 
 
 def FakeCtx(auth: FakeAuth) -> FakeContext:
