@@ -42,7 +42,7 @@ class AccountConfig(msgspec.Struct, frozen=True, kw_only=True):
     api_url: str
     accounts: list[int] = msgspec.field(default_factory=list)
     fills_lookback: float | None = None
-    start_grace: float = 5.0
+    start_grace: float = 30.0
     request_timeout: float = 30.0
     token_timeout: float = 60.0
     max_attempts: int = 4

@@ -244,7 +244,7 @@ def auth_of(rig: Rig) -> FakeAuth:
 async def test_the_user_hub_up_starts_the_searches(autojump_clock: object) -> None:
     async with running() as rig:
         await anyio.sleep(1)
-        assert rig.gateway.calls == []  # waits for the hub (start_grace 5 s)
+        assert rig.gateway.calls == []  # waits for the hub (start_grace 30 s)
         rig.inbox.send_nowait(Connected("user"))
         await anyio.sleep(1)
     assert rig.gateway.paths() == list(PATHS)  # 1 + 3 per account
@@ -267,9 +267,9 @@ async def test_the_user_hub_up_starts_the_searches(autojump_clock: object) -> No
 @pytest.mark.trio
 async def test_without_the_hub_the_searches_start_after_the_grace(autojump_clock: object) -> None:
     async with running(accounts=(7001,), fills_lookback=600.0) as rig:
-        await anyio.sleep(10)
-    assert [round(at, 3) for at, _, _ in rig.gateway.calls] == [5.0] * 4
-    assert rig.gateway.calls[3][2]["startTimestamp"] == "2025-11-24T15:50:05+00:00"
+        await anyio.sleep(40)
+    assert [round(at, 3) for at, _, _ in rig.gateway.calls] == [30.0] * 4
+    assert rig.gateway.calls[3][2]["startTimestamp"] == "2025-11-24T15:50:30+00:00"
     assert rig.ctx.told("connection_user") == []  # the configured accounts are subscribed
 
 

@@ -524,6 +524,25 @@ async def test_server_pings_alone_never_make_a_subscribed_hub_healthy(autojump_c
         await until(lambda: rig.ctx.healthy)
 
 
+@pytest.mark.trio
+async def test_a_user_hub_is_healthy_once_it_accepted_a_call(autojump_clock: Any) -> None:
+    # The user hub sends events only when the account changes (the real gateway nothing
+    # on subscribe), so an accepted subscription is its proof of life.
+    async with rigged("user") as rig:
+        rig.book.apply(SubscribeAccount(7, ("orders",)))
+        rig.start()
+        peer = await rig.peer()
+        await peer.calls(1)
+        await peer.send(Completion("99"))  # not one of ours
+        await peer.send(Completion("1", error="no such account"))
+        await anyio.sleep(10)
+        assert rig.ctx.healthy == 0
+        rig.tell(SubscribeAccount(7, ("positions",)))
+        await peer.calls(1)
+        await peer.send(Completion("2"))
+        await until(lambda: rig.ctx.healthy)
+
+
 # ------------------------------------------------- subscriptions across sessions
 
 

@@ -1,5 +1,6 @@
 """The node's account state: snapshots and ``stream_user`` from user-hub frames, on both
-backends, and from the simulated gateway's demo account."""
+backends, and from the simulated gateway's demo account, through the user hub and the REST
+searches (at start and after a reconnect, with a gateway that sends no snapshot)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import pytest
 
 from protocols.account import AccountChanged, FillReceived, OrderChanged, PositionChanged
 from protocols.messages import Flush, HubMessageReceived
-from pxnode.sim import DEMO_ACCOUNT_ID, SimConfig
-from pxnode.testing import ES, MNQ, sim_node, until
+from pxnode.sim import DEMO_ACCOUNT_ID, Fault, SimConfig, gateway_config, running
+from pxnode.testing import ES, HOSTS, MNQ, SimNode, sim_node, until
 from supervisors.config import NodeConfig
 from supervisors.node import Node, open_node
 
@@ -86,3 +87,57 @@ async def test_the_demo_traders_fills_reach_the_node(autojump_clock: object) -> 
     ]
     (account,) = state.accounts
     assert account.balance != 50_000.0
+
+
+# ------------------------------------------- a gateway that sends no snapshot (REST)
+
+ACCOUNT_PATHS = ["/api/Account/search", "/api/Position/searchOpen", "/api/Order/searchOpen",
+                 "/api/Trade/search"]  # fmt: skip
+
+
+def rest_calls(h: SimNode) -> list[str]:
+    return [call.path for call in h.net.rest if call.path in ACCOUNT_PATHS]
+
+
+@pytest.mark.anyio
+async def test_without_a_snapshot_the_account_comes_from_rest_on_both_backends() -> None:
+    quiet = SimConfig(seed=3, rate=20.0, contracts=(MNQ,), user_snapshot=False)
+    async with running(quiet) as sim:
+        config = NodeConfig(
+            contracts=[MNQ],
+            history_bars=0,
+            gateway=gateway_config(sim.url),  # no account configured: the node finds it
+        )
+        async with open_node(config) as node:
+            with anyio.fail_after(10):
+                while (state := await node.account_state()).synced_at is None:  # noqa: ASYNC110 - polls a snapshot
+                    await anyio.sleep(0.05)
+    assert [a.id for a in state.accounts] == [DEMO_ACCOUNT_ID]
+    assert [(p.contract, p.side, p.size) for p in state.positions] == [(MNQ, "long", 2)]
+    assert [(o.type, o.side, o.status) for o in state.orders] == [("limit", "ask", "open")]
+    assert state.sync_error is None
+
+
+@pytest.mark.trio
+async def test_a_reconnect_resyncs_from_rest_what_the_hub_missed(autojump_clock: object) -> None:
+    quiet = SimConfig(seed=3, rate=5.0, contracts=(MNQ, ES), tick=0.5, user_snapshot=False)
+    async with sim_node(sim=quiet, faults=(Fault("rest500", 0.0, 3.0),)) as h:
+        await until(lambda: rest_calls(h) == ACCOUNT_PATHS)  # the login took the 500s
+        first = await h.node.account_state()
+        assert [p.size for p in first.positions] == [p.size for p in h.sim.accounts.positions]
+        assert [o.id for o in first.orders] == [9002] and first.synced_at is not None
+        h.net.refused.add(HOSTS["user"])
+        h.sim.apply(Fault("drop", 0.0))
+        await anyio.sleep(120)  # the demo trader trades while the user hub is away
+        h.net.refused.clear()
+        await until(lambda: len(rest_calls(h)) == 8, limit=300)
+        await anyio.sleep(1)
+        state = await h.node.account_state()
+        demo = h.sim.accounts
+    assert rest_calls(h) == ACCOUNT_PATHS * 2
+    assert [(p.size, p.average_price) for p in state.positions] == [
+        (p.size, p.average_price) for p in demo.positions
+    ]
+    assert [o.id for o in state.orders] == [o.id for o in demo.open_orders(DEMO_ACCOUNT_ID)]
+    assert {f.id for f in state.fills} >= {t.id for t in demo.trades[1:]}
+    assert state.sync_error is None

@@ -20,10 +20,16 @@ MNQ = "CON.F.US.MNQ.Z25"
 class Pair:
     """A HubSession and a client codec talking through bytes."""
 
-    def __init__(self, hub: str = "market", handshake: bool = True) -> None:
+    def __init__(self, hub: str = "market", handshake: bool = True, **options: Any) -> None:
         self.sim = MarketSim(1, rate=200, start=START)
         self.sim.advance(START + 1)
-        self.session = HubSession(hub, self.sim, DemoAccounts(START), max_message_size=4096)  # type: ignore[arg-type]
+        self.session = HubSession(
+            hub,  # type: ignore[arg-type]
+            self.sim,
+            DemoAccounts(START),
+            max_message_size=4096,
+            **options,
+        )
         self.client = signalr.SignalRConnection(signalr.Role.CLIENT, max_message_size=1 << 24)
         if handshake:
             assert self.say(signalr.HandshakeRequest()) == [signalr.HandshakeResponse()]
@@ -152,6 +158,14 @@ def test_user_hub_snapshots() -> None:
     (bad,) = pair.call("SubscribeOrders", "7001")
     assert "Invalid arguments" in bad.error
     assert dict(route(pair.sim.advance(START + 2), [pair.session])) == {}  # no market data
+
+
+def test_like_the_real_gateway_the_user_hub_can_send_no_snapshot() -> None:
+    pair = Pair("user", user_snapshot=False)
+    assert pair.call("SubscribeAccounts") == [signalr.Completion("1")]
+    for method in ("SubscribeOrders", "SubscribePositions", "SubscribeTrades"):
+        assert pair.call(method, 7001) == [signalr.Completion("1")]
+    assert pair.session.wants("orders", 7001)  # later changes are still sent
 
 
 def test_oversize_frame_is_one_valid_frame_of_at_least_the_size() -> None:
