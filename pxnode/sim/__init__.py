@@ -19,7 +19,10 @@ third-party client (pysignalr, signalrcore and the ProjectX SDKs built on them).
   Depth items use every DomType (a snapshot starts with a Reset, 6).
 * Account (``account``): the demo trader (``DEMO_ACCOUNT_ID``) behind REST and the
   user hub; it trades (seeded market orders filled at the sim's price), so orders,
-  fills, its position and its balance change as on a live account.
+  fills, its position and its balance change as on a live account. A user-hub subscription
+  is answered with the current state it covers unless ``SimConfig.user_snapshot`` is False,
+  which behaves like the real gateway (nothing until something changes; a client asks the
+  REST searches), as ``pxnode demo`` does.
 * Entry points (``entry``): ``serve(config, task_status=...)`` reports the bound
   port; ``running(config)`` yields the live ``GatewaySim``.
 
