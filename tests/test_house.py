@@ -91,9 +91,9 @@ def test_pxnode_exports_exactly_the_embedding_api() -> None:
 
 def test_pxnode_testing_exports_exactly_the_testing_kit() -> None:
     assert public(pxnode.testing) == set(pxnode.testing.__all__) == {
-        "ACCOUNT", "API_KEY", "EPOCH", "ES", "HOSTS", "MNQ", "FakeContext", "MemoryInbox",
-        "NatsServer", "Pipe", "RecordingRef", "ScriptedInbox", "SimNet", "SimNode", "Tap",
-        "node_config", "node_tasks", "sim_node", "socket_pair", "until",
+        "ACCOUNT", "API_KEY", "EPOCH", "ES", "HOSTS", "MNQ", "FakeAuth", "FakeContext",
+        "MemoryInbox", "NatsServer", "Pipe", "RecordingRef", "ScriptedInbox", "SimNet", "SimNode",
+        "Tap", "node_config", "node_tasks", "sim_node", "socket_pair", "until",
     }  # fmt: skip
 
 
