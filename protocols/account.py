@@ -160,6 +160,9 @@ class AccountState(Message, frozen=True):
     """Unix time the last REST sync completed (None: none yet, or a node without a gateway)."""
     sync_error: str | None = None
     """Why the last REST sync failed, one line without secrets (None once one succeeds)."""
+    point_values: dict[str, float] = msgspec.field(default_factory=dict)
+    """Money per 1.0 of price (tickValue / tickSize, from Contract/searchById) of the
+    contracts of the positions and orders, so open P&L is money for any contract."""
 
 
 def account_info(a: gw.Account) -> AccountInfo:

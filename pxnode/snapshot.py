@@ -114,7 +114,9 @@ async def take_snapshot(node: Any) -> NodeSnapshot:
     for contract in node.config.contracts:
         contracts.setdefault(contract, ContractView(None, 0))
     account: AccountState = await node.account_state()
-    positions = [_position(p, contracts.get(p.contract)) for p in account.positions]
+    positions = [
+        _position(p, contracts.get(p.contract), account.point_values) for p in account.positions
+    ]
     return NodeSnapshot(
         ts=datetime.fromtimestamp(node.registry.wall_time(), UTC).isoformat(),
         uptime_s=round(stats.uptime_s, 3),
@@ -157,10 +159,13 @@ async def take_snapshot(node: Any) -> NodeSnapshot:
     )
 
 
-def _position(p: OpenPosition, contract: ContractView | None) -> PositionView:
+def _position(
+    p: OpenPosition, contract: ContractView | None, point_values: dict[str, float]
+) -> PositionView:
     last = contract.last_price if contract else None
     points = None if last is None else open_pnl(p, last, 1.0)
-    value = point_value(p.contract)
+    # The gateway's tick value (Contract/searchById); the sim's catalogue for a tape's node.
+    value = point_values.get(p.contract) or point_value(p.contract)
     money = None if points is None or value is None else round(points * value, 2)
     return PositionView(
         p.account_id, p.contract, contract_symbol(p.contract), p.side, p.size,

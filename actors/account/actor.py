@@ -19,6 +19,11 @@ ends the sync: the failure is counted by kind, the sync is tried again after
 ``resync_min`` doubling to ``resync_max`` (or at once on the next
 ``Connected``), and the node goes on with what it has.
 
+The syncer also asks Contract/searchById for the tick size and value of every
+contract the positions and orders hold (after each sync, and when a hub event
+brings a new one), so open P&L is money for any contract
+(``AccountState.point_values``).
+
 Every change applied, from either source, is told to ``topic.account`` as a
 typed event (``AccountChanged``, ``PositionChanged``, ``OrderChanged``,
 ``FillReceived``; ``AccountSynced`` after each account's searches), which is
@@ -77,6 +82,8 @@ class AccountActor:
         self._pending = True  # the start-up sync
         self._synced_at: float | None = None
         self._sync_error: str | None = None
+        self._point_values: dict[str, float] = {}
+        self._unpriceable: set[str] = set()  # lookups failed since the last sync began
 
     def __repr__(self) -> str:
         return f"<AccountActor accounts={len(self.book.accounts)} synced_at={self._synced_at}>"
@@ -104,6 +111,8 @@ class AccountActor:
                         event = self.on_user_event(msg.target, msg.arguments)
                         if event is not None:
                             await topic.tell(event)
+                            if self._config is not None and self._unpriced():
+                                self._wake.set()  # a new contract: look its tick value up
                     case Connected(hub="user"):
                         self._pending = True
                         self._wake.set()
@@ -130,6 +139,7 @@ class AccountActor:
             fills_dropped=self.counters["fills_dropped"],
             synced_at=self._synced_at,
             sync_error=self._sync_error,
+            point_values=dict(self._point_values),
         )
 
     # ---------------------------------------------------------------- syncer
@@ -146,9 +156,12 @@ class AccountActor:
             base_url=config.api_url, transport=self._transport, timeout=config.request_timeout
         ) as client:
             while True:
-                if not self._pending:
+                if not (self._pending or self._unpriced()):
                     await self._wake.wait()
                 self._wake = anyio.Event()
+                if not self._pending:
+                    await self._price(client, auth)
+                    continue
                 self._pending = False
                 try:
                     await self._sync(config, client, ctx, auth, hub, topic)
@@ -180,6 +193,7 @@ class AccountActor:
         searches, book = self._searches, self.book
         assert searches is not None
         book.begin_sync()
+        self._unpriceable.clear()
         accounts, complete = await searches.accounts(client, auth)
         await _publish(topic, book.sync_accounts(accounts, complete))
         ids = [a.id for a in accounts if not config.accounts or a.id in config.accounts]
@@ -191,9 +205,32 @@ class AccountActor:
             now_us = round(ctx.wall_time() * 1_000_000)
             fills = await searches.fills(client, auth, account_id, now_us)
             await _publish(topic, book.sync_account(account_id, positions, orders, fills))
+        await self._price(client, auth)
         self.counters["syncs"] += 1
         self._synced_at = ctx.wall_time()
         self._sync_error = None
+
+    def _unpriced(self) -> list[str]:
+        """Contracts of positions and orders whose tick value is not known nor failed."""
+        book = self.book
+        held = {p.contract for p in book.positions.values()}
+        held |= {o.contract for o in book.orders.values()}
+        return sorted(held - self._point_values.keys() - self._unpriceable)
+
+    async def _price(self, client: httpx.AsyncClient, auth: Ref[Any]) -> None:
+        """Contract/searchById for every unpriced contract; a failure is counted and the
+        contract left for the next sync (its P&L stays in points until then)."""
+        assert self._searches is not None
+        for contract in self._unpriced():
+            try:
+                self._point_values[contract] = await self._searches.point_value(
+                    client, auth, contract
+                )
+            except rest.Failed as exc:
+                self.counters[f"failures_{exc.kind}"] += 1
+                self.counters["contracts_unpriced"] += 1
+                self._unpriceable.add(contract)
+                logger.warning("no tick value for %s: %s", contract[:60], exc)
 
     def _retry_delay(self, config: AccountConfig, failures: int) -> float:
         base = min(config.resync_min * 2.0 ** min(failures - 1, 64), config.resync_max)

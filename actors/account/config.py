@@ -16,6 +16,7 @@ COUNTERS: Final = (
     "syncs",  # REST syncs completed (at start and after every reconnect of the user hub)
     "sync_failures",  # syncs given up on after a failed request (retried with backoff)
     "items_rejected",  # items of an answer that are not the endpoint's shape (skipped)
+    "contracts_unpriced",  # Contract/searchById lookups that failed (tried again next sync)
     *(f"failures_{kind}" for kind in rest.FAILURES),  # why a request was given up
 )
 

@@ -15,6 +15,7 @@ with failures), and the sync is tried again.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,7 @@ ACCOUNTS: Final = "/api/Account/search"
 POSITIONS: Final = "/api/Position/searchOpen"
 ORDERS: Final = "/api/Order/searchOpen"
 TRADES: Final = "/api/Trade/search"
+CONTRACT: Final = "/api/Contract/searchById"
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _TRADING_DAY: Final = BarClock(parse_timeframe("1day"))
@@ -129,6 +131,19 @@ class Searches:
         request = gw.TradeSearchRequest(account_id=account_id, start_timestamp=start)
         found, _ = await self._search(client, auth, TRADES, request, "trades", gw.TradeRecord)
         return [fill(t) for t in found]
+
+    async def point_value(self, client: httpx.AsyncClient, auth: Ref[Any], contract: str) -> float:
+        """Money per 1.0 of ``contract``'s price: its tickValue / tickSize."""
+        request = gw.ContractSearchByIdRequest(contract_id=contract)
+        content = await self._caller.post(client, auth, CONTRACT, gw.ENCODER.encode(request))
+        found = self._caller.decode(gw.ContractSearchByIdResponse, CONTRACT, content).contract
+        size = found.tick_size if found is not None else math.nan
+        value = found.tick_value / size if found is not None and size > 0 else math.nan
+        if not math.isfinite(value):
+            raise rest.Failed(
+                "malformed", f"Contract/searchById: no tick value of {contract[:60]!r}"
+            )
+        return value
 
     async def _search(
         self,

@@ -141,6 +141,10 @@ def test_every_bad_frame_is_counted_not_raised(target: str, arguments: bytes) ->
 START = EPOCH  # 2025-11-24T16:00:00Z, virtual time 0; the trading day opened 23:00Z before
 PATHS = ("/api/Account/search", "/api/Position/searchOpen", "/api/Order/searchOpen",
          "/api/Trade/search")  # fmt: skip
+CONTRACT = "/api/Contract/searchById"
+MNQ_CONTRACT = {"id": MNQ, "name": "MNQZ5", "description": "Micro E-mini Nasdaq-100",
+                "tickSize": 0.25, "tickValue": 0.5, "activeContract": True,
+                "symbolId": "F.US.MNQ"}  # fmt: skip
 Answer = Callable[[httpx.Request], Awaitable[httpx.Response]]
 
 
@@ -181,6 +185,7 @@ DEFAULTS: dict[str, Answer] = {
     PATHS[1]: ok("positions", [position(2)]),
     PATHS[2]: ok("orders", [order(9002, 1)]),
     PATHS[3]: ok("trades", [trade(8001), trade(8002)]),
+    CONTRACT: ok("contract", MNQ_CONTRACT),
 }
 
 
@@ -247,7 +252,7 @@ async def test_the_user_hub_up_starts_the_searches(autojump_clock: object) -> No
         assert rig.gateway.calls == []  # waits for the hub (start_grace 30 s)
         rig.inbox.send_nowait(Connected("user"))
         await anyio.sleep(1)
-    assert rig.gateway.paths() == list(PATHS)  # 1 + 3 per account
+    assert rig.gateway.paths() == [*PATHS, CONTRACT]  # 1 + 3 per account + 1 per contract
     bodies = [body for _, _, body in rig.gateway.calls]
     assert bodies[:3] == [{"onlyActiveAccounts": True}, {"accountId": 7001}, {"accountId": 7001}]
     assert bodies[3] == {"accountId": 7001, "startTimestamp": "2025-11-23T23:00:00+00:00",
@@ -261,14 +266,16 @@ async def test_the_user_hub_up_starts_the_searches(autojump_clock: object) -> No
         AccountChanged, PositionChanged, OrderChanged, FillReceived, FillReceived, AccountSynced,
     ]  # fmt: skip
     assert rig.ctx.told("connection_user") == [SubscribeAccount(7001)]  # none configured
-    assert rig.actor.counters["requests"] == 4 and rig.actor.counters["syncs"] == 1
+    assert rig.gateway.calls[4][2] == {"contractId": MNQ}
+    assert state.point_values == {MNQ: 2.0}  # tickValue 0.5 per tickSize 0.25
+    assert rig.actor.counters["requests"] == 5 and rig.actor.counters["syncs"] == 1
 
 
 @pytest.mark.trio
 async def test_without_the_hub_the_searches_start_after_the_grace(autojump_clock: object) -> None:
     async with running(accounts=(7001,), fills_lookback=600.0) as rig:
         await anyio.sleep(40)
-    assert [round(at, 3) for at, _, _ in rig.gateway.calls] == [30.0] * 4
+    assert [round(at, 3) for at, _, _ in rig.gateway.calls] == [30.0] * 5
     assert rig.gateway.calls[3][2]["startTimestamp"] == "2025-11-24T15:50:30+00:00"
     assert rig.ctx.told("connection_user") == []  # the configured accounts are subscribed
 
@@ -296,7 +303,7 @@ async def test_a_reconnect_resyncs_and_drops_what_ended_meanwhile(autojump_clock
         rig.gateway.defaults.update({PATHS[1]: ok("positions", []), PATHS[2]: ok("orders", [])})
         rig.inbox.send_nowait(Connected("user"))
         await anyio.sleep(1)
-    assert rig.gateway.paths() == list(PATHS) * 2
+    assert rig.gateway.paths() == [*PATHS, CONTRACT, *PATHS]  # MNQ is priced once
     state = rig.actor.state()
     assert state.positions == () and state.orders == () and len(state.fills) == 2
     *_, closed, synced = rig.ctx.told("topic.account")
@@ -385,7 +392,7 @@ async def test_an_expired_token_asks_auth_for_a_fresh_one(autojump_clock: object
         rig.inbox.send_nowait(Connected("user"))
         await anyio.sleep(1)
     assert auth_of(rig).of(RefreshToken) == [RefreshToken()]
-    assert rig.actor.counters["syncs"] == 1 and rig.actor.counters["requests"] == 5
+    assert rig.actor.counters["syncs"] == 1 and rig.actor.counters["requests"] == 6
 
 
 @pytest.mark.trio
@@ -402,3 +409,31 @@ async def test_a_token_refused_twice_or_no_token_is_a_counted_failure(
     assert rig.actor.counters["failures_auth"] == 1
     assert rig.actor.state().sync_error == "no token: login refused"
     assert "tok-SECRET" not in repr(rig.actor.state())
+
+
+@pytest.mark.trio
+async def test_a_new_contract_from_the_hub_is_priced_and_a_failed_lookup_waits(
+    autojump_clock: object,
+) -> None:
+    es = {**MNQ_CONTRACT, "id": "CON.F.US.EP.Z25", "tickSize": 0.25, "tickValue": 12.5}
+    gateway = Gateway(script={CONTRACT: [ok("contract", None)]})  # MNQ: no contract at first
+    async with running(gateway) as rig:
+        rig.inbox.send_nowait(Connected("user"))
+        await anyio.sleep(1)
+        assert rig.actor.state().point_values == {}
+        assert rig.actor.counters["contracts_unpriced"] == 1
+        assert (
+            rig.actor.counters["failures_malformed"] == 1 and rig.actor.state().sync_error is None
+        )
+        rig.gateway.defaults[CONTRACT] = ok("contract", es)
+        es_position = {**position(1), "contractId": es["id"]}
+        rig.inbox.send_nowait(
+            HubMessageReceived("user", "GatewayUserPosition", args(es_position), START)
+        )
+        await anyio.sleep(1)
+        assert rig.actor.state().point_values == {es["id"]: 50.0}  # MNQ waits for the next sync
+        rig.gateway.defaults[CONTRACT] = ok("contract", MNQ_CONTRACT)
+        rig.inbox.send_nowait(Connected("user"))
+        await anyio.sleep(1)
+    assert rig.actor.state().point_values == {es["id"]: 50.0, MNQ: 2.0}
+    assert rig.gateway.paths().count(CONTRACT) == 3

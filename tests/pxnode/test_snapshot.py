@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 import msgspec
 import pytest
 
-from protocols.messages import Flush, HubMessageReceived
+from protocols.account import AccountState, GetAccountState, OpenPosition
+from protocols.interfaces import ActorContext, Inbox
+from protocols.messages import Flush, HubMessageReceived, Request, Stop
 from pxnode.snapshot import NodeSnapshot, take_snapshot
 from supervisors.config import NodeConfig
 from supervisors.node import open_node
@@ -82,3 +85,38 @@ async def test_snapshot_shows_the_account_its_positions_and_open_pnl(
     (order,) = line["orders"]
     assert (order["type"], order["side"], order["status"]) == ("stop", "bid", "open")
     assert line["fills"] == 0
+
+
+class TickValues:
+    """An account actor holding one short position in a contract no catalogue knows, with
+    the point value Contract/searchById gave."""
+
+    def __init__(self, contract: str) -> None:
+        position = OpenPosition(1, contract, "short", 3, 100.0, "T")
+        self.state = AccountState((), (position,), (), (), 0, 0, point_values={contract: 5.0})
+
+    async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
+        ctx.report_healthy()
+        async for msg in inbox:
+            if isinstance(msg, Stop):
+                return
+            if isinstance(msg, Request) and isinstance(msg.body, GetAccountState):
+                msg.reply.tell_nowait(self.state)
+
+
+@pytest.mark.trio
+async def test_open_pnl_is_money_for_a_contract_priced_by_the_gateway(
+    autojump_clock: object,
+) -> None:
+    other = "CON.F.US.XYZ.Z25"  # not in the sim's catalogue
+    async with open_node(NodeConfig(tick_interval=0.5), {"account": TickValues(other)}) as node:
+        now = node.registry.wall_time()
+        stamp = datetime.fromtimestamp(now, UTC).isoformat()
+        trade = {"symbolId": "F.US.XYZ", "price": 99.0, "timestamp": stamp, "type": 0,
+                 "volume": 1}  # fmt: skip
+        frame = msgspec.Raw(msgspec.json.encode([other, [trade]]))
+        await node.ref("validation").tell(HubMessageReceived("market", "GatewayTrade", frame, now))
+        await node.ref("validation").ask(Flush(), timeout=1)
+        snap = await take_snapshot(node)
+    (position,) = snap.positions
+    assert (position.open_pnl_points, position.open_pnl) == (3.0, 15.0)  # $5/point

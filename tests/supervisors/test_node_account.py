@@ -115,7 +115,7 @@ async def test_without_a_snapshot_the_account_comes_from_rest_on_both_backends()
     assert [a.id for a in state.accounts] == [DEMO_ACCOUNT_ID]
     assert [(p.contract, p.side, p.size) for p in state.positions] == [(MNQ, "long", 2)]
     assert [(o.type, o.side, o.status) for o in state.orders] == [("limit", "ask", "open")]
-    assert state.sync_error is None
+    assert state.sync_error is None and state.point_values == {MNQ: 2.0}  # Contract/searchById
 
 
 @pytest.mark.trio
