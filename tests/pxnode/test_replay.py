@@ -319,3 +319,23 @@ async def test_skipped_frames_are_counted_and_contracts_capped_by_config(tmp_pat
         "unknown_target": 1,
         "over_contract_cap": 2,
     }
+
+
+def test_the_spill_is_a_lazy_frame_that_honours_projection_filter_and_limit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The output reads the spill through a polars IO source: it must obey pushdowns."""
+    monkeypatch.setattr(pxnode.replay, "ROW_GROUP", 3)  # several blocks per series
+    series = pxnode.replay._Series(tmp_path)
+    held = [b for b in EXPECTED if b.contract == A] + [b for b in EXPECTED if b.contract == B]
+    for b in held:
+        series.add(b)
+    frame = series.frame()
+    assert frame.collect().equals(pxnode.replay.bars_frame(held))
+
+    def query(lazy: pl.LazyFrame) -> pl.DataFrame:
+        picked = lazy.filter(pl.col("volume") > 1).select("contract", "start", "volume")
+        return picked.head(4).collect()
+
+    assert query(frame).equals(query(pxnode.replay.bars_frame(held).lazy()))
+    assert frame.head(0).collect().height == 0
