@@ -315,12 +315,13 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
         enabled=lambda config: _live(config) or config.tick_interval > 0,
     ),
     # A sink of validation's user-hub frames (live or from a tape), so it starts before it;
-    # before the hubs too, to see the user hub's first Connected (its REST sync follows it).
+    # before the hubs too: connection_user tells it each Connected (its REST sync follows).
+    # Not on topic.events: a full BLOCK mailbox there would cost every subscriber events.
     NodeChild(
         "account",
         _make_account,
         lambda _: MailboxSpec(1024, OverflowPolicy.BLOCK),  # a lost order event is a wrong book
-        attach=("topic.user", "topic.events"),
+        attach=("topic.user",),
     ),
     # A sink of validation and bars: it starts before and stops after them, so whatever
     # they pass on while the node stops is still published.

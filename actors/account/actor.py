@@ -3,7 +3,8 @@ and the REST searches.
 
 Two tasks of one actor share its state on one thread, as in history. The
 *inbox loop* folds user-hub events into the book (``book``), follows the user
-hub through ``Connected`` on ``topic.events`` and answers ``GetAccountState``;
+hub through the ``Connected`` its connection actor tells it (never lost, unlike
+a conflating ``topic.events`` mailbox) and answers ``GetAccountState``;
 it never waits on HTTP. The *syncer* (only with an ``AccountConfig``, i.e. a
 node with a gateway) makes the REST searches (``sync``) and merges their
 answers into the same book. State changes only between awaits, so no lock is
@@ -121,7 +122,7 @@ class AccountActor:
                     case Tick() if stats is not None:
                         stats.try_tell(CountersReported("account", dict(self.counters)))
                     case _:
-                        pass  # topic.events carries much else; none of it is ours
+                        self.counters["unknown"] += 1
             await anyio.lowlevel.checkpoint()
 
     def on_user_event(self, target: str, arguments: msgspec.Raw) -> AccountEvent | None:

@@ -255,7 +255,11 @@ class ConnectionActor:
         link.subscribed = True
         self._gauges["connected"] = 1.0
         logger.info("%s connected (%d subscriptions)", self._where, len(self._book))
-        _tell(optional_ref(ctx, "topic.events"), Connected(self._config.hub, link.connection_id))
+        connected = Connected(self._config.hub, link.connection_id)
+        _tell(optional_ref(ctx, "topic.events"), connected)
+        account = optional_ref(ctx, "account") if self._config.hub == "user" else None
+        if account is not None:  # its REST searches follow every (re)connect of the user hub
+            await account.tell(connected)  # never lost: the account is a BLOCK sink like validation
         for msg in held:
             if (end := await self._obey(link, msg)) is not None:
                 return end

@@ -529,10 +529,12 @@ async def test_a_user_hub_is_healthy_once_it_accepted_a_call(autojump_clock: Any
     # The user hub sends events only when the account changes (the real gateway nothing
     # on subscribe), so an accepted subscription is its proof of life.
     async with rigged("user") as rig:
+        account = rig.ctx.refs["account"] = RecordingRef("account")
         rig.book.apply(SubscribeAccount(7, ("orders",)))
         rig.start()
         peer = await rig.peer()
         await peer.calls(1)
+        await until(lambda: account.told == [Connected("user")])  # its REST sync follows
         await peer.send(Completion("99"))  # not one of ours
         await peer.send(Completion("1", error="no such account"))
         await anyio.sleep(10)
