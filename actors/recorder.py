@@ -72,10 +72,12 @@ def _is_array(raw: msgspec.Raw) -> bool:
 
 @dataclass(slots=True)
 class TapeCounts:
-    """What a reader has seen so far: records (non-blank lines) and the malformed among them."""
+    """What a reader has seen so far: records (non-blank lines), the malformed among them,
+    and the bytes read (a progress bar's measure)."""
 
     lines: int = 0
     malformed: int = 0
+    bytes_read: int = 0
 
 
 def read_tape(
@@ -107,6 +109,7 @@ def _read_chunks(tape: BinaryIO, path: str | Path, counts: TapeCounts) -> Iterat
             raise TapeError(f"cannot read tape {str(path)!r}: {error.strerror or error}") from None
         if not chunk:
             break
+        counts.bytes_read += len(chunk)
         cut = chunk.rfind(b"\n")
         if cut < 0:
             if not skipping:

@@ -10,11 +10,12 @@ signal cancels outright. Errors pxnode raises on purpose print as one line,
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -27,6 +28,7 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 from typer.models import CommandFunctionType
 
 from actors.nats_bridge import NatsConfig
+from actors.recorder import TapeCounts
 from protocols.errors import AuthFailed, Escalation, PxError, TapeError
 from protocols.secrets import redact_userinfo
 from protocols.timeframes import parse_timeframe
@@ -35,6 +37,9 @@ from supervisors.node import open_node
 from supervisors.supervisor import unwrap
 
 from .preflight import check_reachable
+
+PROGRESS_PERIOD = 0.25
+"""Seconds between redraws of ``pxnode replay``'s progress bar."""
 
 
 def _plain_flags(params: list[Any]) -> list[Any]:
@@ -218,20 +223,24 @@ def replay(
     ] = None,
     since: Annotated[
         str | None,
-        typer.Option(help="With --nats: from this ISO time (received at).", metavar="TIME"),
+        typer.Option(
+            help="From this ISO time: a trade's exchange time (tape), its receive time (--nats).",
+            metavar="TIME",
+        ),
     ] = None,
     until: Annotated[
-        str | None, typer.Option(help="With --nats: up to this ISO time.", metavar="TIME")
+        str | None, typer.Option(help="Up to (before) this ISO time.", metavar="TIME")
     ] = None,
     contracts: Annotated[
         list[str] | None,
-        typer.Option("--contracts", help="With --nats: only these contract ids.", metavar="IDS"),
+        typer.Option("--contracts", help="Only these contract ids.", metavar="IDS"),
     ] = None,
     stream: StreamName = "PXNODE",
     log_level: LogLevel = "warning",
 ) -> None:
     """Turn a recorded tape (or a NATS stream) into bars, deterministically and fast."""
     from .replay import ReplayStats, replay_to
+    from .tape_filter import TapeFilter
 
     names = _timeframes(timeframes)
     if out.suffix not in (".parquet", ".csv"):
@@ -242,9 +251,15 @@ def replay(
         _fail(f"--out {str(out)!r}: no such directory {str(out.parent)!r}")
     if (tape is None) == (nats is None):
         _fail("replay takes a TAPE or --nats URL (one of them)")
-    if nats is None and (since or until or contracts):
-        _fail("--since, --until and --contracts go with --nats")
-    window = _window(since, until) if nats is not None else None
+    if nats is not None and since is None:
+        _fail("--nats needs --since (ISO time, e.g. 2026-12-03T14:30:00Z)")
+    start, end = _window(since, until)
+    wanted = _contracts(contracts)
+    if contracts is not None and not wanted:
+        _fail("--contracts needs at least one contract id")
+    only = None
+    if nats is None and (start or end or wanted):
+        only = TapeFilter(start, end, wanted or None)
     source = None if nats is None else _nats_config(nats, stream)
 
     async def command(stopping: Stopping) -> int:
@@ -255,12 +270,13 @@ def replay(
         async def run() -> None:
             if nats is None:
                 assert tape is not None
-                results.append(await replay_to(tape, names, out))
+                async with _progress(tape, show=not json_stats) as counts:
+                    results.append(await replay_to(tape, names, out, only=only, counts=counts))
             else:
                 from .stream_tape import stream_tape
 
-                assert window is not None and source is not None
-                async with stream_tape(source, _contracts(contracts), *window) as path:
+                assert start is not None and source is not None
+                async with stream_tape(source, wanted, start, end) as path:
                     results.append(await replay_to(path, names, out))
 
         if not await _unless_stopped(stopping, run):
@@ -273,18 +289,62 @@ def replay(
     _main(command, log_level, backend=_backend(source))
 
 
-def _window(since: str | None, until: str | None) -> tuple[datetime, datetime | None]:
-    if since is None:
-        _fail("--nats needs --since (ISO time, e.g. 2026-12-03T14:30:00Z)")
+def _window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:
     try:
-        start = _utc(datetime.fromisoformat(str(since)))
+        start = None if since is None else _utc(datetime.fromisoformat(since))
         end = None if until is None else _utc(datetime.fromisoformat(until))
     except ValueError as error:
         _fail(f"--since/--until: {error}")
         raise
-    if end is not None and end <= start:
+    if start is not None and end is not None and end <= start:
         _fail("--until must be after --since")
     return start, end
+
+
+@contextlib.asynccontextmanager
+async def _progress(tape: Path, *, show: bool, console: Any = None) -> AsyncIterator[TapeCounts]:
+    """Counts the replay keeps current, drawn as a progress bar (share of the tape's bytes
+    read, lines/s, ETA) while stderr is a terminal; ``console`` is the tests' seam."""
+    from rich.console import Console
+
+    counts = TapeCounts()
+    console = console or Console(stderr=True)
+    if not show or not console.is_terminal:
+        yield counts
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    try:
+        size: int | None = (await anyio.Path(tape).stat()).st_size
+    except OSError:
+        size = None  # read_tape says why, in its own words
+    columns = (
+        TextColumn("replay"),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TextColumn("{task.fields[rate]:,.0f} lines/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True, auto_refresh=False) as progress:
+        task = progress.add_task("replay", total=size, rate=0.0)
+        started = anyio.current_time()
+
+        def draw() -> None:
+            elapsed = max(anyio.current_time() - started, 1e-9)
+            progress.update(task, completed=counts.bytes_read, rate=counts.lines / elapsed)
+            progress.refresh()
+
+        async with anyio.create_task_group() as tg:
+
+            async def redraw() -> None:
+                while True:
+                    await anyio.sleep(PROGRESS_PERIOD)
+                    draw()
+
+            tg.start_soon(redraw)
+            yield counts
+            tg.cancel_scope.cancel()
+        draw()
 
 
 def _utc(moment: datetime) -> datetime:

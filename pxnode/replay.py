@@ -74,6 +74,8 @@ from supervisors.config import BarsConfig, NodeConfig
 from supervisors.mailbox import MailboxSpec, OverflowPolicy
 from supervisors.node import exact_ring_size, open_node
 
+from .tape_filter import FILTER_REASONS, TapeFilter
+
 END_OF_TAPE = 253_402_300_800.0
 """Year 10000 (unix s): a tick at this time closes every bar, whatever its length and grace."""
 FLUSH_TIMEOUT = 120.0
@@ -104,7 +106,10 @@ class ReplayStats(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``frames_skipped``: tape records whose hub message was skipped whole, by reason,
     every reason present (``malformed``: arguments not of the target's shape,
     ``unknown_target``, ``over_contract_cap``: a contract beyond
-    ``validation.max_contracts``, so validation and bars keep bounded state).
+    ``validation.max_contracts``, so validation and bars keep bounded state);
+    ``lines_filtered``: tape lines dropped whole by a ``TapeFilter`` (``since``,
+    ``until``, ``contracts``); ``trades_filtered``: trade items it dropped, by
+    reason, every reason present (``before_since``, ``after_until``, ``contract``).
     """
 
     lines: int
@@ -113,6 +118,10 @@ class ReplayStats(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     trades_rejected: dict[str, int]
     bars: int
     frames_skipped: dict[str, int]
+    lines_filtered: int = 0
+    trades_filtered: dict[str, int] = msgspec.field(
+        default_factory=lambda: dict.fromkeys(FILTER_REASONS, 0)
+    )
 
 
 class ReplayResult(msgspec.Struct, frozen=True):
@@ -128,17 +137,19 @@ async def replay(
     *,
     config: NodeConfig | None = None,
     on_bar: Callable[[Bar], None] | None = None,
+    only: TapeFilter | None = None,
 ) -> ReplayResult:
     """Replay the tape at ``path`` building ``timeframes``; ``config`` sets everything else.
 
     Every bar is returned, so the result grows with the tape: ``replay_to``
     writes a file of any size in flat memory. ``on_bar`` sees every closed bar
     and every correction of one as it arrives (streamed, in emission order).
-    Raises ``TapeError`` if the tape cannot be read and ``ConfigError`` for a
-    bad timeframe.
+    ``only`` replays just a window of the tape (see ``pxnode.tape_filter``).
+    Raises ``TapeError`` if the tape cannot be read, ``ConfigError`` for a bad
+    timeframe or a contract of ``only`` the tape has no frame of.
     """
     bars: list[Bar] = []
-    stats = await _replay(path, timeframes, config, on_bar, bars.append)
+    stats = await _replay(path, timeframes, config, on_bar, bars.append, only)
     bars.sort(key=_key)
     return ReplayResult(stats=stats, bars=bars)
 
@@ -149,13 +160,17 @@ async def replay_to(
     out: str | Path,
     *,
     config: NodeConfig | None = None,
+    only: TapeFilter | None = None,
+    counts: TapeCounts | None = None,
 ) -> ReplayStats:
     """Replay the tape at ``path`` into the bar file ``out`` (``.parquet`` or ``.csv``).
 
     Bars leave memory as they become final (spilled aside, by series), so the
     memory of a replay does not grow with the tape; the file is assembled from
-    the spill at the end and appears complete or not at all. Raises like
-    ``replay`` and ``write_bars``.
+    the spill at the end and appears complete or not at all. ``counts`` is kept
+    current while the tape is read (a progress bar watches it). Raises like
+    ``replay`` and ``write_bars``, and ``ConfigError`` (no file written) when
+    ``only`` names a contract the tape has no frame of.
     """
     out = _output(out)
     try:
@@ -164,7 +179,7 @@ async def replay_to(
         raise PxError(f"cannot write {str(out)!r}: {error.strerror or error}") from None
     with spill as directory:
         series = _Series(Path(directory))
-        stats = await _replay(path, timeframes, config, None, series.add)
+        stats = await _replay(path, timeframes, config, None, series.add, only, counts)
         _write(series.frame(), out)
     return stats
 
@@ -175,6 +190,8 @@ async def _replay(
     config: NodeConfig | None,
     on_bar: Callable[[Bar], None] | None,
     sink: Callable[[Bar], None],
+    only: TapeFilter | None = None,
+    counts: TapeCounts | None = None,
 ) -> ReplayStats:
     config = _replay_config(config or NodeConfig(), timeframes)
     written = 0
@@ -185,18 +202,21 @@ async def _replay(
         sink(bar)
 
     writer = _BarWriter(timeframes, config.validation.stale_after, on_bar, count)
-    counts = TapeCounts()
+    counts = counts if counts is not None else TapeCounts()
     tape = read_tape(path, counts)
+    records = tape if only is None else only.lines(tape)
     try:
         async with open_node(config) as node:
             with node.topic("topic.bars").subscribe("replay.writer", WRITER_MAILBOX) as inbox:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(writer.run, inbox)
-                    counters = await _feed(node, tape)
+                    counters = await _feed(node, records)
                     inbox.close()  # the writer drains what the barriers pushed, then ends
     finally:
         tape.close()
     writer.finish()
+    if only is not None and only.unseen:
+        raise ConfigError(f"unknown contract {min(only.unseen)!r}: the tape has no frame of it")
     return ReplayStats(
         lines=counts.lines,
         malformed=counts.malformed,
@@ -204,6 +224,8 @@ async def _replay(
         trades_rejected={r: counters.get(f"trades_rejected.{r}", 0) for r in TRADE_REASONS},
         bars=written,
         frames_skipped={r: counters.get(f"frames_{r}", 0) for r in FRAME_REASONS},
+        lines_filtered=0 if only is None else only.lines_dropped,
+        trades_filtered=dict.fromkeys(FILTER_REASONS, 0) if only is None else only.trades_dropped,
     )
 
 
