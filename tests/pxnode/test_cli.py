@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import subprocess
@@ -14,9 +15,10 @@ import msgspec
 import polars as pl
 import psutil
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
-from pxnode.cli import app
+from pxnode.cli import _progress, app
 from tests.subprocess_env import gateway, strict_env
 
 runner = CliRunner()
@@ -234,3 +236,61 @@ def test_replay_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert not out.exists()  # abandoned: no partial output
+
+
+def test_replay_of_a_window_of_a_tape_counts_what_it_filtered(tmp_path: Path) -> None:
+    tape = tmp_path / "t.tape"
+    write_tape(tape)
+    out = tmp_path / "bars.csv"
+    result = runner.invoke(
+        app,
+        ["replay", str(tape), "--out", str(out), "--json-stats", "--contracts", "CON.F.US.MNQ.Z25",
+         "--since", "2025-01-06T15:00:30Z", "--until", "2025-01-06T09:01:00-06:00"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    stats = msgspec.json.decode(result.stdout.strip().splitlines()[-1])
+    assert stats["trades_accepted"] == 1 and stats["lines_filtered"] == 0
+    assert stats["trades_filtered"] == {"before_since": 1, "after_until": 1, "contract": 0}
+    assert pl.read_csv(out)["volume"].to_list() == [2]
+    assert result.stderr == ""  # no progress bar: not a terminal (and --json-stats)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--since", "yesterday"], "--since/--until: Invalid isoformat string: 'yesterday'"),
+        (["--until", "2025-13-01"], "--since/--until:"),
+        (["--since", "2025-01-06T15:00:00Z", "--until", "2025-01-06T14:00:00Z"],
+         "--until must be after --since"),
+        (["--contracts", "CON.F.US.NOPE"], "unknown contract 'CON.F.US.NOPE'"),
+        (["--contracts", ","], "--contracts needs at least one contract id"),
+    ],
+)  # fmt: skip
+def test_bad_replay_windows_fail_with_one_line(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    tape, out = tmp_path / "t.tape", tmp_path / "bars.csv"
+    write_tape(tape)
+    result = runner.invoke(app, ["replay", str(tape), "--out", str(out), *args])
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"pxnode: error: {message}")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.anyio
+async def test_the_progress_bar_is_drawn_on_a_terminal_only(tmp_path: Path) -> None:
+    tape = tmp_path / "t.tape"
+    write_tape(tape)
+    size = tape.stat().st_size
+    screen = io.StringIO()
+    terminal = Console(file=screen, force_terminal=True, width=100)
+    async with _progress(tape, show=True, console=terminal) as counts:
+        counts.bytes_read, counts.lines = size, 2
+    assert "replay" in screen.getvalue() and "100%" in screen.getvalue()
+    for tty, show in ((False, True), (True, False)):
+        quiet = io.StringIO()
+        console = Console(file=quiet, force_terminal=tty)
+        async with _progress(tape, show=show, console=console):
+            pass
+        assert quiet.getvalue() == ""

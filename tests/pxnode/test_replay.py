@@ -131,7 +131,8 @@ async def test_small_tape_gives_literal_bars_and_stats(tape: Path) -> None:
     assert msgspec.json.encode(result.stats) == (
         b'{"lines":12,"malformed":2,"trades_accepted":7,"trades_rejected":{"price":1,'
         b'"volume":0,"timestamp":0,"future":1,"too_old":0,"stale":1,"spike":1,"malformed":1},'
-        b'"bars":8,"frames_skipped":{"malformed":0,"unknown_target":0,"over_contract_cap":0}}'
+        b'"bars":8,"frames_skipped":{"malformed":0,"unknown_target":0,"over_contract_cap":0},'
+        b'"lines_filtered":0,"trades_filtered":{"before_since":0,"after_until":0,"contract":0}}'
     )
     # Streamed as closes and corrections arrive; the last version of each bar is the final one.
     last = {(b.contract, b.timeframe, b.start): b for b in streamed}

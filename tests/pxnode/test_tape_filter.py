@@ -107,7 +107,7 @@ async def test_without_a_filter_nothing_is_counted_as_filtered(tmp_path: Path) -
 @pytest.mark.anyio
 async def test_a_contract_the_tape_lacks_is_an_error(tmp_path: Path) -> None:
     tape = write(tmp_path / "t.tape", random_tape(seed=1)[:20])
-    with pytest.raises(ConfigError, match="unknown contract 'CON.F.US.NOPE'"):
+    with pytest.raises(ConfigError, match=r"unknown contract 'CON\.F\.US\.NOPE'"):
         await replay(tape, ["1min"], only=TapeFilter(contracts=[CONTRACTS[0], "CON.F.US.NOPE"]))
 
 
