@@ -76,6 +76,11 @@ ODD_ARGUMENTS = [
 ]
 
 
+def size(tape: Path) -> int:
+    """The bytes a reader reads: the whole file."""
+    return tape.stat().st_size
+
+
 @pytest.mark.anyio
 async def test_round_trip_keeps_arguments_byte_exact(tmp_path: Path) -> None:
     tape = tmp_path / "a.tape"
@@ -86,7 +91,7 @@ async def test_round_trip_keeps_arguments_byte_exact(tmp_path: Path) -> None:
     assert [(r.t, r.hub, r.target, bytes(r.arguments)) for r in read] == [
         (m.received_at, m.hub, m.target, bytes(m.arguments)) for m in sent
     ]
-    assert counts == TapeCounts(lines=5, malformed=0)
+    assert counts == TapeCounts(lines=5, malformed=0, bytes_read=size(tape))
     assert actor.counters["lines_written"] == 5
     assert actor.counters["bytes_written"] == tape.stat().st_size
     assert ctx.reports[-1].counters == actor.counters  # a final report when the inbox ends
@@ -211,7 +216,8 @@ def test_reader_counts_and_skips_every_malformed_line(tmp_path: Path) -> None:
         body += [bad, GOOD]
     tape.write_bytes(b"\n".join(body) + b"\n\n   \n\r\n")  # trailing blank lines
     read, counts = lines_of(tape)
-    assert counts == TapeCounts(lines=2 * len(MALFORMED) + 1, malformed=len(MALFORMED))
+    records, broken = 2 * len(MALFORMED) + 1, len(MALFORMED)
+    assert counts == TapeCounts(lines=records, malformed=broken, bytes_read=size(tape))
     assert len(read) == len(MALFORMED) + 1
     assert all(bytes(r.arguments) == b'["C",[]]' for r in read)
 
@@ -220,7 +226,8 @@ def test_reader_handles_crlf_blank_lines_and_a_missing_final_newline(tmp_path: P
     tape = tmp_path / "a.tape"
     tape.write_bytes(b"\r\n" + GOOD + b"\r\n\n  \t\n" + GOOD + b"\n" + GOOD)
     read, counts = lines_of(tape)
-    assert counts == TapeCounts(lines=3, malformed=0)  # blank lines are not records
+    # blank lines are not records
+    assert counts == TapeCounts(lines=3, malformed=0, bytes_read=size(tape))
     assert [r.t for r in read] == [1737469800.5] * 3
 
 
@@ -228,7 +235,7 @@ def test_reader_counts_a_cut_off_last_line(tmp_path: Path) -> None:
     tape = tmp_path / "a.tape"
     tape.write_bytes(GOOD + b"\n" + GOOD[:40])  # a crash mid-write
     read, counts = lines_of(tape)
-    assert counts == TapeCounts(lines=2, malformed=1) and len(read) == 1
+    assert counts == TapeCounts(lines=2, malformed=1, bytes_read=size(tape)) and len(read) == 1
 
 
 def test_lines_spanning_chunks_and_too_long_lines(
@@ -240,14 +247,14 @@ def test_lines_spanning_chunks_and_too_long_lines(
     tape = tmp_path / "a.tape"
     tape.write_bytes(b"\n".join([GOOD, long_line, GOOD, b"bad", GOOD, long_line]) + b"\n")
     read, counts = lines_of(tape)
-    assert counts == TapeCounts(lines=6, malformed=3)
+    assert counts == TapeCounts(lines=6, malformed=3, bytes_read=size(tape))
     assert len(read) == 3
 
 
 def test_empty_tape_has_no_lines(tmp_path: Path) -> None:
     tape = tmp_path / "a.tape"
     tape.write_bytes(b"")
-    assert lines_of(tape) == ([], TapeCounts(0, 0))
+    assert lines_of(tape) == ([], TapeCounts(0, 0, 0))
 
 
 def test_an_unreadable_tape_is_a_clear_error(tmp_path: Path) -> None:
