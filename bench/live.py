@@ -354,6 +354,7 @@ class BarProbe:
         # first-timeframe updates waiting for their trades: key, count, dequeue times
         self.waiting: list[tuple[tuple[str, int], int, list[float]]] = []
         self.last: dict[str, tuple[float | None, list[float]]] = {}  # per contract, see on_bars
+        self.previous: str | None = None  # contract of the last BarUpdated
         self.samples: array[float] = array("d")
         self.measuring = False
         self.trades = self.updates = self.unmatched = 0
@@ -410,23 +411,28 @@ class BarProbe:
         return self.wall_time() - self.newest_ts / 1e6
 
     def on_bars(self, batch: list[Any], now: float) -> None:
-        first = self.timeframe.name
+        first, previous = self.timeframe.name, self.previous
         for msg in batch:
             if type(msg) is not BarUpdated:
                 continue
             bar = msg.bar
             if self.measuring:
                 self.updates += 1
+            # A run of a contract's updates is contiguous, first timeframe first; an update
+            # of another timeframe that does not follow one (a back-fill, told per series)
+            # was caused by no trade.
+            follows, previous = previous == bar.contract, bar.contract
             if bar.timeframe == first:
                 times = [now]
                 self.last[bar.contract] = (None, times)
                 self._resolve((bar.contract, bar.start), bar.trades, times)
-            elif (last := self.last.get(bar.contract)) is not None:
+            elif follows and (last := self.last.get(bar.contract)) is not None:
                 received_at, times = last
                 if received_at is None:
                     times.append(now)  # resolved together with its first-timeframe update
                 elif self.measuring:
                     self.samples.append(now - received_at)
+        self.previous = previous
 
     def _resolve(self, key: tuple[str, int], n: int, times: list[float]) -> None:
         told = self.told.get(key)
@@ -435,7 +441,8 @@ class BarProbe:
         if not told:
             self.waiting.append((key, n, times))
             return
-        count, received_at = told[0]
+        count, received_at = told.popleft()  # a count is matched once: a repeat (a
+        # back-filled forming bar told again with the same live count) waits, unmatched
         if count != n:
             self.unmatched += 1  # not a TradesAccepted boundary: should never happen
             return
