@@ -15,8 +15,10 @@ one websocket message at 20k trades/s). Two phases against the same gateway:
   quotes, depth): the cost of merely receiving. Latency: socket read → every
   record of that read decoded, the floor for any Python client.
 * node: ``open_node`` with the live path (auth, both hubs, validation, bars on
-  ``--timeframes``); after the warm-up (and up to 2 s more while a start-up
-  backlog drains) a ``--seconds`` window.
+  ``--timeframes``); once ``node.ready()`` (hubs up, the start-up back-fill
+  merged: a one-off per connect, not the steady state measured here), the
+  warm-up (and up to 2 s more while a start-up backlog drains), then a
+  ``--seconds`` window. The p99 target is judged on the probe over that window.
 
 Over each window: trades/s (node: accepted, from two ``Flush`` barriers asked of
 validation), the gateway's emitted trades/s (its own clock, sampled in the
@@ -490,7 +492,14 @@ async def node_run(
                 tg.start_soon(sample_rss)
                 with anyio.fail_after(20):
                     await probe.first_bar.wait()
-                await anyio.sleep(warmup)
+                # Steady state: the start-up back-fill (history decoded and merged into
+                # every series, a one-off per connect) is over before the warm-up. The
+                # probe matches a bar's live trade count, which counts from the back-fill's
+                # cut in the bar that straddles it: the window waits for the next bar.
+                await node.ready(timeout=60)
+                now_us = round(node.registry.wall_time() * 1e6)
+                next_bar = BarClock(parse_timeframe(timeframes[0])).bounds(now_us)[1] / 1e6
+                await anyio.sleep(max(0.0, next_bar - node.registry.wall_time()) + warmup)
                 settled = anyio.current_time()
                 for _ in range(int(SETTLE_MAX / 0.1)):  # let a start-up backlog drain
                     if probe.lag() < SETTLED_LAG:
@@ -654,10 +663,11 @@ def report(
         and not any(live["connection"].values())
         and not live["restarts"]
     )
-    fast = probe["p99"] < TARGET_P99 and st["p99"] < TARGET_P99
+    # The probe's window is steady state; stats' quantiles include the start-up.
+    fast = probe["p99"] < TARGET_P99
     print(
         f"target {args.rate:,.0f} trades/s sustained: {'met' if sustained else 'NOT met'}; "
-        f"p99 < 1 ms (probe and stats): {'met' if fast else 'NOT met'}"
+        f"p99 < 1 ms (probe, over the window): {'met' if fast else 'NOT met'}"
     )
     result = {
         "rate": args.rate,

@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta, tzinfo
 _EPOCH = datetime(1970, 1, 1)
 _fromisoformat = datetime.fromisoformat
 _ONE_US = timedelta(microseconds=1)
+_NOTHING = object()  # equal to no text
 
 
 class TimestampParser:
@@ -25,19 +26,30 @@ class TimestampParser:
     lookups per timestamp. No offset means UTC.
     """
 
-    __slots__ = ("_heads", "_offsets")
+    __slots__ = ("_heads", "_last", "_last_us", "_offsets")
     _MAX_HEADS = 4096
     _MAX_OFFSETS = 64
 
     def __init__(self) -> None:
         self._heads: dict[str, int] = {}  # "YYYY-MM-DDTHH:MM:SS" -> µs, read as UTC
         self._offsets: dict[tzinfo, int] = {}  # fromisoformat's tzinfo -> µs east of UTC
+        # The items of one gateway message mostly share one stamp: the last text parsed
+        # and its value answer a repeat with one string compare.
+        self._last: object = _NOTHING
+        self._last_us = 0
 
     def parse(self, text: str) -> int | None:
+        if text == self._last:
+            return self._last_us
         try:
             moment = _fromisoformat(text)
         except (ValueError, TypeError):
             return None
+        us = self._lookup(text, moment)
+        self._last, self._last_us = text, us
+        return us
+
+    def _lookup(self, text: str, moment: datetime) -> int:
         head = self._heads.get(text[:19])
         if head is not None:
             zone = moment.tzinfo

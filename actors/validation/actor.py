@@ -410,9 +410,15 @@ class ValidationActor:
         counts = self._counts
         levels: list[DepthLevel] = []
         newest = self._depth_newest.get(contract)
+        # A message's levels mostly share one stamp: a text equal to the one judged just
+        # before gets its verdict again (exact: in between, ``newest`` moved at most to
+        # that very stamp; a reset, judged apart, forgets it).
+        last_text: object = None
+        last_stamp: int | str = ""
         for item in items:
             stamp: int | str
             if item.type == _RESET:  # clears the book: its price and volumes mean nothing
+                last_text = None
                 stamp = self._stamp("depth", item.timestamp, received_us, newest)
                 if isinstance(stamp, int):
                     newest = stamp if newest is None else max(newest, stamp)
@@ -424,8 +430,11 @@ class ValidationActor:
                 stamp = "depth_rejected.volume"
             elif not 0 <= item.type <= _DOM_MAX:
                 stamp = "depth_rejected.type"
+            elif (text := item.timestamp) is not None and text == last_text:
+                stamp = last_stamp
             else:
-                stamp = self._stamp("depth", item.timestamp, received_us, newest)
+                stamp = last_stamp = self._stamp("depth", text, received_us, newest)
+                last_text = text
             if isinstance(stamp, str):
                 counts[stamp] += 1
                 continue

@@ -571,6 +571,20 @@ def test_depth_stale_and_all_bad_frame_sends_nothing() -> None:
     assert depth_reasons(j) == {"stale": 1, "price": 1}
 
 
+def test_a_repeated_depth_stamp_is_judged_again_after_a_newer_reset() -> None:
+    """Levels sharing a stamp share a verdict, until a reset moves the newest stamp."""
+    old = "2025-01-21T14:28:59Z"  # 61 s before the reset: stale then
+    j = Judged()(
+        frame(
+            [level(timestamp=old), level(timestamp=old), level(type=6), level(timestamp=old)],
+            target="GatewayDepth",
+        )
+    )
+    (accepted,) = j.depth
+    assert [lv.type for lv in accepted.levels] == [1, 1, 6]
+    assert depth_reasons(j) == {"stale": 1}
+
+
 # ---------------------------------------------------------------------- user
 
 

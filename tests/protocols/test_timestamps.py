@@ -82,3 +82,26 @@ def test_timestamp_parser_agrees_with_fromisoformat(
     if warm:  # the same second and zone already cached: exercises the fast path
         parser.parse(moment.replace(microsecond=0).isoformat() + zone)
     assert parser.parse(text) == parser.parse(text) == reference_micros(text)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    texts=st.lists(
+        st.sampled_from(
+            [
+                "2025-01-21T14:30:00.1Z",
+                "2025-01-21T14:30:00.1+05:30",
+                "2025-01-21T14:30:01Z",
+                "2025-01-21T14:30:00.5ZZ",
+                "",
+                None,
+                5,
+            ]
+        ),
+        max_size=12,
+    )
+)
+def test_a_repeated_text_gets_the_answer_a_fresh_parser_gives(texts: list[object]) -> None:
+    parser = TimestampParser()
+    for text in texts:
+        assert parser.parse(text) == TimestampParser().parse(text)  # type: ignore[arg-type]
