@@ -498,7 +498,7 @@ async def node_run(
                 # cut in the bar that straddles it: the window waits for the next bar.
                 await node.ready(timeout=60)
                 now_us = round(node.registry.wall_time() * 1e6)
-                next_bar = BarClock(parse_timeframe(timeframes[0])).bounds(now_us)[1] / 1e6
+                next_bar = BarClock(probe.timeframe).bounds(now_us)[1] / 1e6
                 await anyio.sleep(max(0.0, next_bar - node.registry.wall_time()) + warmup)
                 settled = anyio.current_time()
                 for _ in range(int(SETTLE_MAX / 0.1)):  # let a start-up backlog drain

@@ -24,6 +24,7 @@ import os
 import random
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any, cast
 
 import anyio
@@ -150,11 +151,16 @@ class Quiet:
 
 
 @pytest.fixture
-def seeded_world(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Unix time starts at EPOCH; trio's scheduler shuffles with the scenario's seed."""
+def seeded_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Unix time starts at EPOCH; trio's scheduler shuffles with the scenario's seed
+    (its generator is handed back as it was, like the patched clock)."""
     real = time.monotonic()
     monkeypatch.setattr(time, "time", lambda: EPOCH + time.monotonic() - real)
-    trio._core._run._r.seed(SEED)
+    shuffler = trio._core._run._r
+    state = shuffler.getstate()
+    shuffler.seed(SEED)
+    yield
+    shuffler.setstate(state)
 
 
 @pytest.mark.trio
