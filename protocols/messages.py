@@ -297,10 +297,12 @@ class GetBackfill(Message, frozen=True):
 
 class BackfillState(Message, frozen=True):
     """Series (``"<contract> <timeframe>"``) whose history is not in yet (never, or not since
-    the last gap), and those whose last back-fill failed, why."""
+    the last gap); those the gateway refused, why (final); and those pending whose last
+    back-fill was given up on, why (tried again)."""
 
     pending: list[str]
     failed: dict[str, str]
+    retrying: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 # ----------------------------------------------------------------------- stats

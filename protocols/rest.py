@@ -43,7 +43,7 @@ from typing import Any, Final, TypeVar
 import anyio
 import httpx
 import msgspec
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
 from protocols import gateway as gw
 from protocols.checks import count, positive
@@ -186,28 +186,36 @@ async def with_retries(
 ) -> T:
     """Await ``attempt()`` until it returns or raises anything but ``Transient``.
 
-    HTTP 429 is retried without limit; after ``max_attempts`` calls any other
-    ``Transient`` propagates: giving up means something different to each caller.
-    Every retry is logged as a warning on ``log`` as "<label> N of M failed".
+    HTTP 429 is retried without limit and does not count: after ``max_attempts``
+    other failures the last ``Transient`` propagates (a burst of 429s between two
+    5xx does not use up the 5xx's attempts); giving up means something different to
+    each caller. Every retry is logged as a warning on ``log``: "<label> N of M
+    failed" (N counts the failures that count) or "<label> rate-limited".
     """
+    failures = 0
+
+    def stop(state: RetryCallState) -> bool:
+        nonlocal failures
+        exc = state.outcome.exception() if state.outcome is not None else None
+        if isinstance(exc, Transient) and exc.status == 429:
+            return False  # the budget was exceeded: waiting it out always ends
+        failures += 1
+        return failures >= policy.max_attempts
 
     def log_retry(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         delay = state.next_action.sleep if state.next_action is not None else 0.0
-        log.warning(
-            "%s %d of %d failed (%s); retrying in %.1f s",
-            label,
-            state.attempt_number,
-            policy.max_attempts,
-            exc,
-            delay,
-        )
-
-    def stop(state: RetryCallState) -> bool:
-        exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, Transient) and exc.status == 429:
-            return False  # the budget was exceeded: waiting it out always ends
-        return bool(stop_after_attempt(policy.max_attempts)(state))
+            log.warning("%s rate-limited (%s); retrying in %.1f s", label, exc, delay)
+        else:
+            log.warning(
+                "%s %d of %d failed (%s); retrying in %.1f s",
+                label,
+                failures,
+                policy.max_attempts,
+                exc,
+                delay,
+            )
 
     retrying = AsyncRetrying(
         sleep=anyio.sleep,

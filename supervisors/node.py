@@ -478,7 +478,9 @@ class Node:
                 failed = "; ".join(f"{series}: {why}" for series, why in state.failed.items())
                 raise NotReady(f"back-fill failed: {failed}")
             if state.pending:
-                missing.append(f"not back-filled yet: {', '.join(state.pending)}")
+                why = state.retrying
+                pending = [f"{s} (again after: {why[s]})" if s in why else s for s in state.pending]
+                missing.append(f"not back-filled yet: {', '.join(pending)}")
         return missing
 
     def stream_bars(

@@ -57,11 +57,15 @@ subscription) covers every wanted series and abandons the round under way;
 the next round starts over with everything still wanted.
 
 Invariants: a request is delayed by the budget, never failed by it; HTTP 429
-is retried until it succeeds or the actor stops; other failures are retried a
-bounded number of times, then the series is told an empty back-fill (bars keeps
-its live bars, the cut is released) and reported as failed in
-``BackfillState`` with one clear line (e.g. ``errorCode 1
-(ContractNotFound)``); the token is only ever put in a header. An answer that
+is retried until it succeeds or the actor stops (a 429 never uses up the
+attempts of other failures); other failures are retried a bounded number of
+times, then the series is told an empty back-fill (bars keeps its live bars,
+the cut is released) and reported as failed in ``BackfillState`` with one clear
+line (e.g. ``errorCode 1 (ContractNotFound)``). A series given up on stays
+wanted: the fetcher makes a new cut for it after a growing delay (``refill_min``
+to ``refill_max``) or takes the next reconnect's, so a gateway that fails for a
+while delays a gap's bars but never loses them; only the gateway's refusal
+(``rejected``) is final. The token is only ever put in a header. An answer that
 hit ``max_bars`` is counted as ``truncated``: the bars it could not reach are
 left to live data.
 

@@ -82,7 +82,8 @@ class HistoryActor:
         self._want: dict[Series, int] = {}  # series -> bar start history must cover from
         self._cut: int | None = None  # µs: the current back-fill covers everything before it
         self._done: set[Series] = set()  # back-filled at least once
-        self._failed: dict[Series, str] = {}
+        self._failed: dict[Series, str] = {}  # refused by the gateway: not asked again
+        self._retrying: dict[Series, str] = {}  # given up on, wanted still: why
         self.counters: dict[str, int] = dict.fromkeys(COUNTERS, 0)
         self._retriever = Retriever(config, self.counters, self._rng, budget)
 
@@ -187,6 +188,7 @@ class HistoryActor:
         return BackfillState(
             pending=[_label(key) for key in every if key not in self._done or key in self._want],
             failed={_label(key): why for key, why in self._failed.items()},
+            retrying={_label(key): why for key, why in self._retrying.items()},
         )
 
     # --------------------------------------------------------------- fetcher
@@ -199,6 +201,7 @@ class HistoryActor:
         bars: Ref[Any],
         stats: Ref[Any],
     ) -> None:
+        refills = 0  # rounds in a row that gave a series up
         while True:
             await self._wake.wait()
             self._wake = anyio.Event()
@@ -208,10 +211,31 @@ class HistoryActor:
                 if wait > 0:  # the gateway's bars before the cut are final only then
                     await anyio.sleep(wait)
                 if cut == self._cut:
-                    before = dict(self._want)
                     await self._round(client, cut, auth, bars, stats)
-                    if cut == self._cut and self._want == before:
-                        break  # nothing could be done with this cut: wait for the next
+                    if cut == self._cut:
+                        break  # a whole round: what is still wanted was given up on
+            if not self._want:
+                refills = 0
+                continue
+            # Given up on (its series told empty, the cut released), a gap is not
+            # forgotten: a new cut tries it again, unless a reconnect's comes first.
+            refills += 1
+            delay = self._refill_delay(refills)
+            logger.warning(
+                "history back-fill of %d series given up; trying again in %.0f s",
+                len(self._want),
+                delay,
+            )
+            with anyio.move_on_after(delay):
+                await self._wake.wait()
+            if not self._wake.is_set() and self._hub == "up":
+                self.counters["refills"] += 1
+                await self._new_cut(ctx, bars)
+
+    def _refill_delay(self, refills: int) -> float:
+        config = self._config
+        base = min(config.refill_min * 2.0 ** min(refills - 1, 64), config.refill_max)
+        return base * (1 - config.backoff_jitter * self._rng.random())
 
     async def _round(
         self, client: httpx.AsyncClient, cut: int, auth: Ref[Any], bars: Ref[Any], stats: Ref[Any]
@@ -225,7 +249,7 @@ class HistoryActor:
         """
         want = dict(self._want)
         plans = {key: segments(key[1], since, cut) for key, since in want.items()}
-        fetched: dict[tuple[str, Source], _Fetched | str] = {}
+        fetched: dict[tuple[str, Source], _Fetched | rest.Failed] = {}
         told: set[Series] = set()
         for source in SOURCES:
             for contract in dict.fromkeys(contract for contract, _ in want):
@@ -258,12 +282,12 @@ class HistoryActor:
         parts: list[Segment],
         since: int,
         cut: int,
-        fetched: dict[tuple[str, Source], _Fetched | str],
+        fetched: dict[tuple[str, Source], _Fetched | rest.Failed],
         bars: Ref[Any],
     ) -> None:
         contract, tf = key
         results = [fetched[contract, src] for src, _, _ in parts]
-        failure = next((r for r in results if isinstance(r, str)), None)
+        failure = next((r for r in results if isinstance(r, rest.Failed)), None)
         if failure is not None:
             message = BackfillBars(contract, tf.name, [], since=cut, cut=cut)
         else:
@@ -281,12 +305,17 @@ class HistoryActor:
         await bars.tell(message)
         self.counters["backfills"] += 1
         if self._cut == cut and self._want.get(key) == since:
-            del self._want[key]  # else a newer cut or an earlier gap asks again
             if failure is None:
+                del self._want[key]  # else a newer cut or an earlier gap asks again
                 self._done.add(key)
                 self._failed.pop(key, None)
+                self._retrying.pop(key, None)
+            elif failure.kind == "rejected":
+                del self._want[key]  # the gateway said no: asking again won't help
+                self._failed[key] = str(failure)
+                self._retrying.pop(key, None)
             else:
-                self._failed[key] = failure
+                self._retrying[key] = str(failure)
 
     async def _fetch(
         self,
@@ -295,7 +324,7 @@ class HistoryActor:
         contract: str,
         source: Source,
         windows: list[tuple[int, int]],
-    ) -> _Fetched | str:
+    ) -> _Fetched | rest.Failed:
         """The source bars of ``contract`` over the union of ``windows``, or why there are none."""
         lo, hi = min(w[0] for w in windows), max(w[1] for w in windows)
         step = SOURCE_US[source]
@@ -316,7 +345,7 @@ class HistoryActor:
         except rest.Failed as exc:
             self.counters[f"failures_{exc.kind}"] += 1
             logger.warning("no %s history for %s: %s", frame.name, contract, exc)
-            return f"{frame.name} history: {exc}"
+            return rest.Failed(exc.kind, f"{frame.name} history: {exc}")
         clock = BarClock(frame)
         rows: list[Bar] = []
         for item in answer:

@@ -50,6 +50,7 @@ COUNTERS: Final = (
     "backfills",  # BackfillBars told to the bars actor
     "gaps",  # gaps of the market hub to fill in (coalesced while waiting)
     "cuts",  # BackfillStarted rounds: a new cut for every pending series
+    "refills",  # cuts made to try again a back-fill given up on (no reconnect)
     "truncated",  # answers that hit max_bars: the oldest bars asked for stay missing
     *(f"failures_{kind}" for kind in rest.FAILURES),  # why a request was given up
     *(f"bars_rejected_{reason}" for reason in REJECTS),
@@ -76,6 +77,10 @@ class HistoryConfig(msgspec.Struct, frozen=True, kw_only=True):
     ``backoff_min`` doubling to ``backoff_max``, shortened by up to
     ``backoff_jitter`` (a fraction), ``max_attempts`` calls in all.
     ``token_timeout`` bounds the wait for auth (a login can take its retries).
+    A back-fill given up on (its series told empty, so bars keeps its live bars)
+    stays wanted and is tried again with a new cut after ``refill_min`` doubling
+    to ``refill_max`` while the hub is up, or with the next reconnect's cut;
+    only a gateway's refusal (``rejected``: an errorCode, HTTP 4xx) is final.
     """
 
     contracts: list[str]
@@ -94,6 +99,8 @@ class HistoryConfig(msgspec.Struct, frozen=True, kw_only=True):
     retry_after_max: float = 120.0
     cut_margin: float = 6.0
     settle: float = 2.0
+    refill_min: float = 5.0
+    refill_max: float = 300.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.contracts, list) or not self.contracts:
@@ -118,10 +125,19 @@ class HistoryConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError(f"history: max_attempts must be in 1..100, got {self.max_attempts}")
         for name in ("min_lookback", "retry_after_max", "cut_margin", "settle"):
             non_negative(f"history: {name}", getattr(self, name))
-        for name in ("request_timeout", "token_timeout", "backoff_min", "backoff_max"):
+        for name in (
+            "request_timeout",
+            "token_timeout",
+            "backoff_min",
+            "backoff_max",
+            "refill_min",
+            "refill_max",
+        ):
             positive(f"history: {name}", getattr(self, name))
         if self.backoff_min > self.backoff_max:
             raise ConfigError("history: backoff_min must not exceed backoff_max")
+        if self.refill_min > self.refill_max:
+            raise ConfigError("history: refill_min must not exceed refill_max")
         if not 0 <= self.backoff_jitter < 1:
             raise ConfigError(
                 f"history: backoff_jitter must be in [0, 1), got {self.backoff_jitter}"

@@ -514,7 +514,7 @@ async def test_a_401_refreshes_the_token_and_retries_once(autojump_clock: Any) -
 
 
 @pytest.mark.trio
-async def test_a_401_with_the_fresh_token_too_fails_the_series_with_a_clear_reason(
+async def test_a_401_with_the_fresh_token_too_gives_the_series_up_with_a_clear_reason(
     autojump_clock: Any,
 ) -> None:
     gateway = Gateway(only_for("never", answer()))
@@ -523,9 +523,10 @@ async def test_a_401_with_the_fresh_token_too_fails_the_series_with_a_clear_reas
         state = await node.state()
     assert node.auth.told == [RefreshToken()] * 4
     assert node.counters == zeroed(requests=8, failures_unauthorized=4, backfills=2, cuts=1, gaps=1)
-    assert state.failed == {
+    assert state.retrying == {
         f"{c} 1min": "1min history: HTTP 401 with a fresh token" for c in (MNQ, MES)
     }
+    assert state.failed == {}  # not final: tried again with a new cut
     # the cut is released: bars keeps its live bars
     assert [(b.bars, b.since, b.cut) for b in node.backfills] == [([], CUT, CUT)] * 2
 
@@ -564,6 +565,71 @@ async def test_5xx_is_retried_with_backoff_then_counted_and_the_actor_carries_on
         node.send(Disconnected("market", "x"), Connected("market"))
         await node.series_done(8)
     assert [(b.contract, len(b.bars)) for b in node.backfills[2:]] == [(MNQ, 1), (MES, 1)]
+
+
+@pytest.mark.trio
+async def test_a_back_fill_given_up_on_is_tried_again_with_a_new_cut(
+    autojump_clock: Any,
+) -> None:
+    """Seen in the chaos soak: 500s right after a reconnect lost a gap's trades for good."""
+    gateway = Gateway(script=[reply(500)] * 4)  # the seconds' 4 attempts; the minutes answer
+    async with running(gateway.transport()) as node:
+        await node.series_done(2)
+        given_up = node.backfills[0]
+        assert (given_up.bars, given_up.since, given_up.cut) == ([], CUT, CUT)  # cut released
+        assert (await node.state()).retrying == {
+            f"{MNQ} 1min": "1sec history: gave up after 4 attempts: "
+            "POST /api/History/retrieveBars: HTTP 500"
+        }
+        await node.series_done(4)  # 5 s later a new cut, then both sources again
+        state = await node.state()
+    first, again = node.started
+    assert first.cut == CUT
+    assert again.cut == CUT + 20_000_000  # told empty at 15 s, refill at 20 s, 6 s ahead
+    refilled = node.backfills[1]
+    assert refilled.cut == again.cut and refilled.since < CUT  # the whole want, not from CUT
+    assert [c.at for c in gateway.calls] == [8.0, 9.0, 11.0, 15.0, 15.0, 28.0, 28.0]
+    assert node.counters == zeroed(
+        requests=7, failures_transient=1, backfills=2, cuts=2, refills=1, gaps=1
+    )
+    assert state == BackfillState(pending=[], failed={})
+
+
+@pytest.mark.trio
+async def test_refills_back_off_while_history_keeps_failing(autojump_clock: Any) -> None:
+    gateway = Gateway(default=reply(503))
+    async with running(gateway.transport(), max_attempts=1, refill_max=20.0) as node:
+        await node.series_done(10)
+    # each round: both sources once at cut + 2 s, then 5, 10, 20, 20 s to the next cut
+    rounds = sorted({c.at for c in gateway.calls})
+    assert rounds == [8.0, 21.0, 39.0, 67.0, 95.0]
+    assert node.counters["refills"] == 4
+
+
+@pytest.mark.trio
+async def test_a_reconnect_before_the_refill_takes_its_place(autojump_clock: Any) -> None:
+    gateway = Gateway(script=[reply(500)] * 4)
+    async with running(gateway.transport()) as node:
+        await node.series_done(2)
+        node.send(Disconnected("market", "x"), Connected("market"))
+        await node.series_done(4)
+        await trio.sleep(600)
+    assert node.counters["refills"] == 0 and node.counters["cuts"] == 2
+    assert len(gateway.calls) == 7
+
+
+@pytest.mark.trio
+async def test_a_refusal_is_final_no_refill(autojump_clock: Any) -> None:
+    refused = answer(success=False, errorCode=1, errorMessage=None, bars=None)
+    gateway = Gateway(script=[refused])
+    async with running(gateway.transport()) as node:
+        await node.series_done(2)
+        await trio.sleep(3600)
+        state = await node.state()
+    assert len(gateway.calls) == 2 and node.counters["refills"] == 0
+    assert state.failed == {
+        f"{MNQ} 1min": "1sec history: History/retrieveBars refused: errorCode 1 (ContractNotFound)"
+    }
 
 
 @pytest.mark.trio
@@ -636,7 +702,9 @@ async def test_bad_answers_are_counted_and_skipped(
         state = await node.state()
     assert len(gateway.calls) == 4  # not retried; the next request goes on
     assert node.counters[f"failures_{kind}"] == 1
-    assert state.failed == {f"{MNQ} 1min": f"1sec history: {why}"}
+    final = kind == "rejected"  # the gateway refused: not asked again
+    assert (state.failed if final else state.retrying) == {f"{MNQ} 1min": f"1sec history: {why}"}
+    assert not (state.retrying if final else state.failed)
     assert state.pending == [f"{MNQ} 1min"]
 
 
@@ -775,6 +843,9 @@ async def test_runs_on_every_anyio_backend() -> None:
         {"settle": float("inf")},
         {"backoff_min": 10.0, "backoff_max": 1.0},
         {"backoff_jitter": 1.0},
+        {"refill_min": 0.0},
+        {"refill_max": float("inf")},
+        {"refill_min": 60.0, "refill_max": 30.0},
     ],
 )
 def test_bad_config_is_refused(overrides: dict[str, Any]) -> None:
@@ -797,6 +868,7 @@ def test_config_defaults() -> None:
     cfg = HistoryConfig(contracts=[MNQ], timeframes=["1min"])
     assert (cfg.initial_bars, cfg.max_bars, cfg.live) == (200, 20_000, False)
     assert (cfg.cut_margin, cfg.settle) == (6.0, 2.0)
+    assert (cfg.refill_min, cfg.refill_max) == (5.0, 300.0)
     assert cfg.api_url == "https://api.topstepx.com"
 
 

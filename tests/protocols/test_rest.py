@@ -297,6 +297,30 @@ async def test_429_is_retried_beyond_max_attempts_other_transients_are_not(
     assert result == "ok" and len(times) == 7
 
 
+@pytest.mark.trio
+async def test_429s_do_not_use_up_the_attempts_of_other_transients(
+    autojump_clock: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seen in the chaos soak: a 500, four 429s, a 500 gave up after "4 attempts"."""
+    caplog.set_level(logging.WARNING, logger="test.rest")
+    times: list[float] = []
+    outcomes: list[BaseException | str] = [
+        rest.Transient("HTTP 500", status=500),
+        *[rest.Transient("HTTP 429", status=429, retry_after=1.0)] * 4,
+        rest.Transient("HTTP 500", status=500),
+        "ok",
+    ]
+    result = await rest.with_retries(
+        failing(outcomes, times), policy(max_attempts=3), random.Random(0), log=LOG, label="x"
+    )
+    assert result == "ok" and len(times) == 7
+    assert [r.getMessage() for r in caplog.records] == [
+        "x 1 of 3 failed (HTTP 500); retrying in 1.0 s",
+        *["x rate-limited (HTTP 429); retrying in 1.0 s"] * 4,
+        "x 2 of 3 failed (HTTP 500); retrying in 8.0 s",
+    ]
+
+
 @pytest.mark.parametrize("limit", [(0, 30.0), (1, 0.0), (1, float("nan"))])
 def test_a_rate_limit_must_be_a_positive_count_and_period(limit: tuple[int, float]) -> None:
     with pytest.raises(ConfigError):

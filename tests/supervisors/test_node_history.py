@@ -250,3 +250,36 @@ async def test_after_a_gap_the_bars_are_history_plus_live_again(autojump_clock: 
             after = [t for t in live if t.contract == MNQ and max(cut, start) <= t.ts < end]
             assert bar["volume"] == sum(r[5] for r in rows) + sum(t.volume for t in after), name
         trades.dispose()
+
+
+@pytest.mark.trio
+async def test_a_gap_whose_back_fill_keeps_failing_is_filled_once_history_answers(
+    autojump_clock: Any,
+) -> None:
+    """Seen in the chaos soak: 500s right after a reconnect lost a gap's trades for good."""
+    async with sim_node(config=history_config([MNQ], ["1min"])) as h:
+        node = h.node
+        await node.ready(timeout=120)
+        await anyio.sleep(30)
+        h.net.refused.add("market.sim")
+        h.sim.apply(Fault("drop", 0.0))
+        await anyio.sleep(20)  # trades the node never sees
+        h.sim.rest.pending_500 = 1_000_000  # every REST call fails until further notice
+        h.net.refused.clear()
+        why = rf"{MNQ} 1min \(again after: 1\w+ history: gave up after 4 attempts: .* HTTP 500\)"
+        with pytest.raises(NotReady, match=why):
+            await node.ready(timeout=120)
+        h.sim.rest.pending_500 = 0
+        await node.ready(timeout=600)  # the next refill: at most 5 min later
+        await anyio.sleep(90)  # the minutes of the gap and of the refill have closed
+        clock = BarClock(parse_timeframe("1min"))
+        frame = await node.bars(MNQ, "1min", 20)
+        closed = 0
+        for bar in frame.iter_rows(named=True):
+            start = round(bar["start"].timestamp() * 1_000_000)
+            end = clock.bounds(start)[1]
+            if end <= (h.wall() - 5) * 1_000_000:
+                closed += 1
+                expected = sum(r[5] for r in truth(h, MNQ, start, end))
+                assert bar["volume"] == expected, bar["start"]
+        assert closed >= 10
