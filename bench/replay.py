@@ -29,7 +29,7 @@ from pathlib import Path
 import anyio
 from gen_tape import generate  # bench/ is sys.path[0] when run as a script
 
-from actors.recorder import TapeCounts, read_tape
+from actors.tape import TapeCounts, read_tape
 from pxnode.replay import replay
 
 TIMEFRAMES = ["1min", "5min", "1hr", "4hr"]

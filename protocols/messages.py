@@ -58,6 +58,20 @@ class Flush(Message, frozen=True):
     """
 
 
+class PlayTape(Message, frozen=True):
+    """Asked of a tape node's player (``node.play()``): play the tape; the reply,
+    ``TapePlayed``, comes once every line is judged and every bar is final."""
+
+
+class TapePlayed(Message, frozen=True):
+    """A tape played to its end: its records (non-blank lines), the malformed among
+    them, and validation's cumulative counters at the end."""
+
+    lines: int
+    malformed: int
+    counters: dict[str, int]
+
+
 # -------------------------------------------------------------- supervision
 
 

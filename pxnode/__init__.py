@@ -33,6 +33,7 @@ from protocols.messages import BarUpdated as BarUpdated
 from protocols.messages import DepthsAccepted as DepthsAccepted
 from protocols.messages import QuoteAccepted as QuoteAccepted
 from protocols.messages import QuotesAccepted as QuotesAccepted
+from protocols.messages import TapePlayed as TapePlayed
 from protocols.messages import Trade as Trade
 from protocols.messages import TradesAccepted as TradesAccepted
 from protocols.secrets import Secret as Secret
@@ -40,6 +41,7 @@ from protocols.stats import StatsSnapshot as StatsSnapshot
 from supervisors.config import BarsConfig as BarsConfig
 from supervisors.config import GatewayConfig as GatewayConfig
 from supervisors.config import NodeConfig as NodeConfig
+from supervisors.config import TapeConfig as TapeConfig
 from supervisors.config import load_config as load_config
 from supervisors.mailbox import OverflowPolicy as OverflowPolicy
 from supervisors.node import Network as Network
@@ -73,6 +75,8 @@ __all__ = [
     "QuotesAccepted",
     "Secret",
     "StatsSnapshot",
+    "TapeConfig",
+    "TapePlayed",
     "Trade",
     "TradesAccepted",
     "UnknownSeries",

@@ -28,7 +28,7 @@ from typer.core import TyperCommand, TyperGroup, TyperOption
 from typer.models import CommandFunctionType
 
 from actors.nats_bridge import NatsConfig
-from actors.recorder import TapeCounts
+from actors.tape import TapeCounts
 from protocols.errors import AuthFailed, Escalation, PxError, TapeError
 from protocols.secrets import redact_userinfo
 from protocols.timeframes import parse_timeframe

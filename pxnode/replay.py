@@ -2,33 +2,24 @@
 
 Theory of operation
 -------------------
-A replay is a node without sockets and without a wall clock
-(``tick_interval=0``): the tape is the only source and its ``t`` fields are
-the only time. Three parties run concurrently:
+A replay is a node opened on the tape (``NodeConfig.tape``): no sockets, no
+wall clock, the tape's ``t`` fields its only time. Its tape player
+(``actors.tape``) feeds validation and ticks bars in tape time, as fast as
+the actors take it; see there for the order of frames and ticks and the
+barriers that end the tape. Two parties run here:
 
-* the feeder (this task) turns every tape line into the ``HubMessageReceived``
-  the connection actor would have sent, with ``received_at=t``, and tells
-  ``bars`` a ``Tick(now=t)`` whenever ``t`` enters a new whole second, so bar
-  timers fire in tape time. The frames go to ``validation`` in one
-  ``HubMessagesReceived`` per tape second (at most ``MAX_FRAMES``), told just
-  before that second's tick: the same order as one message per frame, for a
-  mailbox hop per second instead of per frame;
-* the node's own actors (validation → bars), unchanged;
-* the writer, on a BLOCK subscription to ``topic.bars`` taken before the first
-  line, keeping the newest version of every bar by (contract, timeframe, start)
-  until no trade still to come can change it, then passing it on.
+* the node, played to its end by ``node.play()``;
+* the writer, on a BLOCK subscription to ``topic.bars`` taken before the tape
+  plays, keeping the newest version of every bar by (contract, timeframe,
+  start) until no trade still to come can change it, then passing it on.
 
-Every mailbox on the way is BLOCK, so nothing is dropped and the feeder runs
-exactly as fast as the slowest actor. At the end of the tape two ``Flush``
-barriers empty the pipeline: validation's (its reply carries its counters),
-then a final far-future ``Tick`` that closes every forming bar, then bars'.
-After that every bar has reached the writer in its final state.
+Every mailbox on the way is BLOCK, so nothing is dropped. When ``play()``
+returns, every bar has reached the writer in its final state.
 
-Determinism: a tick may overtake trades still queued in validation and close
-a bar early; the late trade then amends it and a correction follows. The
-*final* state of every bar is the aggregate of exactly its accepted trades
-whatever the interleaving, and nothing from the host (wall time, ordering of
-a dict) reaches the output, so the same tape always gives the same bytes.
+Determinism: nothing from the host (wall time, ordering of a dict) reaches
+the output, and the final state of every bar is the aggregate of exactly its
+accepted trades whatever the interleaving of ticks and trades, so the same
+tape always gives the same bytes.
 
 Memory: the node is bounded by its rings and mailboxes; the writer holds the
 bars of the last ``stale_after`` seconds of each contract. ``replay_to`` spills
@@ -42,48 +33,32 @@ import contextlib
 import heapq
 import io
 import itertools
-import math
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 import anyio
-import anyio.lowlevel
 import msgspec
 import polars as pl
 from polars.io.plugins import register_io_source
 
 from actors.bars import SCHEMA
-from actors.recorder import TapeCounts, read_tape
+from actors.tape import TapeCounts, TapeLine, TapePlayer, read_tape
 from actors.validation import TRADE_REASONS
-from protocols.errors import ConfigError, PxError
+from protocols.errors import ConfigError, Escalation, PxError, TapeError
 from protocols.interfaces import Inbox
-from protocols.messages import (
-    Bar,
-    BarClosed,
-    BarUpdated,
-    Flush,
-    HubMessageReceived,
-    HubMessagesReceived,
-    Tick,
-)
+from protocols.messages import Bar, BarClosed, BarUpdated
 from protocols.timeframes import BarClock, parse_timeframe
-from supervisors.config import BarsConfig, NodeConfig
+from supervisors.config import BarsConfig, NodeConfig, TapeConfig
 from supervisors.mailbox import MailboxSpec, OverflowPolicy
 from supervisors.node import exact_ring_size, open_node
 
 from .tape_filter import FILTER_REASONS, TapeFilter
 
-END_OF_TAPE = 253_402_300_800.0
-"""Year 10000 (unix s): a tick at this time closes every bar, whatever its length and grace."""
-FLUSH_TIMEOUT = 120.0
-"""Seconds a barrier may take: it waits for at most one full mailbox of work."""
-MAX_FRAMES = 64
 REPLAY_MAILBOX = 32
-"""Messages (of up to MAX_FRAMES frames) queued for validation at most."""
-"""Most frames told to validation in one message (fewer if a tape second ends first)."""
+"""Messages (of up to the player's MAX_FRAMES frames) queued for validation at most."""
 WRITER_MAILBOX = MailboxSpec(4096, OverflowPolicy.BLOCK)
 WRITER_BATCH = 1024
 SPILL_ROWS = 20_000
@@ -193,7 +168,7 @@ async def _replay(
     only: TapeFilter | None = None,
     counts: TapeCounts | None = None,
 ) -> ReplayStats:
-    config = _replay_config(config or NodeConfig(), timeframes)
+    config = _replay_config(config or NodeConfig(), timeframes, path)
     written = 0
 
     def count(bar: Bar) -> None:
@@ -203,17 +178,23 @@ async def _replay(
 
     writer = _BarWriter(timeframes, config.validation.stale_after, on_bar, count)
     counts = counts if counts is not None else TapeCounts()
-    tape = read_tape(path, counts)
-    records = tape if only is None else only.lines(tape)
+
+    def records(counts: TapeCounts) -> Iterator[list[TapeLine]]:
+        tape = read_tape(path, counts)
+        return tape if only is None else only.lines(tape)
+
+    player = TapePlayer(records, counts=counts)
     try:
-        async with open_node(config) as node:
+        async with open_node(config, {"tape": player}) as node:
             with node.topic("topic.bars").subscribe("replay.writer", WRITER_MAILBOX) as inbox:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(writer.run, inbox)
-                    counters = await _feed(node, records)
+                    counters = (await node.play()).counters
                     inbox.close()  # the writer drains what the barriers pushed, then ends
-    finally:
-        tape.close()
+    except Escalation as error:
+        if isinstance(error.__cause__, TapeError):  # the tape became unreadable midway
+            raise error.__cause__ from None
+        raise
     writer.finish()
     if only is not None and only.unseen:
         raise ConfigError(f"unknown contract {min(only.unseen)!r}: the tape has no frame of it")
@@ -233,7 +214,7 @@ def _key(bar: Bar) -> BarKey:
     return (bar.contract, bar.timeframe, bar.start)
 
 
-def _replay_config(config: NodeConfig, timeframes: Sequence[str]) -> NodeConfig:
+def _replay_config(config: NodeConfig, timeframes: Sequence[str], path: str | Path) -> NodeConfig:
     if isinstance(timeframes, str) or not timeframes:
         raise ConfigError("replay needs a non-empty list of timeframes, e.g. ['1min', '4hr']")
     bars = msgspec.structs.replace(config.bars, timeframes=list(timeframes))
@@ -245,39 +226,9 @@ def _replay_config(config: NodeConfig, timeframes: Sequence[str]) -> NodeConfig:
     # A tape is read far faster than it is judged: a small data-path mailbox keeps
     # what is in flight (and the tape chunks its raw frames pin) to a few MiB.
     capacity = min(config.mailbox_capacity, REPLAY_MAILBOX)
-    return msgspec.structs.replace(config, tick_interval=0.0, bars=bars, mailbox_capacity=capacity)
-
-
-async def _feed(node: Any, tape: Iterable[list[Any]]) -> dict[str, int]:
-    """Tell every record to validation, ticking bars on whole tape seconds; then the barriers."""
-    validation, bars = node.ref("validation"), node.ref("bars")
-    next_second = -math.inf
-    frames: list[HubMessageReceived] = []
-    for records in tape:  # one chunk of the file: thousands of lines
-        await anyio.lowlevel.checkpoint()  # a signal (or any cancellation) gets in between chunks
-        for record in records:
-            t = record.t
-            frames.append(HubMessageReceived(record.hub, record.target, record.arguments, t))
-            if t >= next_second or len(frames) >= MAX_FRAMES:
-                await _tell(validation, HubMessagesReceived(frames))
-                frames = []
-                if t >= next_second:
-                    next_second = math.floor(t) + 1.0
-                    await _tell(bars, Tick(now=t))
-    if frames:
-        await _tell(validation, HubMessagesReceived(frames))
-    counters: dict[str, int] = await validation.ask(Flush(), FLUSH_TIMEOUT)
-    await bars.tell(Tick(now=END_OF_TAPE))
-    await bars.ask(Flush(), FLUSH_TIMEOUT)
-    return counters
-
-
-async def _tell(ref: Any, msg: Any) -> None:
-    """Await only when the mailbox is full (an awaited tell yields on every call)."""
-    try:
-        ref.tell_nowait(msg)
-    except anyio.WouldBlock:
-        await ref.tell(msg)
+    return msgspec.structs.replace(
+        config, tape=TapeConfig(str(path)), bars=bars, mailbox_capacity=capacity
+    )
 
 
 class _BarWriter:

@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from actors.nats_bridge import NatsConfig, read_stream, trade_frames
-from actors.recorder import encode_line
+from actors.tape import encode_line
 
 
 @asynccontextmanager

@@ -24,7 +24,7 @@ from typing import Final
 
 import msgspec
 
-from actors.recorder import TapeLine
+from actors.tape import TapeLine
 from protocols.errors import ConfigError
 from protocols.timestamps import TimestampParser
 

@@ -20,6 +20,7 @@ from actors.health import HealthConfig
 from actors.nats_bridge import NatsConfig
 from actors.stats import StatsConfig
 from actors.validation import ValidationConfig
+from protocols.checks import positive
 from protocols.errors import ConfigError
 from protocols.rest import RestLimits
 from protocols.secrets import Secret
@@ -126,6 +127,25 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         )
 
 
+class TapeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A recorded tape as the node's only source (no gateway): ``node.play()`` plays it.
+
+    ``speed`` None plays it as fast as the actors take it (the bars ``pxnode
+    replay`` writes); a number plays it at that many tape seconds per second
+    (1.0: as recorded), bars closing as they did live. The node's time is the
+    tape's: validation judges each line at its ``t``, bar timers follow it.
+    """
+
+    path: str
+    speed: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.path, str) or not self.path:
+            raise ConfigError("tape: path must be a tape file")
+        if self.speed is not None:
+            positive("tape: speed", self.speed)
+
+
 class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     contracts: list[str] = msgspec.field(default_factory=list)
     """Contract ids (CON.F.US.MNQ.Z25) or symbols (MNQ, MNQZ5): ``open_node`` looks
@@ -147,6 +167,9 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     consume: NatsConfig | None = None
     """Take trades from a NATS JetStream stream another node publishes, instead of a
     gateway (a durable consumer: a restarted node resumes where it stopped)."""
+    tape: TapeConfig | None = None
+    """Play a recorded tape instead of a gateway (``node.play()``): its time is the
+    tape's, so ``tick_interval`` does not apply."""
     tick_interval: float = 0.25
     """Seconds between clock ticks (bar timers, stats sampling); 0 = no clock (replay)."""
     mailbox_capacity: int = 4096
@@ -173,8 +196,11 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigError(f"max_fills must be >= 1, got {self.max_fills}")
         if self.mailbox_capacity < 1:
             raise ConfigError(f"mailbox_capacity must be >= 1, got {self.mailbox_capacity}")
-        if self.consume is not None and self.gateway is not None:
-            raise ConfigError("a node takes trades from a gateway or from NATS (consume), not both")
+        sources = [self.gateway, self.consume, self.tape]
+        if sum(source is not None for source in sources) > 1:
+            raise ConfigError(
+                "a node takes trades from one source: a gateway, NATS (consume) or a tape"
+            )
 
 
 def _decode_hook(type_: type, value: Any) -> Any:

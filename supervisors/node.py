@@ -35,8 +35,8 @@ from actors.connection import Connect, ConnectionActor, HubConfig, SubscriptionB
 from actors.health import HealthActor
 from actors.history import HistoryActor, HistoryConfig
 from actors.nats_bridge import Cursor, NatsBridge, NatsSource, Outbox, require_asyncio
-from actors.recorder import TapeRecorder
 from actors.stats import StatsActor, dynamic_limits
+from actors.tape import TapePlayer, TapeRecorder, open_tape, read_tape
 from actors.validation import ValidationActor
 from protocols.account import (
     AccountEvent,
@@ -57,7 +57,9 @@ from protocols.messages import (
     GetBackfill,
     GetBars,
     GetStats,
+    PlayTape,
     QuotesAccepted,
+    TapePlayed,
     TrackTimeframes,
     TradesAccepted,
 )
@@ -165,6 +167,11 @@ def exact_ring_size(config: NodeConfig) -> int:
 
 def _live(config: NodeConfig) -> bool:
     return config.gateway is not None
+
+
+def _clocked(config: NodeConfig) -> bool:
+    """A wall clock ticks the node, unless there is none (replay) or time is a tape's."""
+    return config.tick_interval > 0 and config.tape is None
 
 
 def _gateway(config: NodeConfig) -> GatewayConfig:
@@ -278,6 +285,12 @@ def _bridge_mailbox(config: NodeConfig) -> MailboxSpec:
     return MailboxSpec(config.nats.buffer, OverflowPolicy(config.nats.overflow))
 
 
+def _make_player(config: NodeConfig, *_: Any) -> Callable[[], TapePlayer]:
+    assert config.tape is not None
+    path, speed = config.tape.path, config.tape.speed
+    return lambda: TapePlayer(lambda counts: read_tape(path, counts), speed)
+
+
 def _make_source(config: NodeConfig, *_: Any) -> Callable[[], NatsSource]:
     assert config.consume is not None
     consume, cursor = config.consume, Cursor()
@@ -312,7 +325,7 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
         _conflating(1024),
         attach=("topic.events", "topic.trades", "topic.quotes", "topic.depth"),
         # A node driven by a tape (no gateway, no clock) has no feed whose health to judge.
-        enabled=lambda config: _live(config) or config.tick_interval > 0,
+        enabled=lambda config: _live(config) or _clocked(config),
     ),
     # A sink of validation's user-hub frames (live or from a tape), so it starts before it;
     # before the hubs too: connection_user tells it each Connected (its REST sync follows).
@@ -359,9 +372,16 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
             )
         ),
         lambda _: MailboxSpec(1),
-        enabled=lambda config: config.tick_interval > 0,
+        enabled=_clocked,
     ),
     # Sources last: the ordered shutdown stops them first.
+    NodeChild(
+        "tape",
+        _make_player,
+        _commands,
+        enabled=lambda config: config.tape is not None,
+        fatal=(TapeError,),  # a tape that cannot be read will not be read by a restart
+    ),
     NodeChild(
         "nats_source",
         _make_source,
@@ -464,6 +484,21 @@ class Node:
                     return
                 await anyio.sleep(0.05)
         raise NotReady(f"node not ready after {timeout:g} s: {'; '.join(missing)}")
+
+    async def play(self) -> TapePlayed:
+        """Play the node's tape (``NodeConfig.tape``) and return once it is over: every
+        line judged, every bar closed and told to the streams, in its final state.
+
+        Subscribe first (``stream_bars``, ``stream_trades``...): nothing plays before
+        this call, so a stream opened before it sees the tape from its first line.
+        A tape plays once; a second call returns the same counts. ``ConfigError`` for
+        a node without a tape.
+        """
+        if "tape" not in self.registry:
+            raise ConfigError("play() needs a node opened on a tape (NodeConfig.tape)")
+        played = await self.ref("tape").ask(PlayTape(), timeout=math.inf)
+        assert isinstance(played, TapePlayed)
+        return played
 
     async def _not_ready(self) -> list[str]:
         missing: list[str] = []
@@ -701,6 +736,8 @@ async def open_node(
         )
         config = msgspec.structs.replace(config, contracts=ids)
         rows = [row for row in NODE_CHILDREN if row.enabled(config)]
+    if config.tape is not None:
+        open_tape(config.tape.path).close()  # an unreadable tape fails here, before anything runs
     for name in TOPICS:
         registry.topic(name)
     specs = [

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 
 from actors.nats_bridge import NatsConfig
-from supervisors.config import NodeConfig, load_config
+from supervisors.config import NodeConfig, TapeConfig, load_config
 from tests.subprocess_env import strict_env
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -82,7 +82,8 @@ def test_sample_config_loads_and_lists_every_field() -> None:
     # The commented-out sections are valid as they stand once switched on.
     assert msgspec.convert(every["nats"], NatsConfig) == NatsConfig()
     assert msgspec.convert(every["consume"], NatsConfig) == NatsConfig()
-    on = {k: v for k, v in every.items() if k not in ("consume", "gateway")}
+    assert msgspec.convert(every["tape"], TapeConfig) == TapeConfig("yesterday.tape", 1.0)
+    on = {k: v for k, v in every.items() if k not in ("consume", "gateway", "tape")}
     assert msgspec.convert(on, NodeConfig).nats == NatsConfig()
 
 

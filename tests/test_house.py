@@ -85,7 +85,8 @@ def test_pxnode_exports_exactly_the_embedding_api() -> None:
         "ConfigError", "DepthsAccepted", "Escalation", "GatewayConfig", "GatewayError",
         "HealthReport", "NatsConfig", "Network", "Node", "NodeConfig", "NotReady",
         "OverflowPolicy", "PxError", "QuoteAccepted", "QuotesAccepted", "Secret", "StatsSnapshot",
-        "Trade", "TradesAccepted", "UnknownSeries", "__version__", "load_config", "open_node",
+        "TapeConfig", "TapePlayed", "Trade", "TradesAccepted", "UnknownSeries", "__version__",
+        "load_config", "open_node",
     }  # fmt: skip
 
 

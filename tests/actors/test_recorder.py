@@ -9,8 +9,8 @@ import anyio
 import msgspec
 import pytest
 
-import actors.recorder as recorder
-from actors.recorder import TapeCounts, TapeLine, TapeRecorder, encode_line, read_tape
+import actors.tape.recorder as recorder
+from actors.tape import TapeCounts, TapeLine, TapeRecorder, encode_line, read_tape
 from protocols.errors import TapeError
 from protocols.messages import (
     CountersReported,

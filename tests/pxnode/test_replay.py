@@ -283,7 +283,7 @@ async def test_frames_told_one_by_one_give_the_same_bars(
     path = tmp_path / "random.tape"
     generated_tape(path, seed=11, frames=400)
     batched = await run(path, ["1min", "1hr"])
-    monkeypatch.setattr("pxnode.replay.MAX_FRAMES", 1)
+    monkeypatch.setattr("actors.tape.player.MAX_FRAMES", 1)
     assert await run(path, ["1min", "1hr"]) == batched
 
 

@@ -179,7 +179,7 @@ def test_kill_9_keeps_the_recorded_lines(gateway_url: str, tmp_path: Path) -> No
     time.sleep(3)
     proc.kill()  # SIGKILL: no shutdown, no final flush
     proc.communicate(timeout=20)
-    from actors.recorder import TapeCounts, read_tape
+    from actors.tape import TapeCounts, read_tape
 
     counts = TapeCounts()
     lines = [line for chunk in read_tape(tape, counts) for line in chunk]

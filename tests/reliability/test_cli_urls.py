@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from actors.recorder import read_tape
+from actors.tape import read_tape
 from tests.subprocess_env import PXNODE, gateway, strict_env
 
 USER = {"PROJECT_X_USERNAME": "alice", "PROJECT_X_API_KEY": "alices-key"}

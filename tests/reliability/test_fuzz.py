@@ -20,7 +20,7 @@ import anyio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.recorder import TapeCounts, decode_chunk
+from actors.tape import TapeCounts, decode_chunk
 from protocols.errors import ConfigError
 from protocols.rest import RateLimit, RestLimits
 from pxnode.replay import replay

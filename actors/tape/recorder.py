@@ -89,14 +89,19 @@ def read_tape(
     Raises ``TapeError`` if the file cannot be opened or read (bad lines never raise).
     """
     counts = counts if counts is not None else TapeCounts()
-    try:
-        tape = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the finally below
-    except OSError as error:
-        raise TapeError(f"cannot open tape {str(path)!r}: {error.strerror or error}") from None
+    tape = open_tape(path)
     try:
         yield from _read_chunks(tape, path, counts)
     finally:
         tape.close()
+
+
+def open_tape(path: str | Path) -> BinaryIO:
+    """The tape file, opened unbuffered for reading; ``TapeError`` (one line) if it cannot be."""
+    try:
+        return open(path, "rb", buffering=0)
+    except OSError as error:
+        raise TapeError(f"cannot open tape {str(path)!r}: {error.strerror or error}") from None
 
 
 def _read_chunks(tape: BinaryIO, path: str | Path, counts: TapeCounts) -> Iterator[list[TapeLine]]:

@@ -1,0 +1,174 @@
+"""A node opened on a tape: the embedding API fed from yesterday's recording.
+
+At full speed it must give exactly the bars ``pxnode replay`` writes; at a
+recorded pace (virtual time here) bars close when they closed live, a quiet
+stretch of the tape included.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from protocols.errors import ConfigError, TapeError
+from protocols.messages import Bar, BarClosed, BarUpdated
+from pxnode import BarsConfig, NodeConfig, TapeConfig, open_node
+from pxnode.replay import replay
+from supervisors.mailbox import OverflowPolicy
+from tests.pxnode.test_replay import TAPE, generated_tape, item, line, unix
+
+FRAMES = ["1min", "5min", "1hr", "4hr"]
+README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+
+
+def tape_config(path: Path, frames: list[str], speed: float | None = None) -> NodeConfig:
+    return NodeConfig(tape=TapeConfig(str(path), speed), bars=BarsConfig(timeframes=frames))
+
+
+def final(msgs: list[BarUpdated | BarClosed]) -> list[Bar]:
+    """Every bar in its last told state, sorted as replay sorts them."""
+    bars = {(m.bar.contract, m.bar.timeframe, m.bar.start): m.bar for m in msgs}
+    return [bars[key] for key in sorted(bars)]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("tape", ["hand-written", "generated"])
+async def test_at_full_speed_a_node_streams_exactly_the_bars_replay_writes(
+    tmp_path: Path, tape: str
+) -> None:
+    path = tmp_path / "t.tape"
+    if tape == "generated":
+        generated_tape(path, seed=5, frames=800)  # late trades, DST day, 3 contracts
+    else:
+        path.write_text("\n".join(TAPE) + "\n")  # every reject reason, a late amend
+    expected = await replay(path, FRAMES)
+    with anyio.fail_after(30):
+        async with open_node(tape_config(path, FRAMES)) as node:
+            stream = node.stream_bars(capacity=100_000, policy=OverflowPolicy.BLOCK)
+            played = await node.play()
+            told = stream.drain(100_000)
+            assert await node.play() == played  # played once; asked again, the same answer
+            stream.dispose()
+    assert final(told) == expected.bars
+    stats = expected.stats
+    assert (played.lines, played.malformed) == (stats.lines, stats.malformed)
+    assert played.counters["trades_accepted"] == stats.trades_accepted
+    assert all(isinstance(m, BarUpdated | BarClosed) for m in told)
+
+
+def quiet_tape(path: Path) -> None:
+    """Two trades at 14:30, nothing until 14:45, one more at 15:00 (receive time = trade time)."""
+    stamps = ["2025-01-21T14:30:10Z", "2025-01-21T14:30:50Z", "2025-01-21T14:45:00Z"]
+    stamps.append("2025-01-21T15:00:00Z")
+    lines = [line(s, "GatewayTrade", "CON.F.US.A", [item(100.0, 1, s)]) for s in stamps]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("speed", [1.0, 60.0])
+async def test_at_a_recorded_pace_bars_close_when_they_closed_live(
+    autojump_clock: Any, tmp_path: Path, speed: float
+) -> None:
+    path = tmp_path / "quiet.tape"
+    quiet_tape(path)
+    t0 = unix("2025-01-21T14:30:10Z")
+    closed: list[tuple[float, float]] = []  # (virtual seconds since play, tape end of the bar)
+    async with open_node(tape_config(path, ["1min"], speed)) as node:
+        stream = node.stream_bars(capacity=1000)
+        start = anyio.current_time()
+
+        async def watch() -> None:
+            async for msg in stream:
+                if isinstance(msg, BarClosed):
+                    closed.append((anyio.current_time() - start, msg.bar.start / 1e6 + 60))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(watch)
+            await node.play()
+            took = anyio.current_time() - start
+            tg.cancel_scope.cancel()
+        stream.dispose()
+    assert took == pytest.approx((unix("2025-01-21T15:00:00Z") - t0) / speed, abs=0.01)
+    bars = [(at, end) for at, end in closed if end < unix("2025-01-21T15:00:00Z") + 60]
+    # 14:30 closes at 14:31:00 of tape time, the quiet minute after it on time too
+    assert [end for _, end in bars] == [unix("2025-01-21T14:31:00Z"), unix("2025-01-21T14:46:00Z")]
+    for at, end in bars:
+        assert at == pytest.approx((end - t0) / speed, abs=1.0 / speed + 0.01)
+
+
+@pytest.mark.trio
+async def test_leaving_the_block_mid_tape_stops_the_player(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    path = tmp_path / "quiet.tape"
+    quiet_tape(path)
+    async with open_node(tape_config(path, ["1min"], speed=1.0)) as node:
+        with anyio.move_on_after(60):
+            await node.play()
+        stopping = anyio.current_time()
+    assert anyio.current_time() - stopping < 1.0
+
+
+@pytest.mark.anyio
+async def test_tape_errors_are_clear_and_early(tmp_path: Path) -> None:
+    with pytest.raises(TapeError, match=r"cannot open tape .*missing\.tape"):
+        async with open_node(tape_config(tmp_path / "missing.tape", ["1min"])):
+            pytest.fail("the node started without its tape")
+    async with open_node(NodeConfig()) as node:
+        with pytest.raises(ConfigError, match="needs a node opened on a tape"):
+            await node.play()
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"path": ""},
+        {"path": "t.tape", "speed": 0.0},
+        {"path": "t.tape", "speed": -1.0},
+        {"path": "t.tape", "speed": float("nan")},
+    ],
+)
+def test_bad_tape_config_is_refused(settings: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        TapeConfig(**settings)
+
+
+def test_one_source_per_node() -> None:
+    from pxnode import GatewayConfig
+
+    with pytest.raises(ConfigError, match="one source"):
+        NodeConfig(tape=TapeConfig("t.tape"), gateway=GatewayConfig())
+
+
+def test_a_tape_config_loads_from_toml(tmp_path: Path) -> None:
+    from pxnode import load_config
+
+    path = tmp_path / "node.toml"
+    path.write_text('[tape]\npath = "yesterday.tape"\nspeed = 2.0\n')
+    assert load_config(path, environ={}).tape == TapeConfig("yesterday.tape", 2.0)
+
+
+@pytest.mark.anyio
+async def test_the_readme_backtest_runs_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    section = README.split("### Test a strategy on yesterday's tape", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    generated_tape(tmp_path / "yesterday.tape", seed=3, frames=300)
+    monkeypatch.chdir(tmp_path)
+    seen: list[Any] = []
+
+    async def my_strategy(bars: Any) -> None:
+        async for msg in bars:
+            seen.append(msg)
+
+    scope: dict[str, Any] = {"my_strategy": my_strategy}
+    exec(compile(code, "README.md", "exec"), scope)  # the README's own example
+    with anyio.fail_after(30):
+        await scope["backtest"]()
+    lines, accepted = map(int, capsys.readouterr().out.split())
+    assert lines == 300 and accepted > 300
+    assert any(isinstance(m, BarClosed) for m in seen)
