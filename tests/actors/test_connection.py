@@ -1303,7 +1303,8 @@ async def test_against_the_sim_on_a_real_socket() -> None:
             config = HubConfig(hub="market", url=f"{gateway.url}/hubs/market")
             rig.book.apply(SubscribeContract(MNQ, ("trades",)))
             rig.start(ConnectionActor(config, rig.book))
-            await until(lambda: rig.trades(), limit=4)
+            # healthy is reported right after the first data is forwarded (a yield between)
+            await until(lambda: bool(rig.trades()) and rig.ctx.healthy > 0, limit=4)
             assert rig.ctx.healthy == 1
             rig.tell(Stop())
             assert await rig.ended() is None
