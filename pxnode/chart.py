@@ -17,7 +17,7 @@ from pathlib import Path
 
 import polars as pl
 
-from actors.bars import SCHEMA
+from actors.bars import bar_schema
 from protocols.errors import ConfigError, PxError
 
 UP = "#16a34a"
@@ -32,15 +32,16 @@ TIME_TICKS = 6
 
 def read_bars(path: Path) -> pl.DataFrame:
     """A replay output (``.parquet`` or ``.csv``) as the replay's table (``PxError`` if not)."""
+    schema = bar_schema()
     try:
         csv = path.suffix == ".csv"
         frame = pl.read_csv(path, infer_schema=False) if csv else pl.read_parquet(path)
-        missing = [name for name in SCHEMA if name not in frame.columns]
+        missing = [name for name in schema if name not in frame.columns]
         if missing:
             raise PxError(f"{str(path)!r} is not a replay output: no {', '.join(missing)} column")
         if csv:
             frame = frame.with_columns(pl.col("start").str.to_datetime(time_zone="UTC"))
-        return frame.select(pl.col(name).cast(kind) for name, kind in SCHEMA.items())
+        return frame.select(pl.col(name).cast(kind) for name, kind in schema.items())
     except (OSError, pl.exceptions.PolarsError) as error:
         raise PxError(f"cannot read bars {str(path)!r}: {error}") from None
 

@@ -37,14 +37,12 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import msgspec
-import polars as pl
-from polars.io.plugins import register_io_source
 
-from actors.bars import SCHEMA
+from actors.bars import bar_schema
 from actors.tape import TapeCounts, TapeLine, TapePlayer, read_tape
 from actors.validation import TRADE_REASONS
 from protocols.errors import ConfigError, Escalation, PxError, TapeError
@@ -65,6 +63,9 @@ SPILL_ROWS = 20_000
 """Final bars held before they are appended to the spill (a few MiB of them)."""
 ROW_GROUP = 20_000
 """Rows per Parquet row group: what the output writer buffers at a time."""
+
+if TYPE_CHECKING:
+    import polars as pl
 
 BarKey = tuple[str, str, int]
 FRAME_REASONS = ("malformed", "unknown_target", "over_contract_cap")
@@ -303,12 +304,15 @@ class _BarWriter:
 
 def bars_frame(bars: Sequence[Bar]) -> pl.DataFrame:
     """``bars`` as the replay output table (the columns and types of docs/rules.md), order kept."""
-    columns: dict[str, list[Any]] = {name: [] for name in SCHEMA}
+    import polars as pl
+
+    schema = bar_schema()
+    columns: dict[str, list[Any]] = {name: [] for name in schema}
     for bar in bars:
         for name, column in columns.items():
             column.append(getattr(bar, name))
-    frame = pl.DataFrame(columns, schema={**SCHEMA, "start": pl.Int64})
-    return frame.with_columns(pl.col("start").cast(SCHEMA["start"]))
+    frame = pl.DataFrame(columns, schema={**schema, "start": pl.Int64})
+    return frame.with_columns(pl.col("start").cast(schema["start"]))
 
 
 def write_bars(bars: Sequence[Bar], path: str | Path) -> None:
@@ -388,6 +392,8 @@ class _Series:
         engine read ahead in all of them and hold a share of the whole output
         (+50 MiB for 10M trades; the source keeps the write flat in tape length).
         """
+        from polars.io.plugins import register_io_source
+
         self._spill()
         files = sorted(self._files.items())
 
@@ -409,21 +415,20 @@ class _Series:
                             block, left = block.head(left), left - min(left, block.height)
                         yield block
 
-        return register_io_source(blocks, schema=SCHEMA)
-
-
-_SPILL_SCHEMA: Final = {
-    "start": pl.Int64,
-    **{name: kind for name, kind in SCHEMA.items() if kind != pl.String and name != "start"},
-}
+        return register_io_source(blocks, schema=bar_schema())
 
 
 def _block(rows: bytes, contract: str, timeframe: str) -> pl.DataFrame:
-    """Spilled CSV rows of one series as output rows."""
-    frame = pl.read_csv(io.BytesIO(rows), has_header=False, schema=_SPILL_SCHEMA)
+    """Spilled CSV rows of one series (start, open ... trades: numbers only) as output rows."""
+    import polars as pl
+
+    schema = bar_schema()
+    numbers = {name: kind for name, kind in schema.items() if kind != pl.String}
+    spilled = {**numbers, "start": pl.Int64}
+    frame = pl.read_csv(io.BytesIO(rows), has_header=False, schema=spilled)
     return frame.select(
         pl.lit(contract, pl.String).alias("contract"),
         pl.lit(timeframe, pl.String).alias("timeframe"),
-        pl.col("start").cast(SCHEMA["start"]),
-        *(name for name in _SPILL_SCHEMA if name != "start"),
+        pl.col("start").cast(schema["start"]),
+        *(name for name in numbers if name != "start"),
     )

@@ -20,12 +20,11 @@ import random
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
 import msgspec
-import polars as pl
 import psutil
 
 from actors.account import AccountActor, AccountConfig
@@ -76,6 +75,9 @@ from .mailbox import Mailbox, MailboxSpec, MailboxStatistics, OverflowPolicy
 from .registry import Registry
 from .supervisor import ChildSpec, RestartType, Supervisor, unwrap
 from .topic import Subscription, Topic
+
+if TYPE_CHECKING:
+    import polars as pl
 
 TOPICS = (
     "topic.events",
@@ -671,8 +673,7 @@ class Node:
         self._known_contracts([contract])
         name = parse_timeframe(timeframe).name
         self._known_timeframes([name])
-        frame = await self.ref("bars").ask(GetBars(contract, name, n), timeout=5.0)
-        assert isinstance(frame, pl.DataFrame)
+        frame: pl.DataFrame = await self.ref("bars").ask(GetBars(contract, name, n), timeout=5.0)
         return frame
 
     async def health(self) -> HealthReport:

@@ -62,7 +62,7 @@ bars and the conversion of history bars.
 """
 
 from .actor import LATENCY_SAMPLES as LATENCY_SAMPLES
-from .actor import SCHEMA as SCHEMA
 from .actor import BarsActor as BarsActor
+from .actor import bar_schema as bar_schema
 
-__all__ = ["LATENCY_SAMPLES", "SCHEMA", "BarsActor"]
+__all__ = ["LATENCY_SAMPLES", "BarsActor", "bar_schema"]

@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.lowlevel
-import polars as pl
 
 from protocols.checks import count, non_negative, positive
 from protocols.errors import ConfigError
@@ -54,17 +53,29 @@ COUNTERS = (
     "unknown_messages",
 )
 
-SCHEMA: dict[str, Any] = {
-    "contract": pl.String,
-    "timeframe": pl.String,
-    "start": pl.Datetime("us", "UTC"),
-    "open": pl.Float64,
-    "high": pl.Float64,
-    "low": pl.Float64,
-    "close": pl.Float64,
-    "volume": pl.Int64,
-    "trades": pl.Int64,
-}
+if TYPE_CHECKING:
+    import polars as pl
+
+
+def bar_schema() -> dict[str, Any]:
+    """The bar table's columns and their polars types.
+
+    polars loads here, on first use, not with the node: it is a third of a
+    replay's memory, and a replay needs it only to write its output at the end.
+    """
+    import polars as pl
+
+    return {
+        "contract": pl.String,
+        "timeframe": pl.String,
+        "start": pl.Datetime("us", "UTC"),
+        "open": pl.Float64,
+        "high": pl.Float64,
+        "low": pl.Float64,
+        "close": pl.Float64,
+        "volume": pl.Int64,
+        "trades": pl.Int64,
+    }
 
 
 class BarsActor:
@@ -422,11 +433,14 @@ class BarsActor:
 
     def on_get_bars(self, query: GetBars) -> pl.DataFrame:
         """The last ``n`` bars, closed then forming, as a DataFrame (empty if unknown)."""
+        import polars as pl
+
+        schema = bar_schema()
         k = self._index.get(query.timeframe)
         series = None if k is None else self._series[k].get(query.contract)
         n = query.n if isinstance(query.n, int) else 0
         if series is None or n <= 0:
-            return pl.DataFrame(schema=SCHEMA)
+            return pl.DataFrame(schema=schema)
         aggs = [*series.closed, *sorted(series.forming.values(), key=by_start)][-n:]
         columns = {
             "contract": [series.contract] * len(aggs),
@@ -439,5 +453,5 @@ class BarsActor:
             "volume": [a.volume for a in aggs],
             "trades": [a.trades for a in aggs],
         }
-        frame = pl.DataFrame(columns, schema={**SCHEMA, "start": pl.Int64})
-        return frame.with_columns(pl.col("start").cast(SCHEMA["start"]))
+        frame = pl.DataFrame(columns, schema={**schema, "start": pl.Int64})
+        return frame.with_columns(pl.col("start").cast(schema["start"]))

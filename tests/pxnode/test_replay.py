@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from protocols.messages import Bar
 from protocols.timeframes import BarClock, parse_timeframe
 from pxnode import NodeConfig
 from pxnode.replay import ReplayResult, ReplayStats, replay, replay_to, write_bars
+from tests.subprocess_env import strict_env
 
 A, B = "CON.F.US.MES.H25", "CON.F.US.MNQ.H25"
 LIMIT = 10.0  # seconds: a missing barrier fails the test instead of hanging it
@@ -340,3 +343,36 @@ def test_the_spill_is_a_lazy_frame_that_honours_projection_filter_and_limit(
 
     assert query(frame).equals(query(pxnode.replay.bars_frame(held).lazy()))
     assert frame.head(0).collect().height == 0
+
+
+PROBE = """
+import atexit, os, sys
+import pxnode.replay as replay
+seen = []
+frame = replay._Series.frame
+def spy(self):
+    seen.append(sorted(m for m in ("polars", "trio", "rich") if m in sys.modules))
+    return frame(self)
+replay._Series.frame = spy
+atexit.register(lambda: print(seen, os.environ.get("POLARS_MAX_THREADS")))
+sys.argv = ["pxnode", "replay", sys.argv[1], "--out", sys.argv[2]]
+from pxnode.cli import main
+main()
+"""
+
+
+def test_pxnode_replay_loads_polars_only_for_the_write_and_neither_trio_nor_rich(
+    tape: Path, tmp_path: Path
+) -> None:
+    """Memory (bench/rss.py): polars is a third of a replay's peak, trio 12 MiB, rich 3."""
+    out = tmp_path / "bars.parquet"
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tape), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in strict_env().items() if k != "POLARS_MAX_THREADS"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["[[]]", "1"]  # nothing loaded before the write; one thread
+    assert pl.read_parquet(out).height > 0
