@@ -12,6 +12,12 @@ and build 1min, 5min, 1hr and 4hr bars:
 * replay: ``pxnode.replay.replay`` -- tape decode → validation (every
   rule of docs/rules.md) → bars (exact bar rules) → writer, through bounded
   mailboxes, as ``pxnode replay`` runs it.
+* peer: nautilus_trader's ``TimeBarAggregator`` (Cython) on the same trades,
+  one instrument per contract, four aggregators each, its ``TestClock`` driven
+  by the trades' times. Its trades are decoded (json.loads) before the clock
+  starts, so it times bar building alone; prices are rounded to the test
+  instrument's 2 decimals. Skipped with a message where nautilus_trader is not
+  installed (``pip install nautilus_trader``: an optional bench dependency).
 
 Printed: trades/s of each path and the ratio replay / baseline, plus the
 tape-decode stage alone so a regression can be placed.
@@ -74,6 +80,62 @@ def baseline(path: Path) -> tuple[int, int]:
     return trades, len(bars)
 
 
+def nautilus_peer(path: Path) -> tuple[float, int, int] | None:
+    """(seconds, trades, bars) of nautilus_trader's bar aggregators; None if not installed."""
+    try:
+        from nautilus_trader.common.component import TestClock
+        from nautilus_trader.data.aggregation import TimeBarAggregator
+        from nautilus_trader.model.data import BarType, TradeTick
+        from nautilus_trader.model.enums import AggressorSide
+        from nautilus_trader.model.identifiers import TradeId
+        from nautilus_trader.model.objects import Price, Quantity
+        from nautilus_trader.test_kit.providers import TestInstrumentProvider
+    except ImportError:
+        return None
+    trades: list[tuple[str, int, float, int]] = []
+    with open(path, "rb") as tape:
+        for line in tape:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if record.get("target") != "GatewayTrade":
+                continue
+            contract, payload = record["arguments"]
+            for item in payload if isinstance(payload, list) else [payload]:
+                try:
+                    price, volume = float(item["price"]), int(item["volume"])
+                    ts = datetime.fromisoformat(item["timestamp"]).timestamp()
+                except (KeyError, TypeError, ValueError):
+                    continue
+                if price > 0 and volume >= 1:
+                    trades.append((contract, round(ts * 1e9), round(price, 2), volume))
+    clock, bars = TestClock(), []
+    clock.set_time(min(t[1] for t in trades))
+    routes = {}
+    for n, contract in enumerate(sorted({t[0] for t in trades})):
+        instrument = TestInstrumentProvider.equity(f"C{n}", "XCME")
+        aggregators = []
+        for spec in ("1-MINUTE", "5-MINUTE", "1-HOUR", "4-HOUR"):
+            bar_type = BarType.from_str(f"{instrument.id}-{spec}-LAST-INTERNAL")
+            aggregators.append(TimeBarAggregator(instrument, bar_type, bars.append, clock))
+        routes[contract] = (instrument.id, aggregators)
+    trade_id, buyer = TradeId("1"), AggressorSide.BUYER
+    started = time.perf_counter()
+    now = 0
+    for contract, ts, price, volume in trades:
+        if ts > now:
+            now = ts
+            for handler in clock.advance_time(now):
+                handler.handle()
+        instrument_id, aggregators = routes[contract]
+        size = Quantity(volume, 0)
+        tick = TradeTick(instrument_id, Price(price, 2), size, buyer, trade_id, ts, now)
+        for aggregator in aggregators:
+            aggregator.handle_trade_tick(tick)
+    return time.perf_counter() - started, len(trades), len(bars)
+
+
 def decode_only(path: Path) -> int:
     counts = TapeCounts()
     return sum(len(chunk) for chunk in read_tape(path, counts))
@@ -111,6 +173,14 @@ def main() -> None:
         seconds = time.perf_counter() - started
         rate = report("tape decode only (read_tape)", seconds, trades, f"{lines:,} records")
         print(f"{'':<36} ratio vs baseline {rate / base:.2f}x")
+
+        peer = nautilus_peer(tape)
+        if peer is None:
+            print(f"{'nautilus_trader':<36} skipped: not installed (pip install nautilus_trader)")
+        else:
+            seconds, trades, bars = peer
+            rate = report("nautilus TimeBarAggregator (peer)", seconds, trades, "bar building only")
+            print(f"{'':<36} bars={bars} ratio vs baseline {rate / base:.2f}x")
 
         backends = ("trio", "asyncio") if args.backend == "both" else (args.backend,)
         for backend in backends:
