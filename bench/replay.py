@@ -14,7 +14,7 @@ and build 1min, 5min, 1hr and 4hr bars:
   mailboxes, as ``pxnode replay`` runs it.
 * peer: nautilus_trader's ``TimeBarAggregator`` (Cython) on the same trades,
   one instrument per contract, four aggregators each, its ``TestClock`` driven
-  by the trades' times. Its trades are decoded (json.loads) before the clock
+  by the trades' times. Its trades are decoded (msgspec) before the clock
   starts, so it times bar building alone; prices are rounded to the test
   instrument's 2 decimals. Skipped with a message where nautilus_trader is not
   installed (``pip install nautilus_trader``: an optional bench dependency).
@@ -33,9 +33,12 @@ from datetime import datetime
 from pathlib import Path
 
 import anyio
+import msgspec
 from gen_tape import generate  # bench/ is sys.path[0] when run as a script
 
 from actors.tape import TapeCounts, read_tape
+from protocols.gateway import TRADE_ARGS
+from protocols.timestamps import TimestampParser
 from pxnode.replay import replay
 
 TIMEFRAMES = ["1min", "5min", "1hr", "4hr"]
@@ -92,24 +95,20 @@ def nautilus_peer(path: Path) -> tuple[float, int, int] | None:
         from nautilus_trader.test_kit.providers import TestInstrumentProvider
     except ImportError:
         return None
-    trades: list[tuple[str, int, float, int]] = []
-    with open(path, "rb") as tape:
-        for line in tape:
+    trades: list[tuple[str, int, float, int]] = []  # decoded before the clock starts
+    parse = TimestampParser().parse
+    for chunk in read_tape(path, TapeCounts()):
+        for record in chunk:
+            if record.target != "GatewayTrade":
+                continue
             try:
-                record = json.loads(line)
-            except ValueError:
+                contract, payload = TRADE_ARGS.decode(record.arguments)
+            except msgspec.DecodeError:
                 continue
-            if record.get("target") != "GatewayTrade":
-                continue
-            contract, payload = record["arguments"]
             for item in payload if isinstance(payload, list) else [payload]:
-                try:
-                    price, volume = float(item["price"]), int(item["volume"])
-                    ts = datetime.fromisoformat(item["timestamp"]).timestamp()
-                except (KeyError, TypeError, ValueError):
-                    continue
-                if price > 0 and volume >= 1:
-                    trades.append((contract, round(ts * 1e9), round(price, 2), volume))
+                us = parse(item.timestamp)
+                if us is not None and item.price > 0 and item.volume >= 1:
+                    trades.append((contract, us * 1000, round(item.price, 2), item.volume))
     clock, bars = TestClock(), []
     clock.set_time(min(t[1] for t in trades))
     routes = {}
