@@ -35,7 +35,8 @@ thresholds are exact: exactly ``max_future``, ``max_age`` or ``stale_after``
 passes, one microsecond more is rejected. The receive time is rounded to the
 microsecond.
 
-``actor`` runs the inbox loop and judges each kind of frame; ``fallback``
+``actor`` runs the inbox loop, decodes and admits each frame and judges trades;
+``book`` judges quotes and depth; ``fallback``
 sanitises a frame the typed decoder refused and settles a near-boundary spike
 exactly; ``outbox`` tells the accepted items downstream; ``config`` holds
 ValidationConfig and the reasons counted.

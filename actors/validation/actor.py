@@ -22,14 +22,13 @@ from typing import Any, TypeVar
 import anyio.lowlevel
 import msgspec
 
-from protocols.gateway import DEPTH_ARGS, QUOTE_ARGS, TRADE_ARGS, DomType
+from protocols.gateway import DEPTH_ARGS, QUOTE_ARGS, TRADE_ARGS
 from protocols.hubs import USER_EVENTS
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
     ContractSummary,
     CountersReported,
     DepthAccepted,
-    DepthLevel,
     Flush,
     GetContracts,
     HubMessageReceived,
@@ -42,16 +41,14 @@ from protocols.messages import (
 )
 from protocols.timestamps import TimestampParser
 
+from .book import I64_MAX, BookJudge
 from .config import DEPTH_REASONS, QUOTE_REASONS, TRADE_REASONS, ValidationConfig
 from .fallback import fallback, sanitised_depth, sanitised_quote, sanitised_trade, spike_exceeds
 from .outbox import Outbox
 
 T = TypeVar("T")
 
-I64_MAX = 2**63 - 1
 _INF = math.inf
-_RESET = int(DomType.RESET)
-_DOM_MAX = max(DomType)
 _USER_TARGETS = frozenset(USER_EVENTS)
 _USER_ARGS = msgspec.json.Decoder(list[msgspec.Raw])
 
@@ -85,8 +82,6 @@ class ValidationActor:
         self._timestamps = TimestampParser()
         # contract -> [newest accepted ts, last accepted price, accepted trades]
         self._trade_state: dict[str, list[Any]] = {}
-        self._quote_newest: dict[str, int] = {}
-        self._depth_newest: dict[str, int] = {}
         self._counts: dict[str, int] = dict.fromkeys(
             (
                 "frames_received",
@@ -107,6 +102,7 @@ class ValidationActor:
             ),
             0,
         )
+        self._book = BookJudge(self._counts, self._limits[:3], self._timestamps)
 
     def counters(self) -> dict[str, int]:
         """Cumulative counters since start (a copy)."""
@@ -359,107 +355,18 @@ class ValidationActor:
             counts["trades_accepted"] += accepted
             state[2] += accepted  # type: ignore[index]  # accepted > 0: state exists
 
-    # ---------------------------------------------------------------- quotes
+    # ---------------------------------------------------------- quotes, depth
 
     def on_quote_frame(
         self, msg: HubMessageReceived, received_us: int, out: list[QuoteAccepted]
     ) -> None:
         frame = self._frame(msg.arguments, QUOTE_ARGS, "quotes", sanitised_quote)
-        if frame is None:
-            return
-        contract, items = frame
-        counts, newest = self._counts, self._quote_newest
-        for quote in items:
-            last, bid, ask, volume = quote.last_price, quote.best_bid, quote.best_ask, quote.volume
-            text = quote.timestamp if quote.timestamp is not None else quote.last_updated
-            stamp: int | str
-            if any(p is not None and not 0.0 < p < _INF for p in (last, bid, ask)):
-                stamp = "quotes_rejected.price"
-            elif volume is not None and not 0 <= volume <= I64_MAX:
-                stamp = "quotes_rejected.volume"
-            elif bid is not None and ask is not None and bid > ask:
-                stamp = "quotes_rejected.crossed"
-            else:
-                stamp = self._stamp("quotes", text, received_us, newest.get(contract))
-            if isinstance(stamp, str):
-                counts[stamp] += 1
-                continue
-            newest[contract] = max(stamp, newest.get(contract, stamp))
-            counts["quotes_accepted"] += 1
-            out.append(
-                QuoteAccepted(
-                    contract=contract,
-                    ts=stamp,
-                    received_at=msg.received_at,
-                    last=last,
-                    bid=bid,
-                    ask=ask,
-                    volume=volume,
-                )
-            )
-
-    # ----------------------------------------------------------------- depth
+        if frame is not None:
+            self._book.quotes(frame[0], frame[1], received_us, msg.received_at, out)
 
     def on_depth_frame(
         self, msg: HubMessageReceived, received_us: int, out: list[DepthAccepted]
     ) -> None:
         frame = self._frame(msg.arguments, DEPTH_ARGS, "depth", sanitised_depth)
-        if frame is None:
-            return
-        contract, items = frame
-        counts = self._counts
-        levels: list[DepthLevel] = []
-        newest = self._depth_newest.get(contract)
-        # A message's levels mostly share one stamp: a text equal to the one judged just
-        # before gets its verdict again (exact: in between, ``newest`` moved at most to
-        # that very stamp; a reset, judged apart, forgets it).
-        last_text: object = None
-        last_stamp: int | str = ""
-        for item in items:
-            stamp: int | str
-            if item.type == _RESET:  # clears the book: its price and volumes mean nothing
-                last_text = None
-                stamp = self._stamp("depth", item.timestamp, received_us, newest)
-                if isinstance(stamp, int):
-                    newest = stamp if newest is None else max(newest, stamp)
-                    levels.append(DepthLevel(stamp, _RESET, 0.0, 0, 0))
-                    continue
-            elif not 0.0 < item.price < _INF:
-                stamp = "depth_rejected.price"
-            elif not (0 <= item.volume <= I64_MAX and 0 <= item.current_volume <= I64_MAX):
-                stamp = "depth_rejected.volume"
-            elif not 0 <= item.type <= _DOM_MAX:
-                stamp = "depth_rejected.type"
-            elif (text := item.timestamp) is not None and text == last_text:
-                stamp = last_stamp
-            else:
-                stamp = last_stamp = self._stamp("depth", text, received_us, newest)
-                last_text = text
-            if isinstance(stamp, str):
-                counts[stamp] += 1
-                continue
-            newest = stamp if newest is None else max(newest, stamp)
-            levels.append(
-                DepthLevel(stamp, item.type, item.price, item.volume, item.current_volume)
-            )
-        if levels:
-            assert newest is not None  # an accepted level set it
-            self._depth_newest[contract] = newest
-            counts["depth_accepted"] += len(levels)
-            out.append(DepthAccepted(contract=contract, received_at=msg.received_at, levels=levels))
-
-    def _stamp(
-        self, kind: str, text: str | None, received_us: int, newest: int | None
-    ) -> int | str:
-        """The time rules for quotes and depth: the item's ts, or the failing rule's counter key."""
-        max_future, max_age, stale = self._limits[:3]
-        ts = None if text is None else self._timestamps.parse(text)
-        if ts is None:
-            return f"{kind}_rejected.timestamp"
-        if ts > received_us + max_future:
-            return f"{kind}_rejected.future"
-        if ts < received_us - max_age:
-            return f"{kind}_rejected.too_old"
-        if newest is not None and ts < newest - stale and newest <= received_us + max_future:
-            return f"{kind}_rejected.stale"  # a newest from beyond the future bound is forgotten
-        return ts
+        if frame is not None:
+            self._book.depth(frame[0], frame[1], received_us, msg.received_at, out)
