@@ -382,7 +382,8 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
         _make_player,
         _commands,
         enabled=lambda config: config.tape is not None,
-        fatal=(TapeError,),  # a tape that cannot be read will not be read by a restart
+        # Played once: a restarted player could not resume, and play() would wait forever.
+        fatal=(Exception,),
     ),
     NodeChild(
         "nats_source",

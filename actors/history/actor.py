@@ -214,7 +214,8 @@ class HistoryActor:
                     await self._round(client, cut, auth, bars, stats)
                     if cut == self._cut:
                         break  # a whole round: what is still wanted was given up on
-            if not self._want:
+            given_up = [key for key in self._want if key in self._retrying]
+            if not given_up:
                 refills = 0
                 continue
             # Given up on (its series told empty, the cut released), a gap is not
@@ -223,7 +224,7 @@ class HistoryActor:
             delay = self._refill_delay(refills)
             logger.warning(
                 "history back-fill of %d series given up; trying again in %.0f s",
-                len(self._want),
+                len(given_up),
                 delay,
             )
             with anyio.move_on_after(delay):

@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 A node opened on a tape (``NodeConfig.tape``) has no sockets and no wall
-clock: the tape is its source and the tapes ``t`` fields are its only time.
+clock: the tape is its source and the tape's ``t`` fields are its only time.
 Nothing plays until ``PlayTape`` is asked (``node.play()``), so an application
 subscribes to what it wants first and sees the tape from its first line.
 
@@ -25,7 +25,9 @@ At the end of the tape two ``Flush`` barriers empty the pipeline:
 validation's (its reply carries its counters), then a far-future ``Tick``
 that closes every forming bar, then bars'. Only then is ``PlayTape`` answered
 (``TapePlayed``): every bar has been told in its final state. A tape is played
-once; asking again answers with the same ``TapePlayed`` when it is over.
+once; asking again answers with the same ``TapePlayed`` when it is over. A
+player that failed cannot resume where it was, so the node's table makes any
+failure of it fatal: the node stops with it, and no ``PlayTape`` waits forever.
 
 Determinism: a tick may overtake trades still queued in validation and close a
 bar early; the late trade then amends it and a correction follows. The final

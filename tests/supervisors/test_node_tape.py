@@ -7,13 +7,15 @@ stretch of the tape included.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
-from protocols.errors import ConfigError, TapeError
+from actors.tape import TapeCounts, TapeLine, TapePlayer, read_tape
+from protocols.errors import ConfigError, Escalation, TapeError
 from protocols.messages import Bar, BarClosed, BarUpdated
 from pxnode import BarsConfig, NodeConfig, TapeConfig, open_node
 from pxnode.replay import replay
@@ -120,6 +122,23 @@ async def test_tape_errors_are_clear_and_early(tmp_path: Path) -> None:
     async with open_node(NodeConfig()) as node:
         with pytest.raises(ConfigError, match="needs a node opened on a tape"):
             await node.play()
+
+
+@pytest.mark.anyio
+async def test_a_failing_player_stops_the_node_instead_of_leaving_play_waiting(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "quiet.tape"
+    quiet_tape(path)
+
+    def records(counts: TapeCounts) -> Iterator[list[TapeLine]]:
+        yield from read_tape(path, counts)
+        raise RuntimeError("the disk went away")
+
+    with anyio.fail_after(10), pytest.raises(Escalation) as info:
+        async with open_node(tape_config(path, ["1min"]), {"tape": TapePlayer(records)}) as node:
+            await node.play()
+    assert isinstance(info.value.__cause__, RuntimeError)
 
 
 @pytest.mark.parametrize(
