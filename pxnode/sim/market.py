@@ -369,6 +369,13 @@ class MarketSim:
         self.now = max(self.now, to_time)
         return out
 
+    def skip_to(self, to_time: float) -> None:
+        """Nothing trades before ``to_time``: the market was not watched (its driver fell
+        behind wall time), and what was due then is never emitted, nor recorded."""
+        if self._next_at < to_time:
+            self._next_at = to_time + self._rng.expovariate(self._batch_rate)
+        self.now = max(self.now, to_time)
+
     def burst(self, count: int) -> list[MarketEvent]:
         """``count`` trades at the current instant, in lists of up to ``BURST_CHUNK``."""
         out: list[MarketEvent] = []

@@ -393,9 +393,18 @@ class GatewaySim:
     async def _drive(self) -> None:
         # Every ``tick`` while the market is busy (events batch up); in a quiet market
         # it sleeps until the next event is due, so an idle simulated day costs nothing.
+        # A market that fell behind wall time (a process that cannot keep up with its
+        # rate) skips what it could not emit in time instead of emitting it all in one
+        # step: a step holds the loop for at most ``lag`` seconds of trades, so the node
+        # beside it, its timers and a Ctrl-C still get their turn.
+        lag = max(0.25, 10 * self.config.tick)
         while True:
             await anyio.sleep(max(self.config.tick, self.sim.next_at - self.wall_time()))
-            self._deliver(self.sim.advance(self.wall_time()))
+            now = self.wall_time()
+            if now - self.sim.next_at > lag:
+                self.counters["market_skips"] += 1
+                self.sim.skip_to(now - lag)
+            self._deliver(self.sim.advance(now))
             self._deliver_user(self.accounts.step(self.wall_time(), mark(self.sim)))
 
     def _deliver(self, events: list[MarketEvent]) -> None:

@@ -20,7 +20,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pxnode.cli import app
-from tests.subprocess_env import strict_env
+from tests.subprocess_env import PXNODE, strict_env
 
 runner = CliRunner()
 
@@ -281,3 +281,18 @@ def test_bad_config_files_are_one_line(
     config.write_text(text)
     line = one_line_error(["run", "--config", str(config), "--contracts", "MNQ"], message)
     assert "123456" not in line  # a key is never echoed
+
+
+@pytest.mark.slow
+def test_a_demo_faster_than_the_process_can_go_still_stops_at_its_duration() -> None:
+    """Found by the command-line fuzz: at --rate 70000 the sim emitted its whole backlog in
+    one step, each step longer than the last, and the demo never came back (nor on SIGTERM
+    for a minute)."""
+    done = subprocess.run(
+        [*PXNODE, "demo", "--duration", "0", "--rate", "70000"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=strict_env(),
+    )
+    assert done.returncode == 0, done.stderr

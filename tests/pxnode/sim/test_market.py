@@ -46,6 +46,20 @@ def test_same_seed_same_events_however_finely_advanced() -> None:
     assert fingerprint(MarketSim(8, rate=300, start=START).advance(START + 10)) != fingerprint(a)
 
 
+def test_a_market_skipped_ahead_never_emits_nor_records_what_was_due() -> None:
+    sim = MarketSim(3, rate=1000, start=START)
+    sim.advance(START + 1)
+    sim.skip_to(START + 100)  # its driver fell 99 s behind wall time
+    assert sim.next_at > START + 100 and sim.now == START + 100
+    events = sim.advance(START + 101)
+    trades = [t for e in events if isinstance(e, TradesEmitted) for t in e.trades]
+    assert 0 < len(trades) < 2 * 1000  # one second of trades, not a hundred
+    stamps = [t.ts for c in sim.contracts for t in sim.recent_trades(c.id, since=START + 1)]
+    assert stamps and min(stamps) >= (START + 100) * 1e6  # nothing recorded in the gap
+    sim.skip_to(START + 50)  # never back
+    assert sim.now == START + 101
+
+
 def test_rate_and_batches() -> None:
     sim = MarketSim(1, rate=1000, start=START)
     events = sim.advance(START + 20)
