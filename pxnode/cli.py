@@ -242,7 +242,7 @@ def replay(
 ) -> None:
     """Turn a recorded tape (or a NATS stream) into bars, deterministically and fast."""
     # polars loads only for the final write (pxnode.replay): one stream out, so one thread
-    # and an allocator that hands memory back at once keep the peak low (about 15 MiB).
+    # and an allocator that hands memory back at once keep the peak ~10 MiB lower.
     os.environ.setdefault("POLARS_MAX_THREADS", "1")
     os.environ.setdefault("_RJEM_MALLOC_CONF", POLARS_ALLOCATOR)
     from .replay import ReplayStats, replay_to
