@@ -19,6 +19,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
+import anyio
+
 Tntra = TypeVar("Tntra", contravariant=True)
 T = TypeVar("T")
 
@@ -109,6 +111,16 @@ def optional_ref(ctx: ActorContext, name: str) -> Ref[Any] | None:
         return ctx.ref(name)
     except KeyError:
         return None
+
+
+async def tell_when_room(ref: Ref[Any], msg: Any) -> None:
+    """Tell ``msg`` at once while the mailbox has room, else wait for room: backpressure
+    without the yield an awaited ``tell`` makes on every call (a topic's ``tell_nowait``
+    raises before it delivers to anyone, so the message is sent exactly once)."""
+    try:
+        ref.tell_nowait(msg)
+    except anyio.WouldBlock:
+        await ref.tell(msg)
 
 
 @runtime_checkable

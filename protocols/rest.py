@@ -163,6 +163,15 @@ def retry_after(response: httpx.Response, cap: float) -> float | None:
     return min(seconds, cap)
 
 
+def jittered_backoff(
+    attempt: int, low: float, high: float, jitter: float, rng: random.Random
+) -> float:
+    """Seconds before try ``attempt + 1``: ``low`` doubling per attempt up to ``high``,
+    shortened by up to ``jitter`` (a fraction) so that many callers do not retry in step."""
+    base = min(low * 2.0 ** min(attempt - 1, 64), high)
+    return base * (1 - jitter * rng.random())
+
+
 def backoff(policy: RetryPolicy, rng: random.Random) -> Callable[[RetryCallState], float]:
     """A tenacity ``wait``: the gateway's ``Retry-After`` if it gave one, else jittered backoff."""
 
@@ -170,8 +179,9 @@ def backoff(policy: RetryPolicy, rng: random.Random) -> Callable[[RetryCallState
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, Transient) and exc.retry_after is not None:
             return exc.retry_after
-        base = policy.backoff_min * 2.0 ** min(state.attempt_number - 1, 64)
-        return min(base, policy.backoff_max) * (1 - policy.backoff_jitter * rng.random())
+        return jittered_backoff(
+            state.attempt_number, policy.backoff_min, policy.backoff_max, policy.backoff_jitter, rng
+        )
 
     return wait
 

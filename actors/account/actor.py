@@ -234,8 +234,8 @@ class AccountActor:
                 logger.warning("no tick value for %s: %s", contract[:60], exc)
 
     def _retry_delay(self, config: AccountConfig, failures: int) -> float:
-        base = min(config.resync_min * 2.0 ** min(failures - 1, 64), config.resync_max)
-        return base * (1 - config.backoff_jitter * self._rng.random())
+        low, high, jitter = config.resync_min, config.resync_max, config.backoff_jitter
+        return rest.jittered_backoff(failures, low, high, jitter, self._rng)
 
 
 async def _publish(topic: Ref[Any], events: list[AccountEvent]) -> None:

@@ -14,7 +14,7 @@ import anyio.lowlevel
 
 from protocols.checks import count, non_negative, positive
 from protocols.errors import ConfigError
-from protocols.interfaces import ActorContext, Inbox, Ref
+from protocols.interfaces import ActorContext, Inbox, Ref, tell_when_room
 from protocols.messages import (
     BackfillBars,
     BackfillStarted,
@@ -177,17 +177,11 @@ class BarsActor:
         """Tell the batch's bars, waiting only while a subscriber is full; True if any.
 
         The caller yields after a batch that told something (once its latency is sampled).
-
-        A topic's ``tell_nowait`` raises ``WouldBlock`` before it delivers to
-        anyone, so the awaited retry sends each message exactly once.
         """
         self._collect_touched()
         outbox, self._outbox = self._outbox, []
         for msg in outbox:
-            try:
-                topic.tell_nowait(msg)
-            except anyio.WouldBlock:
-                await topic.tell(msg)
+            await tell_when_room(topic, msg)
         return bool(outbox)
 
     def _report(self, stats: Ref[Any], latencies: list[float]) -> None:

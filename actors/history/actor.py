@@ -235,8 +235,8 @@ class HistoryActor:
 
     def _refill_delay(self, refills: int) -> float:
         config = self._config
-        base = min(config.refill_min * 2.0 ** min(refills - 1, 64), config.refill_max)
-        return base * (1 - config.backoff_jitter * self._rng.random())
+        low, high, jitter = config.refill_min, config.refill_max, config.backoff_jitter
+        return rest.jittered_backoff(refills, low, high, jitter, self._rng)
 
     async def _round(
         self, client: httpx.AsyncClient, cut: int, auth: Ref[Any], bars: Ref[Any], stats: Ref[Any]

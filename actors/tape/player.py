@@ -44,7 +44,7 @@ from typing import Any, Final
 import anyio
 import anyio.lowlevel
 
-from protocols.interfaces import ActorContext, Inbox, Ref
+from protocols.interfaces import ActorContext, Inbox, Ref, tell_when_room
 from protocols.messages import (
     Flush,
     HubMessageReceived,
@@ -161,23 +161,15 @@ async def _feed(
             t = record.t
             if pacer is not None and t > pacer.now:
                 if frames:  # what is due now goes before the wait for what is not
-                    await _tell(validation, HubMessagesReceived(frames))
+                    await tell_when_room(validation, HubMessagesReceived(frames))
                     frames = []
                 await pacer.until(t)
             frames.append(HubMessageReceived(record.hub, record.target, record.arguments, t))
             if t >= next_second or len(frames) >= MAX_FRAMES:
-                await _tell(validation, HubMessagesReceived(frames))
+                await tell_when_room(validation, HubMessagesReceived(frames))
                 frames = []
                 if t >= next_second:
                     next_second = math.floor(t) + 1.0
-                    await _tell(bars, Tick(now=t))
+                    await tell_when_room(bars, Tick(now=t))
     if frames:
-        await _tell(validation, HubMessagesReceived(frames))
-
-
-async def _tell(ref: Ref[Any], msg: Any) -> None:
-    """Await only when the mailbox is full (an awaited tell yields on every call)."""
-    try:
-        ref.tell_nowait(msg)
-    except anyio.WouldBlock:
-        await ref.tell(msg)
+        await tell_when_room(validation, HubMessagesReceived(frames))

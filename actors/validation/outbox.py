@@ -9,11 +9,7 @@ unchanged to ``topic.user``.
 
 from __future__ import annotations
 
-from typing import Any
-
-import anyio
-
-from protocols.interfaces import ActorContext, Ref
+from protocols.interfaces import ActorContext, tell_when_room
 from protocols.messages import (
     DepthAccepted,
     DepthsAccepted,
@@ -58,19 +54,11 @@ class Outbox:
         if self.quotes:
             quotes = QuotesAccepted(quotes=self.quotes)
             self.quotes = []
-            await _tell(quotes_topic, quotes)
+            await tell_when_room(quotes_topic, quotes)
         if self.depth:
             depths = DepthsAccepted(depths=self.depth)
             self.depth = []
-            await _tell(depth_topic, depths)
+            await tell_when_room(depth_topic, depths)
         for frame in self.user:
-            await _tell(user_topic, frame)
+            await tell_when_room(user_topic, frame)
         self.user.clear()
-
-
-async def _tell(ref: Ref[Any], msg: Any) -> None:
-    """Awaits only when the mailbox is full: backpressure, but no yield per message."""
-    try:
-        ref.tell_nowait(msg)
-    except anyio.WouldBlock:
-        await ref.tell(msg)
