@@ -41,10 +41,9 @@ import math
 import os
 import random
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio
-import httpx
 import msgspec
 
 from protocols import rest
@@ -69,6 +68,9 @@ from protocols.messages import (
     TokenIssued,
 )
 from protocols.secrets import Secret, jwt_expiry, redact, redact_userinfo
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger("pxnode.auth")
 
@@ -173,6 +175,8 @@ class AuthActor:
         return f"<AuthActor {state} expires_at={self._expires_at:.0f} waiting={len(self._waiters)}>"
 
     async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
+        import httpx
+
         tokens = ctx.ref(TOKENS_TOPIC)
         config = self._config
         self._wake = anyio.Event()

@@ -29,6 +29,11 @@ alike and count alike.
 
 Invariant: no text raised or logged here holds a secret; whatever may echo one
 (an httpx error can quote a header) passes ``redact`` with the caller's secrets.
+
+httpx is imported where a client is made or its errors caught, here and in every
+REST caller, never at module level: a node fed from a tape (``pxnode replay``)
+makes no request, and httpx 0.29 loads rich, pygments and click with it (9 MiB
+of the replay's 100 MiB budget, 0.2 s of its start-up).
 """
 
 from __future__ import annotations
@@ -38,10 +43,9 @@ import math
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import anyio
-import httpx
 import msgspec
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type
 
@@ -51,6 +55,9 @@ from protocols.errors import GatewayError, PxError
 from protocols.interfaces import Ref
 from protocols.messages import GetToken, RefreshToken, TokenIssued
 from protocols.secrets import Secret, redact
+
+if TYPE_CHECKING:
+    import httpx
 
 T = TypeVar("T")
 R = TypeVar("R", bound=gw.RestResponse)
@@ -259,6 +266,8 @@ async def post_json(
     ``bearer`` and ``secrets`` are redacted from every message. With a
     ``budget`` the request first waits for its slot, and a 429 holds the budget.
     """
+    import httpx
+
     if budget is not None:
         await budget.acquire(path)
     headers = {"content-type": "application/json", "accept": "application/json"}

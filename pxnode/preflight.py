@@ -9,16 +9,21 @@ for the CLI and embedding applications alike.
 
 from __future__ import annotations
 
-import httpx
+from typing import TYPE_CHECKING
 
 from protocols.errors import GatewayError
 from protocols.secrets import redact_userinfo
+
+if TYPE_CHECKING:
+    import httpx
 
 
 async def check_reachable(
     api_url: str, *, transport: httpx.AsyncBaseTransport | None = None, timeout: float = 10.0
 ) -> None:
     """``GatewayError`` if nothing answers at ``api_url`` (any HTTP answer will do)."""
+    import httpx
+
     async with httpx.AsyncClient(base_url=api_url, transport=transport, timeout=timeout) as client:
         try:
             await client.get("/api/Status/ping")

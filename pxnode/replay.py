@@ -63,6 +63,9 @@ SPILL_ROWS = 20_000
 """Final bars held before they are appended to the spill (a few MiB of them)."""
 ROW_GROUP = 20_000
 """Rows per Parquet row group: what the output writer buffers at a time."""
+SPILL_BLOCK = 5_000
+"""Spilled rows handed to polars' sink per block: a fifth of a row group holds the
+write's peak 4-5 MiB lower than a whole one, for the same time (measured)."""
 
 if TYPE_CHECKING:
     import polars as pl
@@ -404,7 +407,7 @@ class _Series:
             for (contract, timeframe), path in files:
                 with path.open("rb") as file:
                     while (left is None or left > 0) and (
-                        rows := b"".join(itertools.islice(file, ROW_GROUP))
+                        rows := b"".join(itertools.islice(file, SPILL_BLOCK))
                     ):
                         block = _block(rows, contract, timeframe)
                         if predicate is not None:

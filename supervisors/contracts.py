@@ -8,9 +8,8 @@ alike: an unknown symbol is one clear ``ConfigError``, never a node with no data
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import httpx
 import msgspec
 
 from actors.auth import AuthConfig
@@ -27,6 +26,9 @@ from protocols.gateway import (
 )
 from protocols.rest import RestBudget
 from protocols.secrets import redact_userinfo
+
+if TYPE_CHECKING:
+    import httpx
 
 CONTRACT_ID_PREFIX = "CON."
 
@@ -48,6 +50,8 @@ async def resolve_contracts(
     budget: RestBudget | None = None,
 ) -> list[str]:
     """Contract ids for ``names`` (ids unchanged); ``ConfigError`` for an unknown symbol."""
+    import httpx
+
     symbols = [name for name in names if not is_contract_id(name)]
     if not symbols:
         return list(names)
@@ -101,6 +105,8 @@ async def _post(
     token: str | None,
     budget: RestBudget | None = None,
 ) -> bytes:
+    import httpx
+
     if budget is not None:
         await budget.acquire(path)
     headers = {"Content-Type": "application/json"}

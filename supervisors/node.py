@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 import msgspec
 import psutil
 
@@ -77,6 +76,7 @@ from .supervisor import ChildSpec, RestartType, Supervisor, unwrap
 from .topic import Subscription, Topic
 
 if TYPE_CHECKING:
+    import httpx
     import polars as pl
 
 TOPICS = (

@@ -36,10 +36,9 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 import msgspec
 
 from protocols import rest
@@ -51,6 +50,9 @@ from protocols.messages import CountersReported, HubMessageReceived, Request, St
 from .book import AccountBook
 from .config import COUNTERS, AccountConfig
 from .sync import Searches
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger("pxnode.account")
 
@@ -148,6 +150,8 @@ class AccountActor:
     async def _sync_forever(
         self, config: AccountConfig, ctx: ActorContext, topic: Ref[Any]
     ) -> None:
+        import httpx
+
         auth = ctx.ref("auth")
         hub = optional_ref(ctx, "connection_user") if not config.accounts else None
         with anyio.move_on_after(config.start_grace):

@@ -19,9 +19,8 @@ import math
 import random
 from collections.abc import MutableMapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
-import httpx
 import msgspec
 
 from protocols import gateway as gw
@@ -40,6 +39,9 @@ from protocols.interfaces import Ref
 from protocols.timeframes import BarClock, parse_timeframe
 
 from .config import AccountConfig
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger("pxnode.account")
 

@@ -66,11 +66,10 @@ import contextlib
 import itertools
 import logging
 from collections import Counter
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
 import anyio.abc
-import httpx
 from wsproto.connection import ConnectionState
 from wsproto.events import CloseConnection, Pong
 from wsproto.events import Ping as WsPing
@@ -107,6 +106,9 @@ from .link import STREAM_ERRORS, Link, take
 from .opening import MAX_REASON as _MAX_REASON
 from .opening import Opener
 from .transport import Connect, Endpoint
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger("pxnode.connection")
 

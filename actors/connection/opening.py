@@ -10,11 +10,10 @@ nothing here logs, so a cancel leaves nothing open and no token anywhere.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 import anyio.abc
-import httpx
 from wsproto import WSConnection
 from wsproto.events import CloseConnection, Event
 from wsproto.events import Ping as WsPing
@@ -28,6 +27,9 @@ from protocols.signalr import HandshakeRequest, HandshakeResponse, Role, SignalR
 from .config import HubConfig
 from .link import STREAM_ERRORS, Link, take, text_frame
 from .transport import Connect, Endpoint, negotiate, upgrade
+
+if TYPE_CHECKING:
+    import httpx
 
 MAX_REASON: Final = 200
 """Characters of a server-given reason that make it into a message."""
@@ -67,6 +69,8 @@ class Opener:
 
     async def _open(self, token: Secret) -> Link:
         """Negotiate, connect, upgrade and shake hands; the stream is closed on any failure."""
+        import httpx
+
         config, endpoint = self._config, self._endpoint
         params = {"access_token": token.reveal()}
         connection_id = None

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Final, TypeAlias
+from typing import TYPE_CHECKING, Final, TypeAlias
 from urllib.parse import urlencode, urlsplit
 
 import anyio
 import anyio.abc
-import httpx
 import msgspec
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, Event, RejectConnection, Request
@@ -27,6 +26,9 @@ from wsproto.utilities import ProtocolError as WSProtocolError
 
 from protocols.errors import ConfigError, ConnectionLost
 from protocols.secrets import Secret, redact
+
+if TYPE_CHECKING:
+    import httpx
 
 Connect: TypeAlias = Callable[[str, int], Awaitable[anyio.abc.ByteStream]]
 """The transport seam: open a byte stream to (host, port)."""
@@ -113,6 +115,8 @@ class Negotiated(msgspec.Struct, frozen=True):
 
 async def negotiate(client: httpx.AsyncClient, endpoint: Endpoint, token: Secret) -> Negotiated:
     """POST ``{hub}/negotiate?negotiateVersion=1``; raises ``ConnectionLost`` on any refusal."""
+    import httpx
+
     where = f"negotiate at {endpoint.authority}{endpoint.path}"
     headers = {"authorization": f"Bearer {token.reveal()}", "content-length": "0"}
     try:

@@ -10,10 +10,9 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Iterable
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
-import httpx
 
 from protocols import gateway as gw
 from protocols import rest
@@ -51,6 +50,9 @@ from .window import (
     segments,
     to_bar,
 )
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger("pxnode.history")
 
@@ -91,6 +93,8 @@ class HistoryActor:
         return f"<HistoryActor hub={self._hub} want={len(self._want)} cut={self._cut}>"
 
     async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
+        import httpx
+
         auth, bars, stats = ctx.ref("auth"), ctx.ref("bars"), ctx.ref("stats")
         self._down_since = ctx.wall_time()
         self._wake = anyio.Event()

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import logging
 import random
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
-import httpx
 import msgspec
 
 from protocols import gateway as gw
@@ -20,6 +19,9 @@ from protocols import rest
 from protocols.interfaces import Ref
 
 from .config import HistoryConfig
+
+if TYPE_CHECKING:
+    import httpx
 
 logger = logging.getLogger("pxnode.history")
 

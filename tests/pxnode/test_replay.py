@@ -329,7 +329,7 @@ def test_the_spill_is_a_lazy_frame_that_honours_projection_filter_and_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The output reads the spill through a polars IO source: it must obey pushdowns."""
-    monkeypatch.setattr(pxnode.replay, "ROW_GROUP", 3)  # several blocks per series
+    monkeypatch.setattr(pxnode.replay, "SPILL_BLOCK", 3)  # several blocks per series
     series = pxnode.replay._Series(tmp_path)
     held = [b for b in EXPECTED if b.contract == A] + [b for b in EXPECTED if b.contract == B]
     for b in held:
@@ -351,7 +351,7 @@ import pxnode.replay as replay
 seen = []
 frame = replay._Series.frame
 def spy(self):
-    seen.append(sorted(m for m in ("polars", "trio") if m in sys.modules))
+    seen.append(sorted(m for m in ("httpx", "polars", "rich", "trio") if m in sys.modules))
     return frame(self)
 replay._Series.frame = spy
 atexit.register(lambda: print(seen, os.environ.get("POLARS_MAX_THREADS")))
@@ -361,11 +361,11 @@ main()
 """
 
 
-def test_pxnode_replay_loads_polars_only_for_the_write_and_never_trio(
+def test_pxnode_replay_loads_polars_only_for_the_write_and_never_trio_httpx_or_rich(
     tape: Path, tmp_path: Path
 ) -> None:
-    """Memory (bench/rss.py): polars is a third of a replay's peak, trio 12 MiB. (rich is
-    ours to load only to draw, but httpx imports it too where click is installed.)"""
+    """Memory (bench/rss.py): polars is a third of a replay's peak, trio 12 MiB, httpx 9
+    (it loads rich, pygments and click); rich is loaded only to draw a progress bar."""
     out = tmp_path / "bars.parquet"
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(tape), str(out)],
