@@ -68,7 +68,8 @@ class TimestampParser:
         # Only an extended-format prefix fixes the date and time to the second by itself.
         key = text[:19]
         if (
-            key.isascii()
+            len(key) == 19  # fromisoformat takes "2025-01-21" and "2025-01-21T14:30" too
+            and key.isascii()
             and key[4] == key[7] == "-"
             and key[10] == "T"
             and key[13] == key[16] == ":"

@@ -182,6 +182,21 @@ def test_timestamp_missing_or_unparseable(ts: Any) -> None:
     assert reasons(judge_trades(trade(ts=ts))) == {"timestamp": 1}
 
 
+@pytest.mark.parametrize(
+    ("ts", "micros"),
+    [
+        ("2025-01-21", RECV_US - 52_200_000_000),
+        ("2025-01-21T14", RECV_US - 1_800_000_000),
+        ("2025-01-21T14:30", RECV_US),
+        ("2025-01-21T14:30Z", RECV_US),
+    ],
+)
+def test_a_timestamp_coarser_than_a_second_is_a_time_not_a_crash(ts: str, micros: int) -> None:
+    """ISO 8601 lets a time stop at the day, hour or minute; these raised IndexError."""
+    j = judge_trades(trade(ts=ts), trade(ts=ts))
+    assert [t.ts for t in j.trades] == [micros, micros]
+
+
 def test_timestamp_key_missing() -> None:
     item = trade()
     del item["timestamp"]

@@ -27,6 +27,14 @@ RECV_US = 1737469800_000000  # 2025-01-21T14:30:00Z
         ("2025-01-21 14:30:00+00:00", RECV_US),  # other ISO forms go the slow path
         ("20250121T143000Z", RECV_US),
         ("2025-01-21T14:30:00+00:00:01", RECV_US - 1_000_000),
+        # shorter than a whole second: never a cache key (they once raised IndexError)
+        ("2025-01-21", RECV_US - 52_200_000_000),
+        ("2025-01-21T14", RECV_US - 1_800_000_000),
+        ("2025-01-21T14:30", RECV_US),
+        ("2025-01-21T14:30Z", RECV_US),
+        ("2025-01-21T14:30:00.123+00:00", RECV_US + 123_000),  # the sim's (and gateway's) form
+        ("2025-01-21T14:30:00.1234567Z", RECV_US + 123_456),
+        ("2025-01-21T14:30:00.+00:00", RECV_US),  # fromisoformat takes a bare dot before a zone
     ],
 )
 def test_timestamp_forms_convert_exactly(text: str, micros: int) -> None:
@@ -45,6 +53,9 @@ def test_timestamp_forms_convert_exactly(text: str, micros: int) -> None:
         "2025-01-21T14:30:00.5ZZ",
         "2025-01-21T14:30:00.5 Z",
         "2025-01-21T14:30:00+0\u0665:00",
+        "2025-01-21T14:30:00.5+00:00+00:00",
+        "2025-01-21T14:30:00.5 +00:00",
+        "2025-01-21T14:30:00.\u00b9Z",  # a digit to str.isdigit, not to fromisoformat
     ],
 )
 def test_warm_caches_never_accept_what_fromisoformat_refuses(text: str) -> None:
