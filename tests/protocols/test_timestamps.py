@@ -116,3 +116,26 @@ def test_a_repeated_text_gets_the_answer_a_fresh_parser_gives(texts: list[object
     parser = TimestampParser()
     for text in texts:
         assert parser.parse(text) == TimestampParser().parse(text)  # type: ignore[arg-type]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    moment=st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
+    zone=st.sampled_from(["", "Z", "+00:00", "-05:00"]),
+    cut=st.integers(0, 40),
+    warm=st.booleans(),
+)
+def test_every_prefix_of_a_timestamp_parses_as_fromisoformat_does_or_not_at_all(
+    moment: datetime, zone: str, cut: int, warm: bool
+) -> None:
+    """A cut-off timestamp is hostile input the caches must not trip over (found: IndexError)."""
+    full = moment.isoformat(timespec="microseconds") + zone
+    text = full[:cut]
+    try:
+        expected: int | None = reference_micros(text)
+    except ValueError:
+        expected = None
+    parser = TimestampParser()
+    if warm:
+        parser.parse(full)
+    assert parser.parse(text) == parser.parse(text) == expected
