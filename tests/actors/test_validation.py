@@ -600,6 +600,48 @@ def test_a_repeated_depth_stamp_is_judged_again_after_a_newer_reset() -> None:
     assert depth_reasons(j) == {"stale": 1}
 
 
+# ------------------------------------------------------------- hostile fields
+
+
+ISO = "2025-01-21T14:30:00.123456+00:00"
+STAMPS = [ISO[:cut] for cut in range(len(ISO) + 1)]  # every cut-off timestamp
+STAMPS += ["2025-01-21 14:30", "20250121", "2025-W04-2", "2025-021", "0001-01-01", "9999-12-31"]
+HOSTILE: st.SearchStrategy[object] = (
+    st.sampled_from(STAMPS)
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False)
+    | st.none()
+    | st.booleans()
+    | st.just([])
+    | st.just({})
+)
+ITEMS: dict[str, Any] = {"GatewayTrade": trade, "GatewayQuote": quote, "GatewayDepth": level}
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    target=st.sampled_from(sorted(ITEMS)),
+    items=st.lists(
+        st.tuples(
+            st.sampled_from(STAMPS),
+            st.dictionaries(
+                st.sampled_from(["price", "volume", "type", "bestBid", "bestAsk", "lastPrice",
+                                 "lastUpdated", "currentVolume", "symbolId"]),
+                HOSTILE, max_size=2),
+        ),
+        min_size=1, max_size=3),
+)  # fmt: skip
+def test_a_sane_frame_with_hostile_fields_is_judged_never_raises(
+    target: str, items: list[tuple[str, dict[str, Any]]]
+) -> None:
+    """Shaped like the gateway's, any timestamp form (cut-off ones found an IndexError) and
+    up to two more fields swapped for something hostile; twice, so the caches are warm."""
+    made = [{**ITEMS[target](), "timestamp": stamp, **change} for stamp, change in items]
+    payload = made[0] if target == "GatewayQuote" else made
+    j = Judged()(frame(payload, target=target), frame(payload, target=target))
+    assert j.actor.counters()["frames_received"] == 2
+
+
 # ---------------------------------------------------------------------- user
 
 
