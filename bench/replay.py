@@ -35,6 +35,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import msgspec
@@ -113,7 +114,7 @@ def nautilus_peer(path: Path) -> tuple[float, int, int] | None:
                 us = parse(item.timestamp)
                 if us is not None and item.price > 0 and item.volume >= 1:
                     trades.append((contract, us * 1000, round(item.price, 2), item.volume))
-    clock, bars = TestClock(), []
+    clock, bars = TestClock(), list[Any]()
     clock.set_time(min(t[1] for t in trades))
     routes = {}
     for n, contract in enumerate(sorted({t[0] for t in trades})):

@@ -1,6 +1,6 @@
 """NATS JetStream publishing and consuming, against core NATS in the same run.
 
-Run: .venv/bin/python bench/nats.py [--trades N] [--seconds S]
+Run: .venv/bin/python bench/jetstream.py [--trades N] [--seconds S]
 Starts a real nats-server (JetStream, loopback, temporary store) and measures:
 
 * baseline: core NATS publish (no JetStream, no acks) of the same payloads;
@@ -17,13 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import sys
 import time
-from pathlib import Path
 from typing import Any
-
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)  # this file is bench/nats.py: do not shadow the nats package
 
 import anyio
 import nats
