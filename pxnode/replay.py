@@ -64,7 +64,7 @@ SPILL_ROWS = 20_000
 ROW_GROUP = 20_000
 """Rows per Parquet row group: what the output writer buffers at a time."""
 SPILL_BLOCK = 5_000
-"""Spilled rows handed to polars' sink per block: a fifth of a row group holds the
+"""Spilled rows handed to polars' sink per block: a quarter of a row group holds the
 write's peak 4-5 MiB lower than a whole one, for the same time (measured)."""
 
 if TYPE_CHECKING:
