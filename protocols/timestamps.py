@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 
-_EPOCH = datetime(1970, 1, 1)
+_EPOCH_DAY = datetime(1970, 1, 1).toordinal()
 _fromisoformat = datetime.fromisoformat
 _ONE_US = timedelta(microseconds=1)
 _NOTHING = object()  # equal to no text
@@ -88,7 +88,9 @@ def _parser() -> Callable[[str], int | None]:
         nonlocal head, head_us
         zone, delta = moment.tzinfo, moment.utcoffset()
         offset = 0 if delta is None else delta // _ONE_US
-        value = (moment.replace(tzinfo=None, microsecond=0) - _EPOCH) // _ONE_US
+        days = moment.toordinal() - _EPOCH_DAY
+        value = ((days * 24 + moment.hour) * 60 + moment.minute) * 60 + moment.second
+        value *= 1_000_000
         # Only an extended-format prefix fixes the date and time to the second by itself.
         key = text[:19]
         if (

@@ -49,6 +49,7 @@ from .outbox import Outbox
 T = TypeVar("T")
 
 _INF = math.inf
+_NAN = math.nan
 _USER_TARGETS = frozenset(USER_EVENTS)
 _USER_ARGS = msgspec.json.Decoder(list[msgspec.Raw])
 
@@ -302,7 +303,8 @@ class ValidationActor:
     # ---------------------------------------------------------------- trades
 
     def on_trade_frame(self, msg: HubMessageReceived, received_us: int, out: list[Trade]) -> None:
-        # The hot loop: everything it touches is a local; one dict write per rejection.
+        # The hot loop: everything it touches is a local (the contract's state too, written
+        # back once per frame); one dict write per rejection.
         frame = self._frame(msg.arguments, TRADE_ARGS, "trades", sanitised_trade)
         if frame is None:
             return
@@ -312,12 +314,19 @@ class ValidationActor:
         max_future, max_age, stale, spike_low, spike_high = self._limits
         latest, earliest = received_us + max_future, received_us - max_age
         state = self._trade_state.get(contract)
-        if state is not None and state[0] > latest:
-            # The newest accepted ts lies beyond what this frame could carry: it came from
-            # a clock that has since been corrected (a far-future tape line). Judged against
-            # it every good trade would be stale forever, so it restarts at the receive time.
-            state[0] = received_us
-            counts["trades_reference_reset"] += 1
+        if state is None:
+            # No trade yet: nothing is stale, and a NaN last price makes no spike.
+            newest: float = -_INF
+            last_price = _NAN
+        else:
+            newest, last_price = state[0], state[1]
+            if newest > latest:
+                # The newest accepted ts lies beyond what this frame could carry: it came from
+                # a clock that has since been corrected (a far-future tape line). Judged against
+                # it every good trade would be stale forever, so it restarts at the receive time.
+                newest = state[0] = received_us
+                counts["trades_reference_reset"] += 1
+        oldest = newest - stale  # a trade before it is stale
         append = out.append
         accepted = 0
         for item in items:
@@ -332,28 +341,28 @@ class ValidationActor:
                 reason = "trades_rejected.future"
             elif ts < earliest:
                 reason = "trades_rejected.too_old"
-            elif state is None:
-                state = self._trade_state[contract] = [ts, price, 0]
-                append(Trade(contract, ts, price, volume, item.type, received_at))
-                accepted += 1
-                continue
-            elif ts < state[0] - stale:
+            elif ts < oldest:
                 reason = "trades_rejected.stale"
-            elif (deviation := abs(price / state[1] - 1.0)) > spike_low and (
-                deviation > spike_high or spike_exceeds(price, state[1], self.config.max_spike)
+            elif (deviation := abs(price / last_price - 1.0)) > spike_low and (
+                deviation > spike_high or spike_exceeds(price, last_price, self.config.max_spike)
             ):
                 reason = "trades_rejected.spike"
             else:
-                if ts > state[0]:
-                    state[0] = ts
-                state[1] = price
+                if ts > newest:
+                    newest = ts
+                    oldest = ts - stale
+                last_price = price
                 append(Trade(contract, ts, price, volume, item.type, received_at))
                 accepted += 1
                 continue
             counts[reason] += 1
         if accepted:
             counts["trades_accepted"] += accepted
-            state[2] += accepted  # type: ignore[index]  # accepted > 0: state exists
+            if state is None:
+                self._trade_state[contract] = [newest, last_price, accepted]
+            else:
+                state[0], state[1] = newest, last_price
+                state[2] += accepted
 
     # ---------------------------------------------------------- quotes, depth
 
