@@ -80,7 +80,21 @@ class DepthItem(Wire, frozen=True):
 
 
 TRADE_ARGS = msgspec.json.Decoder(tuple[str, list[TradeItem] | TradeItem])
-"""Fast path for a whole GatewayTrade arguments array; on failure judge item by item."""
+"""A whole GatewayTrade arguments array, every field of its items."""
+
+
+class TradeTick(Wire, frozen=True, gc=False):
+    """What validation reads of a ``TradeItem``: its symbolId is skipped, never decoded."""
+
+    price: float
+    timestamp: str
+    type: int
+    volume: int
+
+
+TRADE_TICKS = msgspec.json.Decoder(tuple[str, list[TradeTick] | TradeTick])
+"""Validation's fast path for a GatewayTrade arguments array (one string fewer per item
+than ``TRADE_ARGS``); on failure it judges item by item."""
 
 QUOTE_ARGS = msgspec.json.Decoder(tuple[str, QuoteItem])
 DEPTH_ARGS = msgspec.json.Decoder(tuple[str, list[DepthItem] | DepthItem])

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 import anyio.lowlevel
 import msgspec
 
-from protocols.gateway import DEPTH_ARGS, QUOTE_ARGS, TRADE_ARGS
+from protocols.gateway import DEPTH_ARGS, QUOTE_ARGS, TRADE_TICKS
 from protocols.hubs import USER_EVENTS
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
@@ -305,7 +305,7 @@ class ValidationActor:
     def on_trade_frame(self, msg: HubMessageReceived, received_us: int, out: list[Trade]) -> None:
         # The hot loop: everything it touches is a local (the contract's state too, written
         # back once per frame); one dict write per rejection.
-        frame = self._frame(msg.arguments, TRADE_ARGS, "trades", sanitised_trade)
+        frame = self._frame(msg.arguments, TRADE_TICKS, "trades", sanitised_trade)
         if frame is None:
             return
         contract, items = frame

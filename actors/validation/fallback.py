@@ -20,7 +20,7 @@ from collections.abc import Callable
 from fractions import Fraction
 from typing import Any, TypeVar
 
-from protocols.gateway import DepthItem, DomType, QuoteItem, TradeItem
+from protocols.gateway import DepthItem, DomType, QuoteItem, TradeTick
 
 T = TypeVar("T")
 
@@ -87,9 +87,8 @@ def fallback(
     return args[0], items
 
 
-def sanitised_trade(raw: dict[str, Any]) -> TradeItem:
-    return TradeItem(
-        symbol_id="",
+def sanitised_trade(raw: dict[str, Any]) -> TradeTick:
+    return TradeTick(
         price=_price(raw.get("price")),
         timestamp=_text(raw.get("timestamp")),
         type=_count(raw.get("type")),

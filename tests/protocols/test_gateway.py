@@ -13,6 +13,7 @@ from protocols.gateway import (
     ENCODER,
     QUOTE_ARGS,
     TRADE_ARGS,
+    TRADE_TICKS,
     Account,
     AccountSearchRequest,
     AccountSearchResponse,
@@ -42,6 +43,7 @@ from protocols.gateway import (
     TradeRecord,
     TradeSearchRequest,
     TradeSearchResponse,
+    TradeTick,
     UserAccount,
     UserOrder,
     UserPosition,
@@ -289,6 +291,16 @@ def test_trade_payload_is_a_list_or_one_object() -> None:
         [expected, expected],
     )
     assert TRADE_ARGS.decode(b'["C",' + item + b"]") == ("C", expected)
+
+
+def test_validation_reads_trade_items_without_their_symbol() -> None:
+    item = b'{"symbolId":"F.US.MNQ","price":1.5,"timestamp":"%s","type":1,"volume":3}' % (
+        TS.encode()
+    )
+    tick = TradeTick(price=1.5, timestamp=TS, type=1, volume=3)
+    assert TRADE_TICKS.decode(b'["C",[' + item + b"," + item + b"]]") == ("C", [tick, tick])
+    no_symbol = b'{"price":1.5,"timestamp":"%s","type":1,"volume":3}' % TS.encode()
+    assert TRADE_TICKS.decode(b'["C",' + no_symbol + b"]") == ("C", tick)
 
 
 def test_depth_payload_is_a_list_or_one_object() -> None:
