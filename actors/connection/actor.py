@@ -98,7 +98,7 @@ from protocols.messages import (
     TokenIssued,
 )
 from protocols.secrets import redact
-from protocols.signalr import BadMessage, Close, Completion, Invocation, Ping, Sentinel
+from protocols.signalr import BadMessage, Close, Completion, Invocation, Ping, Sentinel, State
 
 from .book import BadCommand, Call, SubscriptionBook
 from .config import HubConfig
@@ -313,6 +313,8 @@ class ConnectionActor:
         logger.warning("%s: ignoring %s", self._where, type(msg).__name__)
 
     async def _invoke(self, link: Link, call: Call) -> None:
+        if link.codec.state is not State.OPEN:
+            return  # the server closed the hub under us: the book resubscribes on the next one
         target, arguments = call
         ident = str(next(link.ids))
         link.pending[ident] = target
@@ -326,7 +328,8 @@ class ConnectionActor:
         link.closing = True
         with anyio.move_on_after(self._config.close_timeout):
             if link.ws.state is ConnectionState.OPEN:
-                await link.outbox.send(link.text(Close()))
+                if link.codec.state is State.OPEN:  # not after the server's own Close
+                    await link.outbox.send(link.text(Close()))
                 await link.outbox.send(link.ws.send(CloseConnection(code=1000)))
                 await link.closed.wait()
 
@@ -480,7 +483,7 @@ class ConnectionActor:
         """
         for n in itertools.count():
             await anyio.sleep(self._config.keepalive_interval)
-            if link.closing:
+            if link.closing or link.codec.state is not State.OPEN:
                 return
             payload = n.to_bytes(8, "big")
             try:

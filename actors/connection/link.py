@@ -76,7 +76,8 @@ def take(codec: SignalRConnection, events: list[Event], counters: Counter[str]) 
     controls = []
     for event in events:
         if isinstance(event, TextMessage):
-            codec.receive_data(event.data.encode())
+            if event.data:  # an empty frame carries no record, and b"" would tell the codec EOF
+                codec.receive_data(event.data.encode())
         elif isinstance(event, BytesMessage):
             counters["bad.binary"] += 1  # the JSON protocol speaks text only
         else:

@@ -64,6 +64,8 @@ FLUSH_TIMEOUT: Final = 120.0
 """Seconds a barrier may take: it waits for at most one full mailbox of work."""
 MAX_FRAMES: Final = 64
 """Most frames told to validation in one message (fewer if a tape second ends first)."""
+TICK_GAP: Final = 0.001
+"""Wall seconds a paced tape waits at least between two of its quiet-stretch ticks."""
 
 Records = Callable[[TapeCounts], Iterator[list[TapeLine]]]
 """Opens the tape: its good records in file order, a list per chunk, ``counts`` kept current."""
@@ -125,11 +127,17 @@ class TapePlayer:
 class _Pacer:
     """Holds the tape back until tape time ``t`` is due in wall time (``speed`` tape
     seconds per second from the first line on), ticking bars every whole tape second
-    on the way: a quiet stretch of the tape still closes its bars on time."""
+    on the way: a quiet stretch of the tape still closes its bars on time.
+
+    Ticks come at most every ``TICK_GAP`` of wall time: at a high speed a tick
+    covers that many tape seconds (a bar closes at most that late, in wall time),
+    so a long quiet stretch is a few ticks, not one per tape second (a far-future
+    line once meant ~1e11 of them)."""
 
     def __init__(self, speed: float, bars: Ref[Any]) -> None:
         self.now = -math.inf  # the tape time reached
         self._speed = speed
+        self._step = max(1.0, float(math.ceil(speed * TICK_GAP)))  # tape seconds per tick
         self._bars = bars
         self._origin: tuple[float, float] | None = None  # tape t and anyio time of the first line
 
@@ -139,12 +147,12 @@ class _Pacer:
             self.now = t
             return
         tape0, wall0 = self._origin
-        second = math.floor(self.now) + 1.0
+        second = math.floor(self.now) + self._step
         while second < t:
             await anyio.sleep_until(wall0 + (second - tape0) / self._speed)
             await self._bars.tell(Tick(now=second))
             self.now = second
-            second += 1.0
+            second += self._step
         await anyio.sleep_until(wall0 + (t - tape0) / self._speed)
         self.now = t
 

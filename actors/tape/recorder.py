@@ -13,8 +13,8 @@ break the line framing, so such an array is re-written without whitespace;
 its values are unchanged.
 
 Reading: the tape is read in large binary chunks cut at the last newline, and
-each chunk is decoded in one ``decode_lines`` call. One bad line fails that
-call, so only then is the chunk decoded line by line. A line that is not JSON
+each line of a chunk is decoded in one pass. One bad line fails that pass, so
+only then is the chunk decoded line by line, counting. A line that is not JSON
 or not the shape above (``t`` a finite number >= 0, ``hub`` "market" or "user",
 ``target`` a string, ``arguments`` an array) or nested beyond msgspec's depth
 limit (1000) is counted as malformed and skipped; blank lines are not
@@ -138,17 +138,18 @@ def _read_chunks(tape: BinaryIO, path: str | Path, counts: TapeCounts) -> Iterat
 
 
 def decode_chunk(body: bytes, counts: TapeCounts) -> list[TapeLine]:
-    """Decode whole lines: one ``decode_lines`` call, line by line only if that fails.
+    """Decode whole lines, each on its own; line by line, counting, if any fails.
 
-    ``decode_lines`` also accepts two objects on one line and skips blank lines,
-    so its result is trusted only when it holds exactly one record per line.
+    Not ``decode_lines``: it parses a stream, taking two records on one line and
+    one record over two lines, so its count of records could not say that every
+    line held one (a blank line once cancelled a line of two records out).
+    Splitting first costs ~10 % of the decode.
     """
+    decode = _DECODER.decode
     try:
-        records = _DECODER.decode_lines(body)
+        records = [decode(line) for line in body.split(b"\n") if line]
     except (msgspec.DecodeError, RecursionError):
-        return _decode_each(body, counts)
-    if len(records) != body.count(b"\n") + (not body.endswith(b"\n")):
-        return _decode_each(body, counts)
+        return _decode_each(body, counts)  # a blank line of spaces comes here too: rare
     good = [r for r in records if _is_array(r.arguments)]
     counts.lines += len(records)
     counts.malformed += len(records) - len(good)

@@ -282,6 +282,8 @@ class GatewaySim:
                 if isinstance(event, Message):
                     c.last_read = anyio.current_time()
                     raw = event.data.encode() if isinstance(event, TextMessage) else event.data
+                    if not raw:
+                        continue  # an empty frame carries nothing; b"" would mean the client left
                     reply = c.session.receive(bytes(raw))
                     if reply:
                         self._enqueue(c, reply)

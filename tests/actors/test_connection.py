@@ -864,6 +864,48 @@ async def test_the_ways_a_socket_ends_raise_connection_lost(
 
 
 @pytest.mark.trio
+async def test_an_empty_text_frame_is_nothing_not_the_end_of_the_stream(
+    autojump_clock: Any,
+) -> None:
+    """It once reached the codec as b"" (its EOF): the hub went deaf, and the next
+    heartbeat's send raised out of the actor."""
+    async with rigged(server_timeout=30.0, keepalive_interval=15.0) as rig:
+        rig.book.apply(SubscribeContract(MNQ, ("trades",)))
+        rig.start()
+        peer = await rig.peer()
+        await peer.calls(1)
+        await peer.trade(1.0)
+        await peer.send_text("")
+        await peer.trade(2.0)
+        await until(lambda: rig.trades() == [1.0, 2.0])
+        rig.tg.start_soon(peer.drain)
+        for _ in range(4):  # heartbeats go out, and the server's pings keep the hub alive
+            await anyio.sleep(20)
+            await peer.send(Ping())
+        assert rig.error is None and not rig.done.is_set()
+        assert sum(isinstance(m, Ping) for m in peer.seen) >= 4
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize("run", range(12))  # trio shuffles ready tasks: each order, likely
+@pytest.mark.parametrize("command", [Stop(), SubscribeContract(MNQ)], ids=["stop", "subscribe"])
+async def test_a_command_racing_the_servers_close_sends_nothing_on_a_closed_hub(
+    autojump_clock: Any, run: int, command: Any
+) -> None:
+    """The server's Close closes the codec; a command already taken from the inbox
+    once sent on it anyway (ProtocolError out of the actor, about every other run)."""
+    async with rigged() as rig:
+        rig.start()
+        peer = await rig.peer()
+        rig.tg.start_soon(peer.drain)
+        await anyio.sleep(1)
+        await peer.send(Close(error="bye"))
+        rig.tell(command)
+        error = await rig.ended()
+        assert error is None or isinstance(error, ConnectionLost), repr(error)
+
+
+@pytest.mark.trio
 async def test_a_close_from_the_server_is_answered(autojump_clock: Any) -> None:
     async with rigged() as rig:
         rig.start()

@@ -222,6 +222,29 @@ def test_reader_counts_and_skips_every_malformed_line(tmp_path: Path) -> None:
     assert all(bytes(r.arguments) == b'["C",[]]' for r in read)
 
 
+_CUT = GOOD.index(b",") + 1  # a record split over two lines between two of its tokens
+
+
+@pytest.mark.parametrize(
+    ("body", "lines", "malformed"),
+    [
+        (GOOD + GOOD + b"\n\n", 1, 1),  # a blank line once cancelled the glued line out
+        (GOOD + b" " + GOOD + b"\n" + GOOD + b"\n\n", 2, 1),
+        (GOOD[:_CUT] + b"\n" + GOOD[_CUT:] + b"\n" + GOOD + GOOD + b"\n", 3, 3),
+    ],
+    ids=["glued-and-blank", "glued-spaced", "split-and-glued"],
+)
+def test_every_line_holds_one_record_or_is_malformed(
+    tmp_path: Path, body: bytes, lines: int, malformed: int
+) -> None:
+    """A JSON stream parser takes these; the tape format does not (one record per line)."""
+    tape = tmp_path / "a.tape"
+    tape.write_bytes(body)
+    read, counts = lines_of(tape)
+    assert counts == TapeCounts(lines=lines, malformed=malformed, bytes_read=size(tape))
+    assert len(read) == lines - malformed
+
+
 def test_reader_handles_crlf_blank_lines_and_a_missing_final_newline(tmp_path: Path) -> None:
     tape = tmp_path / "a.tape"
     tape.write_bytes(b"\r\n" + GOOD + b"\r\n\n  \t\n" + GOOD + b"\n" + GOOD)

@@ -102,6 +102,28 @@ async def test_at_a_recorded_pace_bars_close_when_they_closed_live(
 
 
 @pytest.mark.trio
+async def test_a_quiet_day_at_a_high_speed_is_a_few_ticks_not_one_per_tape_second(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    """Ticks come at most once per millisecond of wall time: at 1e9x one covers ~1e6 tape
+    seconds (a tick per tape second made a far-future line ~1e11 mailbox messages)."""
+    path = tmp_path / "gap.tape"
+    stamps = ["2025-01-21T14:30:10Z", "2025-01-22T14:30:10Z"]
+    path.write_text(
+        "\n".join(line(s, "GatewayTrade", "CON.F.US.A", [item(100.0, 1, s)]) for s in stamps) + "\n"
+    )
+    async with open_node(tape_config(path, ["1min"], speed=1e9)) as node:
+        stream = node.stream_bars(capacity=1000)
+        played = await node.play()
+        closed = [m.bar.start for m in stream.drain(1000) if isinstance(m, BarClosed)]
+        told = {s.name: s.told for s in node.mailbox_statistics()}
+        stream.dispose()
+    assert played.counters["trades_accepted"] == 2
+    assert closed == [unix("2025-01-21T14:30:00Z") * 1e6, unix("2025-01-22T14:30:00Z") * 1e6]
+    assert told["bars"] < 20
+
+
+@pytest.mark.trio
 async def test_leaving_the_block_mid_tape_stops_the_player(
     autojump_clock: Any, tmp_path: Path
 ) -> None:

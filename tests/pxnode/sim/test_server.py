@@ -146,6 +146,20 @@ async def test_upgrades_are_refused_before_the_101(
             assert plain.status_code == 400  # a hub without a websocket upgrade
 
 
+async def test_an_empty_text_frame_from_a_client_is_nothing(anyio_backend: str) -> None:
+    """It once reached the session's codec as b"" (its EOF): the hub stopped listening."""
+    with anyio.fail_after(5):
+        async with running(SimConfig(**FAST)) as gateway:
+            token = gateway.tokens.mint("demo")
+            async with hub(gateway, "") as client:
+                assert await client.open(f"/hubs/market?access_token={token}") == 101
+                await client.send_raw(b"")  # before the handshake
+                assert await client.handshake() == signalr.HandshakeResponse()
+                await client.send_raw(b"")  # and after it
+                await client.invoke("SubscribeContractTrades", MNQ)
+                await client.invocation("GatewayTrade")
+
+
 async def test_websocket_ping_and_signalr_keepalive(anyio_backend: str) -> None:
     with anyio.fail_after(5):
         async with running(SimConfig(ping_interval=0.2)) as gateway:
