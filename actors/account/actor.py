@@ -136,7 +136,7 @@ class AccountActor:
         return AccountState(
             accounts=tuple(sorted(book.accounts.values(), key=lambda a: a.id)),
             positions=tuple(book.positions[k] for k in sorted(book.positions)),
-            orders=tuple(sorted(book.orders.values(), key=lambda o: (o.created_at, o.id))),
+            orders=tuple(sorted(book.orders.values(), key=book.when)),
             fills=tuple(book.fills.values()),
             fills_seen=self.counters["fills"],
             fills_dropped=self.counters["fills_dropped"],

@@ -3,8 +3,9 @@
 The user hub says what changed, never what is: an order event carries the
 order's new status, a position event its new size (0: closed), an account event
 its new balance. The book keeps the latest of each, drops orders that stopped
-working and positions that closed, and keeps the newest ``max_fills`` fills,
-each fill once (keyed by its id, whichever source told it first).
+working and positions that closed, and keeps the newest ``max_fills`` fills
+(newest by the instant of their timestamps, not by the text: the gateway may write
+any offset), each fill once (keyed by its id, whichever source told it first).
 
 The REST searches say what is, at the moment each answer was made. They are
 merged so that nothing the hub said meanwhile is undone: while a sync is under
@@ -40,6 +41,7 @@ from protocols.account import (
     WorkingOrder,
     decode_user_event,
 )
+from protocols.timestamps import TimestampParser
 
 _ARGUMENTS = msgspec.json.Decoder(tuple[msgspec.Raw])
 _BAD_FRAME = (msgspec.DecodeError, msgspec.ValidationError, KeyError)
@@ -57,6 +59,7 @@ class AccountBook:
         self.orders: dict[int, WorkingOrder] = {}
         self.fills: dict[int, Fill] = {}  # oldest first
         self._touched: set[Key] | None = None  # keys hub events changed during a sync
+        self._timestamps = TimestampParser()
 
     # --------------------------------------------------------------- user hub
 
@@ -182,8 +185,21 @@ class AccountBook:
         return self._touched is None or key not in self._touched
 
     def _add_fills(self, fills: Iterable[Fill]) -> list[Fill]:
-        """Keep the fills not kept yet (or changed, e.g. voided); those are returned."""
-        added = [f for f in fills if self.fills.get(f.id) != f]
+        """Keep the fills not kept yet (or changed, e.g. voided); those are returned.
+
+        One listed twice counts once. With the book full, a fill older than every kept
+        one is no news: a resync lists the fills evicted before, and they would be
+        taken, counted and evicted again at every sync.
+        """
+        fresh = {f.id: f for f in fills}
+        full = len(self.fills) >= self._max_fills
+        oldest = self.when(next(iter(self.fills.values()))) if full and self.fills else None
+        added = [
+            f
+            for f in fresh.values()
+            if self.fills.get(f.id) != f
+            and (oldest is None or f.id in self.fills or self.when(f) > oldest)
+        ]
         if not added:
             return []
         late = False
@@ -191,14 +207,24 @@ class AccountBook:
         for f in added:
             if f.id not in self.fills:
                 self.counters["fills"] += 1
-                late = late or (newest is not None and (f.at, f.id) < (newest.at, newest.id))
+                late = late or (newest is not None and self.when(f) < self.when(newest))
             self.fills[f.id] = f
         if late:  # a fill older than one kept: keep them in time order
-            self.fills = dict(sorted(self.fills.items(), key=lambda kv: (kv[1].at, kv[0])))
+            self.fills = dict(sorted(self.fills.items(), key=lambda kv: self.when(kv[1])))
         while len(self.fills) > self._max_fills:
             del self.fills[next(iter(self.fills))]
             self.counters["fills_dropped"] += 1
         return [f for f in added if f.id in self.fills]
+
+    def when(self, item: Fill | WorkingOrder) -> tuple[int, int]:
+        """Its place in time: the instant of its timestamp, as written in any offset (an
+        unreadable one first), then its id."""
+        at = item.at if isinstance(item, Fill) else item.created_at
+        us = self._timestamps.parse(at)
+        return (_UNREADABLE if us is None else us, item.id)
+
+
+_UNREADABLE = -(1 << 63)
 
 
 def _open(value: object) -> bool:

@@ -141,7 +141,7 @@ class Searches:
         found = self._caller.decode(gw.ContractSearchByIdResponse, CONTRACT, content).contract
         size = found.tick_size if found is not None else math.nan
         value = found.tick_value / size if found is not None and size > 0 else math.nan
-        if not math.isfinite(value):
+        if not (math.isfinite(value) and value > 0):  # a sign flip of every P&L otherwise
             raise rest.Failed(
                 "malformed", f"Contract/searchById: no tick value of {contract[:60]!r}"
             )

@@ -359,7 +359,10 @@ class HistoryActor:
                 rows.append(bar)
             else:
                 self.counters[f"bars_rejected_{bar}"] += 1
-        rows.sort(key=_start)
+        rows.sort(key=_start)  # stable: of two bars with one start, the answer's first is kept
+        unique = [row for k, row in enumerate(rows) if k == 0 or row.start != rows[k - 1].start]
+        self.counters["bars_rejected_duplicate"] += len(rows) - len(unique)
+        rows = unique
         begin = lo
         if len(answer) >= limit and limit < -(-(hi - lo) // step):
             self.counters["truncated"] += 1

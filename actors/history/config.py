@@ -38,11 +38,12 @@ LONGEST_US: Final = {
 }
 
 
-REJECTS: Final = ("malformed", "time", "price", "volume", "unaligned", "partial")
+REJECTS: Final = ("malformed", "time", "price", "volume", "unaligned", "partial", "duplicate")
 """Why one history bar was dropped: not a bar; ``t`` unreadable or before the window
 asked for; prices not finite, not positive or not low <= open, close <= high; volume
 negative or beyond int64; start not on a bar boundary of the timeframe; a bar not
-closed at the end of the window (the live bar is built from trades)."""
+closed at the end of the window (the live bar is built from trades); a second bar of
+one start in an answer (the first is kept: summed, they were counted twice)."""
 
 COUNTERS: Final = (
     "requests",  # HTTP requests sent, retries included

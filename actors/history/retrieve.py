@@ -75,6 +75,8 @@ class Retriever:
             raise rest.Failed("malformed", "answer is not JSON") from None
         if not answer.success:
             raise rest.Failed("rejected", gw.describe_error(PATH, answer, self._caller.redact))
-        items: list[Any] = answer.bars or []
+        if answer.bars is None:  # not "no bars": taken as that, it would erase the live ones
+            raise rest.Failed("malformed", "an answer without its bars")
+        items: list[Any] = answer.bars
         self.counters["bars_received"] += len(items)
         return items

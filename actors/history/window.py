@@ -159,7 +159,7 @@ def derive(
                 agg[1] = max(agg[1], row.high)
                 agg[2] = min(agg[2], row.low)
                 agg[3] = row.close
-                agg[4] += row.volume
+                agg[4] = min(agg[4] + row.volume, _INT64 - 1)  # held, as a live bar's volume
     return [
         Bar(contract, tf.name, start, o, h, low, c, v, trades=0, source="history")
         for start, (o, h, low, c, v) in sorted(built.items())

@@ -18,6 +18,7 @@ from actors.account import AccountActor, AccountConfig
 from protocols.account import (
     AccountChanged,
     AccountSynced,
+    Fill,
     FillReceived,
     OrderChanged,
     PositionChanged,
@@ -108,6 +109,39 @@ def test_fills_are_bounded_and_the_dropped_counted() -> None:
     state = actor.state()
     assert [f.id for f in state.fills] == [7, 8, 9]
     assert (state.fills_seen, state.fills_dropped) == (10, 7)
+
+
+def test_fills_and_orders_keep_the_order_of_their_instants_not_of_their_text() -> None:
+    """Sorted as text, 20:00+05:30 (14:30Z) came after 15:00Z: the oldest fill was kept."""
+    actor = AccountActor(max_fills=2)
+    stamps = ["2025-01-21T20:00:00+05:30", "2025-01-21T15:00:00+00:00", "2025-01-21T15:30:00Z"]
+    for id_, at in enumerate(stamps, 1):
+        actor.on_user_event("GatewayUserTrade", args({**trade(id_), "creationTimestamp": at}))
+        actor.on_user_event("GatewayUserOrder", args(order(id_, 1, creationTimestamp=at)))
+    state = actor.state()
+    assert [f.id for f in state.fills] == [2, 3]
+    assert [o.id for o in state.orders] == [1, 2, 3]
+    assert (state.fills_seen, state.fills_dropped) == (3, 1)
+
+
+def a_fill(id_: int, at: str) -> Fill:
+    return Fill(id=id_, account_id=7001, contract=MNQ, order_id=9001, side="buy", size=1,
+                price=21000.0, fees=0.37, profit_and_loss=None, at=at, voided=False)  # fmt: skip
+
+
+def test_a_fill_listed_twice_is_told_once_and_a_resync_brings_no_news() -> None:
+    """A repeated fill was told twice; the fills evicted by the bound came back at every
+    sync, counted as seen and dropped again."""
+    actor = AccountActor(max_fills=3)
+    fills = [a_fill(k, f"2025-01-21T15:0{k}:00Z") for k in range(5)]
+    told = []
+    for _ in range(3):
+        events = actor.book.sync_account(7001, ([], True), ([], True), fills + fills)
+        told.append([e.fill.id for e in events if isinstance(e, FillReceived)])
+    assert told == [[2, 3, 4], [], []]
+    state = actor.state()
+    assert [f.id for f in state.fills] == [2, 3, 4]
+    assert (state.fills_seen, state.fills_dropped) == (5, 2)
 
 
 def test_tables_are_bounded() -> None:
@@ -412,11 +446,16 @@ async def test_a_token_refused_twice_or_no_token_is_a_counted_failure(
 
 
 @pytest.mark.trio
+@pytest.mark.parametrize(
+    "unpriced",
+    [None, {**MNQ_CONTRACT, "tickValue": -0.5}, {**MNQ_CONTRACT, "tickValue": 0.0}],
+    ids=["no-contract", "negative-tick-value", "zero-tick-value"],  # a sign flip of every P&L
+)
 async def test_a_new_contract_from_the_hub_is_priced_and_a_failed_lookup_waits(
-    autojump_clock: object,
+    autojump_clock: object, unpriced: dict[str, Any] | None
 ) -> None:
     es = {**MNQ_CONTRACT, "id": "CON.F.US.EP.Z25", "tickSize": 0.25, "tickValue": 12.5}
-    gateway = Gateway(script={CONTRACT: [ok("contract", None)]})  # MNQ: no contract at first
+    gateway = Gateway(script={CONTRACT: [ok("contract", unpriced)]})  # MNQ: no price at first
     async with running(gateway) as rig:
         rig.inbox.send_nowait(Connected("user"))
         await anyio.sleep(1)

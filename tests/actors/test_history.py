@@ -683,6 +683,8 @@ async def test_timeouts_and_transport_errors_are_retried(autojump_clock: Any) ->
         (reply(200, b'{"bars": [], "success": "yes"}'), "malformed", "not a retrieveBars answer"),
         (reply(200, b'{"bars": [], "errorCode": 1.5}'), "malformed", "not a retrieveBars answer"),
         (reply(200, b"\xff\xfe"), "malformed", "answer is not JSON"),
+        (reply(200, b"{}"), "malformed", "an answer without its bars"),  # not "no bars"
+        (reply(200, b'{"success": true, "bars": null}'), "malformed", "an answer without its bars"),
         (
             answer(success=False, errorCode=1, errorMessage=None, bars=None),
             "rejected",
@@ -748,8 +750,40 @@ async def test_bad_bars_are_rejected_one_by_one(autojump_clock: Any) -> None:
         "bars_rejected_volume": 2,
         "bars_rejected_unaligned": 1,
         "bars_rejected_partial": 1,
+        "bars_rejected_duplicate": 0,
     }
     assert node.counters["bars_received"] == 18
+
+
+@pytest.mark.trio
+async def test_a_bar_sent_twice_counts_once_and_summed_volumes_hold_at_int64(
+    autojump_clock: Any,
+) -> None:
+    """Rows were summed as they came: a repeated bar counted twice, and the seconds of a
+    minute could pass int64 (a bar the bars actor then refused whole)."""
+    big = 1 << 62
+    gateway = Gateway(
+        script=[
+            answer(
+                hbar("2025-11-24T16:00:03+00:00", 25012.0, 25013.0, 25011.0, 25012.5, big),
+                hbar("2025-11-24T16:00:01+00:00", 25011.0, 25011.5, 25010.0, 25011.5, big),
+            ),
+            answer(
+                hbar("2025-11-24T15:59:00+00:00", 25010.25, 25012.5, 25009.0, 25011.75, 42),
+                hbar("2025-11-24T15:59:00+00:00", 25010.25, 25012.5, 25009.0, 25011.75, 42),
+                hbar("2025-11-24T15:59:00Z", 25010.0, 25010.0, 25010.0, 25010.0, 1),
+            ),
+        ]
+    )
+    async with running(gateway.transport(), initial_bars=4) as node:
+        await node.series_done(2)
+    (fill,) = node.backfills
+    minute = 60_000_000
+    assert fill.bars == [
+        history(1_763_999_940_000_000, 25010.25, 25012.5, 25009.0, 25011.75, 42),
+        history(1_763_999_940_000_000 + minute, 25011.0, 25013.0, 25010.0, 25012.5, (1 << 63) - 1),
+    ]
+    assert node.counters["bars_rejected_duplicate"] == 2
 
 
 # --------------------------------------------------------------------- secrets
