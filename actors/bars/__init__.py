@@ -44,9 +44,10 @@ a *tail*, the live trades from ``cut`` on that fall into the bar straddling it
 (live bars there were built from a partial view and are replaced; corrections
 are told as ``BarUpdated(closed=True)``, new history bars as ``BarClosed`` with
 ``source="history"``), the straddling bar becomes its history part plus the tail
-(``source="merged"``), and the series' *floor* moves to the cut: a trade before
-it that arrives later is already in history and is counted as
-``trades_before_cut``, not again. A back-fill whose cut is not the series'
+(``source="merged"``), and ``[since, cut)`` is history's: a trade in it that
+arrives later is already in history and is counted as ``trades_before_cut``,
+not again (a trade before ``since``, or from a failed back-fill's window, is
+counted as any other). A back-fill whose cut is not the series'
 latest is stale and ignored.
 
 Reports to stats are cumulative counters plus the trade→bar latencies sampled

@@ -35,7 +35,7 @@ from protocols.timeframes import BarClock, Timeframe, parse_timeframe
 
 from .book import Agg, Series, by_start, history_agg
 
-MAX_CUTS = 8  # split points kept per contract: pending cuts and the newest floors
+MAX_CUTS = 8  # split points kept per contract: pending cuts and the newest history windows
 
 BATCH_LIMIT = 512
 LATENCY_SAMPLES = 1024
@@ -242,7 +242,7 @@ class BarsActor:
             series = by_contract.get(contract)
             if series is None:
                 series = by_contract[contract] = Series(contract, clock.tf.name, self._ring_size)
-            if run.start < series.floor:
+            if series.in_history(run.start):  # a run never straddles a window's edge
                 counted = True  # history has these trades
                 continue
             start, end = clock.bounds(run.start)
@@ -365,7 +365,7 @@ class BarsActor:
         History bars replace live ones there (live bars there were built from a
         partial view); the bar straddling the cut becomes its history part plus
         the live trades from the cut on. Trades before the cut that arrive
-        later are not counted again (``floor``).
+        later are not counted again (``covered``).
         """
         bars = msg.bars if isinstance(msg.bars, list) else []
         series = self._series_of(msg.contract, msg.timeframe)
@@ -393,7 +393,7 @@ class BarsActor:
             else:
                 part.absorb(tail)
                 part.source = "merged"
-        series.floor = max(series.floor, cut)
+        series.cover(since, cut)
         series.cut = None
         series.tail = None
         for start in [s for s in series.forming if since <= s < cut]:
@@ -435,7 +435,9 @@ class BarsActor:
         n = query.n if isinstance(query.n, int) else 0
         if series is None or n <= 0:
             return pl.DataFrame(schema=schema)
-        aggs = [*series.closed, *sorted(series.forming.values(), key=by_start)][-n:]
+        # by start: a forming bar may be older than closed ones (a late trade into a
+        # bar never seen, a live bar a back-fill left forming)
+        aggs = sorted([*series.closed, *series.forming.values()], key=by_start)[-n:]
         columns = {
             "contract": [series.contract] * len(aggs),
             "timeframe": [series.timeframe] * len(aggs),

@@ -81,23 +81,41 @@ class Agg:
 FAR_PAST = -(1 << 62)
 
 
+MAX_COVERED = 8
+"""History windows kept per series (touching ones merge: one per gap, mostly)."""
+
+
 class Series:
     """The bars of one contract x timeframe, and where history takes over from live trades.
 
-    ``floor``: trades before it are in history already (a later arrival is not
-    counted again). ``cut``: a back-fill under way covers everything before it;
-    ``tail`` then aggregates the live trades from ``cut`` on that fall into the
-    bar straddling it, the part of that bar history will not have.
+    ``covered``: the windows ``[since, cut)`` back-fills made history's, oldest
+    first, disjoint; a trade in one that arrives later is in history already
+    (not counted again), one outside all of them is not (a failed back-fill
+    covers nothing, a gap's only the bars it asked for). ``covered_to``: the
+    newest window's end, so a live trade passes with one compare. ``cut``: a
+    back-fill under way covers everything before it; ``tail`` then aggregates
+    the live trades from ``cut`` on that fall into the bar straddling it, the
+    part of that bar history will not have.
     """
 
-    __slots__ = ("closed", "contract", "cut", "floor", "forming", "tail", "timeframe")
+    __slots__ = (
+        "closed",
+        "contract",
+        "covered",
+        "covered_to",
+        "cut",
+        "forming",
+        "tail",
+        "timeframe",
+    )
 
     def __init__(self, contract: str, timeframe: str, ring_size: int) -> None:
         self.contract = contract
         self.timeframe = timeframe
         self.forming: dict[int, Agg] = {}
         self.closed: deque[Agg] = deque(maxlen=ring_size)
-        self.floor = FAR_PAST
+        self.covered: list[tuple[int, int]] = []
+        self.covered_to = FAR_PAST
         self.cut: int | None = None
         self.tail: Agg | None = None
 
@@ -114,6 +132,25 @@ class Series:
             agg.trades,
             agg.source,  # type: ignore[arg-type]
         )
+
+    def in_history(self, ts: int) -> bool:
+        """Whether a back-fill already counted the trades at ``ts``."""
+        return ts < self.covered_to and any(lo <= ts < hi for lo, hi in self.covered)
+
+    def cover(self, since: int, cut: int) -> None:
+        """Note ``[since, cut)`` as history's, merged with the windows it touches."""
+        if since >= cut:
+            return
+        kept = []
+        for lo, hi in self.covered:
+            if hi < since or lo > cut:
+                kept.append((lo, hi))
+            else:
+                since, cut = min(since, lo), max(cut, hi)
+        kept.append((since, cut))
+        kept.sort()
+        self.covered = kept[-MAX_COVERED:]
+        self.covered_to = self.covered[-1][1]
 
     def find_closed(self, start: int) -> Agg | None:
         for agg in reversed(self.closed):  # late trades hit the newest few bars

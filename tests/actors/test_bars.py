@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actors.bars import LATENCY_SAMPLES, BarsActor
+from actors.bars.book import MAX_COVERED, Series
 from protocols.errors import ConfigError
 from protocols.messages import (
     BackfillBars,
@@ -477,6 +478,65 @@ async def test_a_failed_back_fill_keeps_the_live_bars_and_releases_the_cut() -> 
     (frame,) = replies.told
     assert frame["volume"].to_list() == [2]
     assert actor.counters["backfill_stale"] == 0
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(
+    ("since", "before_cut"),
+    [(CUT, 0), ("2025-01-15T15:02", 1)],
+    ids=["failed-back-fill", "gap-of-one-bar"],
+)
+async def test_only_what_history_covered_is_left_out_of_a_late_trade(
+    since: str, before_cut: int
+) -> None:
+    """History covers [since, cut), not everything before the cut: a late trade before
+    ``since`` (a failed back-fill covers nothing) was dropped as counted by history."""
+    replies = RecordingRef("reply")
+    gap = [hist("2025-01-15T15:02", 60.0, 60.0, 60.0, 60.0, v=7)] if since != CUT else []
+    actor, _ = await run_actor(
+        [
+            [BackfillStarted(MNQ, ["1min"], us(CUT))],
+            [trades(trade("2025-01-15T15:02:40", 61.0))],
+            [backfill("1min", gap, since, CUT)],
+            [trades(trade("2025-01-15T15:01:50", 50.0), trade("2025-01-15T15:02:10", 55.0))],
+            [Request(body=GetBars(MNQ, "1min", 10), reply=replies)],
+        ]
+    )
+    (frame,) = replies.told
+    assert frame["start"].dt.strftime("%H:%M").to_list() == ["15:01", "15:02"]
+    assert frame["volume"].to_list() == [1, 7 + 1 if gap else 2]
+    assert actor.counters["trades_before_cut"] == before_cut
+
+
+def test_history_windows_merge_when_they_touch_and_stay_bounded() -> None:
+    series = Series(MNQ, "1min", 10)
+    series.cover(10, 20)
+    series.cover(20, 30)  # touching: one window
+    series.cover(5, 5)  # empty: nothing
+    assert series.covered == [(10, 30)]
+    series.cover(40, 50)
+    series.cover(0, 12)
+    assert series.covered == [(0, 30), (40, 50)] and series.covered_to == 50
+    assert series.in_history(0) and series.in_history(29) and not series.in_history(35)
+    for k in range(20):
+        series.cover(100 + 10 * k, 105 + 10 * k)
+    assert len(series.covered) == MAX_COVERED and series.covered[-1] == (290, 295)
+    assert series.in_history(292) and not series.in_history(295) and not series.in_history(40)
+
+
+@pytest.mark.trio
+async def test_bars_are_answered_in_start_order_a_late_forming_bar_among_closed_ones() -> None:
+    replies = RecordingRef("reply")
+    await run_actor(
+        [
+            [trades(trade("2025-01-15T15:00:10", 1.0), trade("2025-01-15T15:02:10", 2.0))],
+            [Tick(now=sec("2025-01-15T15:03:30"))],  # both closed
+            # a late trade into a bar never seen: forming until the batch ends
+            [trades(trade("2025-01-15T15:01:10", 3.0)), Request(GetBars(MNQ, "1min", 2), replies)],
+        ]
+    )
+    (frame,) = replies.told
+    assert frame["start"].dt.strftime("%H:%M").to_list() == ["15:01", "15:02"]
 
 
 @pytest.mark.trio
