@@ -109,6 +109,12 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("auth: username is empty")
         if not isinstance(self.api_key, Secret) or not self.api_key.reveal():
             raise ConfigError("auth: api_key must be a non-empty Secret")
+        # Bytes an environment could not decode arrive as surrogates, which no request can
+        # carry: said now (the values never), not as a login that never answers.
+        if not _utf8(self.username):
+            raise ConfigError("auth: the username is not valid UTF-8 text")
+        if not _utf8(self.api_key.reveal()):
+            raise ConfigError("auth: the API key is not valid UTF-8 text")
         if not self.api_url.startswith(("http://", "https://")):
             url = redact_userinfo(self.api_url)
             raise ConfigError(f"auth: api_url must be an http(s) URL, got {url!r}")
@@ -142,6 +148,14 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ConfigError("auth: no API key (set PROJECT_X_API_KEY)")
         secret = key if isinstance(key, Secret) else Secret(key)
         return cls(username=username, api_key=secret, **settings)
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class AuthActor:

@@ -192,6 +192,17 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+def _check_out(out: Path) -> None:
+    """``--out`` names a file in a directory that exists: found now, not after the work."""
+    try:
+        if out.is_dir():
+            _fail(f"--out {str(out)!r} is a directory")
+        if not out.parent.is_dir():
+            _fail(f"--out {str(out)!r}: no such directory {str(out.parent)!r}")
+    except OSError as error:  # not even looked at: permission, a name too long
+        _fail(f"--out {str(out)!r}: {error.strerror or error}")
+
+
 def _timeframes(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
@@ -251,10 +262,7 @@ def replay(
     names = _timeframes(timeframes)
     if out.suffix not in (".parquet", ".csv"):
         _fail(f"--out must end in .parquet or .csv, got {out.name!r}")
-    if out.is_dir():
-        _fail(f"--out {str(out)!r} is a directory")
-    if not out.parent.is_dir():  # found now, not after the whole replay
-        _fail(f"--out {str(out)!r}: no such directory {str(out.parent)!r}")
+    _check_out(out)
     if (tape is None) == (nats is None):
         _fail("replay takes a TAPE or --nats URL (one of them)")
     if nats is not None and since is None:
@@ -301,7 +309,7 @@ def _window(since: str | None, until: str | None) -> tuple[datetime | None, date
     try:
         start = None if since is None else _utc(datetime.fromisoformat(since))
         end = None if until is None else _utc(datetime.fromisoformat(until))
-    except ValueError as error:
+    except (ValueError, OverflowError) as error:  # year 1 or 9999 moved out of range by an offset
         _fail(f"--since/--until: {error}")
         raise
     if start is not None and end is not None and end <= start:
@@ -402,8 +410,7 @@ def chart(
 
     if out.suffix.lower() not in (".html", ".htm"):
         _fail(f"--out must end in .html, got {out.name!r}")
-    if not out.parent.is_dir():
-        _fail(f"--out {str(out)!r}: no such directory {str(out.parent)!r}")
+    _check_out(out)
     is_tape = source.suffix.lower() not in (".parquet", ".csv")
     if is_tape and timeframe is None:
         _fail("charting a tape needs --timeframe (the bars to build), e.g. --timeframe 1min")
@@ -564,7 +571,7 @@ def demo(
 
     names = _timeframes(timeframes)
     wanted = _contracts(contracts) or [spec.id for spec in DEFAULT_CONTRACTS]
-    ids = [_sim_contract(name) for name in wanted]
+    ids = list(dict.fromkeys(_sim_contract(name) for name in wanted))  # MNQ,mnq: one contract
     try:
         # No user-hub snapshot, as on the real gateway: the account comes from the REST searches.
         sim_config = SimConfig(

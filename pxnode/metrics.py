@@ -84,15 +84,18 @@ async def _answer(node: Any, stream: SocketStream, counters: Counter[str]) -> No
         return
     if event is None:
         return  # closed before a whole request
-    if event.method != b"GET" or event.target.split(b"?")[0] != b"/metrics":
-        await _send(conn, stream, 404, b"not found: try GET /metrics\n", b"text/plain")
+    head = event.method == b"HEAD"  # the headers a GET would get, no body (h11 sends none)
+    if event.method not in (b"GET", b"HEAD") or event.target.split(b"?")[0] != b"/metrics":
+        await _send(conn, stream, 404, b"not found: try GET /metrics\n", b"text/plain", head)
         return
     try:
         text = render_prometheus(await node.stats(), await contract_metrics(node))
     except PxError as error:  # the stats actor is restarting, or the node stops
-        await _send(conn, stream, 503, f"stats unavailable: {error}\n".encode(), b"text/plain")
+        body = f"stats unavailable: {error}\n".encode()
+        await _send(conn, stream, 503, body, b"text/plain", head)
         return
-    await _send(conn, stream, 200, text.encode(), b"text/plain; version=0.0.4; charset=utf-8")
+    kind = b"text/plain; version=0.0.4; charset=utf-8"
+    await _send(conn, stream, 200, text.encode(), kind, head)
 
 
 async def contract_metrics(node: Any) -> list[ContractMetrics]:
@@ -137,7 +140,12 @@ async def _request(conn: h11.Connection, stream: SocketStream) -> h11.Request | 
 
 
 async def _send(
-    conn: h11.Connection, stream: SocketStream, status: int, body: bytes, kind: bytes
+    conn: h11.Connection,
+    stream: SocketStream,
+    status: int,
+    body: bytes,
+    kind: bytes,
+    head: bool = False,
 ) -> None:
     headers = [
         (b"content-type", kind),
@@ -145,5 +153,7 @@ async def _send(
         (b"connection", b"close"),
     ]
     data = conn.send(h11.Response(status_code=status, headers=headers))
-    data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
+    if not head:  # a HEAD answer has no body: h11 refuses one
+        data += conn.send(h11.Data(data=body))
+    data += conn.send(h11.EndOfMessage())
     await stream.send(data)

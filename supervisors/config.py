@@ -20,7 +20,7 @@ from actors.health import HealthConfig
 from actors.nats_bridge import NatsConfig
 from actors.stats import StatsConfig
 from actors.validation import ValidationConfig
-from protocols.checks import positive
+from protocols.checks import count, non_negative, positive
 from protocols.errors import ConfigError
 from protocols.rest import RestLimits
 from protocols.secrets import Secret
@@ -38,6 +38,8 @@ class BarsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         for name in self.timeframes:
             parse_timeframe(name)
+        count("bars ring_size", self.ring_size)  # here, not first when the actor is built:
+        non_negative("bars grace", self.grace)  # that failed as restarts naming no field
 
 
 ENVIRONMENT = {
@@ -188,8 +190,7 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return msgspec.structs.replace(self.health, contracts=list(self.contracts))
 
     def __post_init__(self) -> None:
-        if self.tick_interval < 0:
-            raise ConfigError(f"tick_interval must be >= 0, got {self.tick_interval}")
+        non_negative("tick_interval", self.tick_interval)  # NaN ran a node without a clock
         if self.fills_lookback is not None and not self.fills_lookback > 0:
             raise ConfigError(f"fills_lookback must be > 0 seconds, got {self.fills_lookback}")
         if self.max_fills < 1:

@@ -29,7 +29,7 @@ import psutil
 from actors.account import AccountActor, AccountConfig
 from actors.auth import AuthActor
 from actors.bars import BarsActor
-from actors.connection import Connect, ConnectionActor, HubConfig, SubscriptionBook
+from actors.connection import BadCommand, Connect, ConnectionActor, HubConfig, SubscriptionBook
 from actors.health import HealthActor
 from actors.history import HistoryActor, HistoryConfig
 from actors.nats_bridge import Cursor, NatsBridge, NatsSource, Outbox, require_asyncio
@@ -211,12 +211,15 @@ def _make_connection(
             **msgspec.structs.asdict(gateway.hub_timings),
         )
         book = SubscriptionBook(hub)
-        if hub == "market":
-            for contract in config.contracts:
-                book.apply(SubscribeContract(contract))
-        else:
-            for account in gateway.accounts:
-                book.apply(SubscribeAccount(account))
+        try:
+            if hub == "market":
+                for contract in config.contracts:
+                    book.apply(SubscribeContract(contract))
+            else:
+                for account in gateway.accounts:
+                    book.apply(SubscribeAccount(account))
+        except BadCommand as error:  # what the hub would refuse is a config error, said now
+            raise ConfigError(f"{hub} hub: {error}") from None
         return lambda: ConnectionActor(
             hub_config, book, connect=network.connect, http=network.transport()
         )

@@ -299,7 +299,7 @@ class StatsActor:
             with self._process.oneshot():
                 self._rss = int(self._process.memory_info().rss)
                 self._cpu = float(self._process.cpu_percent(None))
-        except psutil.Error:
+        except (psutil.Error, OSError):  # out of file descriptors: a plain OSError (EMFILE)
             self._dropped["psutil"] += 1
 
     def on_get_stats(self, request: Request, ctx: ActorContext) -> None:

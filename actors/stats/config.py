@@ -16,7 +16,7 @@ BAR_BYTES = 320
 """Memory of one bar in a ring, with margin (a ``Bar`` in a deque measured ~284 B)."""
 
 
-class StatsConfig(msgspec.Struct, frozen=True):
+class StatsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Bounds and windows of the stats actor (times in seconds)."""
 
     rate_window: float = 10.0

@@ -13,7 +13,7 @@ QUOTE_REASONS = ("price", "volume", "crossed", *_TIME_RULES, "malformed")
 DEPTH_REASONS = ("price", "volume", "type", *_TIME_RULES, "malformed")
 
 
-class ValidationConfig(msgspec.Struct, frozen=True):
+class ValidationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Thresholds of the validation rules (docs/rules.md); every limit is inclusive."""
 
     max_future: float = 5.0

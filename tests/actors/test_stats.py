@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import gc
 import math
 import random
@@ -79,6 +80,7 @@ class Reply:
 class FakeProcess:
     def __init__(self, rss: int = 50_000_000, cpu: float = 12.5, fail: bool = False) -> None:
         self.rss, self.cpu, self.fail, self.samples = rss, cpu, fail, 0
+        self.error: Exception = psutil.AccessDenied()
 
     @contextmanager
     def oneshot(self) -> Iterator[None]:
@@ -87,7 +89,7 @@ class FakeProcess:
     def memory_info(self) -> Any:
         self.samples += 1
         if self.fail:
-            raise psutil.AccessDenied()
+            raise self.error
         return SimpleNamespace(rss=self.rss)
 
     def cpu_percent(self, interval: float | None) -> float:
@@ -526,8 +528,14 @@ async def test_children_beyond_the_cap_are_counted() -> None:
 
 
 @pytest.mark.trio
-async def test_process_is_sampled_once_per_tick_and_errors_are_counted() -> None:
+@pytest.mark.parametrize(
+    "error",
+    [psutil.AccessDenied(), OSError(errno.EMFILE, "Too many open files")],
+    ids=["psutil", "out-of-fds"],  # a flood of /metrics clients once restarted stats to death
+)
+async def test_process_is_sampled_once_per_tick_and_errors_are_counted(error: Exception) -> None:
     process = FakeProcess()
+    process.error = error
     async with running(process=process) as h:
         await h.tell(*[Tick(now=float(i)) for i in range(5)])
         await h.stats()

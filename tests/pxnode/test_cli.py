@@ -72,6 +72,8 @@ def test_replay_writes_bars_and_json_stats(tmp_path: Path) -> None:
         (["replay", "TAPE", "--out", "x.csv", "--timeframes", "7min"], "invalid timeframe '7min'"),
         (["replay", "TAPE", "--out", "x.csv", "--timeframes", ","], "at least one timeframe"),
         (["replay", "TAPE", "--out", "x.json"], "--out must end in .parquet or .csv"),
+        (["replay", "TAPE", "--out", "x" * 300 + ".csv"], "File name too long"),
+        (["chart", "TAPE", "--timeframe", "1min", "--out", "x" * 300 + ".html"], "too long"),
         (["gateway", "--rate", "-1"], "rate must be in"),
         (["replay", "TAPE", "--out", "x.csv", "--log-level", "loud"], "unknown log level"),
     ],
@@ -133,7 +135,8 @@ def test_demo_json_streams_snapshots_with_bars_for_several_contracts() -> None:
 
 @pytest.mark.slow
 def test_demo_without_a_tty_prints_plain_lines() -> None:
-    done = pxnode("demo", "--duration", "2.5", "--contracts", "MNQ,ES")
+    # MNQ three ways is one contract (resolved, then made unique: the sim once failed on it)
+    done = pxnode("demo", "--duration", "2.5", "--contracts", "MNQ,ES,mnq,CON.F.US.MNQ.Z25")
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() and "\x1b[" not in done.stdout
 
@@ -264,6 +267,8 @@ def test_replay_of_a_window_of_a_tape_counts_what_it_filtered(tmp_path: Path) ->
          "--until must be after --since"),
         (["--contracts", "CON.F.US.NOPE"], "unknown contract 'CON.F.US.NOPE'"),
         (["--contracts", ","], "--contracts needs at least one contract id"),
+        (["--since", "0001-01-01T00:00:00+01:00"], "--since/--until: date value out of range"),
+        (["--until", "9999-12-31T23:59:59-05:00"], "--since/--until: date value out of range"),
     ],
 )  # fmt: skip
 def test_bad_replay_windows_fail_with_one_line(

@@ -30,8 +30,12 @@ async def scrape(node: Node) -> str:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
             ok = await client.get("/metrics")
             missing = await client.get("/nope")
+            head = await client.head("/metrics")  # once an empty reply and an error logged
+            head_missing = await client.head("/nope")
         tg.cancel_scope.cancel()
     assert ok.status_code == 200 and missing.status_code == 404
+    assert (head.status_code, head.content, head_missing.status_code) == (200, b"", 404)
+    assert int(head.headers["content-length"]) > 0  # what a GET would get
     assert ok.headers["content-type"].startswith("text/plain; version=0.0.4")
     return ok.text
 

@@ -44,7 +44,14 @@ def test_toml_file_then_environment(tmp_path: Path) -> None:
         ("colour = 'red'", "invalid config"),
         ("[bars]\ntimeframes = ['7min']", "invalid timeframe"),
         ("tick_interval = -1", "tick_interval"),
+        ("tick_interval = nan", "tick_interval"),  # NaN once ran a node without a clock
+        ("tick_interval = inf", "tick_interval"),
         ("[validation]\nmax_spike = -0.5", "max_spike"),
+        ("[validation]\nmax_spik = 0.01", "invalid config"),  # a typo once ran the default
+        ("[stats]\nwindw = 60", "invalid config"),
+        ("[bars]\nring_size = 0", "ring_size"),  # once said only as the bars' restarts
+        ("[bars]\ngrace = nan", "grace"),
+        ("[bars]\ngrace = -1", "grace"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path: Path, text: str, message: str) -> None:

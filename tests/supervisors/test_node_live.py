@@ -60,6 +60,45 @@ async def test_live_node_without_credentials_is_a_config_error(
             pass
 
 
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("contracts", "accounts", "message"),
+    [
+        (["CON.F.US.MNQ Z25"], [], "market hub: invalid contract id"),
+        (["CON.F.US." + "C" * 300], [], "market hub: invalid contract id"),
+        ([f"CON.F.US.X{k}.Z25" for k in range(1400)], [], "at most 4096"),
+        ([MNQ], [0], "user hub: invalid account id 0"),
+    ],
+)
+async def test_what_a_hub_would_refuse_is_a_config_error_at_open(
+    monkeypatch: pytest.MonkeyPatch, contracts: list[str], accounts: list[int], message: str
+) -> None:
+    """It once left open_node as the subscription book's own error, a traceback."""
+    monkeypatch.setenv("PROJECT_X_USERNAME", "demo")
+    monkeypatch.setenv("PROJECT_X_API_KEY", "demo-api-key")
+    gateway = GatewayConfig(api_url="http://127.0.0.1:1", accounts=accounts)
+    with pytest.raises(ConfigError, match=message):
+        async with open_node(NodeConfig(contracts=contracts, gateway=gateway)):
+            pass
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("variable", ["PROJECT_X_USERNAME", "PROJECT_X_API_KEY"])
+async def test_credentials_that_are_not_utf8_are_a_config_error_without_the_value(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """Undecodable bytes reach Python as surrogates: no request could carry them, and the
+    node waited on a login that never answered."""
+    monkeypatch.setenv("PROJECT_X_USERNAME", "demo")
+    monkeypatch.setenv("PROJECT_X_API_KEY", "demo-api-key")
+    monkeypatch.setenv(variable, "secret\udcff")
+    config = NodeConfig(gateway=GatewayConfig(api_url="http://127.0.0.1:1"))
+    with pytest.raises(ConfigError, match="not valid UTF-8") as raised:
+        async with open_node(config):
+            pass
+    assert "secret" not in str(raised.value)
+
+
 @pytest.mark.slow
 @pytest.mark.trio
 async def test_subscribe_adds_contracts_and_timeframes_at_run_time() -> None:
