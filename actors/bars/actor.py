@@ -242,7 +242,9 @@ class BarsActor:
             series = by_contract.get(contract)
             if series is None:
                 series = by_contract[contract] = Series(contract, clock.tf.name, self._ring_size)
-            if series.in_history(run.start):  # a run never straddles a window's edge
+            # A run never straddles a window: ``since`` is a bar start of the series (the
+            # history actor's first whole bar) and runs are split at every cut.
+            if series.in_history(run.start):
                 counted = True  # history has these trades
                 continue
             start, end = clock.bounds(run.start)
