@@ -4,11 +4,12 @@ A tiny h11 server on loopback; each scrape asks the stats actor for a fresh
 snapshot, so the scrape and ``--json`` show the same numbers.
 
 A scraper is not trusted to behave: a request that is not HTTP gets a 400, a
-client that resets mid-answer (a scrape timeout) or says nothing for
-``REQUEST_TIMEOUT`` is dropped, and every such connection is counted in
-``counters``. ``pxnode.listen.serve`` keeps any failure of one connection
-inside it, and a failure of the endpoint itself is logged and ends only the
-endpoint: it never shares the fate of the node that runs it.
+client that resets mid-answer (a scrape timeout), says nothing for
+``REQUEST_TIMEOUT`` or does not read its answer for as long is dropped, and
+every such connection is counted in ``counters``. ``pxnode.listen.serve``
+keeps any failure of one connection inside it, and a failure of the endpoint
+itself is logged and ends only the endpoint: it never shares the fate of the
+node that runs it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST = 16 * 1024
 REQUEST_TIMEOUT = 10.0
-"""Seconds a client has to send its whole request."""
+"""Seconds a client has to send its whole request, and then to take its answer."""
 
 
 async def metrics_listener(port: int, host: str = "127.0.0.1") -> MultiListener[SocketStream]:
@@ -77,7 +78,9 @@ async def _answer(node: Any, stream: SocketStream, counters: Counter[str]) -> No
     except h11.RemoteProtocolError:
         counters["requests_malformed"] += 1
         if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-            await _send(conn, stream, 400, b"bad request: try GET /metrics\n", b"text/plain")
+            await _send(
+                conn, stream, counters, 400, b"bad request: try GET /metrics\n", b"text/plain"
+            )
         return
     if waiting.cancelled_caught:
         counters["request_timeouts"] += 1
@@ -86,16 +89,18 @@ async def _answer(node: Any, stream: SocketStream, counters: Counter[str]) -> No
         return  # closed before a whole request
     head = event.method == b"HEAD"  # the headers a GET would get, no body (h11 sends none)
     if event.method not in (b"GET", b"HEAD") or event.target.split(b"?")[0] != b"/metrics":
-        await _send(conn, stream, 404, b"not found: try GET /metrics\n", b"text/plain", head)
+        await _send(
+            conn, stream, counters, 404, b"not found: try GET /metrics\n", b"text/plain", head
+        )
         return
     try:
         text = render_prometheus(await node.stats(), await contract_metrics(node))
     except PxError as error:  # the stats actor is restarting, or the node stops
         body = f"stats unavailable: {error}\n".encode()
-        await _send(conn, stream, 503, body, b"text/plain", head)
+        await _send(conn, stream, counters, 503, body, b"text/plain", head)
         return
     kind = b"text/plain; version=0.0.4; charset=utf-8"
-    await _send(conn, stream, 200, text.encode(), kind, head)
+    await _send(conn, stream, counters, 200, text.encode(), kind, head)
 
 
 async def contract_metrics(node: Any) -> list[ContractMetrics]:
@@ -142,6 +147,7 @@ async def _request(conn: h11.Connection, stream: SocketStream) -> h11.Request | 
 async def _send(
     conn: h11.Connection,
     stream: SocketStream,
+    counters: Counter[str],
     status: int,
     body: bytes,
     kind: bytes,
@@ -156,4 +162,7 @@ async def _send(
     if not head:  # a HEAD answer has no body: h11 refuses one
         data += conn.send(h11.Data(data=body))
     data += conn.send(h11.EndOfMessage())
-    await stream.send(data)
+    with anyio.move_on_after(REQUEST_TIMEOUT) as sending:  # a scraper that never reads
+        await stream.send(data)
+    if sending.cancelled_caught:
+        counters["answer_timeouts"] += 1

@@ -74,6 +74,9 @@ class AccountBook:
         match event:
             case AccountChanged(account=a):
                 kept = self._keep(self.accounts, ("account", a.id), a, keep=True)
+            case PositionChanged(position=p) if p.size < 0:  # a side is the type, never a sign
+                self.counters["rejected"] += 1
+                return None
             case PositionChanged(position=p):
                 key = (p.account_id, p.contract)
                 kept = self._keep(self.positions, ("position", key), p, keep=p.size > 0)

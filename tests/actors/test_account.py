@@ -161,6 +161,7 @@ def test_tables_are_bounded() -> None:
         ("GatewayUserOrder", b"[1, 2]"),
         ("GatewayUserOrder", b'[{"id": "x"}]'),  # wrong types
         ("GatewayUserPosition", b'[{"action": 1, "data": {"size": 1}}]'),  # fields missing
+        ("GatewayUserPosition", msgspec.json.encode([position(-3)])),  # was taken as closed
         ("GatewayUserMystery", msgspec.json.encode([ACCOUNT])),  # unknown target
     ],
 )

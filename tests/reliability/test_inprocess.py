@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import h11
 import httpx
 import msgspec
 import pytest
@@ -203,6 +204,24 @@ async def test_a_silent_scraper_is_dropped_after_the_request_timeout(
     async with client, server:
         await _answer(None, server, counters)  # type: ignore[arg-type]
     assert counters["request_timeouts"] == 1
+    assert trio.current_time() == pytest.approx(REQUEST_TIMEOUT)
+
+
+@pytest.mark.trio
+async def test_a_scraper_that_never_reads_its_answer_is_let_go(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Its task (and socket) was held for as long as it kept the connection open."""
+    from pxnode.metrics import REQUEST_TIMEOUT, _send
+
+    counters: Counter[str] = Counter()
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+    assert isinstance(conn.next_event(), h11.Request)
+    client, server = socket_pair(0)  # nothing buffered: the send waits for a read
+    async with client, server:
+        await _send(conn, server, counters, 200, b"x" * 100, b"text/plain")
+    assert counters["answer_timeouts"] == 1
     assert trio.current_time() == pytest.approx(REQUEST_TIMEOUT)
 
 
