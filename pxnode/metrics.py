@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 import h11
-from anyio.abc import SocketStream
+from anyio.abc import ByteSendStream, SocketStream
 from anyio.streams.stapled import MultiListener
 
 from protocols.errors import PxError
@@ -146,7 +146,7 @@ async def _request(conn: h11.Connection, stream: SocketStream) -> h11.Request | 
 
 async def _send(
     conn: h11.Connection,
-    stream: SocketStream,
+    stream: ByteSendStream,
     counters: Counter[str],
     status: int,
     body: bytes,
