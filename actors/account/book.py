@@ -207,10 +207,11 @@ class AccountBook:
             return []
         late = False
         newest = next(reversed(self.fills.values()), None)
+        newest_at = None if newest is None else self.when(newest)  # parsed once, not per fill
         for f in added:
             if f.id not in self.fills:
                 self.counters["fills"] += 1
-                late = late or (newest is not None and self.when(f) < self.when(newest))
+                late = late or (newest_at is not None and self.when(f) < newest_at)
             self.fills[f.id] = f
         if late:  # a fill older than one kept: keep them in time order
             self.fills = dict(sorted(self.fills.items(), key=lambda kv: self.when(kv[1])))
