@@ -38,13 +38,13 @@ from protocols.messages import Trade as Trade
 from protocols.messages import TradesAccepted as TradesAccepted
 from protocols.secrets import Secret as Secret
 from protocols.stats import StatsSnapshot as StatsSnapshot
+from supervisors.children import Network as Network
 from supervisors.config import BarsConfig as BarsConfig
 from supervisors.config import GatewayConfig as GatewayConfig
 from supervisors.config import NodeConfig as NodeConfig
 from supervisors.config import TapeConfig as TapeConfig
 from supervisors.config import load_config as load_config
 from supervisors.mailbox import OverflowPolicy as OverflowPolicy
-from supervisors.node import Network as Network
 from supervisors.node import Node as Node
 from supervisors.node import open_node as open_node
 

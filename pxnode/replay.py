@@ -49,9 +49,10 @@ from protocols.errors import ConfigError, Escalation, PxError, TapeError
 from protocols.interfaces import Inbox
 from protocols.messages import Bar, BarClosed, BarUpdated
 from protocols.timeframes import BarClock, parse_timeframe
+from supervisors.children import exact_ring_size
 from supervisors.config import BarsConfig, NodeConfig, TapeConfig
 from supervisors.mailbox import MailboxSpec, OverflowPolicy
-from supervisors.node import exact_ring_size, open_node
+from supervisors.node import open_node
 
 from .tape_filter import FILTER_REASONS, TapeFilter
 

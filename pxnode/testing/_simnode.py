@@ -39,9 +39,10 @@ from actors.health import HealthConfig
 from protocols.hubs import HubName
 from protocols.secrets import Secret
 from pxnode.sim import DEMO_ACCOUNT_ID, DEMO_API_KEY, DEMO_USERNAME, Fault, GatewaySim, SimConfig
+from supervisors.children import Network
 from supervisors.config import BarsConfig, GatewayConfig, NodeConfig
 from supervisors.mailbox import Mailbox, MailboxSpec, OverflowPolicy
-from supervisors.node import Network, Node, open_node
+from supervisors.node import Node, open_node
 from supervisors.registry import WallClock
 from supervisors.supervisor import unwrap
 

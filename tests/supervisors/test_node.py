@@ -23,7 +23,7 @@ from protocols.messages import (
 )
 from supervisors.config import BarsConfig, NodeConfig
 from supervisors.mailbox import MailboxSpec, OverflowPolicy
-from supervisors.node import NODE_CHILDREN, open_node
+from supervisors.node import open_node
 
 
 class FakeStats:
@@ -38,23 +38,6 @@ class FakeStats:
                 msg.reply.tell_nowait("fake snapshot")
             else:
                 self.seen.append(msg)
-
-
-def test_every_sink_starts_before_what_feeds_it_and_stops_after() -> None:
-    """The ordered shutdown (reverse start order) stops sources first, so every sink
-    still drains what its sources passed on before they stopped."""
-    order = [row.name for row in NODE_CHILDREN]
-    feeds = {
-        "validation": ("stats", "health", "account", "bars", "nats_bridge"),
-        "connection_market": ("validation", "recorder", "history", "auth"),
-        "connection_user": ("validation", "recorder", "auth"),
-        "nats_source": ("validation",),
-        "history": ("bars", "auth"),
-        "clock": ("bars", "validation", "stats", "health", "account"),
-    }
-    for source, sinks in feeds.items():
-        for sink in sinks:
-            assert order.index(sink) < order.index(source), f"{sink} must start before {source}"
 
 
 @pytest.mark.anyio
@@ -207,21 +190,3 @@ async def test_streams_have_their_own_policy_and_end_with_the_node() -> None:
         with node.stream_bars() as bars:
             assert bars.statistics().policy is OverflowPolicy.DROP_OLDEST
     assert [t.price for m in got for t in m.trades] == [100.0, 101.0, 102.0, 103.0, 104.0]
-
-
-def test_ring_size_follows_memory_but_never_below_exactness(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from types import SimpleNamespace
-
-    from supervisors import node as node_module
-
-    config = NodeConfig(contracts=["A"] * 10, bars=BarsConfig(timeframes=["1sec", "1min"]))
-    monkeypatch.setattr(
-        "supervisors.node.psutil.virtual_memory", lambda: SimpleNamespace(available=24 << 30)
-    )
-    assert node_module._ring_size(config) == 1000  # plenty of memory: the configured cap
-    monkeypatch.setattr(
-        "supervisors.node.psutil.virtual_memory", lambda: SimpleNamespace(available=0)
-    )
-    assert node_module._ring_size(config) == 62  # 60 s of 1sec bars + 2: late trades stay exact
