@@ -18,7 +18,8 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from pxnode.cli import _progress, app
+from pxnode.cli import app
+from pxnode.cli._tape import _progress
 from tests.subprocess_env import gateway, strict_env
 
 runner = CliRunner()
