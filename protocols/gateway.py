@@ -241,13 +241,16 @@ class AccountSearchResponse(RestResponse, frozen=True):
 
 
 class Contract(Wire, frozen=True):
+    """A contract as Contract/search answers it; the gateway's own documented answers
+    carry no ``symbolId``, so it may be missing (empty)."""
+
     id: str
     name: str
     description: str
     tick_size: float
     tick_value: float
     active_contract: bool
-    symbol_id: str
+    symbol_id: str = ""
 
 
 class ContractSearchRequest(RestRequest, frozen=True):
@@ -266,7 +269,16 @@ class ContractSearchByIdRequest(RestRequest, frozen=True):
 
 
 class ContractSearchByIdResponse(RestResponse, frozen=True):
+    """The SDKs read ``contract``; the gateway's docs show a ``contracts`` list: both are read."""
+
     contract: Contract | None = None
+    contracts: list[Contract] | None = None
+
+    def find(self, contract_id: str) -> Contract | None:
+        """The answer's contract of that id, in whichever shape it came."""
+        if self.contract is not None and self.contract.id == contract_id:
+            return self.contract
+        return next((c for c in self.contracts or () if c.id == contract_id), None)
 
 
 class ContractAvailableRequest(RestRequest, frozen=True):
@@ -357,19 +369,20 @@ class PositionSearchResponse(RestResponse, frozen=True):
 
 
 class TradeRecord(Wire, frozen=True):
-    """A fill of the account (``profit_and_loss`` is null for a half-turn)."""
+    """A fill of the account. ``profit_and_loss`` is null for a half-turn, and the user
+    hub leaves a null field out altogether (an opening fill has no such key)."""
 
     id: int
     account_id: int
     contract_id: str
     creation_timestamp: str
     price: float
-    profit_and_loss: float | None
     fees: float
     side: int
     size: int
     voided: bool
     order_id: int
+    profit_and_loss: float | None = None
 
 
 class TradeSearchRequest(RestRequest, frozen=True):

@@ -9,7 +9,7 @@ header cannot park the node for a day), else back off exponentially with
 jitter drawn from the caller's seeded ``random.Random``, so a test replays the
 same waits.
 
-The gateway limits every user to 50 History/retrieveBars requests per 30 s and
+The gateway limits every user to 30 History/retrieveBars requests per 30 s and
 200 other requests per 60 s, and answers more with HTTP 429 (no rate-limit
 headers). ``RestBudget`` is the node's own copy of those limits, one object per
 node handed to every REST caller: each request first *reserves* a slot, the
@@ -96,7 +96,7 @@ class RateLimit(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class RestLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The gateway's REST limits: History/retrieveBars, and every other endpoint."""
 
-    history: RateLimit = RateLimit(50, 30.0)
+    history: RateLimit = RateLimit(30, 30.0)
     other: RateLimit = RateLimit(200, 60.0)
 
 

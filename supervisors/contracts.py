@@ -16,6 +16,7 @@ from actors.auth import AuthConfig
 from protocols.errors import ConfigError, GatewayError
 from protocols.gateway import (
     ENCODER,
+    Contract,
     ContractSearchRequest,
     ContractSearchResponse,
     LoginKeyRequest,
@@ -31,6 +32,10 @@ if TYPE_CHECKING:
     import httpx
 
 CONTRACT_ID_PREFIX = "CON."
+_MONTH_CODES = frozenset("FGHJKMNQUVXZ")
+"""The futures month codes, January (F) to December (Z)."""
+_LISTED = 8
+"""Contracts a failed look-up names at most."""
 
 R = TypeVar("R", bound=RestResponse)
 
@@ -78,17 +83,38 @@ async def resolve_contracts(
 
 
 def _pick(symbol: str, found: ContractSearchResponse) -> str:
+    """The active contract the symbol names exactly (see ``_names``), else the first one.
+
+    The gateway's search matches text anywhere: "NQ" finds E-Mini Natural Gas
+    (NQGG25) beside the Nasdaq E-mini (ENQH25), so a prefix is no match. With no
+    exact match the ``ConfigError`` lists what the search found, to choose from.
+    """
     wanted = symbol.upper()
-    candidates = [
-        c
-        for c in found.contracts or ()
-        if wanted in (c.name.upper(), c.symbol_id.upper(), c.symbol_id.upper().rsplit(".", 1)[-1])
-        or c.name.upper().startswith(wanted)
-    ]
-    candidates.sort(key=lambda c: not c.active_contract)
-    if not candidates:
-        raise ConfigError(f"unknown contract {symbol!r} (no match in Contract/search)")
-    return candidates[0].id
+    contracts = found.contracts or []
+    candidates = sorted(
+        (c for c in contracts if _names(wanted, c)), key=lambda c: not c.active_contract
+    )
+    if candidates:
+        return candidates[0].id
+    listed = ", ".join(f"{c.name} ({c.description[:60]})" for c in contracts[:_LISTED])
+    hint = f"; Contract/search found {listed}: give one of these names" if listed else ""
+    raise ConfigError(f"unknown contract {symbol!r} (no exact match in Contract/search){hint}")
+
+
+def _names(wanted: str, contract: Contract) -> bool:
+    """``wanted`` is the contract's name (MNQZ5), symbol id (F.US.MNQ) or root (MNQ):
+    the root is the symbol id's last part, or what precedes the name's month code and
+    year (an answer may carry no symbol id)."""
+    name, symbol = contract.name.upper(), contract.symbol_id.upper()
+    if wanted in (name, symbol) or (symbol and wanted == symbol.rsplit(".", 1)[-1]):
+        return True
+    expiry = name.removeprefix(wanted)
+    return (
+        expiry != name
+        and 2 <= len(expiry) <= 3
+        and expiry[0] in _MONTH_CODES
+        and expiry[1:].isdigit()
+    )
 
 
 def _decode(kind: msgspec.json.Decoder[R], path: str, content: bytes) -> R:

@@ -138,7 +138,7 @@ class Searches:
         """Money per 1.0 of ``contract``'s price: its tickValue / tickSize."""
         request = gw.ContractSearchByIdRequest(contract_id=contract)
         content = await self._caller.post(client, auth, CONTRACT, gw.ENCODER.encode(request))
-        found = self._caller.decode(gw.ContractSearchByIdResponse, CONTRACT, content).contract
+        found = self._caller.decode(gw.ContractSearchByIdResponse, CONTRACT, content).find(contract)
         size = found.tick_size if found is not None else math.nan
         value = found.tick_value / size if found is not None and size > 0 else math.nan
         if not (math.isfinite(value) and value > 0):  # a sign flip of every P&L otherwise

@@ -52,7 +52,6 @@ class BookJudge:
         counts, newest = self._counts, self._quote_newest
         for quote in items:
             last, bid, ask, volume = quote.last_price, quote.best_bid, quote.best_ask, quote.volume
-            text = quote.timestamp if quote.timestamp is not None else quote.last_updated
             stamp: int | str
             if any(p is not None and not 0.0 < p < _INF for p in (last, bid, ask)):
                 stamp = "quotes_rejected.price"
@@ -61,7 +60,8 @@ class BookJudge:
             elif bid is not None and ask is not None and bid > ask:
                 stamp = "quotes_rejected.crossed"
             else:
-                stamp = self._stamp("quotes", text, received_us, newest.get(contract))
+                ts = self._later(quote.last_updated, quote.timestamp)
+                stamp = self._stamp("quotes", ts, received_us, newest.get(contract))
             if isinstance(stamp, str):
                 counts[stamp] += 1
                 continue
@@ -99,7 +99,7 @@ class BookJudge:
             stamp: int | str
             if item.type == _RESET:  # clears the book: its price and volumes mean nothing
                 last_text = None
-                stamp = self._stamp("depth", item.timestamp, received_us, newest)
+                stamp = self._stamp("depth", self._parse(item.timestamp), received_us, newest)
                 if isinstance(stamp, int):
                     newest = stamp if newest is None else max(newest, stamp)
                     levels.append(DepthLevel(stamp, _RESET, 0.0, 0, 0))
@@ -113,7 +113,7 @@ class BookJudge:
             elif (text := item.timestamp) is not None and text == last_text:
                 stamp = last_stamp
             else:
-                stamp = last_stamp = self._stamp("depth", text, received_us, newest)
+                stamp = last_stamp = self._stamp("depth", self._parse(text), received_us, newest)
                 last_text = text
             if isinstance(stamp, str):
                 counts[stamp] += 1
@@ -128,12 +128,28 @@ class BookJudge:
             counts["depth_accepted"] += len(levels)
             out.append(DepthAccepted(contract=contract, received_at=received_at, levels=levels))
 
-    def _stamp(
-        self, kind: str, text: str | None, received_us: int, newest: int | None
-    ) -> int | str:
+    def _parse(self, text: str | None) -> int | None:
+        return None if text is None else self._timestamps.parse(text)
+
+    def _later(self, *texts: str | None) -> int | None:
+        """The later of the stamps given; None if none is, or one does not parse.
+
+        A quote has two: the live gateway's ``timestamp`` may lag ``lastUpdated`` by
+        hours (a quote updated at 23:40:39Z said 20:53:40Z), and the quote is as new as
+        its later stamp.
+        """
+        later: int | None = None
+        for text in texts:
+            if text is not None:
+                ts = self._timestamps.parse(text)
+                if ts is None:
+                    return None
+                later = ts if later is None else max(later, ts)
+        return later
+
+    def _stamp(self, kind: str, ts: int | None, received_us: int, newest: int | None) -> int | str:
         """The time rules for quotes and depth: the item's ts, or the failing rule's counter key."""
         max_future, max_age, stale = self._limits
-        ts = None if text is None else self._timestamps.parse(text)
         if ts is None:
             return f"{kind}_rejected.timestamp"
         if ts > received_us + max_future:

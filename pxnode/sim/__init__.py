@@ -8,7 +8,7 @@ third-party client (pysignalr, signalrcore and the ProjectX SDKs built on them).
   ``GET /api/Status/ping``. Sans-IO, so tests can drive it through
   ``mock_transport`` without a socket. It has the gateway's habits, so tests
   catch what the real one would do: failures carry the endpoint's error code,
-  ``errorMessage: null`` and null arrays; more than 50 History/retrieveBars per
+  ``errorMessage: null`` and null arrays; more than 30 History/retrieveBars per
   30 s or 200 other calls per 60 s get HTTP 429 (no Retry-After); History bars
   are aligned the gateway's way (days at 00:00 UTC, not at the session open).
 * Hubs (``hubs``, ``server``): /hubs/market and /hubs/user, with or without a

@@ -144,6 +144,16 @@ def test_a_fill_listed_twice_is_told_once_and_a_resync_brings_no_news() -> None:
     assert (state.fills_seen, state.fills_dropped) == (5, 2)
 
 
+def test_an_opening_fill_without_a_profit_and_loss_key_is_a_fill() -> None:
+    """The live user hub leaves null fields out: a half-turn has no profitAndLoss at all."""
+    actor = AccountActor()
+    opening = {k: v for k, v in trade(8003).items() if k != "profitAndLoss"}
+    event = actor.on_user_event("GatewayUserTrade", args(opening, wrapped=True))
+    assert isinstance(event, FillReceived) and event.fill.profit_and_loss is None
+    assert actor.counters["rejected"] == 0
+    assert [f.id for f in actor.state().fills] == [8003]
+
+
 def test_tables_are_bounded() -> None:
     actor = AccountActor(max_items=2)
     for k in range(5):
@@ -444,6 +454,30 @@ async def test_a_token_refused_twice_or_no_token_is_a_counted_failure(
     assert rig.actor.counters["failures_auth"] == 1
     assert rig.actor.state().sync_error == "no token: login refused"
     assert "tok-SECRET" not in repr(rig.actor.state())
+
+
+BARE_MNQ = {k: v for k, v in MNQ_CONTRACT.items() if k != "symbolId"}  # as the docs show it
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ok("contract", BARE_MNQ),
+        ok("contracts", [BARE_MNQ]),  # the shape of the gateway's own docs
+        ok("contracts", [{**BARE_MNQ, "id": "CON.F.US.EP.Z25", "tickValue": 12.5}, BARE_MNQ]),
+    ],
+    ids=["contract", "contracts", "contracts-another-first"],
+)
+async def test_contract_search_by_id_is_read_in_either_shape_without_a_symbol_id(
+    autojump_clock: object, answer: Answer
+) -> None:
+    gateway = Gateway(script={CONTRACT: [answer]})
+    async with running(gateway) as rig:
+        rig.inbox.send_nowait(Connected("user"))
+        await anyio.sleep(1)
+    assert rig.actor.state().point_values == {MNQ: 2.0}
+    assert rig.actor.counters["contracts_unpriced"] == 0
 
 
 @pytest.mark.trio

@@ -452,7 +452,7 @@ def quote_reasons(j: Judged) -> dict[str, int]:
 
 
 def test_quote_accepted_with_its_own_time() -> None:
-    j = judge_quotes(quote(timestamp="2025-01-21T14:29:59.1234567+00:00"))
+    j = judge_quotes(quote(timestamp="2025-01-21T14:29:59.1234567+00:00", lastUpdated=...))
     assert j.quotes == [QuoteAccepted(C, RECV_US - 876544, RECV, 21000.5, 21000.25, 21000.5, 12345)]
 
 
@@ -484,7 +484,8 @@ def test_partial_quotes_and_unused_fields_of_any_type_are_fine() -> None:
         ({"timestamp": "nope"}, "timestamp"),
         ({"timestamp": 17}, "timestamp"),
         ({"timestamp": "2025-01-21T14:30:05.000001Z"}, "future"),
-        ({"timestamp": "2025-01-20T14:29:59.999999Z"}, "too_old"),
+        ({"lastUpdated": "nope"}, "timestamp"),
+        ({"timestamp": "2025-01-20T14:29:59.999999Z", "lastUpdated": ...}, "too_old"),
     ],
 )
 def test_quote_rules(fields: dict[str, Any], reason: str) -> None:
@@ -496,11 +497,25 @@ def test_quote_boundaries_pass() -> None:
         quote(bestBid=21000.5, bestAsk=21000.5),  # locked, not crossed
         quote(timestamp="2025-01-21T14:30:05Z"),
         quote(timestamp=..., lastUpdated="2025-01-21T14:29:05Z"),  # 60 s older: passes
-        quote(timestamp="2025-01-21T14:29:04.999999Z"),  # stale vs 14:30:05
+        quote(timestamp="2025-01-21T14:29:04.999999Z", lastUpdated=...),  # stale vs 14:30:05
         quote(volume=0),
     )
     assert len(j.quotes) == 4
     assert quote_reasons(j) == {"stale": 1}
+
+
+def test_a_quote_is_as_new_as_its_later_stamp() -> None:
+    """The live gateway's timestamp can lag lastUpdated by hours (captured: updated
+    23:40:39Z, timestamp 20:53:40Z): judged by it, every such quote would be stale, and
+    a day's lag too_old."""
+    lagging = "2025-01-20T11:43:01Z"  # 26 h 47 min before the receive time
+    j = judge_quotes(
+        quote(timestamp="2025-01-21T14:29:59Z", lastUpdated="2025-01-21T14:29:59Z"),
+        quote(timestamp=lagging, lastUpdated=TS),
+        quote(timestamp=TS, lastUpdated=lagging),
+    )
+    assert quote_reasons(j) == {}
+    assert [q.ts for q in j.quotes] == [RECV_US - 1_000_000, RECV_US, RECV_US]
 
 
 def test_quote_payload_not_an_object() -> None:

@@ -469,3 +469,15 @@ def test_wire_types_are_frozen() -> None:
 def test_wrapped_null_data_is_rejected() -> None:
     with pytest.raises(msgspec.ValidationError):
         decode_user_event(UserPosition, b'{"action":0,"data":null}')
+
+
+def test_search_by_id_finds_its_contract_in_either_shape_and_no_other() -> None:
+    bare = {"id": "CON.F.US.ENQ.H25", "name": "ENQH25", "description": "E-mini NASDAQ-100",
+            "tickSize": 0.25, "tickValue": 5, "activeContract": True}  # fmt: skip
+    other = {**bare, "id": "CON.F.US.MNQ.H25"}
+    decode = decoder(ContractSearchByIdResponse).decode
+    for answer in ({"contract": bare}, {"contracts": [other, bare]}):
+        found = decode(msgspec.json.encode(answer)).find("CON.F.US.ENQ.H25")
+        assert found is not None and (found.tick_value, found.symbol_id) == (5.0, "")
+    assert decode(msgspec.json.encode({"contract": other})).find("CON.F.US.ENQ.H25") is None
+    assert decode(b"{}").find("CON.F.US.ENQ.H25") is None

@@ -272,6 +272,23 @@ async def test_the_budget_queues_requests_in_order_within_a_sliding_window(
 
 
 @pytest.mark.trio
+async def test_the_default_budget_is_the_gateways_documented_limits(autojump_clock: Any) -> None:
+    """gateway.docs.projectx.com, rate limits: History/retrieveBars 30 requests / 30 s,
+    every other endpoint 200 / 60 s (older copies of the docs said 50 for history)."""
+    budget = rest.RestBudget()
+    for _ in range(30):
+        await budget.acquire("/api/History/retrieveBars")
+    assert anyio.current_time() == 0.0
+    await budget.acquire("/api/History/retrieveBars")
+    assert anyio.current_time() == 30.0
+    for _ in range(200):
+        await budget.acquire("/api/Order/search")
+    assert anyio.current_time() == 30.0
+    await budget.acquire("/api/Order/search")
+    assert anyio.current_time() == 90.0
+
+
+@pytest.mark.trio
 async def test_a_429_holds_the_window_for_retry_after_or_a_whole_period(
     autojump_clock: Any,
 ) -> None:
