@@ -72,7 +72,9 @@ async def test_a_symbol_names_a_contract_exactly_without_a_symbol_id(
 @pytest.mark.anyio
 async def test_the_symbol_id_or_its_root_names_a_contract_and_the_active_one_wins() -> None:
     expired = {**NQ_ANSWER[1], "id": "CON.F.US.MNQ.Z24", "name": "MNQZ24", "activeContract": False}
-    contracts = [{**c, "symbolId": "F.US." + c["id"].split(".")[3]} for c in [expired, *NQ_ANSWER]]
+    contracts = [
+        {**c, "symbolId": "F.US." + str(c["id"]).split(".")[3]} for c in [expired, *NQ_ANSWER]
+    ]
     assert await resolve(["F.US.MNQ", "MNQ"], contracts) == ["CON.F.US.MNQ.H25"] * 2
 
 
