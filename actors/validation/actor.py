@@ -90,7 +90,6 @@ class ValidationActor:
                 "frames_unknown_target",
                 "frames_unsubscribed",
                 "frames_over_contract_cap",
-                "trades_reference_reset",
                 "trades_accepted",
                 *(f"trades_rejected.{r}" for r in TRADE_REASONS),
                 "quotes_accepted",
@@ -319,13 +318,10 @@ class ValidationActor:
             newest: float = -_INF
             last_price = _NAN
         else:
+            # Even a newest beyond this frame's future bound stays the reference (a tape
+            # whose ``t`` stepped back): an accepted trade is never more than ``stale_after``
+            # older than it, which is what keeps the bar rings and replay's writer exact.
             newest, last_price = state[0], state[1]
-            if newest > latest:
-                # The newest accepted ts lies beyond what this frame could carry: it came from
-                # a clock that has since been corrected (a far-future tape line). Judged against
-                # it every good trade would be stale forever, so it restarts at the receive time.
-                newest = state[0] = received_us
-                counts["trades_reference_reset"] += 1
         oldest = newest - stale  # a trade before it is stale
         append = out.append
         accepted = 0

@@ -156,6 +156,6 @@ class BookJudge:
             return f"{kind}_rejected.future"
         if ts < received_us - max_age:
             return f"{kind}_rejected.too_old"
-        if newest is not None and ts < newest - stale and newest <= received_us + max_future:
-            return f"{kind}_rejected.stale"  # a newest from beyond the future bound is forgotten
+        if newest is not None and ts < newest - stale:
+            return f"{kind}_rejected.stale"
         return ts

@@ -6,6 +6,7 @@ import json
 import random
 import subprocess
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -288,6 +289,41 @@ async def test_frames_told_one_by_one_give_the_same_bars(
     batched = await run(path, ["1min", "1hr"])
     monkeypatch.setattr("actors.tape.player.MAX_FRAMES", 1)
     assert await run(path, ["1min", "1hr"]) == batched
+
+
+def stepped_back(seconds: Iterable[int], back_to: int, traded: int) -> list[str]:
+    """A trade on each of ``seconds`` (from 2025-03-09T06:00:00Z, ``t`` its own time), then a
+    line whose ``t`` steps back to ``back_to`` with a trade at ``traded``."""
+    start = unix("2025-03-09T06:00:00Z")
+
+    def at(offset: int) -> str:
+        return datetime.fromtimestamp(start + offset, UTC).isoformat()
+
+    lines = [line(at(i), "GatewayTrade", A, [item(100.0, 1, at(i))]) for i in seconds]
+    return [*lines, line(at(back_to), "GatewayTrade", A, [item(101.0, 1, at(traded))])]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("lines", "timeframe"),
+    [
+        (stepped_back(range(66), -1000, -1000), "1sec"),  # once beyond the 1sec ring: lost
+        (stepped_back([0, *range(100, 140)], 10, 5), "1min"),  # once written twice
+    ],
+    ids=["behind-the-ring", "behind-the-written"],
+)
+async def test_a_tape_stepping_back_cannot_reach_behind_the_bars_already_final(
+    tmp_path: Path, lines: list[str], timeframe: str
+) -> None:
+    """Found by an independent oracle: a reference that restarted when ``t`` stepped back
+    accepted trades older than the bars the rings keep and the writer has written."""
+    path = tmp_path / "back.tape"
+    path.write_text("\n".join(lines) + "\n")
+    result = await run(path, [timeframe])
+    keys = [(b.contract, b.timeframe, b.start) for b in result.bars]
+    assert len(keys) == len(set(keys))
+    assert sum(b.trades for b in result.bars) == result.stats.trades_accepted == len(lines) - 1
+    assert result.stats.trades_rejected["stale"] == 1
 
 
 @pytest.mark.anyio
