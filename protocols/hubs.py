@@ -113,10 +113,16 @@ class Connected(Message, frozen=True):
 
 
 class Disconnected(Message, frozen=True):
-    """The hub's socket is gone; ``reason`` never contains a secret."""
+    """The hub's socket is gone; ``reason`` never contains a secret.
+
+    ``silent_since``: the wall time (unix s) of the socket's last hub event, or of its
+    opening if it brought none; None if no socket opened. A silent socket is noticed
+    only a timeout later, and a back-fill must reach back to when the feed stopped.
+    """
 
     hub: HubName
     reason: str
+    silent_since: float | None = None
 
 
 class HeartbeatMeasured(Message, frozen=True):

@@ -230,7 +230,8 @@ class Bar(msgspec.Struct, frozen=True, gc=False):
     """One OHLCV bar; ``start`` is µs UTC (``start_time`` is the same as a datetime).
 
     ``trades`` is 0 for a history bar (the gateway gives no count: "unknown", not
-    "none"); ``source`` says where the numbers come from, so a consumer of
+    "none") and counts only the live part of a merged one; ``source`` says where the
+    numbers come from, so a consumer of
     ``stream_bars()`` can skip the back-filled past (``bar.source == "history"``).
     """
 

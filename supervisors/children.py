@@ -220,6 +220,9 @@ def _make_history(
         timeframes=list(config.bars.timeframes),
         api_url=_gateway(config).api_url,
         initial_bars=min(config.history_bars, config.bars.ring_size),
+        # Validation takes trades up to max_future ahead of the node's clock: the cut must
+        # lie beyond any of them, or those that reached bars before it was told are lost.
+        cut_margin=config.validation.max_future + 1.0,
     )
     rng = random.Random(config.seed + 1)
     budget = rest_budget(config, registry)

@@ -35,8 +35,6 @@ from protocols.timeframes import BarClock, Timeframe, parse_timeframe
 
 from .book import Agg, Series, by_start, history_agg
 
-MAX_CUTS = 8  # split points kept per contract: pending cuts and the newest history windows
-
 BATCH_LIMIT = 512
 LATENCY_SAMPLES = 1024
 COUNTERS = (
@@ -347,10 +345,23 @@ class BarsActor:
             series = self._series_of(msg.contract, name)
             if series is not None:
                 series.cut, series.tail = msg.cut, None
-        cuts = self._cuts.setdefault(msg.contract, [])
-        if msg.cut not in cuts:
-            cuts.append(msg.cut)
-            del cuts[:-MAX_CUTS]
+        if isinstance(msg.contract, str):
+            self._recut(msg.contract)
+
+    def _recut(self, contract: str) -> None:
+        """The contract's split points: where a history window of one of its series ends
+        or a back-fill will cut. No run straddles one, so a run is all history's or all
+        live in every series. Only what the series keep is kept (a count of them evicted
+        the end of a window whose bar was still forming: its live trades went as history's).
+        """
+        ends: set[int] = set()
+        for by_contract in self._series:
+            series = by_contract.get(contract)
+            if series is not None:
+                ends.update(hi for _, hi in series.covered)
+                if series.cut is not None:
+                    ends.add(series.cut)
+        self._cuts[contract] = sorted(ends)
 
     def _series_of(self, contract: Any, timeframe: Any) -> Series | None:
         k = self._index.get(timeframe)
@@ -398,6 +409,7 @@ class BarsActor:
         series.cover(since, cut)
         series.cut = None
         series.tail = None
+        self._recut(series.contract)
         for start in [s for s in series.forming if since <= s < cut]:
             del series.forming[start]  # touched ones were told above; history replaces them
         kept = [agg for agg in series.closed if not since <= agg.start < cut]

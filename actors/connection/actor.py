@@ -144,6 +144,7 @@ class ConnectionActor:
         self._where = self._opener.where
         self._events = frozenset(MARKET_EVENTS if config.hub == "market" else USER_EVENTS)
         self._gauges: dict[str, float] = {"connected": 0.0}
+        self._silent_since: float | None = None  # the last socket's, told with Disconnected
         self._healthy = False
 
     def __repr__(self) -> str:
@@ -160,7 +161,8 @@ class ConnectionActor:
             logger.warning("%s lost: %s", self._where, exc)
             if exc.status == 401:
                 _tell(optional_ref(ctx, "auth"), RefreshToken())
-            _tell(optional_ref(ctx, "topic.events"), Disconnected(hub, str(exc)))
+            events = optional_ref(ctx, "topic.events")
+            _tell(events, Disconnected(hub, str(exc), self._silent_since))
             raise
         finally:
             self._report(ctx)
@@ -186,11 +188,13 @@ class ConnectionActor:
                 tg.cancel_scope.cancel()
         finally:
             self._gauges["connected"] = 0.0
+            self._silent_since = link.data_at
             await self._teardown(link)
         if link.lost is not None:
             raise link.lost
         logger.info("%s closed: %s", self._where, reason)
-        _tell(optional_ref(ctx, "topic.events"), Disconnected(self._config.hub, reason))
+        events = optional_ref(ctx, "topic.events")
+        _tell(events, Disconnected(self._config.hub, reason, self._silent_since))
         return again
 
     async def _connect(self, inbox: Inbox[Any], ctx: ActorContext, held: list[Any]) -> Link | None:
@@ -439,6 +443,7 @@ class ConnectionActor:
             elif type(event) is not Ping:
                 counters["unexpected"] += 1
         if received:  # what arrived before a Close is still delivered
+            link.data_at = at
             await forward(received[0] if len(received) == 1 else HubMessagesReceived(received))
         if closed:
             return

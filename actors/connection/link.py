@@ -46,6 +46,7 @@ class Link:
         self.closed = anyio.Event()  # the server answered our close (or the stream ended)
         self.subscribed = False  # the book's calls are in the outbox
         self.heard_at = anyio.current_time()  # when we last handled a message from the server
+        self.data_at = 0.0  # wall time of the last hub event forwarded, or of the opening
         self.ids = itertools.count(1)
         self.pending: dict[str, str] = {}  # invocation id -> target, until its Completion
         self.ping: tuple[bytes, float] | None = None  # websocket ping in flight, sent at

@@ -55,7 +55,9 @@ class Opener:
 
     async def open(self, ctx: ActorContext) -> Link:
         """A token from auth, then a socket that completed the SignalR handshake."""
-        return await self._open(await self._token(ctx))
+        link = await self._open(await self._token(ctx))
+        link.data_at = ctx.wall_time()  # the feed is silent from the opening until it speaks
+        return link
 
     async def _token(self, ctx: ActorContext) -> Secret:
         try:

@@ -8,6 +8,7 @@ are in ``window``.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, TypeAlias
@@ -122,8 +123,8 @@ class HistoryActor:
         match msg:
             case Connected(hub="market"):
                 await self._on_hub_event("connected", ctx, bars)
-            case Disconnected(hub="market"):
-                await self._on_hub_event("disconnected", ctx, bars)
+            case Disconnected(hub="market", silent_since=silent_since):
+                await self._on_hub_event("disconnected", ctx, bars, silent_since)
             case Request(body=GetBackfill(), reply=reply):
                 reply.try_tell(self._state())
             case SubscribeContract(contract=contract) if isinstance(contract, str) and contract:
@@ -165,10 +166,16 @@ class HistoryActor:
             if self._hub == "up":  # else the next Connected cuts
                 await self._new_cut(ctx, bars)
 
-    async def _on_hub_event(self, event: str, ctx: ActorContext, bars: Ref[Any]) -> None:
+    async def _on_hub_event(
+        self, event: str, ctx: ActorContext, bars: Ref[Any], silent_since: float | None = None
+    ) -> None:
         self._hub, action = TRANSITIONS[self._hub, event]
         if action == "mark":
-            self._down_since = ctx.wall_time()
+            # A silent socket is noticed a timeout after its last event: the gap began then.
+            since = ctx.wall_time()
+            if isinstance(silent_since, float) and math.isfinite(silent_since):
+                since = min(since, silent_since)
+            self._down_since = since
         elif action == "gap":
             self.counters["gaps"] += 1
             series = self._series(self._contracts, self._timeframes.values())

@@ -1,7 +1,7 @@
 """History and live as one truth, through the whole node against the sim (virtual time).
 
 The sim's History answers like the gateway: newest first, 1day bars at 00:00 UTC,
-its own alignment for longer units, errorCode answers, and 429 beyond 50
+its own alignment for longer units, errorCode answers, and 429 beyond 30
 retrieveBars per 30 s. The node must still build every forming bar on pxnode's
 own session rules, from history plus the live trades, each counted once.
 """
