@@ -233,7 +233,8 @@ async def test_a_silent_hub_is_back_filled_from_when_the_feed_went_silent(
     assert not bad, bad[:3]
 
 
-NEW_FRAMES = "2hr 3hr 6hr 8hr 12hr 1week 1month 2min 3min 4min 6min 10min".split()
+NEW_FRAMES = ["2hr", "3hr", "6hr", "8hr", "12hr", "1week", "1month",
+              "2min", "3min", "4min", "6min", "10min"]  # fmt: skip
 
 
 @pytest.mark.trio
