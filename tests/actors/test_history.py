@@ -37,7 +37,7 @@ from protocols.messages import (
 from protocols.rest import RateLimit, RestBudget, RestLimits
 from protocols.timeframes import BarClock, parse_timeframe
 from pxnode.sim import GatewaySim, SimConfig, mock_transport
-from pxnode.testing import FakeAuth, FakeContext, RecordingRef
+from pxnode.testing import EPOCH, FakeAuth, FakeContext, RecordingRef
 from supervisors.mailbox import Mailbox, MailboxSpec
 
 START = 1_764_000_000.0  # 2025-11-24T16:00:00Z, a Monday; virtual time 0
@@ -469,6 +469,22 @@ async def test_an_answer_cut_short_by_max_bars_back_fills_from_its_oldest_bar(
     assert fill.since == int((START - 3600) * 1e6)
     assert len(fill.bars) == 12
     assert node.counters["truncated"] == 1
+
+
+@pytest.mark.trio
+async def test_a_gap_noticed_late_starts_where_the_feed_went_silent(autojump_clock: Any) -> None:
+    """A frozen socket is noticed a timeout after its last event (at 16:00:40 here, noticed
+    at 16:01:40); Disconnected says when that was, and the gap asks from there."""
+    gateway = Gateway()
+    async with running(gateway.transport(), timeframes=["1sec", "1min"], initial_bars=0) as node:
+        await node.series_done(2)
+        await trio.sleep(100 - anyio.current_time())
+        node.send(Disconnected("market", "frozen", silent_since=EPOCH + 40))
+        await trio.sleep(20)
+        node.send(Connected("market", "abc"))
+        await node.series_done(4)
+    starts = {c.body["unit"]: c.body["startTime"] for c in gateway.calls[2:]}
+    assert starts == {1: "2025-11-24T16:00:39+00:00", 2: "2025-11-24T15:59:00+00:00"}
 
 
 @pytest.mark.trio
