@@ -290,6 +290,15 @@ class BackfillStarted(Message, frozen=True):
     cut: int
 
 
+class CutPassed(Message, frozen=True):
+    """A live trade of ``contract`` at or after ``cut`` reached the bars: the gateway's
+    clock has passed the cut, whatever the node's says, so its history before the cut
+    can be asked for (after its ``settle``)."""
+
+    contract: str
+    cut: int
+
+
 class BackfillBars(Message, frozen=True):
     """History of ``contract`` x ``timeframe`` for ``[since, cut)``, oldest first.
 

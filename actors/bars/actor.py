@@ -14,13 +14,14 @@ import anyio.lowlevel
 
 from protocols.checks import count, non_negative, positive
 from protocols.errors import ConfigError
-from protocols.interfaces import ActorContext, Inbox, Ref, tell_when_room
+from protocols.interfaces import ActorContext, Inbox, Ref, optional_ref, tell_when_room
 from protocols.messages import (
     BackfillBars,
     BackfillStarted,
     BarClosed,
     BarUpdated,
     CountersReported,
+    CutPassed,
     Flush,
     GetBars,
     Message,
@@ -36,6 +37,7 @@ from protocols.timeframes import BarClock, Timeframe, parse_timeframe
 from .book import Agg, Series, by_start, history_agg
 
 BATCH_LIMIT = 512
+FAR_FUTURE = 1 << 62  # µs: after any cut
 LATENCY_SAMPLES = 1024
 COUNTERS = (
     "trades_aggregated",
@@ -101,6 +103,8 @@ class BarsActor:
         self._report_interval = report_interval
         self._runs: dict[str, Agg] = {}
         self._cuts: dict[str, list[int]] = {}  # per contract: runs never straddle these
+        self._unpassed: dict[str, int] = {}  # per contract: a back-fill's cut no trade reached yet
+        self._passed: list[CutPassed] = []  # for history, told with the batch's bars
         self._touched: list[tuple[Series, Agg]] = []
         self._outbox: list[Message] = []
         self._now_us: int | None = None  # the clock as of the last Tick
@@ -113,6 +117,7 @@ class BarsActor:
     async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
         topic = ctx.ref("topic.bars")
         stats = ctx.ref("stats")
+        history = optional_ref(ctx, "history")
         latencies: list[float] = []  # since the last report, at most LATENCY_SAMPLES
         reported_at = -math.inf  # anyio.current_time() of the last report
         flushes: list[Any] = []  # reply refs of Flush barriers in the current batch
@@ -150,6 +155,7 @@ class BarsActor:
             if self._overdue and self._now_us is not None:
                 self._close_due(self._now_us)
             told = await self._emit(topic)
+            self._tell_passed(history)
             self._answer(flushes)
             if received_at is not None:  # sampled when told, not after the others ran
                 latencies.append(ctx.wall_time() - received_at)
@@ -181,6 +187,13 @@ class BarsActor:
         for msg in outbox:
             await tell_when_room(topic, msg)
         return bool(outbox)
+
+    def _tell_passed(self, history: Ref[Any] | None) -> None:
+        # History waits for one of these per cut, at most a while: a dropped one costs time.
+        if history is not None:
+            for msg in self._passed:
+                history.try_tell(msg)
+        self._passed.clear()
 
     def _report(self, stats: Ref[Any], latencies: list[float]) -> None:
         report = CountersReported(
@@ -236,6 +249,8 @@ class BarsActor:
 
     def _apply(self, contract: str, run: Agg) -> None:
         late = counted = False
+        if run.start >= self._unpassed.get(contract, FAR_FUTURE):  # runs never straddle a cut
+            self._passed.append(CutPassed(contract, self._unpassed.pop(contract)))
         for clock, by_contract in zip(self._clocks, self._series, strict=True):
             series = by_contract.get(contract)
             if series is None:
@@ -345,7 +360,8 @@ class BarsActor:
             series = self._series_of(msg.contract, name)
             if series is not None:
                 series.cut, series.tail = msg.cut, None
-        if isinstance(msg.contract, str):
+        if isinstance(msg.contract, str) and isinstance(msg.cut, int):
+            self._unpassed[msg.contract] = msg.cut
             self._recut(msg.contract)
 
     def _recut(self, contract: str) -> None:

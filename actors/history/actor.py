@@ -26,6 +26,7 @@ from protocols.messages import (
     BackfillState,
     Bar,
     CountersReported,
+    CutPassed,
     GetBackfill,
     Request,
     Stop,
@@ -64,6 +65,7 @@ class HistoryActor:
     """Asks History/retrieveBars for what live trades cannot give and tells ``BackfillBars``."""
 
     _wake: anyio.Event  # set when there is work for the fetcher; a new one per round
+    _on_pass: anyio.Event  # set when a CutPassed arrives; a new one per wait
 
     def __init__(
         self,
@@ -84,6 +86,7 @@ class HistoryActor:
         self._down_since = 0.0  # unix time the bars may be missing from (while not "up")
         self._want: dict[Series, int] = {}  # series -> bar start history must cover from
         self._cut: int | None = None  # µs: the current back-fill covers everything before it
+        self._passed: tuple[int, float] | None = None  # a cut a live trade reached, and when
         self._done: set[Series] = set()  # back-filled at least once
         self._failed: dict[Series, str] = {}  # refused by the gateway: not asked again
         self._retrying: dict[Series, str] = {}  # given up on, wanted still: why
@@ -99,6 +102,7 @@ class HistoryActor:
         auth, bars, stats = ctx.ref("auth"), ctx.ref("bars"), ctx.ref("stats")
         self._down_since = ctx.wall_time()
         self._wake = anyio.Event()
+        self._on_pass = anyio.Event()
         self._wish(self._series(self._contracts, self._timeframes.values()), ctx, initial=True)
         async with (
             httpx.AsyncClient(
@@ -123,6 +127,9 @@ class HistoryActor:
         match msg:
             case Connected(hub="market"):
                 await self._on_hub_event("connected", ctx, bars)
+            case CutPassed(cut=cut) if cut == self._cut and self._passed is None:
+                self._passed = (cut, ctx.wall_time())
+                self._on_pass.set()
             case Disconnected(hub="market", silent_since=silent_since):
                 await self._on_hub_event("disconnected", ctx, bars, silent_since)
             case Request(body=GetBackfill(), reply=reply):
@@ -186,6 +193,7 @@ class HistoryActor:
         """Every pending series is now filled up to a new cut; bars keeps the live part apart."""
         cut = cut_after(round(ctx.wall_time() * 1_000_000), self._config.cut_margin)
         self._cut = cut
+        self._passed = None
         self.counters["cuts"] += 1
         by_contract: dict[str, list[str]] = {}
         for contract, tf in self._want:
@@ -218,9 +226,7 @@ class HistoryActor:
             self._wake = anyio.Event()
             while self._want and self._cut is not None:
                 cut = self._cut
-                wait = cut / 1e6 + self._config.settle - ctx.wall_time()
-                if wait > 0:  # the gateway's bars before the cut are final only then
-                    await anyio.sleep(wait)
+                await self._settled(cut, ctx)
                 if cut == self._cut:
                     await self._round(client, cut, auth, bars, stats)
                     if cut == self._cut:
@@ -243,6 +249,30 @@ class HistoryActor:
             if not self._wake.is_set() and self._hub == "up":
                 self.counters["refills"] += 1
                 await self._new_cut(ctx, bars)
+
+    async def _settled(self, cut: int, ctx: ActorContext) -> None:
+        """Until the gateway's bars before ``cut`` are final: ``settle`` after its clock
+        passed the cut. A live trade at or after the cut says it has (``CutPassed``);
+        a clock behind the node's says so later than the node's own clock would (asked
+        then, its answer lacked the cut's last seconds, and the live trades of those
+        seconds went as history's). A quiet market says nothing: ``max_clock_lag``
+        after the cut, the node's clock is taken at its word.
+        """
+        config = self._config
+        deadline = cut / 1e6 + config.max_clock_lag
+        while self._passed is None and cut == self._cut:
+            left = deadline - ctx.wall_time()
+            if left <= 0:
+                break
+            with anyio.move_on_after(left):
+                await self._on_pass.wait()
+            self._on_pass = anyio.Event()
+        if cut != self._cut:
+            return  # a new cut: the round starts over
+        passed = self._passed[1] if self._passed is not None else deadline
+        wait = max(cut / 1e6, passed) + config.settle - ctx.wall_time()
+        if wait > 0:
+            await anyio.sleep(wait)
 
     def _refill_delay(self, refills: int) -> float:
         config = self._config

@@ -67,8 +67,12 @@ class HistoryConfig(msgspec.Struct, frozen=True, kw_only=True):
     ``max_bars`` is the gateway's limit per request (20000 for ProjectX).
     ``cut_margin``: the cut is put at least this far ahead of the moment the
     market hub is up (live trades surely flow from it on, even from a clock a
-    few seconds ahead); ``settle``: the requests wait this long after the cut,
-    so that the gateway's last bars before it are final.
+    few seconds ahead); ``settle``: the requests wait this long after the
+    gateway's clock passed the cut (a live trade at or after it came back), so
+    that its last bars before it are final; ``max_clock_lag``: how long after
+    the cut, by the node's clock, they wait at most for such a trade (a quiet
+    market sends none; a gateway clock further behind loses the cut's last
+    seconds).
     ``min_lookback`` (seconds) is how far back the start-up request reaches at
     least, so that the last bars are found across a long weekend. ``live`` is
     the gateway's flag (live rather than simulated-account data).
@@ -100,6 +104,7 @@ class HistoryConfig(msgspec.Struct, frozen=True, kw_only=True):
     retry_after_max: float = 120.0
     cut_margin: float = 6.0
     settle: float = 2.0
+    max_clock_lag: float = 10.0
     refill_min: float = 5.0
     refill_max: float = 300.0
 
@@ -124,7 +129,7 @@ class HistoryConfig(msgspec.Struct, frozen=True, kw_only=True):
             )
         if not 1 <= self.max_attempts <= 100:
             raise ConfigError(f"history: max_attempts must be in 1..100, got {self.max_attempts}")
-        for name in ("min_lookback", "retry_after_max", "cut_margin", "settle"):
+        for name in ("min_lookback", "retry_after_max", "cut_margin", "settle", "max_clock_lag"):
             non_negative(f"history: {name}", getattr(self, name))
         for name in (
             "request_timeout",

@@ -25,6 +25,7 @@ from protocols.messages import (
     BarClosed,
     BarUpdated,
     CountersReported,
+    CutPassed,
     Flush,
     GetBars,
     Request,
@@ -65,12 +66,11 @@ def trades(*items: Trade) -> TradesAccepted:
 
 
 class BarsContext(FakeContext):
-    """The bars actor's context: its topic and stats recorded, a settable wall clock."""
+    """The bars actor's context: its topic, stats and history recorded, a settable wall clock."""
 
     def __init__(self) -> None:
-        super().__init__(
-            "bars", [RecordingRef("topic.bars"), RecordingRef("stats")], wall=lambda: self.now
-        )
+        refs = [RecordingRef(name) for name in ("topic.bars", "stats", "history")]
+        super().__init__("bars", refs, wall=lambda: self.now)
         self.now = 1_000.0
 
     @property
@@ -462,6 +462,22 @@ async def test_the_forming_bar_is_history_before_the_cut_plus_live_trades_after_
     updates = [m.bar for m in ctx.out if type(m) is BarUpdated]
     assert updates[-1].source == "merged"
     assert updates[-1].start_time == datetime(2025, 1, 15, 15, tzinfo=UTC)
+
+
+@pytest.mark.trio
+async def test_history_hears_once_when_a_live_trade_reached_the_cut() -> None:
+    """The gateway's clock passed the cut when one of its trades at or after it came in:
+    history asks for the bars before the cut only then (its clock may be behind ours)."""
+    _, ctx = await run_actor(
+        [
+            [BackfillStarted(MNQ, ["1hr"], us(CUT))],
+            [trades(trade("2025-01-15T15:02:29", 121.0))],  # before the cut: not yet
+            [trades(trade("2025-01-15T15:02:30", 140.0), trade("2025-01-15T15:03:00", 80.0))],
+            [trades(trade("2025-01-15T15:04:00", 125.0))],
+        ],
+        timeframes=("1hr",),
+    )
+    assert ctx.told("history") == [CutPassed(MNQ, us(CUT))]
 
 
 @pytest.mark.trio

@@ -28,6 +28,7 @@ from protocols.messages import (
     Bar,
     ChildStarted,
     CountersReported,
+    CutPassed,
     GetBackfill,
     RefreshToken,
     Request,
@@ -147,6 +148,7 @@ def config(**overrides: Any) -> HistoryConfig:
         "contracts": [MNQ],
         "timeframes": ["1min"],
         "backoff_jitter": 0.0,
+        "max_clock_lag": 0.0,  # no bars here to tell CutPassed: the node's clock decides
     }
     settings.update(overrides)
     return HistoryConfig(**settings)
@@ -469,6 +471,30 @@ async def test_an_answer_cut_short_by_max_bars_back_fills_from_its_oldest_bar(
     assert fill.since == int((START - 3600) * 1e6)
     assert len(fill.bars) == 12
     assert node.counters["truncated"] == 1
+
+
+@pytest.mark.trio
+@pytest.mark.parametrize(
+    ("passed_at", "asked_at"),
+    [
+        (None, 38.0),  # a quiet market: max_clock_lag (30 s) after the cut, then settle
+        (10.0, 12.0),  # the gateway's clock 4 s behind: settle after its clock passed the cut
+        (3.0, 8.0),  # a clock ahead: never before settle after the cut by the node's clock
+    ],
+)
+async def test_history_is_asked_settle_after_the_gateways_clock_passed_the_cut(
+    autojump_clock: Any, passed_at: float | None, asked_at: float
+) -> None:
+    gateway = Gateway()
+    async with running(gateway.transport(), max_clock_lag=30.0) as node:
+        await trio.sleep(1)
+        (started,) = node.started  # the cut: 6 s ahead of the hub coming up at 0
+        node.send(CutPassed(MNQ, started.cut - 1))  # not this cut: ignored
+        if passed_at is not None:
+            await trio.sleep(passed_at - anyio.current_time())
+            node.send(CutPassed(MNQ, started.cut))
+        await node.series_done(1)
+    assert gateway.calls[0].at == asked_at
 
 
 @pytest.mark.trio

@@ -176,6 +176,24 @@ async def drop_and_refill(h: Any, gap: float = 25.0) -> None:
 
 
 @pytest.mark.trio
+async def test_history_waits_for_a_gateway_clock_behind_the_nodes(
+    autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The node's clock 4 s ahead of the gateway's (its trades pass validation: only 4 s
+    old). Asked at cut + settle by the node's clock, the gateway had not traded up to the
+    cut: its answer lacked the cut's last seconds, and the live trades of those seconds,
+    arriving later, were dropped as history's."""
+    gateway_clock(monkeypatch, -4.0)
+    with pinned_time(monkeypatch, EPOCH):
+        async with sim_node(config=config(), sim=sim_config()) as h:
+            await drop_and_refill(h)
+            quiet = Quiet(h, 25.0)
+            await anyio.sleep(5)
+            bad = await mismatches(h, quiet)
+    assert not bad, bad[:3]
+
+
+@pytest.mark.trio
 async def test_the_cut_lies_beyond_every_trade_validation_takes_from_a_clock_ahead(
     autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
