@@ -30,8 +30,12 @@ answer unless the actor is stopped first; no fetch starts sooner than
 ``min_refresh_interval`` after the last token arrived (a wake is deferred and
 timers floored until then), so neither a skewed clock nor a hub repeating 401
 can drive a request storm, and a token revoked seconds after it was issued is
-still replaced. Rejected credentials raise at once and are never
-retried here: the supervisor decides.
+still replaced. A session the gateway logs out (``RefreshToken(logged_out=True)``)
+again within ``logout_backoff_max`` of its login waits twice as long each time,
+up to ``logout_backoff_max``: the gateway logs out a session when another one
+with the same credentials is active (a trader's platform), and logging in at
+once each time would push that one out in turn. Rejected credentials raise at
+once and are never retried here: the supervisor decides.
 """
 
 from __future__ import annotations
@@ -97,6 +101,7 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
     api_url: str = "https://api.topstepx.com"
     refresh_before: float = 1800.0
     min_refresh_interval: float = 10.0
+    logout_backoff_max: float = 600.0
     request_timeout: float = 10.0
     max_attempts: int = 5
     backoff_min: float = 1.0
@@ -118,7 +123,12 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
         if not self.api_url.startswith(("http://", "https://")):
             url = redact_userinfo(self.api_url)
             raise ConfigError(f"auth: api_url must be an http(s) URL, got {url!r}")
-        for name in ("refresh_before", "min_refresh_interval", "retry_after_max"):
+        for name in (
+            "refresh_before",
+            "min_refresh_interval",
+            "logout_backoff_max",
+            "retry_after_max",
+        ):
             non_negative(f"auth: {name}", getattr(self, name))
         for name in ("request_timeout", "backoff_min", "backoff_max"):
             positive(f"auth: {name}", getattr(self, name))
@@ -181,6 +191,8 @@ class AuthActor:
         self._issued_at = -math.inf  # anyio time the held token arrived
         self._fetching = True  # a run starts by logging in
         self._refused = False  # a hub refused the held token: asks wait for the next
+        self._logouts = 0  # logged out by the gateway in a row, each soon after its login
+        self._hold_off = config.min_refresh_interval  # a forced login waits this since the last
         self._waiters: list[Ref[Any]] = []
         self._failure: PxError | None = None
 
@@ -217,8 +229,8 @@ class AuthActor:
         match msg:
             case Request(body=GetToken(), reply=reply):
                 self._on_get_token(reply, ctx)
-            case RefreshToken():
-                self._on_refresh_token()
+            case RefreshToken(logged_out=logged_out):
+                self._on_refresh_token(logged_out is True)
             case _:
                 logger.warning("ignoring unexpected message %s", type(msg).__name__)
 
@@ -236,12 +248,27 @@ class AuthActor:
                 logger.info("held token expired; logging in again")
                 self._wake_keeper()
 
-    def _on_refresh_token(self) -> None:
+    def _on_refresh_token(self, logged_out: bool) -> None:
         if self._fetching:
             logger.debug("refresh requested while one is under way; coalesced")
             return
         # A token only seconds old may still be dead (revoked right after it was
         # issued): the refresh is deferred to ``min_refresh_interval``, never dropped.
+        config = self._config
+        self._hold_off = config.min_refresh_interval
+        if logged_out:
+            lived = anyio.current_time() - self._issued_at
+            self._logouts = self._logouts + 1 if lived < config.logout_backoff_max else 1
+            doubled = config.min_refresh_interval * 2.0 ** min(self._logouts - 1, 32)
+            capped = min(doubled, config.logout_backoff_max)
+            self._hold_off = max(capped, config.min_refresh_interval)
+            if self._logouts > 1:
+                logger.warning(
+                    "the gateway logged the session out %d times in a row (is another session "
+                    "using these credentials?); logging in again %.0f s after the last login",
+                    self._logouts,
+                    self._hold_off,
+                )
         logger.info("refresh requested; logging in again")
         self._refused = True
         self._wake_keeper()
@@ -269,8 +296,8 @@ class AuthActor:
             while True:
                 forced = await self._sleep_until_due(ctx)
                 self._fetching = True
-                if forced:  # the gateway's rate limit: one login per min_refresh_interval
-                    await anyio.sleep_until(self._issued_at + self._config.min_refresh_interval)
+                if forced:  # one login per min_refresh_interval, more after logouts in a row
+                    await anyio.sleep_until(self._issued_at + self._hold_off)
                 fresh = await (self._login(client) if forced else self._renew(client))
                 await self._hold(fresh, ctx, tokens)
         except PxError as exc:

@@ -385,7 +385,11 @@ class RefreshToken(Message, frozen=True):
 
     Ignored while a refresh is already under way or when the current token is
     only seconds old, so two hubs reporting the same 401 cause one login.
+    ``logged_out``: the gateway ended the session (``GatewayLogout``); logged out
+    again and again, the node logs in less and less often.
     """
+
+    logged_out: bool = False
 
 
 class AuthFailureReported(Message, frozen=True):

@@ -104,7 +104,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Open the websocket straight away with ``access_token`` in the query (the gateway's
     documented set-up); False POSTs ``{hub}/negotiate`` first."""
     rest_limits: RestLimits = msgspec.field(default_factory=RestLimits)
-    """The node's REST budget: History/retrieveBars 50 per 30 s, every other call 200 per 60 s."""
+    """The node's REST budget: History/retrieveBars 30 per 30 s, every other call 200 per 60 s."""
     hub_timings: HubTimings = msgspec.field(default_factory=HubTimings)
     """Keepalive, server timeout (silent freeze), connect/handshake/close timeouts, frame cap."""
     accounts: list[int] = msgspec.field(default_factory=list)

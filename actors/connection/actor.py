@@ -417,7 +417,7 @@ class ConnectionActor:
                 if event.target == LOGOUT:  # the session is over: log in again, reconnect
                     counters["logouts"] += 1
                     logger.warning("%s: the gateway logged the session out", self._where)
-                    _tell(optional_ref(ctx, "auth"), RefreshToken())
+                    _tell(optional_ref(ctx, "auth"), RefreshToken(logged_out=True))
                     continue
                 data = True
                 msg = HubMessageReceived(hub, event.target, event.arguments, at)

@@ -367,6 +367,30 @@ async def test_refresh_token_forces_one_login(autojump_clock: Any) -> None:
 
 
 @pytest.mark.trio
+async def test_logged_out_again_and_again_the_node_logs_in_less_and_less_often(
+    autojump_clock: Any,
+) -> None:
+    """The gateway logs a session out when another with the same credentials is active (a
+    trader's platform): logging in at once each time would push that one out in turn."""
+    gateway = Gateway()
+    async with running(gateway, logout_backoff_max=60.0) as node:
+        await trio.sleep(60.0)
+        for _ in range(5):  # each new session logged out a second after its login
+            node.ref.tell_nowait(RefreshToken(logged_out=True))
+            await node.ask()
+            await trio.sleep(1.0)
+        await trio.sleep(600.0)  # a session that lasts: the next logout starts over
+        node.ref.tell_nowait(RefreshToken(logged_out=True))
+        await node.ask()
+        node.ref.tell_nowait(RefreshToken())  # a 401 is not a logout: min_refresh_interval
+        await node.ask()
+    logins = gateway.times(LOGIN_PATH)
+    # after its login: 10 s, 20 s, 40 s, then at most logout_backoff_max
+    assert logins[:6] == [0.0, 60.0, 80.0, 120.0, 180.0, 240.0]
+    assert logins[6:] == [841.0, 851.0]
+
+
+@pytest.mark.trio
 async def test_asks_after_a_refused_token_wait_for_the_new_one(autojump_clock: Any) -> None:
     gateway = Gateway(
         script={LOGIN_PATH: [ok(LoginResponse(token=make_jwt(EPOCH + DAY, 0))), slow_login]}

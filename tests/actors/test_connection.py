@@ -820,6 +820,20 @@ async def test_a_silent_server_is_detected_as_frozen(autojump_clock: Any) -> Non
 
 
 @pytest.mark.trio
+async def test_a_gateway_logout_asks_auth_for_a_login_and_is_not_forwarded(
+    autojump_clock: Any,
+) -> None:
+    async with rigged() as rig:
+        rig.start()
+        peer = await rig.peer()
+        await peer.send(Invocation("GatewayLogout", []))
+        await peer.trade(1.0)
+        await until(lambda: len(rig.validation.told) == 1)
+        assert rig.auth.told == [RefreshToken(logged_out=True)]  # it backs off when repeated
+        assert [m.target for m in rig.validation.told] == ["GatewayTrade"]
+
+
+@pytest.mark.trio
 async def test_server_pings_keep_a_quiet_connection_alive(autojump_clock: Any) -> None:
     async with rigged(server_timeout=30.0) as rig:
         rig.start()

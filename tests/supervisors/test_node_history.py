@@ -112,7 +112,7 @@ async def test_twenty_contracts_by_six_timeframes_all_get_their_history_under_th
         assert {(c, u) for c in contracts for u in (2, 3)} <= set(asked)
         assert {c.status for c in calls} == {200}  # the budget kept under the limit: no 429
         assert h.sim.rest.throttled == 0
-        assert ready_at > 30  # 60 requests at 50 per 30 s: the budget queued the rest
+        assert ready_at > 30  # 60 requests at 30 per 30 s: the budget queued the rest
         history = {
             (m.bar.contract, m.bar.timeframe)
             for m in bars.of(BarClosed)
