@@ -42,6 +42,7 @@ from pxnode.sim.faults import FaultKind
 from pxnode.testing import ES, HOSTS, MNQ, SimNode, node_config, node_tasks, sim_node
 from supervisors.config import BarsConfig
 from supervisors.mailbox import OverflowPolicy
+from tests.sim_record import Quiet, truth
 
 DAY = 86_400.0
 WEEK = 7 * DAY
@@ -110,46 +111,6 @@ async def run_scenario(h: SimNode, plan: list[tuple[float, str, float]]) -> Coun
     return fired
 
 
-def truth(
-    h: SimNode, contract: str, lo_us: int, hi_us: int, quiet: Quiet
-) -> tuple[Any, ...] | None:
-    """(open, high, low, close, volume) of what the sim traded in [lo, hi) and sent, or None."""
-    start = int(h.sim.sim.start)
-    lo, hi = lo_us // 1_000_000, hi_us // 1_000_000
-    rows = list(h.sim.rest.synthetic.rows(contract, lo, min(hi, start)))
-    seconds = h.sim.sim.seconds(contract)
-    rows += [
-        (seconds.secs[i], seconds.o[i], seconds.h[i], seconds.l[i], seconds.c[i], seconds.v[i])
-        for i in seconds.between(max(lo, start), min(hi, quiet.since))
-    ]
-    rows += [
-        (t.ts, t.price, t.price, t.price, t.price, t.volume)
-        for t in quiet.sent[contract]
-        if lo_us <= t.ts < hi_us
-    ]
-    if not rows:
-        return None
-    return (
-        rows[0][1],
-        max(r[2] for r in rows),
-        min(r[3] for r in rows),
-        rows[-1][4],
-        sum(r[5] for r in rows),
-    )
-
-
-class Quiet:
-    """The sim stops sending (a stall: trades it makes meanwhile never leave it), so
-    what is in flight lands and the node's bars can be judged. ``sent`` holds each
-    contract's trades from the whole second ``since`` up to the stall: truth takes
-    those instead of the per-second record, which goes on with trades never sent."""
-
-    def __init__(self, h: SimNode, seconds: float) -> None:
-        self.since = int(h.wall()) - 60
-        self.sent = {c: h.sim.sim.recent_trades(c, since=self.since) for c in (MNQ, ES)}
-        h.sim.apply(Fault("stall", 0.0, seconds))
-
-
 @pytest.fixture
 def seeded_world(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Unix time starts at EPOCH; trio's scheduler shuffles with the scenario's seed
@@ -210,7 +171,7 @@ async def test_a_simulated_week_of_chaos_loses_and_doubles_nothing(
             await anyio.sleep_until(h.sim.sim.start + SOAK - h.wall() + anyio.current_time())
             await node.ready(timeout=600)  # connected, every gap back-filled
             # Shorter than the hubs' server timeout: no reconnect, no back-fill.
-            quiet = Quiet(h, 25.0)
+            quiet = Quiet(h, 25.0, (MNQ, ES))
             await anyio.sleep(5)
             tg.cancel_scope.cancel()
         stats = await node.stats()

@@ -23,6 +23,7 @@ from pxnode.sim import Fault, SimConfig
 from pxnode.testing import MNQ, SimNode, node_config, sim_node
 from supervisors.config import BarsConfig
 from supervisors.registry import WallClock
+from tests.sim_record import Quiet, truth
 
 FRAMES = ["1min", "5min", "15min", "1hr", "4hr", "1day"]
 
@@ -54,42 +55,6 @@ def sim_config(rate: float = 20.0, contracts: tuple[str, ...] = (MNQ,), **kw: An
         tick=kw.pop("tick", 0.1),
         history_hours=kw.pop("history_hours", 48.0),
         **kw,
-    )
-
-
-class Quiet:
-    """As in the chaos soak: the sim stops sending; truth after ``since`` is what it sent."""
-
-    def __init__(self, h: SimNode, seconds: float, contracts: tuple[str, ...] = (MNQ,)) -> None:
-        self.since = int(h.wall()) - 60
-        self.sent = {c: h.sim.sim.recent_trades(c, since=self.since) for c in contracts}
-        h.sim.apply(Fault("stall", 0.0, seconds))
-
-
-def truth(
-    h: SimNode, contract: str, lo_us: int, hi_us: int, quiet: Quiet
-) -> tuple[Any, ...] | None:
-    start = int(h.sim.sim.start)
-    lo, hi = lo_us // 1_000_000, hi_us // 1_000_000
-    rows = list(h.sim.rest.synthetic.rows(contract, lo, min(hi, start)))
-    seconds = h.sim.sim.seconds(contract)
-    rows += [
-        (seconds.secs[i], seconds.o[i], seconds.h[i], seconds.l[i], seconds.c[i], seconds.v[i])
-        for i in seconds.between(max(lo, start), min(hi, quiet.since))
-    ]
-    rows += [
-        (t.ts, t.price, t.price, t.price, t.price, t.volume)
-        for t in quiet.sent[contract]
-        if lo_us <= t.ts < hi_us
-    ]
-    if not rows:
-        return None
-    return (
-        rows[0][1],
-        max(r[2] for r in rows),
-        min(r[3] for r in rows),
-        rows[-1][4],
-        sum(r[5] for r in rows),
     )
 
 
@@ -187,7 +152,7 @@ async def test_history_waits_for_a_gateway_clock_behind_the_nodes(
     with pinned_time(monkeypatch, EPOCH):
         async with sim_node(config=config(), sim=sim_config()) as h:
             await drop_and_refill(h)
-            quiet = Quiet(h, 25.0)
+            quiet = Quiet(h, 25.0, (MNQ,))
             await anyio.sleep(5)
             bad = await mismatches(h, quiet)
     assert not bad, bad[:3]
@@ -205,7 +170,7 @@ async def test_the_cut_lies_beyond_every_trade_validation_takes_from_a_clock_ahe
     with pinned_time(monkeypatch, EPOCH):
         async with sim_node(config=cfg, sim=sim_config()) as h:
             await drop_and_refill(h)
-            quiet = Quiet(h, 25.0)
+            quiet = Quiet(h, 25.0, (MNQ,))
             await anyio.sleep(5)
             bad = await mismatches(h, quiet)
     assert not bad, bad[:3]
@@ -242,7 +207,7 @@ async def test_a_silent_hub_is_back_filled_from_when_the_feed_went_silent(
             await anyio.sleep(stall + 5)
             await h.node.ready(timeout=300)
             await anyio.sleep(20)
-            quiet = Quiet(h, 25.0)
+            quiet = Quiet(h, 25.0, (MNQ,))
             await anyio.sleep(5)
             since = int((silent_from - 120) * 1e6)
             bad = await mismatches(h, quiet, frames, since_us=since)
@@ -270,7 +235,7 @@ async def test_timeframes_added_one_a_second_keep_every_forming_bar_whole(
                 await anyio.sleep(1.0)
             await h.node.ready(timeout=600)
             await anyio.sleep(40)
-            quiet = Quiet(h, 25.0)
+            quiet = Quiet(h, 25.0, (MNQ,))
             await anyio.sleep(5)
             bad = await mismatches(h, quiet, ["1min", "1hr"], (MNQ,), n=50)
     assert not bad, bad[:3]
