@@ -64,17 +64,17 @@ class Outbox:
     """Stream messages not acknowledged yet, oldest first, and the ids' bookkeeping.
 
     Ids are a hash of the payload and its ordinal among identical payloads of the
-    same receive time, so two equal trades in one frame are two messages while the
-    same trade published twice is one.
+    same receive time on its subject, so two equal trades in one frame are two
+    messages while the same trade published twice is one. ``_frames`` holds one
+    receive time per subject (bounded by validation's contract cap).
     """
 
-    __slots__ = ("_frame_at", "_seen", "counters", "pending")
+    __slots__ = ("_frames", "counters", "pending")
 
     def __init__(self) -> None:
         self.pending: deque[tuple[str, bytes, str]] = deque()
         self.counters = dict.fromkeys(COUNTERS, 0)
-        self._frame_at: float | None = None
-        self._seen: dict[bytes, int] = {}
+        self._frames: dict[str, tuple[float, dict[bytes, int]]] = {}
 
     def __len__(self) -> int:
         return len(self.pending)
@@ -103,11 +103,14 @@ class Outbox:
         data = ENCODER.encode(payload)
         ordinal = 0
         if received_at is not None:
-            if received_at != self._frame_at:
-                self._frame_at = received_at
-                self._seen.clear()
-            ordinal = self._seen.get(data, 0)
-            self._seen[data] = ordinal + 1
+            # Per subject: validation tells a batch's trades before its quotes, so the
+            # quotes' receive times come between two trade messages of one frame's time.
+            frame = self._frames.get(subject)
+            if frame is None or frame[0] != received_at:
+                frame = self._frames[subject] = (received_at, {})
+            seen = frame[1]
+            ordinal = seen.get(data, 0)
+            seen[data] = ordinal + 1
         digest = hashlib.blake2b(data, digest_size=16, salt=ordinal.to_bytes(16, "little"))
         self.pending.append((subject, data, digest.hexdigest()))
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -84,9 +84,14 @@ def decode_trades(payloads: Iterable[bytes], counters: dict[str, int]) -> list[S
 
 @dataclass(slots=True)
 class Cursor:
-    """The last stream sequence passed on; made once per node, kept across incarnations."""
+    """The last stream sequence passed on, and the counts so far (cumulative, as every
+    counter of the node: a scraper's ``_total`` never goes back); made once per node,
+    kept across incarnations."""
 
     delivered: int = 0
+    counters: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(("received", "frames", "malformed", "redelivered"), 0)
+    )
 
 
 class NatsSource:
@@ -96,7 +101,7 @@ class NatsSource:
         self.config = config
         self.subjects = trade_subjects(contracts)
         self.cursor = cursor
-        self.counters = dict.fromkeys(("received", "frames", "malformed", "redelivered"), 0)
+        self.counters = cursor.counters
 
     def __repr__(self) -> str:
         return f"<NatsSource {self.config.url} stream={self.config.stream!r}>"

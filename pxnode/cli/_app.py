@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import anyio
+import msgspec
 import typer
 from typer.core import TyperCommand, TyperGroup, TyperOption
 from typer.models import CommandFunctionType
@@ -205,9 +206,12 @@ def contract_ids(values: list[str] | None) -> list[str]:
     return list(dict.fromkeys(part for part in parts if part))
 
 
-def nats_config(url: str, stream: str, durable: str = "pxnode") -> NatsConfig:
+def nats_config(url: str, base: NatsConfig | None = None, **changes: str) -> NatsConfig:
+    """``base`` (a config file's ``[nats]``, else the defaults) with ``--nats URL`` and
+    the other flags given: what the file set and no flag changed is kept."""
+    settings = msgspec.structs.asdict(base if base is not None else NatsConfig())
     try:
-        return NatsConfig(url=url, stream=stream, durable=durable)
+        return NatsConfig(**{**settings, **changes, "url": url})
     except PxError as error:
         fail(str(error))
         raise

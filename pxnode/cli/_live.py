@@ -187,7 +187,7 @@ def demo(
                 config, stopping, json=json, duration=duration, metrics_port=metrics_port
             )
 
-    publish = None if nats is None else nats_config(nats, "PXNODE")
+    publish = None if nats is None else nats_config(nats)
     execute(command, log_level, backend=_backend(publish))
 
 
@@ -242,8 +242,7 @@ def _live_config(
     if record is not None:
         updates["record"] = str(record)
     if nats is not None:
-        base = config.nats or NatsConfig()
-        updates["nats"] = nats_config(nats, base.stream, base.durable)
+        updates["nats"] = nats_config(nats, config.nats)
     config = msgspec.structs.replace(config, **updates)
     if not config.contracts:
         fail("no contracts: give --contracts or `contracts` in the config file")
@@ -346,7 +345,7 @@ def consume(
     log_level: LogLevel = "warning",
 ) -> None:
     """Build bars from the stream another node publishes to NATS JetStream (no gateway)."""
-    source = nats_config(nats, stream, durable)
+    source = nats_config(nats, stream=stream, durable=durable)
     config = NodeConfig(
         contracts=contract_ids(contracts),
         bars=BarsConfig(timeframes=timeframe_names(timeframes)),

@@ -95,7 +95,7 @@ def replay(
     only = None
     if nats is None and (start or end or wanted):
         only = TapeFilter(start, end, wanted or None)
-    source = None if nats is None else nats_config(nats, stream)
+    source = None if nats is None else nats_config(nats, stream=stream)
 
     async def command(stopping: Stopping) -> int:
         # A replay has nothing to drain: a signal abandons it (the output file is

@@ -30,6 +30,8 @@ from protocols.messages import (
     BarUpdated,
     CountersReported,
     HubMessagesReceived,
+    QuoteAccepted,
+    QuotesAccepted,
     Trade,
     TradesAccepted,
 )
@@ -129,6 +131,28 @@ def test_ids_are_content_derived_and_tell_identical_trades_in_a_frame_apart() ->
     later = Outbox()
     later.add(TradesAccepted([Trade(MNQ, T0, 1.0, 1, 0, 6.0)]))
     assert later.pending[0][2] not in ids, "the same trade in another frame is another message"
+
+
+def test_a_quote_told_between_two_trade_messages_of_one_frame_time_resets_no_ordinal() -> None:
+    """Validation tells a batch's trades before its quotes, so a quote received earlier can
+    come between two trade messages of one receive time: the second trade kept ordinal 0,
+    the first trade's id, and JetStream dropped it as a duplicate (a tape fed node lost
+    one trade per batch)."""
+    trade = Trade(MNQ, T0, 1.0, 1, 0, 5.0)
+    outbox = Outbox()
+    outbox.add(TradesAccepted([trade]))
+    outbox.add(QuotesAccepted([QuoteAccepted(MNQ, T0 - 100_000, 4.9, bid=1.0)]))
+    outbox.add(TradesAccepted([trade]))
+    ids = [msg_id for subject, _, msg_id in outbox.pending if subject.startswith("px.trade.")]
+    assert len(set(ids)) == 2
+
+
+def test_a_sources_counters_outlive_its_incarnations() -> None:
+    """Cumulative like every counter of the node: a restarted source counted from 0, and a
+    scraper's ``_total`` went back."""
+    cursor = Cursor()
+    NatsSource(NatsConfig(), [MNQ], cursor).counters["received"] += 10
+    assert NatsSource(NatsConfig(), [MNQ], cursor).counters["received"] == 10
 
 
 def test_bar_events_name_their_kind_and_other_messages_are_counted() -> None:

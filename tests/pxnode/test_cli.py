@@ -300,3 +300,29 @@ async def test_the_progress_bar_is_drawn_on_a_terminal_only(tmp_path: Path) -> N
         async with _progress(tape, show=show, console=console):
             pass
         assert quiet.getvalue() == ""
+
+
+def test_nats_on_the_command_line_keeps_the_config_files_nats_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--nats URL`` rebuilt the settings from url, stream and durable: the file's
+    overflow, buffer, window and windows silently became the defaults."""
+    from pxnode.cli._live import _live_config
+
+    monkeypatch.setenv("PROJECT_X_USERNAME", "demo")
+    monkeypatch.setenv("PROJECT_X_API_KEY", "demo-api-key")
+    path = tmp_path / "pxnode.toml"
+    path.write_text(
+        'contracts = ["CON.F.US.MNQ.Z25"]\n[nats]\nurl = "nats://10.0.0.1:4222"\n'
+        'overflow = "drop_oldest"\nbuffer = 1024\nwindow = 100\nduplicate_window = 600.0\n'
+    )
+    config = _live_config(path, None, None, None, None, None, None, "nats://127.0.0.1:4222")
+    assert config.nats is not None
+    nats = config.nats
+    assert nats.url == "nats://127.0.0.1:4222"
+    assert (nats.overflow, nats.buffer, nats.window, nats.duplicate_window) == (
+        "drop_oldest",
+        1024,
+        100,
+        600.0,
+    )
