@@ -224,10 +224,11 @@ def _replay_config(config: NodeConfig, timeframes: Sequence[str], path: str | Pa
         raise ConfigError("replay needs a non-empty list of timeframes, e.g. ['1min', '4hr']")
     bars = msgspec.structs.replace(config.bars, timeframes=list(timeframes))
     BarsConfig.__post_init__(bars)  # replace() skips validation; a bad name raises ConfigError
-    # The writer takes every bar as it closes: the rings need only what a late trade
-    # can still amend (fewer live objects: a quarter less time on a 1M-trade tape).
+    # The writer takes every bar as it closes: the rings hold exactly what a late trade
+    # can still amend (fewer live objects: a quarter less time on a 1M-trade tape), and
+    # no less, whatever ``ring_size`` says: a replay's output is not bounded by rings.
     exact = exact_ring_size(msgspec.structs.replace(config, bars=bars))
-    bars = msgspec.structs.replace(bars, ring_size=min(bars.ring_size, exact))
+    bars = msgspec.structs.replace(bars, ring_size=exact)
     # A tape is read far faster than it is judged: a small data-path mailbox keeps
     # what is in flight (and the tape chunks its raw frames pin) to a few MiB.
     capacity = min(config.mailbox_capacity, REPLAY_MAILBOX)

@@ -87,6 +87,7 @@ class HistoryActor:
         self._want: dict[Series, int] = {}  # series -> bar start history must cover from
         self._cut: int | None = None  # µs: the current back-fill covers everything before it
         self._passed: tuple[int, float] | None = None  # a cut a live trade reached, and when
+        self._lag = 0.0  # s the gateway's clock was behind ours at the last cut passed
         self._done: set[Series] = set()  # back-filled at least once
         self._failed: dict[Series, str] = {}  # refused by the gateway: not asked again
         self._retrying: dict[Series, str] = {}  # given up on, wanted still: why
@@ -128,7 +129,9 @@ class HistoryActor:
             case Connected(hub="market"):
                 await self._on_hub_event("connected", ctx, bars)
             case CutPassed(cut=cut) if cut == self._cut and self._passed is None:
-                self._passed = (cut, ctx.wall_time())
+                now = ctx.wall_time()
+                self._passed = (cut, now)
+                self._lag = min(max(0.0, now - cut / 1e6), self._config.max_clock_lag)
                 self._on_pass.set()
             case Disconnected(hub="market", silent_since=silent_since):
                 await self._on_hub_event("disconnected", ctx, bars, silent_since)
@@ -178,11 +181,12 @@ class HistoryActor:
     ) -> None:
         self._hub, action = TRANSITIONS[self._hub, event]
         if action == "mark":
-            # A silent socket is noticed a timeout after its last event: the gap began then.
+            # A silent socket is noticed a timeout after its last event: the gap began then,
+            # by our clock; the trades it misses carry the gateway's, ``_lag`` behind.
             since = ctx.wall_time()
             if isinstance(silent_since, float) and math.isfinite(silent_since):
                 since = min(since, silent_since)
-            self._down_since = since
+            self._down_since = since - self._lag
         elif action == "gap":
             self.counters["gaps"] += 1
             series = self._series(self._contracts, self._timeframes.values())

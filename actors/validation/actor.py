@@ -15,6 +15,7 @@ once everything queued before it has been told downstream (a barrier).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from typing import Any, TypeVar
@@ -274,16 +275,21 @@ class ValidationActor:
         The typed decoder first; one bad item fails it, and then the sanitising
         fallback judges what it can (see ``fallback``).
         """
+        rejected: Counter[str] = Counter()  # the fallback's item counts: an admitted frame's
         try:
             contract, payload = decoder.decode(arguments)
         except (msgspec.DecodeError, TypeError, RecursionError):
-            frame = fallback(arguments, self._counts, kind, sanitise)
+            frame = fallback(arguments, rejected, kind, sanitise)
         else:
             frame = contract, payload if type(payload) is list else [payload]
         if frame is None or not frame[0]:
             self._counts["frames_malformed"] += 1
             return None
-        return frame if self._admits(frame[0]) else None
+        if not self._admits(frame[0]):
+            return None  # skipped whole: its items are not judged, so not counted either
+        for key, n in rejected.items():
+            self._counts[key] += n
+        return frame
 
     def _admits(self, contract: str) -> bool:
         if self._subscribed is not None:

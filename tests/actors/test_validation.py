@@ -1154,6 +1154,21 @@ def test_quotes_keep_their_newest_too_when_the_receive_time_steps_back() -> None
     assert len(j.quotes) == 1 and quote_reasons(j) == {"stale": 1}
 
 
+def test_a_frame_skipped_whole_has_none_of_its_items_counted() -> None:
+    """Found by an independent oracle: the fallback counted a skipped frame's bad items as
+    rejected, so the counts of --json-stats no longer added up."""
+    actor = ValidationActor(subscribed={C})
+    other = "CON.F.US.EP.H25"
+    Judged(actor)(
+        raw_frame(f'["{other}", [5, "x"]]'.encode()),
+        raw_frame(f'["{other}", [5]]'.encode(), target="GatewayQuote"),
+        raw_frame(f'["{other}", [null]]'.encode(), target="GatewayDepth"),
+    )
+    counts = actor.counters()
+    assert counts["frames_unsubscribed"] == 3
+    assert {k: v for k, v in counts.items() if "_rejected." in k and v} == {}
+
+
 def test_max_contracts_must_be_a_count() -> None:
     with pytest.raises(ConfigError, match="max_contracts"):
         ValidationConfig(max_contracts=0)

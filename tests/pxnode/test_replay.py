@@ -327,6 +327,31 @@ async def test_a_tape_stepping_back_cannot_reach_behind_the_bars_already_final(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("bars", "validation", "late"),
+    [
+        ({"ring_size": 10}, {}, 30),  # a ring smaller than the stale window
+        ({}, {"stale_after": 1200.0}, 1050),  # a stale window longer than the default ring
+    ],
+)
+async def test_a_replays_rings_hold_whatever_a_late_trade_can_amend(
+    tmp_path: Path, bars: dict[str, Any], validation: dict[str, Any], late: int
+) -> None:
+    """Found by an independent oracle: the configured ring_size capped a replay's rings,
+    and a late trade validation accepted reached no bar."""
+    config = NodeConfig(
+        bars=msgspec.structs.replace(NodeConfig().bars, **bars),
+        validation=msgspec.structs.replace(NodeConfig().validation, **validation),
+    )
+    lines = stepped_back(range(40 + late), 40 + late, 40)  # the last is `late` s old, in time
+    path = tmp_path / "late.tape"
+    path.write_text("\n".join(lines) + "\n")
+    result = await run(path, ["1sec"], config=config)
+    assert result.stats.trades_accepted == len(lines)
+    assert sum(b.trades for b in result.bars) == len(lines)
+
+
+@pytest.mark.anyio
 async def test_bad_inputs_are_clear_errors(tape: Path, tmp_path: Path) -> None:
     with pytest.raises(TapeError, match="cannot open tape"):
         await run(tmp_path / "missing.tape", ["1min"])

@@ -158,6 +158,39 @@ async def test_history_waits_for_a_gateway_clock_behind_the_nodes(
     assert not bad, bad[:3]
 
 
+@pytest.mark.parametrize("fault", ["drop", "stall"])
+@pytest.mark.trio
+async def test_a_gap_reaches_back_by_the_gateways_lag_too(
+    autojump_clock: Any, monkeypatch: pytest.MonkeyPatch, fault: str
+) -> None:
+    """The gateway's clock 4 s behind the node's: the gap began at the hub's last event by
+    the node's clock, but the trades it missed carry the gateway's times, 4 s earlier; the
+    1sec bars of those seconds were never asked for (found by a second hunt)."""
+    frames = ["1sec", "5sec", "1min"]
+    gateway_clock(monkeypatch, -4.0)
+    with pinned_time(monkeypatch, EPOCH):
+        async with sim_node(config=config(frames), sim=sim_config(rate=10.0)) as h:
+            await h.node.ready(timeout=300)
+            await anyio.sleep(40)
+            since = int((h.wall() - 30) * 1e6)
+            if fault == "drop":
+                h.net.refused.add("market.sim")
+                h.sim.apply(Fault("drop", 0.0))
+                await anyio.sleep(5)
+                h.net.refused.clear()
+            else:
+                h.sim.apply(Fault("stall", 0.0, 40.0))  # noticed server_timeout (30 s) later
+                await anyio.sleep(45)
+            await h.node.ready(timeout=300)
+            await anyio.sleep(30)
+            quiet = Quiet(h, 25.0, (MNQ,))
+            await anyio.sleep(5)
+            gone = await missing(h, quiet, frames, since)
+            bad = await mismatches(h, quiet, frames, since_us=since)
+    assert not gone, f"{len(gone)} bars traded but absent, e.g. {gone[:3]}"
+    assert not bad, bad[:3]
+
+
 @pytest.mark.trio
 async def test_the_cut_lies_beyond_every_trade_validation_takes_from_a_clock_ahead(
     autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
