@@ -65,7 +65,7 @@ class HistoryActor:
     """Asks History/retrieveBars for what live trades cannot give and tells ``BackfillBars``."""
 
     _wake: anyio.Event  # set when there is work for the fetcher; a new one per round
-    _on_pass: anyio.Event  # set when a CutPassed arrives; a new one per wait
+    _on_pass: anyio.Event  # set when a CutPassed arrives or the cut changes; a new one per wait
 
     def __init__(
         self,
@@ -198,6 +198,7 @@ class HistoryActor:
         cut = cut_after(round(ctx.wall_time() * 1_000_000), self._config.cut_margin)
         self._cut = cut
         self._passed = None
+        self._on_pass.set()  # a fetcher waiting on the old cut starts over at once
         self.counters["cuts"] += 1
         by_contract: dict[str, list[str]] = {}
         for contract, tf in self._want:
