@@ -86,7 +86,7 @@ class HistoryActor:
         self._down_since = 0.0  # unix time the bars may be missing from (while not "up")
         self._want: dict[Series, int] = {}  # series -> bar start history must cover from
         self._cut: int | None = None  # µs: the current back-fill covers everything before it
-        self._passed: tuple[int, float] | None = None  # a cut a live trade reached, and when
+        self._passed_at: float | None = None  # when a live trade reached the current cut
         self._lag = 0.0  # s the gateway's clock was behind ours at the last cut passed
         self._done: set[Series] = set()  # back-filled at least once
         self._failed: dict[Series, str] = {}  # refused by the gateway: not asked again
@@ -128,9 +128,9 @@ class HistoryActor:
         match msg:
             case Connected(hub="market"):
                 await self._on_hub_event("connected", ctx, bars)
-            case CutPassed(cut=cut) if cut == self._cut and self._passed is None:
+            case CutPassed(cut=cut) if cut == self._cut and self._passed_at is None:
                 now = ctx.wall_time()
-                self._passed = (cut, now)
+                self._passed_at = now
                 self._lag = min(max(0.0, now - cut / 1e6), self._config.max_clock_lag)
                 self._on_pass.set()
             case Disconnected(hub="market", silent_since=silent_since):
@@ -197,7 +197,7 @@ class HistoryActor:
         """Every pending series is now filled up to a new cut; bars keeps the live part apart."""
         cut = cut_after(round(ctx.wall_time() * 1_000_000), self._config.cut_margin)
         self._cut = cut
-        self._passed = None
+        self._passed_at = None
         self._on_pass.set()  # a fetcher waiting on the old cut starts over at once
         self.counters["cuts"] += 1
         by_contract: dict[str, list[str]] = {}
@@ -265,7 +265,7 @@ class HistoryActor:
         """
         config = self._config
         deadline = cut / 1e6 + config.max_clock_lag
-        while self._passed is None and cut == self._cut:
+        while self._passed_at is None and cut == self._cut:
             left = deadline - ctx.wall_time()
             if left <= 0:
                 break
@@ -274,7 +274,7 @@ class HistoryActor:
             self._on_pass = anyio.Event()
         if cut != self._cut:
             return  # a new cut: the round starts over
-        passed = self._passed[1] if self._passed is not None else deadline
+        passed = self._passed_at if self._passed_at is not None else deadline
         wait = max(cut / 1e6, passed) + config.settle - ctx.wall_time()
         if wait > 0:
             await anyio.sleep(wait)

@@ -60,7 +60,7 @@ class BookJudge:
             elif bid is not None and ask is not None and bid > ask:
                 stamp = "quotes_rejected.crossed"
             else:
-                ts = self._later(quote.last_updated, quote.timestamp)
+                ts = self._time(quote.last_updated, quote.timestamp)
                 stamp = self._stamp("quotes", ts, received_us, newest.get(contract))
             if isinstance(stamp, str):
                 counts[stamp] += 1
@@ -99,7 +99,7 @@ class BookJudge:
             stamp: int | str
             if item.type == _RESET:  # clears the book: its price and volumes mean nothing
                 last_text = None
-                stamp = self._stamp("depth", self._parse(item.timestamp), received_us, newest)
+                stamp = self._stamp("depth", self._time(item.timestamp), received_us, newest)
                 if isinstance(stamp, int):
                     newest = stamp if newest is None else max(newest, stamp)
                     levels.append(DepthLevel(stamp, _RESET, 0.0, 0, 0))
@@ -113,7 +113,7 @@ class BookJudge:
             elif (text := item.timestamp) is not None and text == last_text:
                 stamp = last_stamp
             else:
-                stamp = last_stamp = self._stamp("depth", self._parse(text), received_us, newest)
+                stamp = last_stamp = self._stamp("depth", self._time(text), received_us, newest)
                 last_text = text
             if isinstance(stamp, str):
                 counts[stamp] += 1
@@ -128,11 +128,8 @@ class BookJudge:
             counts["depth_accepted"] += len(levels)
             out.append(DepthAccepted(contract=contract, received_at=received_at, levels=levels))
 
-    def _parse(self, text: str | None) -> int | None:
-        return None if text is None else self._timestamps.parse(text)
-
-    def _later(self, *texts: str | None) -> int | None:
-        """The later of the stamps given; None if none is, or one does not parse.
+    def _time(self, *texts: str | None) -> int | None:
+        """An item's time: the latest of its stamps; None if it has none, or one does not parse.
 
         A quote has two: the live gateway's ``timestamp`` may lag ``lastUpdated`` by
         hours (a quote updated at 23:40:39Z said 20:53:40Z), and the quote is as new as
