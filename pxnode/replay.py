@@ -119,7 +119,8 @@ async def replay(
     on_bar: Callable[[Bar], None] | None = None,
     only: TapeFilter | None = None,
 ) -> ReplayResult:
-    """Replay the tape at ``path`` building ``timeframes``; ``config`` sets everything else.
+    """Replay the tape at ``path`` building ``timeframes``; ``config`` sets everything else
+    (of its ``tape`` only ``judged``: a replay plays ``path`` at full speed).
 
     Every bar is returned, so the result grows with the tape: ``replay_to``
     writes a file of any size in flat memory. ``on_bar`` sees every closed bar
@@ -232,9 +233,8 @@ def _replay_config(config: NodeConfig, timeframes: Sequence[str], path: str | Pa
     # A tape is read far faster than it is judged: a small data-path mailbox keeps
     # what is in flight (and the tape chunks its raw frames pin) to a few MiB.
     capacity = min(config.mailbox_capacity, REPLAY_MAILBOX)
-    return msgspec.structs.replace(
-        config, tape=TapeConfig(str(path)), bars=bars, mailbox_capacity=capacity
-    )
+    tape = TapeConfig(str(path), judged=config.tape is not None and config.tape.judged)
+    return msgspec.structs.replace(config, tape=tape, bars=bars, mailbox_capacity=capacity)
 
 
 class _BarWriter:

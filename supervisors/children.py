@@ -28,7 +28,7 @@ from actors.bars import BarsActor
 from actors.connection import BadCommand, Connect, ConnectionActor, HubConfig, SubscriptionBook
 from actors.health import HealthActor
 from actors.history import HistoryActor, HistoryConfig
-from actors.nats_bridge import Cursor, NatsBridge, NatsSource, Outbox
+from actors.nats_bridge import Cursor, DurableInUse, NatsBridge, NatsSource, Outbox
 from actors.stats import StatsActor, dynamic_limits
 from actors.tape import TapePlayer, TapeRecorder, read_tape
 from actors.validation import ValidationActor
@@ -209,7 +209,9 @@ def _make_validation(
     if config.gateway is not None:
         subscribed = subscribed_contracts(registry)
         subscribed.update(config.contracts)
-    return lambda: ValidationActor(config.validation, subscribed)
+    # A stream's or stream tape's trades were accepted once already (see ValidationActor).
+    judged = config.consume is not None or (config.tape is not None and config.tape.judged)
+    return lambda: ValidationActor(config.validation, subscribed, judged_upstream=judged)
 
 
 def _make_history(
@@ -271,7 +273,8 @@ def _make_player(config: NodeConfig, *_: Any) -> Callable[[], TapePlayer]:
 def _make_source(config: NodeConfig, *_: Any) -> Callable[[], NatsSource]:
     assert config.consume is not None
     consume, cursor = config.consume, Cursor()
-    return lambda: NatsSource(consume, config.contracts, cursor)
+    contracts, timeframes = config.contracts, config.bars.timeframes
+    return lambda: NatsSource(consume, contracts, cursor, timeframes, config.tick_interval)
 
 
 HUB_BREAKER = BreakerPolicy(backoff=Backoff(min_backoff=0.5, max_backoff=30.0, jitter=0.2))
@@ -345,7 +348,10 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
             lambda: ClockActor(
                 registry,
                 config.tick_interval,
-                ("bars", "validation", "stats", "health", "recorder", "account"),
+                # A consuming node's bars close on the stream's time: its source ticks them.
+                ("validation", "stats", "health", "recorder", "account")
+                if config.consume is not None
+                else ("bars", "validation", "stats", "health", "recorder", "account"),
             )
         ),
         lambda _: MailboxSpec(1),
@@ -366,6 +372,7 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
         _commands,
         enabled=lambda config: config.consume is not None,
         breaker=NATS_BREAKER,
+        fatal=(DurableInUse,),  # another process consumes it: restarts cannot help
     ),
     NodeChild(
         "auth",

@@ -140,6 +140,9 @@ class TapeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     path: str
     speed: float | None = None
+    judged: bool = False
+    """The tape holds trades a node accepted already (``replay --nats`` plays the stream's
+    trades as one): validation judges their shape and staleness only."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path:

@@ -4,6 +4,7 @@ source feeds a consuming node from it (nats-py, asyncio only)."""
 from .bridge import COUNTERS as COUNTERS
 from .bridge import NatsBridge as NatsBridge
 from .bridge import Outbox as Outbox
+from .bus import DurableInUse as DurableInUse
 from .bus import NatsUnavailable as NatsUnavailable
 from .bus import require_asyncio as require_asyncio
 from .config import NatsConfig as NatsConfig
@@ -15,6 +16,7 @@ from .source import trade_frames as trade_frames
 __all__ = [
     "COUNTERS",
     "Cursor",
+    "DurableInUse",
     "NatsBridge",
     "NatsConfig",
     "NatsSource",

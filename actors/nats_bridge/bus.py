@@ -32,6 +32,10 @@ class NatsUnavailable(PxError):
     """NATS could not be reached, or the connection was lost (the supervisor retries)."""
 
 
+class DurableInUse(PxError):
+    """Another process consumes through the same durable (restarts cannot help)."""
+
+
 def require_asyncio() -> None:
     """``ConfigError`` unless running on asyncio (nats-py's only event loop)."""
     try:

@@ -11,13 +11,37 @@ a batch is acknowledged only after validation has passed it downstream (a
 ``Flush`` barrier), and each start resumes right after the last acknowledged
 message, so a consumer killed at any point goes on at the first message it had
 not finished; within one process a ``Cursor`` that outlives the actor's
-incarnations skips what a redelivery after a restart repeats.
+incarnations skips what a redelivery after a restart repeats (and starts over
+when the stream itself was deleted and created again: its sequences restart).
+
+Theory of operation, for the bars to equal the ingest node's:
+
+* **One consumer per durable.** JetStream shares a durable's messages among
+  everyone pulling from it, so two processes on one durable would each see a
+  part of the stream. Each incarnation answers requests on the durable's claim
+  subject while it runs; a start that gets an answer fails with
+  ``DurableInUse`` (a crashed process answers nothing: its durable is free).
+* **The stream's time.** The source, not the node's clock, ticks ``bars``:
+  while the consumer is behind (a late start, a restart, an outage) a bar
+  closes when the stream's receive times pass its end, as it did on the ingest
+  node, not when the wall clock does (which would close every backlog bar after
+  its first batch). Once caught up, the wall clock ticks, every
+  ``tick_interval``.
+* **Warm-up.** A process resuming a durable first reads back the trades of the
+  bars that were forming at its ack floor (from the earliest start among its
+  timeframes) straight into ``bars``: the forming bars hold the whole bar so
+  far, as history gives an ingest node's. Those trades were accepted and told
+  before; they are neither judged, told to ``topic.trades`` nor acknowledged
+  again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -34,19 +58,31 @@ from protocols.messages import (
     HubMessageReceived,
     HubMessagesReceived,
     Stop,
+    Tick,
+    Trade,
+    TradesAccepted,
 )
 from protocols.stream import TRADE_DECODER, StreamTrade, trade_subject
+from protocols.timeframes import bar_start, parse_timeframe
+from protocols.timestamps import TimestampParser
 
-from .bus import connected, ensure_stream, until_lost
+from .bus import DurableInUse, connected, ensure_stream, until_lost
 from .config import NatsConfig
 
 CLOCK_SKEW = 60.0
-"""Seconds a reader starts early in stream time: the node's and the server's clocks may differ."""
+"""Seconds a reader starts early in stream time: the ingest node's clock, the server's and
+ours may differ, and a trade may be received a few seconds before its exchange time."""
 
 
 def trade_subjects(contracts: Sequence[str]) -> list[str]:
-    """The subjects holding the trades of ``contracts`` (every contract if none)."""
-    return [trade_subject(c) for c in contracts] or ["px.trade.>"]
+    """The subjects holding the trades of ``contracts`` (every contract if none); two
+    contracts can share one (``subject_tokens`` replaces unsafe characters)."""
+    return list(dict.fromkeys(trade_subject(c) for c in contracts)) or ["px.trade.>"]
+
+
+def claim_subject(config: NatsConfig) -> str:
+    """Where the process consuming ``config.durable`` answers (outside the stream's ``px.>``)."""
+    return f"pxnode.durable.{config.stream}.{config.durable}"
 
 
 def trade_frames(trades: Iterable[StreamTrade]) -> list[HubMessageReceived]:
@@ -71,37 +107,70 @@ def _frame(key: tuple[str, float], items: list[TradeItem]) -> HubMessageReceived
     return HubMessageReceived("market", "GatewayTrade", arguments, received_at)
 
 
-def decode_trades(payloads: Iterable[bytes], counters: dict[str, int]) -> list[StreamTrade]:
-    """The trades among ``payloads``; anything else on a trade subject is counted and skipped."""
+def decode_trades(
+    payloads: Iterable[bytes], counters: dict[str, int], contracts: AbstractSet[str] = frozenset()
+) -> list[StreamTrade]:
+    """The trades among ``payloads`` (of ``contracts``, if any); anything else on a trade
+    subject is counted ``malformed``, the trades of a contract whose subject is shared
+    with one of ``contracts`` ``other_contract``."""
     trades: list[StreamTrade] = []
     for data in payloads:
         try:
-            trades.append(TRADE_DECODER.decode(data))
+            trade = TRADE_DECODER.decode(data)
         except msgspec.DecodeError:
             counters["malformed"] += 1
+            continue
+        if contracts and trade.contract not in contracts:
+            counters["other_contract"] += 1
+        else:
+            trades.append(trade)
     return trades
 
 
 @dataclass(slots=True)
 class Cursor:
-    """The last stream sequence passed on, and the counts so far (cumulative, as every
-    counter of the node: a scraper's ``_total`` never goes back); made once per node,
-    kept across incarnations."""
+    """The last stream sequence passed on (in the stream created at ``stream_created``),
+    and the counts so far (cumulative, as every counter of the node: a scraper's
+    ``_total`` never goes back); made once per node, kept across incarnations."""
 
     delivered: int = 0
+    stream_created: datetime | None = None
     counters: dict[str, int] = field(
-        default_factory=lambda: dict.fromkeys(("received", "frames", "malformed", "redelivered"), 0)
+        default_factory=lambda: dict.fromkeys(
+            (
+                "received",
+                "frames",
+                "malformed",
+                "other_contract",
+                "redelivered",
+                "warmed_up",
+                "stream_recreated",
+            ),
+            0,
+        )
     )
 
 
 class NatsSource:
     """Feeds validation from the stream's trades (see the module docstring)."""
 
-    def __init__(self, config: NatsConfig, contracts: Sequence[str], cursor: Cursor) -> None:
+    def __init__(
+        self,
+        config: NatsConfig,
+        contracts: Sequence[str],
+        cursor: Cursor,
+        timeframes: Sequence[str],
+        tick_interval: float,
+    ) -> None:
         self.config = config
         self.subjects = trade_subjects(contracts)
+        self.contracts = frozenset(contracts)
         self.cursor = cursor
         self.counters = cursor.counters
+        self.timeframes = [parse_timeframe(name) for name in timeframes]
+        self.tick_interval = tick_interval
+        self._behind = True  # until a fetch finds the stream's end: ticks are the stream's
+        self._timestamps = TimestampParser()
 
     def __repr__(self) -> str:
         return f"<NatsSource {self.config.url} stream={self.config.stream!r}>"
@@ -109,28 +178,49 @@ class NatsSource:
     async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
         from nats.errors import TimeoutError as FetchTimeout
 
-        validation, stats = ctx.ref("validation"), ctx.ref("stats")
-        async with connected(self.config) as (_, js, lost), anyio.create_task_group() as tg:
+        validation, bars, stats = ctx.ref("validation"), ctx.ref("bars"), ctx.ref("stats")
+        async with connected(self.config) as (client, js, lost), anyio.create_task_group() as tg:
             await ensure_stream(js, self.config)
-            await self._resume(js)
+            await _claim(client, self.config)
+            start = await self._resume(js)
+            if start > 1 and self.cursor.delivered == 0:  # a new process resuming a durable
+                await self._warm_up(js, start, bars)
             sub = await js.pull_subscribe_bind(
                 durable=self.config.durable, stream=self.config.stream
             )
             ctx.report_healthy()
             tg.start_soon(_until_stopped, inbox, tg.cancel_scope)
             tg.start_soon(until_lost, lost, self.config.url)
+            if self.tick_interval > 0:  # 0: no clock (bars close on the stream's time only)
+                tg.start_soon(self._tick, bars, ctx)
             while True:
                 try:
                     msgs = await sub.fetch(self.config.fetch, timeout=1.0)
                 except FetchTimeout:
+                    self._behind = False
                     continue
+                pending = msgs[-1].metadata.num_pending
+                # Behind from now, and until this batch's trades are told (no wall tick
+                # may come between them and the stream tick before them).
+                self._behind = self._behind or pending > 0
                 with anyio.CancelScope(shield=True):  # told but not acked would come twice
-                    await self._pass_on(msgs, validation)
+                    await self._pass_on(msgs, validation, bars)
                     await msgs[-1].ack()
+                self._behind = pending > 0
                 self._report(stats)
 
-    async def _resume(self, js: Any) -> None:
-        """(Re)create the durable consumer at its ack floor.
+    async def _tick(self, bars: Ref[Any], ctx: ActorContext) -> None:
+        """The wall clock's ticks for ``bars``, while the consumer is not behind."""
+        deadline = anyio.current_time()
+        while True:
+            deadline += self.tick_interval
+            await anyio.sleep_until(deadline)
+            if not self._behind:
+                bars.try_tell(Tick(now=ctx.wall_time()))  # ticks carry absolute time
+
+    async def _resume(self, js: Any) -> int:
+        """(Re)create the durable consumer at its ack floor; the stream sequence it starts
+        at (0: the stream's start).
 
         A consumer stopped mid-fetch leaves messages delivered but never
         acknowledged; the server would send the next ones first, and with
@@ -140,6 +230,13 @@ class NatsSource:
         from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
         from nats.js.errors import NotFoundError
 
+        created = (await js.stream_info(self.config.stream)).created
+        if created != self.cursor.stream_created:
+            if self.cursor.stream_created is not None:
+                # Deleted and created again (sequences start at 1): nothing in it was seen.
+                self.cursor.delivered = 0
+                self.counters["stream_recreated"] += 1
+            self.cursor.stream_created = created
         start = 0
         with contextlib.suppress(NotFoundError):
             info = await js.consumer_info(self.config.stream, self.config.durable)
@@ -155,8 +252,35 @@ class NatsSource:
                 opt_start_seq=start or None,
             ),
         )
+        return start
 
-    async def _pass_on(self, msgs: list[Any], validation: Ref[Any]) -> None:
+    async def _warm_up(self, js: Any, start: int, bars: Ref[Any]) -> None:
+        """Tell ``bars`` the trades before ``start`` of the bars forming at its ack floor."""
+        from nats.js.errors import NotFoundError
+
+        try:
+            last = TRADE_DECODER.decode((await js.get_msg(self.config.stream, start - 1)).data)
+        except (NotFoundError, msgspec.DecodeError):
+            return  # aged out of the stream, or not a trade: nothing forms around it
+        last_us = self._timestamps.parse(last.ts)
+        if last_us is None or not self.timeframes:
+            return
+        since = min(bar_start(tf, last_us) for tf in self.timeframes)
+        moment = datetime.fromtimestamp(since / 1e6, UTC)
+        async for trades in _read(self.config, self.subjects, moment, before=start):
+            accepted = [
+                Trade(t.contract, ts, t.price, t.volume, t.side, t.received_at)
+                for t in trades
+                if (not self.contracts or t.contract in self.contracts)
+                and (ts := self._timestamps.parse(t.ts)) is not None
+                and ts >= since
+            ]
+            if accepted:
+                self.counters["warmed_up"] += len(accepted)
+                await bars.tell(Tick(now=accepted[0].received_at))
+                await bars.tell(TradesAccepted(accepted))
+
+    async def _pass_on(self, msgs: list[Any], validation: Ref[Any], bars: Ref[Any]) -> None:
         fresh = []
         for msg in msgs:
             sequence = msg.metadata.sequence.stream
@@ -166,14 +290,41 @@ class NatsSource:
             self.cursor.delivered = sequence
             fresh.append(msg.data)
         self.counters["received"] += len(fresh)
-        frames = trade_frames(decode_trades(fresh, self.counters))
+        frames = trade_frames(decode_trades(fresh, self.counters, self.contracts))
         if frames:
             self.counters["frames"] += len(frames)
+            if self._behind:  # the batch's bars close on its time, before its trades come
+                await bars.tell(Tick(now=frames[0].received_at))
             await validation.tell(HubMessagesReceived(frames))
             await validation.ask(Flush(), timeout=self.config.ack_timeout)
 
     def _report(self, stats: Ref[Any]) -> None:
         stats.try_tell(CountersReported(source="nats_source", counters=dict(self.counters)))
+
+
+async def _claim(client: Any, config: NatsConfig) -> None:
+    """Answer on the durable's claim subject for as long as ``client`` is open;
+    ``DurableInUse`` if another process answers there already."""
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as RequestTimeout
+
+    subject = claim_subject(config)
+    try:
+        answer = await client.request(subject, b"", timeout=0.5)
+    except (NoRespondersError, RequestTimeout):
+        pass  # nobody (a crashed consumer's connection is gone, and its claim with it)
+    else:
+        raise DurableInUse(
+            f"NATS durable {config.durable!r} of stream {config.stream!r} is in use by another "
+            f"consumer ({answer.data.decode(errors='replace')}): give each consumer its own "
+            "--durable (consumers sharing one would each get a part of the stream)"
+        )
+    holder = f"pid {os.getpid()} on {socket.gethostname()}".encode()
+
+    async def answer_claim(msg: Any) -> None:
+        await msg.respond(holder)
+
+    await client.subscribe(subject, cb=answer_claim)
 
 
 async def _until_stopped(inbox: Inbox[Any], scope: anyio.CancelScope) -> None:
@@ -190,17 +341,30 @@ async def read_stream(
     since: datetime,
     until: datetime | None,
 ) -> AsyncIterator[list[StreamTrade]]:
-    """The stream's trades received in [since, until), in stream order, batch by batch.
+    """The stream's trades of ``contracts`` (all if none) received in [since, until), in
+    stream order, batch by batch, to the stream's end as it was when reading began."""
+    low = since.timestamp()
+    high = until.timestamp() if until is not None else None
+    wanted = frozenset(contracts)
+    async for trades in _read(config, trade_subjects(contracts), since):
+        yield [
+            t
+            for t in trades
+            if low <= t.received_at
+            and (high is None or t.received_at < high)
+            and (not wanted or t.contract in wanted)
+        ]
 
-    An ephemeral consumer starts at ``since`` in stream time (a trade is published
-    after it is received, so nothing received later was stored earlier) and reads to
-    the stream's end as it was when reading began.
-    """
+
+async def _read(
+    config: NatsConfig, subjects: list[str], since: datetime, before: int | None = None
+) -> AsyncIterator[list[StreamTrade]]:
+    """The trades on ``subjects`` from ``since`` in stream time (early by ``CLOCK_SKEW``: a
+    trade is published after it is received, so nothing received later was stored
+    earlier), batch by batch, up to stream sequence ``before`` or the stream's end."""
     from nats.errors import TimeoutError as FetchTimeout
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-    low = since.timestamp()
-    high = until.timestamp() if until is not None else None
     async with connected(config) as (_, js, _lost):
         info = await js.stream_info(config.stream)
         if info.state.messages == 0:
@@ -212,7 +376,7 @@ async def read_stream(
                 ack_policy=AckPolicy.NONE,
                 deliver_policy=DeliverPolicy.BY_START_TIME,
                 opt_start_time=(since - timedelta(seconds=CLOCK_SKEW)).astimezone(UTC),
-                filter_subjects=trade_subjects(contracts),
+                filter_subjects=subjects,
                 inactive_threshold=60.0,
             ),
         )
@@ -222,9 +386,12 @@ async def read_stream(
                 msgs = await sub.fetch(config.fetch, timeout=1.0)
             except FetchTimeout:
                 return
-            trades = decode_trades((m.data for m in msgs), counters)
-            yield [
-                t for t in trades if low <= t.received_at and (high is None or t.received_at < high)
-            ]
-            if msgs[-1].metadata.num_pending == 0:
+            if before is not None:
+                msgs = [m for m in msgs if m.metadata.sequence.stream < before]
+                if not msgs:
+                    return
+            yield decode_trades((m.data for m in msgs), counters)
+            if msgs[-1].metadata.num_pending == 0 or (
+                before is not None and msgs[-1].metadata.sequence.stream + 1 >= before
+            ):
                 return

@@ -63,10 +63,22 @@ class ValidationActor:
     """Judges every trade, quote and depth item; forwards the accepted, counts the rest."""
 
     def __init__(
-        self, config: ValidationConfig | None = None, subscribed: AbstractSet[str] | None = None
+        self,
+        config: ValidationConfig | None = None,
+        subscribed: AbstractSet[str] | None = None,
+        *,
+        judged_upstream: bool = False,
     ) -> None:
         """``subscribed``: a live node's contracts, the only ones admitted (read live, so a
-        contract subscribed later counts); None admits any contract up to the cap (replay)."""
+        contract subscribed later counts); None admits any contract up to the cap (replay).
+
+        ``judged_upstream``: the trades were accepted by another node (the NATS stream a
+        consumer reads, a ``replay --nats``). Their shape is judged (a foreign message may
+        stand among them) and their staleness, which keeps this node's rings and replay
+        output exact; not ``future``, ``too_old`` and ``spike``, which were the accepting
+        node's to apply: they depend on its limits and on its last price, which restarts
+        with it (a consumer running through an ingest restart across a gap would reject
+        every later trade as a spike)."""
         self.config = config = config or ValidationConfig()
         # Every per-contract map below is keyed only by admitted contracts: the
         # subscribed ones, or at most max_contracts (see _admits).
@@ -75,11 +87,11 @@ class ValidationActor:
         # (max_future µs, max_age µs, stale_after µs, spike band low, high): floats settle a
         # spike outside the band, spike_exceeds decides inside it, exactly.
         self._limits = (
-            round(config.max_future * 1_000_000),
-            round(config.max_age * 1_000_000),
+            I64_MAX if judged_upstream else round(config.max_future * 1_000_000),
+            I64_MAX if judged_upstream else round(config.max_age * 1_000_000),
             round(config.stale_after * 1_000_000),
-            config.max_spike * (1 - 1e-9),
-            config.max_spike * (1 + 1e-9),
+            _INF if judged_upstream else config.max_spike * (1 - 1e-9),
+            _INF if judged_upstream else config.max_spike * (1 + 1e-9),
         )
         self._timestamps = TimestampParser()
         # contract -> [newest accepted ts, last accepted price, accepted trades]

@@ -20,7 +20,6 @@ from ..preflight import check_reachable
 from ._app import (
     LogLevel,
     Stopping,
-    StreamName,
     app,
     contract_ids,
     execute,
@@ -334,27 +333,47 @@ def consume(
             metavar="IDS",
         ),
     ] = None,
-    timeframes: Timeframes = "1min,5min,1hr,4hr",
+    timeframes: LiveTimeframes = None,
     durable: Annotated[
-        str, typer.Option(help="Durable consumer name: a restart resumes where it stopped.")
-    ] = "pxnode",
-    stream: StreamName = "PXNODE",
+        str | None,
+        typer.Option(
+            help="Durable consumer name (default: the config file's, else pxnode): a restart "
+            "resumes where it stopped; each consumer needs its own.",
+            metavar="NAME",
+        ),
+    ] = None,
+    stream: Annotated[
+        str | None,
+        typer.Option(
+            help="JetStream stream name (default: the config file's, else PXNODE).", metavar="NAME"
+        ),
+    ] = None,
     metrics_port: MetricsPort = None,
     duration: Duration = None,
     json: Json = False,
+    config: ConfigFile = None,
     log_level: LogLevel = "warning",
 ) -> None:
     """Build bars from the stream another node publishes to NATS JetStream (no gateway)."""
-    source = nats_config(nats, stream=stream, durable=durable)
-    config = NodeConfig(
-        contracts=contract_ids(contracts),
-        bars=BarsConfig(timeframes=timeframe_names(timeframes)),
-        consume=source,
-    )
+    try:
+        # Its [bars], [validation] (staleness), [stats] and [nats] apply; no gateway.
+        base = load_config(config, environ={})
+    except PxError as error:
+        fail(str(error))
+        raise
+    flags = {"stream": stream, "durable": durable}
+    source = nats_config(nats, base.nats, **{k: v for k, v in flags.items() if v is not None})
+    updates: dict[str, Any] = {"consume": source, "gateway": None, "tape": None, "record": None}
+    updates["nats"] = None  # the stream's trades are published already
+    if names := contract_ids(contracts):
+        updates["contracts"] = names
+    if timeframes is not None:
+        updates["bars"] = msgspec.structs.replace(base.bars, timeframes=timeframe_names(timeframes))
+    node_config = msgspec.structs.replace(base, **updates)
 
     async def command(stopping: Stopping) -> int:
         return await _run_node(
-            config, stopping, json=json, duration=duration, metrics_port=metrics_port
+            node_config, stopping, json=json, duration=duration, metrics_port=metrics_port
         )
 
     execute(command, log_level, backend=_backend(source))

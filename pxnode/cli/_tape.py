@@ -108,11 +108,14 @@ def replay(
                 async with _progress(tape, show=not json_stats) as counts:
                     results.append(await replay_to(tape, names, out, only=only, counts=counts))
             else:
+                from supervisors.config import NodeConfig, TapeConfig
+
                 from ..stream_tape import stream_tape
 
                 assert start is not None and source is not None
                 async with stream_tape(source, wanted, start, end) as path:
-                    results.append(await replay_to(path, names, out))
+                    judged = NodeConfig(tape=TapeConfig(str(path), judged=True))
+                    results.append(await replay_to(path, names, out, config=judged))
 
         if not await unless_stopped(stopping, run):
             return 0

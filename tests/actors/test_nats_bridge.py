@@ -151,8 +151,8 @@ def test_a_sources_counters_outlive_its_incarnations() -> None:
     """Cumulative like every counter of the node: a restarted source counted from 0, and a
     scraper's ``_total`` went back."""
     cursor = Cursor()
-    NatsSource(NatsConfig(), [MNQ], cursor).counters["received"] += 10
-    assert NatsSource(NatsConfig(), [MNQ], cursor).counters["received"] == 10
+    NatsSource(NatsConfig(), [MNQ], cursor, ["1min"], 0.25).counters["received"] += 10
+    assert NatsSource(NatsConfig(), [MNQ], cursor, ["1min"], 0.25).counters["received"] == 10
 
 
 def test_bar_events_name_their_kind_and_other_messages_are_counted() -> None:
@@ -282,8 +282,8 @@ async def consume(config: NatsConfig, until: int, cursor: Cursor) -> list[Stream
     """Run a source until it passed ``until`` trades on, then stop it through its inbox."""
     validation = Answering("validation")
     inbox = MemoryInbox()
-    ctx = FakeContext("nats_source", [validation, RecordingRef("stats")])
-    source = NatsSource(config, [MNQ], cursor)
+    ctx = FakeContext("nats_source", [validation, RecordingRef("bars"), RecordingRef("stats")])
+    source = NatsSource(config, [MNQ], cursor, ["1min"], 0.25)
     source.subjects = [
         s.replace("px", config.subjects[0].removesuffix(".>"), 1) for s in source.subjects
     ]

@@ -245,6 +245,23 @@ def test_thresholds_are_config() -> None:
     assert j.prices == [21000.25, 19000.0]
 
 
+def test_trades_judged_upstream_keep_only_the_shape_and_staleness_rules() -> None:
+    """A consumer's stream holds trades another node accepted, with that node's limits and
+    last price (which restart with it): judging future, too_old and spike again lost them."""
+    config = ValidationConfig(max_future=1.0, max_age=10.0, stale_after=2.0, max_spike=0.1)
+    j = judge_trades(
+        trade(ts="2025-01-21T14:30:01Z"),  # newest
+        trade(ts="2025-01-21T14:30:09Z", price=30000),  # future and a spike there: accepted
+        trade(ts="2025-01-21T14:29:49Z", price=10000),  # too_old and a spike there: stale
+        trade(ts="2025-01-21T14:30:07Z", price=-1.0),  # price
+        trade(ts="2025-01-21T14:30:08Z", volume=0),  # volume
+        trade(ts="yesterday"),  # timestamp
+        actor=ValidationActor(config, judged_upstream=True),
+    )
+    assert reasons(j) == {"stale": 1, "price": 1, "volume": 1, "timestamp": 1}
+    assert j.prices == [21000.25, 30000.0]
+
+
 @pytest.mark.parametrize(
     "bad",
     [

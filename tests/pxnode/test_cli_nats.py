@@ -16,6 +16,7 @@ import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from pxnode.testing import NatsServer
+from tests.nats_stream import publish, this_minute, trades_at
 from tests.subprocess_env import PXNODE as ENTRY
 from tests.subprocess_env import gateway, strict_env
 
@@ -143,3 +144,36 @@ def test_replay_refuses_a_tape_and_nats_together_and_nats_without_since(tmp_path
         "replay", "--nats", "nats://127.0.0.1:9", "--since", "2026-01-01", "--out", "b.csv"
     )
     assert unreachable.returncode == 2 and "cannot reach NATS" in unreachable.stderr
+
+
+def gapped_stream(url: str) -> None:
+    """Three trades an ingest node accepted: a 60 % move (its own max_spike, or its first
+    trade after a restart across a gap) and one after it."""
+    asyncio.run(publish(url, trades_at(this_minute(), [100.0, 160.0, 160.25])))
+
+
+def test_consume_takes_its_config_files_settings_and_every_trade_of_the_stream(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    gapped_stream(server.url)
+    config = tmp_path / "consume.toml"
+    config.write_text('[nats]\ndurable = "desk"\n')
+    done = pxnode(
+        "consume", "--nats", server.url, "--config", str(config), "--duration", "2", "--json"
+    )
+    assert done.returncode == 0, done.stderr
+    stats = last_json(done.stdout)
+    assert stats["trades_accepted"] == 3, stats
+    assert ack_floor(server.url, "desk") == 3
+
+
+def test_replay_nats_keeps_every_trade_the_stream_holds(server: NatsServer, tmp_path: Path) -> None:
+    gapped_stream(server.url)
+    out = tmp_path / "bars.csv"
+    done = pxnode(
+        "replay", "--nats", server.url, "--since", "2000-01-01T00:00:00Z",
+        "--timeframes", "1min", "--out", str(out), "--json-stats",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert last_json(done.stdout)["trades_accepted"] == 3
+    assert pl.read_csv(out)["volume"].to_list() == [3]

@@ -19,14 +19,23 @@ import trio
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from actors.nats_bridge import NatsConfig
-from protocols.errors import ConfigError
-from protocols.messages import ChildRestarting, Trade, TradesAccepted
+from actors.validation import ValidationConfig
+from protocols.errors import ConfigError, Escalation
+from protocols.messages import (
+    BarClosed,
+    BarUpdated,
+    ChildRestarting,
+    Flush,
+    Trade,
+    TradesAccepted,
+)
 from protocols.stream import TRADE_DECODER, StreamTrade, stream_trade
 from pxnode.sim import SimConfig, gateway_config, running
 from pxnode.testing import NatsServer
 from supervisors.config import BarsConfig, NodeConfig
 from supervisors.mailbox import OverflowPolicy
 from supervisors.node import Node, open_node
+from tests.nats_stream import publish, this_minute, trades_at
 
 MNQ = "CON.F.US.MNQ.Z25"
 FRAMES = ["1sec", "1min"]
@@ -210,3 +219,143 @@ def test_open_node_refuses_trio_when_nats_is_configured() -> None:
 def test_a_node_takes_trades_from_a_gateway_or_from_nats_not_both() -> None:
     with pytest.raises(ConfigError, match="one source"):
         msgspec.structs.replace(ingest_config("http://x", "nats://y:1"), consume=NatsConfig())
+
+
+# --------------------------------------------- consumers: the bars equal the ingest node's
+
+
+async def received(node: Node, n: int) -> None:
+    with anyio.fail_after(15):
+        while (await node.stats()).counters.get("nats_source.received", 0) < n:  # noqa: ASYNC110
+            await anyio.sleep(0.05)
+
+
+def one_minute(durable: str, fetch: int = 1000, **changes: Any) -> NodeConfig:
+    config = consume_config(durable=durable, fetch=fetch, nats_url=changes.pop("url"))
+    return msgspec.structs.replace(config, bars=BarsConfig(timeframes=["1min"]), **changes)
+
+
+@pytest.mark.anyio
+async def test_a_second_consumer_on_a_durable_in_use_is_refused(server: NatsServer) -> None:
+    """JetStream shares a durable's messages among its pullers: a second process on it
+    would take a part of the stream from the first (and each start deleted the other's
+    consumer). It is refused, the first keeps every trade, and once the first has stopped
+    the durable is free."""
+    trades = trades_at(this_minute(), [100.0 + i for i in range(20)])
+    await publish(server.url, trades[:1])
+    async with open_node(one_minute("shared", fetch=5, url=server.url)) as first:
+        await received(first, 1)
+        with pytest.raises(Escalation, match="durable 'shared' of stream 'PXNODE' is in use"):
+            with anyio.fail_after(10):
+                async with open_node(one_minute("shared", url=server.url)):
+                    await anyio.sleep_forever()  # escalates as its source starts
+        await publish(server.url, trades[1:])
+        await received(first, 20)
+    async with open_node(one_minute("shared", url=server.url)) as again:
+        await received(again, 0)  # started: nobody answers for the durable any more
+
+
+@pytest.mark.anyio
+async def test_a_consumer_takes_every_trade_an_ingest_node_restarted_across_a_gap_accepted(
+    server: NatsServer,
+) -> None:
+    """An ingest node restarted while the market gapped 7 % has no last price and accepts
+    the new level; a consumer that ran throughout, judging spikes again against 100,
+    rejected every later trade. The stream's trades were judged where they were accepted."""
+    base = this_minute()
+    await publish(server.url, trades_at(base, [100.0, 100.0, 107.0, 107.25, 107.5]))
+    config = one_minute("gap", url=server.url, validation=ValidationConfig(max_spike=0.05))
+    async with open_node(config) as consumer:
+        await received(consumer, 5)
+        bars = await consumer.bars(MNQ, "1min", 10)
+        judged = await consumer.ref("validation").ask(Flush(), timeout=5)
+    assert judged["trades_accepted"] == 5
+    assert bars.select("open", "high", "low", "close", "volume").rows() == [
+        (100.0, 107.5, 100.0, 107.5, 5)
+    ]
+
+
+@pytest.mark.anyio
+async def test_a_consumer_behind_closes_each_backlog_bar_once_whole(server: NatsServer) -> None:
+    """A consumer reading a backlog (a late start, a restart) closed every backlog bar on
+    its wall clock after the first batch that touched it, then corrected it batch by
+    batch; on the stream's time each bar closes once, whole, as on the ingest node."""
+    minute = this_minute(minutes_ago=60)
+    backlog = trades_at(minute, [100.0 + i / 4 for i in range(2000)], step_us=25_000)
+    backlog += trades_at(minute + 60_000_000, [90.0])
+    await publish(server.url, backlog)
+    async with open_node(one_minute("late", fetch=1, url=server.url)) as consumer:
+        with consumer.stream_bars(capacity=10_000) as sub:
+            await received(consumer, 2001)  # a message a batch: the clock ticks meanwhile
+            await anyio.sleep(0.5)  # the wall clock closes the last bar
+            events = sub.drain(10_000)
+    closed = [(e.bar.start, e.bar.trades, e.bar.close) for e in events if type(e) is BarClosed]
+    assert closed == [(minute, 2000, 599.75), (minute + 60_000_000, 1, 90.0)]
+    assert not [e for e in events if type(e) is BarUpdated and e.closed]  # no corrections
+
+
+@pytest.mark.anyio
+async def test_a_restarted_consumer_builds_the_whole_forming_bar(server: NatsServer) -> None:
+    """A new process resuming a durable starts after its ack floor: the forming bar held
+    only the trades after the restart. It first reads back the forming bars' trades, and
+    those are neither judged nor told as trades again."""
+    trades = trades_at(this_minute(), [100.0, 101.0, 102.0])
+    await publish(server.url, trades[:2])
+    async with open_node(one_minute("restart", url=server.url)) as first:
+        await received(first, 2)
+    await publish(server.url, trades[2:])
+    async with open_node(one_minute("restart", url=server.url)) as second:
+        await received(second, 1)
+        bars = await second.bars(MNQ, "1min", 10)
+        counters = (await second.stats()).counters
+        judged = await second.ref("validation").ask(Flush(), timeout=5)
+    assert bars.select("open", "high", "low", "close", "volume", "trades").rows() == [
+        (100.0, 102.0, 100.0, 102.0, 3, 3)
+    ]
+    assert counters["nats_source.warmed_up"] == 2
+    assert judged["trades_accepted"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_consumer_takes_a_recreated_streams_trades(server: NatsServer) -> None:
+    """The stream deleted and created again starts at sequence 1: a running consumer took
+    its new trades for redeliveries of the old ones and dropped them."""
+    trades = trades_at(this_minute(), [100.0 + i for i in range(13)])
+    await publish(server.url, trades[:10])
+    async with open_node(one_minute("recreated", url=server.url)) as consumer:
+        await received(consumer, 10)
+        client = await nats.connect(server.url)
+        try:
+            await client.jetstream().delete_stream("PXNODE")
+        finally:
+            await client.close()
+        await publish(server.url, trades[10:])
+        await received(consumer, 13)
+        counters = (await consumer.stats()).counters
+        bars = await consumer.bars(MNQ, "1min", 10)
+    assert counters["nats_source.redelivered"] == 0
+    assert counters["nats_source.stream_recreated"] == 1
+    assert bars["trades"].sum() == 13
+
+
+@pytest.mark.anyio
+async def test_contracts_whose_subjects_collide_are_consumed_apart(server: NatsServer) -> None:
+    """``A*B`` and ``A_B`` share a subject: the durable got the same filter twice, which
+    JetStream refuses, and the source never started. A consumer of one of them takes only
+    its own trades from the shared subject."""
+    star, underscore = "CON.F.US.A*B.Z25", "CON.F.US.A_B.Z25"
+    base = this_minute()
+    await publish(
+        server.url,
+        trades_at(base, [100.0], contract=star) + trades_at(base, [200.0], contract=underscore),
+    )
+    both = one_minute("both", url=server.url, contracts=[star, underscore])
+    async with open_node(both) as node:
+        await received(node, 2)
+    alone = one_minute("alone", url=server.url, contracts=[underscore])
+    async with open_node(alone) as node:
+        with anyio.fail_after(10):
+            while (await node.stats()).counters.get("nats_source.other_contract", 0) < 1:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        assert (await node.bars(star, "1min", 10)).height == 0
+        assert (await node.bars(underscore, "1min", 10))["close"].to_list() == [200.0]
