@@ -15,9 +15,14 @@ The outbox is made once per node and handed to every incarnation (like a hub's
 subscription book). When NATS goes away the actor fails; the supervisor restarts
 it with backoff and the circuit breaker; the next incarnation publishes what the
 outbox still holds first, with the same ids, so a message whose ack was lost is
-dropped by JetStream's duplicate window instead of stored twice. Meanwhile the
-node goes on building bars and the mailbox fills; what it cannot hold is
-blocked (``overflow = "block"``) or dropped and counted.
+dropped by JetStream's duplicate window instead of stored twice. An outage can
+outlast that window (two minutes by default; the breaker waits up to about 17),
+so the stream is asked first: per subject, a window's messages are stored in the
+order they were sent, so when the stream's last message on a subject is one the
+outbox holds, it and every message before it on that subject were stored, and
+they leave the outbox unpublished (``stored_before``). Meanwhile the node goes
+on building bars and the mailbox fills; what it cannot hold is blocked
+(``overflow = "block"``) or dropped and counted.
 """
 
 from __future__ import annotations
@@ -57,7 +62,15 @@ from .config import NatsConfig
 BATCH_LIMIT = 256
 """Mailbox messages turned into stream messages per round (each may hold many items)."""
 
-COUNTERS = ("published", "acked", "duplicates", "republished", "windows", "ignored")
+COUNTERS = (
+    "published",
+    "acked",
+    "duplicates",
+    "republished",
+    "stored_before",
+    "windows",
+    "ignored",
+)
 
 
 class Outbox:
@@ -131,7 +144,9 @@ class NatsBridge:
             await ensure_stream(js, self.config)
             ctx.report_healthy()
             tg.start_soon(until_lost, lost, self.config.url)
-            self.outbox.counters["republished"] += len(self.outbox)
+            if self.outbox:
+                await self._drop_stored(js)
+                self.outbox.counters["republished"] += len(self.outbox)
             await self._publish(js, stats)
             while batch := await inbox.receive_batch(BATCH_LIMIT):
                 stop = False
@@ -144,6 +159,30 @@ class NatsBridge:
                 if stop:
                     break
             tg.cancel_scope.cancel()
+
+    async def _drop_stored(self, js: Any) -> None:
+        """Take out of the outbox what the stream stored before the last incarnation
+        lost its connection (see the module docstring)."""
+        from nats.js.errors import NotFoundError
+
+        ids: dict[str, list[str]] = {}
+        for subject, _, msg_id in self.outbox.pending:
+            ids.setdefault(subject, []).append(msg_id)
+        stored: set[str] = set()
+        for subject, sent in ids.items():
+            try:
+                last = await js.get_msg(self.config.stream, subject=subject)
+            except NotFoundError:
+                continue  # nothing on it: none of them was stored
+            last_id = (last.headers or {}).get("Nats-Msg-Id")
+            if last_id in sent:
+                stored.update(sent[: sent.index(last_id) + 1])
+        if stored:
+            pending = self.outbox.pending
+            kept = [entry for entry in pending if entry[2] not in stored]
+            self.outbox.counters["stored_before"] += len(pending) - len(kept)
+            pending.clear()
+            pending.extend(kept)
 
     async def _publish(self, js: Any, stats: Ref[Any]) -> None:
         """Publish the outbox in windows; a message leaves it only once acknowledged."""
