@@ -25,8 +25,10 @@ Theory of operation, for the bars to equal the ingest node's:
   while the consumer is behind (a late start, a restart, an outage) a bar
   closes when the stream's receive times pass its end, as it did on the ingest
   node, not when the wall clock does (which would close every backlog bar after
-  its first batch). Once caught up, the wall clock ticks, every
-  ``tick_interval``.
+  its first batch). Behind means messages pending, or the newest trade read
+  received more than ``BEHIND_BY`` ago (a stream's end can still be catching up:
+  an ingest node republishing after an outage). Once caught up (or after a fetch
+  that found nothing) the wall clock ticks, every ``tick_interval``.
 * **Warm-up.** A process resuming a durable first reads back the trades of the
   bars that were forming at its ack floor (from the earliest start among its
   timeframes) straight into ``bars``: the forming bars hold the whole bar so
@@ -72,6 +74,11 @@ from .config import NatsConfig
 CLOCK_SKEW = 60.0
 """Seconds a reader starts early in stream time: the ingest node's clock, the server's and
 ours may differ, and a trade may be received a few seconds before its exchange time."""
+
+
+BEHIND_BY = 2.0
+"""Seconds the newest trade read may lie before our clock with the consumer caught up: an
+ingest node republishing after an outage can feed a consumer slower than it reads."""
 
 
 def trade_subjects(contracts: Sequence[str]) -> list[str]:
@@ -200,13 +207,17 @@ class NatsSource:
                     self._behind = False
                     continue
                 pending = msgs[-1].metadata.num_pending
-                # Behind from now, and until this batch's trades are told (no wall tick
-                # may come between them and the stream tick before them).
-                self._behind = self._behind or pending > 0
                 with anyio.CancelScope(shield=True):  # told but not acked would come twice
-                    await self._pass_on(msgs, validation, bars)
+                    frames = self._fresh_frames(msgs)
+                    behind = pending > 0 or (
+                        bool(frames) and frames[-1].received_at < ctx.wall_time() - BEHIND_BY
+                    )
+                    # Behind from now, and until this batch's trades are told (no wall
+                    # tick may come between them and the stream tick before them).
+                    self._behind = self._behind or behind
+                    await self._tell(frames, validation, bars)
                     await msgs[-1].ack()
-                self._behind = pending > 0
+                self._behind = behind
                 self._report(stats)
 
     async def _tick(self, bars: Ref[Any], ctx: ActorContext) -> None:
@@ -280,7 +291,8 @@ class NatsSource:
                 await bars.tell(Tick(now=accepted[0].received_at))
                 await bars.tell(TradesAccepted(accepted))
 
-    async def _pass_on(self, msgs: list[Any], validation: Ref[Any], bars: Ref[Any]) -> None:
+    def _fresh_frames(self, msgs: list[Any]) -> list[HubMessageReceived]:
+        """The frames of the trades among ``msgs`` not passed on before."""
         fresh = []
         for msg in msgs:
             sequence = msg.metadata.sequence.stream
@@ -290,7 +302,11 @@ class NatsSource:
             self.cursor.delivered = sequence
             fresh.append(msg.data)
         self.counters["received"] += len(fresh)
-        frames = trade_frames(decode_trades(fresh, self.counters, self.contracts))
+        return trade_frames(decode_trades(fresh, self.counters, self.contracts))
+
+    async def _tell(
+        self, frames: list[HubMessageReceived], validation: Ref[Any], bars: Ref[Any]
+    ) -> None:
         if frames:
             self.counters["frames"] += len(frames)
             if self._behind:  # the batch's bars close on its time, before its trades come

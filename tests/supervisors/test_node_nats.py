@@ -287,10 +287,33 @@ async def test_a_consumer_behind_closes_each_backlog_bar_once_whole(server: Nats
     async with open_node(one_minute("late", fetch=1, url=server.url)) as consumer:
         with consumer.stream_bars(capacity=10_000) as sub:
             await received(consumer, 2001)  # a message a batch: the clock ticks meanwhile
-            await anyio.sleep(0.5)  # the wall clock closes the last bar
+            await anyio.sleep(1.5)  # a fetch finds nothing: the wall clock closes the last bar
             events = sub.drain(10_000)
     closed = [(e.bar.start, e.bar.trades, e.bar.close) for e in events if type(e) is BarClosed]
     assert closed == [(minute, 2000, 599.75), (minute + 60_000_000, 1, 90.0)]
+    assert not [e for e in events if type(e) is BarUpdated and e.closed]  # no corrections
+
+
+@pytest.mark.anyio
+async def test_a_consumer_at_a_stream_end_still_catching_up_closes_its_bars_on_stream_time(
+    server: NatsServer,
+) -> None:
+    """An ingest node republishing its outbox after an outage can feed a consumer slower
+    than it reads: the stream's end then holds trades received long ago, and the wall
+    clock closed their bar before the rest of it came."""
+    minute = this_minute(minutes_ago=60)
+    trades = trades_at(minute + 1_000_000, [101.0, 102.0, 103.0], step_us=1_000_000)
+    await publish(server.url, trades[:1])
+    async with open_node(one_minute("outage", url=server.url)) as consumer:
+        with consumer.stream_bars(capacity=1000) as sub:
+            await received(consumer, 1)
+            await anyio.sleep(0.3)  # the clock ticks: the node has read the stream's end
+            await publish(server.url, trades[1:])
+            await received(consumer, 3)
+            await anyio.sleep(1.5)  # a fetch finds nothing: the wall clock closes the bar
+            events = sub.drain(1000)
+    closed = [(e.bar.start, e.bar.trades, e.bar.close) for e in events if type(e) is BarClosed]
+    assert closed == [(minute, 3, 103.0)]
     assert not [e for e in events if type(e) is BarUpdated and e.closed]  # no corrections
 
 
