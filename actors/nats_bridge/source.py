@@ -358,7 +358,8 @@ async def read_stream(
     until: datetime | None,
 ) -> AsyncIterator[list[StreamTrade]]:
     """The stream's trades of ``contracts`` (all if none) received in [since, until), in
-    stream order, batch by batch, to the stream's end as it was when reading began."""
+    stream order, batch by batch, to the stream's end as it was when reading began (a
+    live node may go on publishing)."""
     low = since.timestamp()
     high = until.timestamp() if until is not None else None
     wanted = frozenset(contracts)
@@ -377,7 +378,8 @@ async def _read(
 ) -> AsyncIterator[list[StreamTrade]]:
     """The trades on ``subjects`` from ``since`` in stream time (early by ``CLOCK_SKEW``: a
     trade is published after it is received, so nothing received later was stored
-    earlier), batch by batch, up to stream sequence ``before`` or the stream's end."""
+    earlier), batch by batch, up to stream sequence ``before`` (default: the stream's end
+    as it is now, so a stream a live node publishes to has an end)."""
     from nats.errors import TimeoutError as FetchTimeout
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -385,6 +387,7 @@ async def _read(
         info = await js.stream_info(config.stream)
         if info.state.messages == 0:
             return
+        end = info.state.last_seq + 1 if before is None else before
         sub = await js.pull_subscribe(
             "",
             stream=config.stream,
@@ -402,12 +405,10 @@ async def _read(
                 msgs = await sub.fetch(config.fetch, timeout=1.0)
             except FetchTimeout:
                 return
-            if before is not None:
-                msgs = [m for m in msgs if m.metadata.sequence.stream < before]
-                if not msgs:
-                    return
+            msgs = [m for m in msgs if m.metadata.sequence.stream < end]
+            if not msgs:
+                return
             yield decode_trades((m.data for m in msgs), counters)
-            if msgs[-1].metadata.num_pending == 0 or (
-                before is not None and msgs[-1].metadata.sequence.stream + 1 >= before
-            ):
+            last = msgs[-1].metadata
+            if last.num_pending == 0 or last.sequence.stream + 1 >= end:
                 return

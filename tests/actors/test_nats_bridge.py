@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -19,6 +20,7 @@ from actors.nats_bridge import (
     NatsSource,
     NatsUnavailable,
     Outbox,
+    read_stream,
     require_asyncio,
     trade_frames,
 )
@@ -38,6 +40,7 @@ from protocols.messages import (
 from protocols.stream import DECODER, StreamBar, StreamTrade, stream_trade
 from pxnode.testing import FakeContext, MemoryInbox, NatsServer, RecordingRef
 from supervisors.supervisor import unwrap
+from tests.nats_stream import publish, this_minute, trades_at
 
 MNQ, ES = "CON.F.US.MNQ.Z25", "CON.F.US.EP.Z25"
 T0 = 1_764_000_000_000_000
@@ -333,3 +336,19 @@ async def test_a_durable_consumer_resumes_where_it_stopped(config: NatsConfig) -
     assert [(t.price, t.volume, t.received_at) for t in seen] == [
         (t.price, t.volume, t.received_at) for t in first + second
     ]
+
+
+@pytest.mark.anyio
+async def test_reading_a_stream_a_live_node_publishes_to_ends_where_it_ended_at_the_start() -> None:
+    """``replay --nats`` read until nothing was pending: a node publishing faster than
+    the reader kept it reading for ever, past ``--until``."""
+    with NatsServer() as own:
+        first, later = trades_at(this_minute(), [1.0] * 10), trades_at(this_minute(), [2.0] * 10)
+        await publish(own.url, first)
+        config = NatsConfig(url=own.url, fetch=3)
+        seen: list[StreamTrade] = []
+        async for batch in read_stream(config, [], datetime(2000, 1, 1, tzinfo=UTC), None):
+            if not seen:
+                await publish(own.url, later)  # the live node goes on
+            seen += batch
+    assert seen == first
