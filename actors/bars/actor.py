@@ -37,7 +37,6 @@ from protocols.timeframes import BarClock, Timeframe, parse_timeframe
 from .book import Agg, Series, by_start, history_agg
 
 BATCH_LIMIT = 512
-FAR_FUTURE = 1 << 62  # µs: after any cut
 LATENCY_SAMPLES = 1024
 COUNTERS = (
     "trades_aggregated",
@@ -103,7 +102,7 @@ class BarsActor:
         self._report_interval = report_interval
         self._runs: dict[str, Agg] = {}
         self._cuts: dict[str, list[int]] = {}  # per contract: runs never straddle these
-        self._unpassed: dict[str, int] = {}  # per contract: a back-fill's cut no trade reached yet
+        self._unpassed: dict[str, list[int]] = {}  # per contract: cuts no trade reached, sorted
         self._passed: list[CutPassed] = []  # for history, told with the batch's bars
         self._touched: list[tuple[Series, Agg]] = []
         self._outbox: list[Message] = []
@@ -249,8 +248,9 @@ class BarsActor:
 
     def _apply(self, contract: str, run: Agg) -> None:
         late = counted = False
-        if run.start >= self._unpassed.get(contract, FAR_FUTURE):  # runs never straddle a cut
-            self._passed.append(CutPassed(contract, self._unpassed.pop(contract)))
+        unpassed = self._unpassed.get(contract)
+        while unpassed and run.start >= unpassed[0]:  # runs never straddle a cut
+            self._passed.append(CutPassed(contract, unpassed.pop(0)))
         for clock, by_contract in zip(self._clocks, self._series, strict=True):
             series = by_contract.get(contract)
             if series is None:
@@ -361,23 +361,32 @@ class BarsActor:
             if series is not None:
                 series.cut, series.tail = msg.cut, None
         if isinstance(msg.contract, str) and isinstance(msg.cut, int):
-            self._unpassed[msg.contract] = msg.cut
+            unpassed = self._unpassed.setdefault(msg.contract, [])
+            if msg.cut not in unpassed:
+                unpassed.append(msg.cut)
+                unpassed.sort()
             self._recut(msg.contract)
 
     def _recut(self, contract: str) -> None:
         """The contract's split points: where a history window of one of its series ends
         or a back-fill will cut. No run straddles one, so a run is all history's or all
         live in every series. Only what the series keep is kept (a count of them evicted
-        the end of a window whose bar was still forming: its live trades went as history's).
+        the end of a window whose bar was still forming: its live trades went as history's),
+        and only the cuts a series still waits for are waited to be passed (a quiet market
+        would pile up the cuts a reconnect or a refill replaced).
         """
         ends: set[int] = set()
+        cuts: set[int] = set()
         for by_contract in self._series:
             series = by_contract.get(contract)
             if series is not None:
                 ends.update(hi for _, hi in series.covered)
                 if series.cut is not None:
-                    ends.add(series.cut)
-        self._cuts[contract] = sorted(ends)
+                    cuts.add(series.cut)
+        self._cuts[contract] = sorted(ends | cuts)
+        unpassed = self._unpassed.get(contract)
+        if unpassed:
+            unpassed[:] = [cut for cut in unpassed if cut in cuts]
 
     def _series_of(self, contract: Any, timeframe: Any) -> Series | None:
         k = self._index.get(timeframe)

@@ -33,8 +33,9 @@ loop* follows the market hub through ``Connected``/``Disconnected`` on
 ``topic.events``, takes run-time subscriptions and answers ``GetBackfill``; it
 never waits on HTTP. The *fetcher* makes every HTTP call, one at a time, through
 the node's REST budget. Work passes between them as data: ``_want`` (series ->
-the bar start history must cover from) and ``_cut``; an Event wakes the
-fetcher. State changes only between awaits, so no lock is needed.
+the bar start history must cover from) and ``_cuts`` (series -> the cut its
+back-fill covers up to); an Event wakes the fetcher. State changes only between
+awaits, so no lock is needed.
 
 What the inbox loop knows of the market hub (``window.TRANSITIONS``):
 
@@ -52,9 +53,11 @@ down       Disconnected  none: the earliest mark is kept                  down
 A gap from ``t`` wants, per timeframe, the bar before the one containing ``t``
 (margin against clocks that disagree); the start-up back-fill wants
 ``initial_bars`` bars, from far enough back to find them across weekends.
-Wants of one series merge to the earliest. A new cut (a reconnect, a new
-subscription) covers every wanted series and abandons the round under way;
-the next round starts over with everything still wanted.
+Wants of one series merge to the earliest. A reconnect's cut covers every
+wanted series (the round under way is abandoned: the new cut's asks again);
+a subscription's covers only the series it adds, and a series waiting for a
+cut keeps it, so subscriptions however frequent never postpone a back-fill.
+Rounds go one per cut, the oldest first; cuts made within one second are one.
 
 Invariants: a request is delayed by the budget, never failed by it; HTTP 429
 is retried until it succeeds or the actor stops (a 429 never uses up the

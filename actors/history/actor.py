@@ -64,8 +64,8 @@ Series: TypeAlias = tuple[str, Timeframe]
 class HistoryActor:
     """Asks History/retrieveBars for what live trades cannot give and tells ``BackfillBars``."""
 
-    _wake: anyio.Event  # set when there is work for the fetcher; a new one per round
-    _on_pass: anyio.Event  # set when a CutPassed arrives or the cut changes; a new one per wait
+    _wake: anyio.Event  # set when there is work for the fetcher; a new one per wait
+    _on_pass: anyio.Event  # set when a CutPassed arrives or a cut is made; a new one per wait
 
     def __init__(
         self,
@@ -85,8 +85,8 @@ class HistoryActor:
         self._hub = "unknown"
         self._down_since = 0.0  # unix time the bars may be missing from (while not "up")
         self._want: dict[Series, int] = {}  # series -> bar start history must cover from
-        self._cut: int | None = None  # µs: the current back-fill covers everything before it
-        self._passed_at: float | None = None  # when a live trade reached the current cut
+        self._cuts: dict[Series, int] = {}  # wanted series -> µs its back-fill will cover up to
+        self._passed: dict[int, float] = {}  # cut -> when a live trade reached it
         self._lag = 0.0  # s the gateway's clock was behind ours at the last cut passed
         self._done: set[Series] = set()  # back-filled at least once
         self._failed: dict[Series, str] = {}  # refused by the gateway: not asked again
@@ -95,7 +95,8 @@ class HistoryActor:
         self._retriever = Retriever(config, self.counters, self._rng, budget)
 
     def __repr__(self) -> str:
-        return f"<HistoryActor hub={self._hub} want={len(self._want)} cut={self._cut}>"
+        cuts = sorted(set(self._cuts.values()))
+        return f"<HistoryActor hub={self._hub} want={len(self._want)} cuts={cuts}>"
 
     async def run(self, inbox: Inbox[Any], ctx: ActorContext) -> None:
         import httpx
@@ -128,9 +129,9 @@ class HistoryActor:
         match msg:
             case Connected(hub="market"):
                 await self._on_hub_event("connected", ctx, bars)
-            case CutPassed(cut=cut) if cut == self._cut and self._passed_at is None:
+            case CutPassed(cut=cut) if cut in self._cuts.values() and cut not in self._passed:
                 now = ctx.wall_time()
-                self._passed_at = now
+                self._passed[cut] = now
                 self._lag = min(max(0.0, now - cut / 1e6), self._config.max_clock_lag)
                 self._on_pass.set()
             case Disconnected(hub="market", silent_since=silent_since):
@@ -170,11 +171,13 @@ class HistoryActor:
             self._want[key] = min(self._want.get(key, start), start)
 
     async def _add(self, series: list[Series], ctx: ActorContext, bars: Ref[Any]) -> None:
-        """Series subscribed at run time get their own start-up back-fill."""
+        """Series subscribed at run time get their own start-up back-fill, with a cut of
+        their own: the series waiting for theirs keep them, so subscriptions however
+        frequent never postpone a gap's back-fill."""
         if series:
             self._wish(series, ctx, initial=True)
             if self._hub == "up":  # else the next Connected cuts
-                await self._new_cut(ctx, bars)
+                await self._new_cut(series, ctx, bars)
 
     async def _on_hub_event(
         self, event: str, ctx: ActorContext, bars: Ref[Any], silent_since: float | None = None
@@ -191,17 +194,24 @@ class HistoryActor:
             self.counters["gaps"] += 1
             series = self._series(self._contracts, self._timeframes.values())
             self._wish(series, ctx, since=self._down_since)
-            await self._new_cut(ctx, bars)
+            await self._new_cut(list(self._want), ctx, bars)
 
-    async def _new_cut(self, ctx: ActorContext, bars: Ref[Any]) -> None:
-        """Every pending series is now filled up to a new cut; bars keeps the live part apart."""
+    async def _new_cut(self, series: list[Series], ctx: ActorContext, bars: Ref[Any]) -> None:
+        """``series`` are now filled up to a new cut; bars keeps the live part apart.
+
+        A gap gives every wanted series the new cut: live trades missed the time
+        since the old one too. Cuts made within one second are one: their series
+        share a round.
+        """
         cut = cut_after(round(ctx.wall_time() * 1_000_000), self._config.cut_margin)
-        self._cut = cut
-        self._passed_at = None
-        self._on_pass.set()  # a fetcher waiting on the old cut starts over at once
+        for key in series:
+            self._cuts[key] = cut
+        live = set(self._cuts.values())
+        self._passed = {old: at for old, at in self._passed.items() if old in live}
+        self._on_pass.set()  # a fetcher waiting on a cut just replaced starts over at once
         self.counters["cuts"] += 1
         by_contract: dict[str, list[str]] = {}
-        for contract, tf in self._want:
+        for contract, tf in series:
             by_contract.setdefault(contract, []).append(tf.name)
         for contract, names in by_contract.items():
             await bars.tell(BackfillStarted(contract, names, cut))
@@ -225,35 +235,42 @@ class HistoryActor:
         bars: Ref[Any],
         stats: Ref[Any],
     ) -> None:
-        refills = 0  # rounds in a row that gave a series up
+        """One round per cut, the oldest first. Given up on (its series told empty, the
+        cut released), a gap is not forgotten: a new cut tries it again once a delay
+        has passed, unless a reconnect's comes first. That delay runs on while rounds
+        of series added meanwhile go by, so they cannot postpone it either.
+        """
+        refills = 0  # refills in a row that gave a series up again
+        refill_at: float | None = None  # anyio time of the next refill, if one is due
         while True:
-            await self._wake.wait()
-            self._wake = anyio.Event()
-            while self._want and self._cut is not None:
-                cut = self._cut
+            if not self._cuts:
+                left = None if refill_at is None else refill_at - anyio.current_time()
+                with anyio.move_on_after(left):
+                    await self._wake.wait()
+                self._wake = anyio.Event()
+            if refill_at is not None and anyio.current_time() >= refill_at:
+                refill_at = None
+                given_up = [key for key in self._want if key not in self._cuts]
+                if given_up and self._hub == "up":
+                    self.counters["refills"] += 1
+                    await self._new_cut(given_up, ctx, bars)
+            if self._cuts:
+                cut = min(self._cuts.values())
                 await self._settled(cut, ctx)
-                if cut == self._cut:
-                    await self._round(client, cut, auth, bars, stats)
-                    if cut == self._cut:
-                        break  # a whole round: what is still wanted was given up on
-            given_up = [key for key in self._want if key in self._retrying]
+                await self._round(client, cut, auth, bars, stats)
+            given_up = [key for key in self._want if key not in self._cuts]
             if not given_up:
                 refills = 0
-                continue
-            # Given up on (its series told empty, the cut released), a gap is not
-            # forgotten: a new cut tries it again, unless a reconnect's comes first.
-            refills += 1
-            delay = self._refill_delay(refills)
-            logger.warning(
-                "history back-fill of %d series given up; trying again in %.0f s",
-                len(given_up),
-                delay,
-            )
-            with anyio.move_on_after(delay):
-                await self._wake.wait()
-            if not self._wake.is_set() and self._hub == "up":
-                self.counters["refills"] += 1
-                await self._new_cut(ctx, bars)
+                refill_at = None
+            elif refill_at is None and self._hub == "up":
+                refills += 1
+                delay = self._refill_delay(refills)
+                refill_at = anyio.current_time() + delay
+                logger.warning(
+                    "history back-fill of %d series given up; trying again in %.0f s",
+                    len(given_up),
+                    delay,
+                )
 
     async def _settled(self, cut: int, ctx: ActorContext) -> None:
         """Until the gateway's bars before ``cut`` are final: ``settle`` after its clock
@@ -265,16 +282,16 @@ class HistoryActor:
         """
         config = self._config
         deadline = cut / 1e6 + config.max_clock_lag
-        while self._passed_at is None and cut == self._cut:
+        while cut not in self._passed and cut in self._cuts.values():
             left = deadline - ctx.wall_time()
             if left <= 0:
                 break
             with anyio.move_on_after(left):
                 await self._on_pass.wait()
             self._on_pass = anyio.Event()
-        if cut != self._cut:
-            return  # a new cut: the round starts over
-        passed = self._passed_at if self._passed_at is not None else deadline
+        if cut not in self._cuts.values():
+            return  # a reconnect's cut took its place: the round is the new cut's
+        passed = self._passed.get(cut, deadline)
         wait = max(cut / 1e6, passed) + config.settle - ctx.wall_time()
         if wait > 0:
             await anyio.sleep(wait)
@@ -287,14 +304,13 @@ class HistoryActor:
     async def _round(
         self, client: httpx.AsyncClient, cut: int, auth: Ref[Any], bars: Ref[Any], stats: Ref[Any]
     ) -> None:
-        """Back-fill every wanted series up to ``cut``: one request per contract and source.
+        """Back-fill every series waiting for ``cut``: one request per contract and source.
 
         Sources go shortest first, and each timeframe is told as soon as its
-        sources are in, so 1min series are ready before 1day ones. A new cut
-        (a reconnect, a new subscription) abandons the round; the next one
-        starts over with everything still wanted.
+        sources are in, so 1min series are ready before 1day ones. A series
+        given a new cut meanwhile (a reconnect) is left to that cut's round.
         """
-        want = dict(self._want)
+        want = {key: since for key, since in self._want.items() if self._cuts.get(key) == cut}
         plans = {key: segments(key[1], since, cut) for key, since in want.items()}
         fetched: dict[tuple[str, Source], _Fetched | rest.Failed] = {}
         told: set[Series] = set()
@@ -303,14 +319,12 @@ class HistoryActor:
                 windows = [
                     (lo, hi)
                     for key, parts in plans.items()
-                    if key[0] == contract
+                    if key[0] == contract and self._cuts.get(key) == cut
                     for src, lo, hi in parts
                     if src == source
                 ]
                 if not windows:
                     continue
-                if self._cut != cut:
-                    return
                 fetched[contract, source] = await self._fetch(
                     client, auth, contract, source, windows
                 )
@@ -319,9 +333,8 @@ class HistoryActor:
                 if key in told or any((key[0], src) not in fetched for src, _, _ in parts):
                     continue
                 told.add(key)
-                if self._cut != cut:
-                    return
-                await self._tell(key, parts, want[key], cut, fetched, bars)
+                if self._cuts.get(key) == cut:
+                    await self._tell(key, parts, want[key], cut, fetched, bars)
 
     async def _tell(
         self,
@@ -351,9 +364,12 @@ class HistoryActor:
             message = BackfillBars(contract, tf.name, derived, since=complete_from, cut=cut)
         await bars.tell(message)
         self.counters["backfills"] += 1
-        if self._cut == cut and self._want.get(key) == since:
+        # A series keeps its want (from ``since``) while it keeps its cut: only a gap
+        # changes the want, and a gap gives a new cut.
+        if self._cuts.get(key) == cut:
+            del self._cuts[key]  # the cut is released, whatever the answer
             if failure is None:
-                del self._want[key]  # else a newer cut or an earlier gap asks again
+                del self._want[key]  # else a newer cut asks again
                 self._done.add(key)
                 self._failed.pop(key, None)
                 self._retrying.pop(key, None)

@@ -481,6 +481,36 @@ async def test_history_hears_once_when_a_live_trade_reached_the_cut() -> None:
 
 
 @pytest.mark.trio
+async def test_each_series_keeps_its_own_cut_and_history_hears_of_every_one() -> None:
+    """A series added at run time gets a cut of its own while an older one still waits
+    for its cut: each is history before its own cut plus the live trades after it, and
+    history hears of both cuts passed (it heard only of the newest, and waited the older
+    one out, max_clock_lag)."""
+    later = "2025-01-15T15:02:45"
+    minute_bars = [hist("2025-01-15T15:02", 9.0, 9.0, 9.0, 9.0, 7)]
+    hour_bars = [hist("2025-01-15T15:00", 8.0, 9.5, 8.0, 9.5, 50, "1hr")]
+    replies = RecordingRef("reply")
+    actor, ctx = await run_actor(
+        [
+            [BackfillStarted(MNQ, ["1min"], us(CUT))],
+            [BackfillStarted(MNQ, ["1hr"], us(later))],  # added: the 1min series keeps CUT
+            [trades(trade("2025-01-15T15:02:20", 10.0), trade("2025-01-15T15:02:35", 11.0))],
+            [trades(trade("2025-01-15T15:02:50", 12.0))],
+            [backfill("1min", minute_bars, "2025-01-15T15:02", CUT)],
+            [backfill("1hr", hour_bars, "2025-01-15T15:00", later)],
+            [trades(trade("2025-01-15T15:02:40", 13.0))],  # late: in 1hr's history, not 1min's
+            [Request(GetBars(MNQ, "1min", 5), replies), Request(GetBars(MNQ, "1hr", 5), replies)],
+        ],
+        timeframes=("1min", "1hr"),
+    )
+    minute, hour = (frame.row(-1, named=True) for frame in replies.told)
+    assert (minute["open"], minute["close"], minute["volume"]) == (9.0, 12.0, 7 + 3)
+    assert (hour["open"], hour["close"], hour["volume"]) == (8.0, 12.0, 50 + 1)
+    assert ctx.told("history") == [CutPassed(MNQ, us(CUT)), CutPassed(MNQ, us(later))]
+    assert actor.counters["trades_before_cut"] == 1
+
+
+@pytest.mark.trio
 async def test_a_failed_back_fill_keeps_the_live_bars_and_releases_the_cut() -> None:
     replies = RecordingRef("reply")
     actor, _ = await run_actor(

@@ -638,6 +638,30 @@ async def test_a_back_fill_given_up_on_is_tried_again_with_a_new_cut(
 
 
 @pytest.mark.trio
+async def test_series_added_meanwhile_neither_postpone_nor_take_the_place_of_a_refill(
+    autojump_clock: Any,
+) -> None:
+    """Added series have rounds of their own, and the delay of a given-up series' refill
+    runs on through them: they neither restart it nor make its cut."""
+    gateway = Gateway(script=[reply(500)] * 4)  # the seconds' 4 attempts; the minutes answer
+    async with running(gateway.transport()) as node:
+        await node.series_done(2)  # told empty at 15 s: refill at 20 s
+        for at, name in ((16, "5min"), (18, "15min"), (19, "30min")):
+            await trio.sleep(at - anyio.current_time())
+            node.send(TrackTimeframes([name]))
+        await node.series_done(2 + 3 * 2 + 2)
+        state = await node.state()
+    assert [(s.timeframes, s.cut) for s in node.started] == [
+        (["1min"], CUT),
+        (["5min"], CUT + 16_000_000),
+        (["15min"], CUT + 18_000_000),
+        (["30min"], CUT + 19_000_000),
+        (["1min"], CUT + 24_000_000),  # the refill: due at 20 s, after the round under way
+    ]
+    assert node.counters["refills"] == 1 and state.pending == []
+
+
+@pytest.mark.trio
 async def test_refills_back_off_while_history_keeps_failing(autojump_clock: Any) -> None:
     gateway = Gateway(default=reply(503))
     async with running(gateway.transport(), max_attempts=1, refill_max=20.0) as node:
@@ -936,7 +960,7 @@ async def test_duplicate_contracts_and_timeframes_are_asked_once(autojump_clock:
     async with running(gateway.transport(), contracts=[MNQ, MNQ], timeframes=frames) as node:
         await node.series_done(2)
         await trio.sleep(600)
-        assert repr(node.actor) == f"<HistoryActor hub=up want=0 cut={CUT}>"
+        assert repr(node.actor) == "<HistoryActor hub=up want=0 cuts=[]>"
     assert [(c.body["contractId"], c.body["unit"]) for c in gateway.calls] == [(MNQ, 1), (MNQ, 2)]
 
 
@@ -976,3 +1000,37 @@ async def test_series_subscribed_at_run_time_get_their_own_start_up_backfill(
         (MNQ, ["5min"]),
         (MES, ["5min"]),
     ]
+
+
+@pytest.mark.trio
+async def test_series_added_every_few_seconds_never_postpone_a_gaps_back_fill(
+    autojump_clock: Any,
+) -> None:
+    """Each subscription gave every series still waiting a new cut, and the round for the
+    old one was dropped: timeframes added every 3 s kept a gap's back-fill from ever being
+    asked for (found by a hunt). A waiting series keeps its cut; an added one gets its own."""
+    added = ["2min", "3min", "4min", "5min", "6min", "10min", "12min", "15min", "20min", "30min"]
+    gateway = Gateway()
+    async with running(gateway.transport(), initial_bars=0) as node:
+        await node.series_done(2)
+        await trio.sleep(100 - anyio.current_time())
+        node.send(Disconnected("market", "x"))
+        await trio.sleep(10)
+        node.send(Connected("market"))  # the gap's cut: 116 s
+        for k, name in enumerate(added):
+            await trio.sleep(111 + 3 * k - anyio.current_time())
+            node.send(TrackTimeframes([name]))  # cut 117 + 3 k s
+        await node.series_done(2 + 2 + 2 * len(added) - 1)  # 3min's cut is a whole minute
+        state = await node.state()
+    gap = gateway.calls[2:4]  # settle (2 s) after its cut, before any added series
+    assert [(c.at, c.body["unit"], c.body["startTime"]) for c in gap] == [
+        (118.0, 1, "2025-11-24T16:01:00+00:00"),
+        (118.0, 2, "2025-11-24T16:00:00+00:00"),  # the bar before the disconnect's
+    ]
+    assert [(b.timeframe, b.cut) for b in node.backfills] == [
+        ("1min", CUT),
+        ("1min", int((START + 116) * 1e6)),
+        *[(name, int((START + 117 + 3 * k) * 1e6)) for k, name in enumerate(added)],
+    ]
+    assert [s.timeframes for s in node.started] == [["1min"], ["1min"], *[[n] for n in added]]
+    assert state.pending == [] and node.counters["cuts"] == 2 + len(added)

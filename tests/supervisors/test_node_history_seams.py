@@ -1,7 +1,7 @@
 """History and live stay one truth across the seams of a running node: a gap noticed
 only a timeout after the feed went silent, a gateway clock ahead of the node's, and
 timeframes added one after another (each a new cut). Every bar is judged against the
-sim's own record of what it traded, as the chaos soak judges (found by a hunt).
+sim's own record of what it traded, as the chaos soak judges (found by hunts).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import pytest
 from actors.connection import HubTimings
 from actors.health import HealthConfig
 from actors.validation.config import ValidationConfig
+from protocols.messages import BackfillState, GetBackfill
 from protocols.timeframes import BarClock, parse_timeframe
 from pxnode.sim import Fault, SimConfig
 from pxnode.testing import MNQ, SimNode, node_config, sim_node
@@ -271,4 +272,46 @@ async def test_timeframes_added_one_a_second_keep_every_forming_bar_whole(
             quiet = Quiet(h, 25.0, (MNQ,))
             await anyio.sleep(5)
             bad = await mismatches(h, quiet, ["1min", "1hr"], (MNQ,), n=50)
+    assert not bad, bad[:3]
+
+
+CHART_FRAMES = ["2sec", "3sec", "4sec", "6sec", "10sec", "12sec", "20sec", "30sec", "2min",
+                "3min", "4min", "6min", "10min", "12min", "20min", "30min"]  # fmt: skip
+
+
+async def pending(h: SimNode) -> list[str]:
+    state = await h.node.ref("history").ask(GetBackfill(), timeout=5.0)
+    assert isinstance(state, BackfillState)
+    return state.pending
+
+
+@pytest.mark.trio
+async def test_a_gap_is_back_filled_while_timeframes_are_added_every_5_s(
+    autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each subscription gave every series still waiting a new cut, and the round for the
+    old one was dropped: an app adding a chart every 5 s kept a gap's 1min series from
+    ever being back-filled, and node.ready() waiting (found by a hunt)."""
+    with pinned_time(monkeypatch, EPOCH):
+        async with sim_node(config=config(["1min"]), sim=sim_config()) as h:
+            await h.node.ready(timeout=300)
+            await anyio.sleep(20)
+            h.sim.apply(Fault("drop", 0.0))
+            dropped = h.wall()
+            while f"{MNQ} 1min" not in await pending(h):  # noqa: ASYNC110 - polls a snapshot
+                await anyio.sleep(0.1)
+            filled = None
+            for tf in CHART_FRAMES:
+                await h.node.subscribe([], [tf])
+                added = h.wall()
+                while h.wall() < added + 5.0:
+                    if filled is None and f"{MNQ} 1min" not in await pending(h):
+                        filled = h.wall() - dropped
+                    await anyio.sleep(0.1)
+            await h.node.ready(timeout=300)
+            await anyio.sleep(40)
+            quiet = Quiet(h, 25.0, (MNQ,))
+            await anyio.sleep(5)
+            bad = await mismatches(h, quiet, ["1min", *CHART_FRAMES], n=50)
+    assert filled is not None and filled < 15.0, filled
     assert not bad, bad[:3]
