@@ -43,12 +43,13 @@ a *tail*, the live trades from ``cut`` on that fall into the bar straddling it
 ``BackfillBars(..., since, cut)`` then makes ``[since, cut)`` what history says
 (live bars there were built from a partial view and are replaced; corrections
 are told as ``BarUpdated(closed=True)``, new history bars as ``BarClosed`` with
-``source="history"``), the straddling bar becomes its history part plus the tail
-(``source="merged"``), and ``[since, cut)`` is history's: a trade in it that
-arrives later is already in history and is counted as ``trades_before_cut``,
-not again (a trade before ``since``, or from a failed back-fill's window, is
-counted as any other). A back-fill whose cut is not the series'
-latest is stale and ignored.
+``source="history"``; a bar the answer lacks is kept as it was told, counted as
+``backfill_kept``: the answer is incomplete there), the straddling bar becomes
+its history part plus the tail (``source="merged"``), and ``[since, cut)`` is
+history's: a trade in it that arrives later is already in history and is
+counted as ``trades_before_cut``, not again (a trade before ``since``, or from
+a failed back-fill's window, is counted as any other). A back-fill whose cut is
+not the series' latest is stale and ignored.
 
 Reports to stats are cumulative counters plus the trade→bar latencies sampled
 since the last report. They go on a ``Tick`` at most once per

@@ -45,6 +45,7 @@ COUNTERS = (
     "bars_closed",
     "bars_corrected",  # BarUpdated(closed=True) emitted
     "backfill_inserted",  # history bars taken into the book (new or replacing live ones)
+    "backfill_kept",  # bars of a back-fill's window its answer lacks: kept as they were
     "backfill_rejected",  # history bars not aligned, not sane or outside their window
     "backfill_stale",  # back-fills whose cut was superseded by a newer one
     "trades_before_cut",  # trades that history had counted already: not counted again
@@ -402,8 +403,11 @@ class BarsActor:
 
         History bars replace live ones there (live bars there were built from a
         partial view); the bar straddling the cut becomes its history part plus
-        the live trades from the cut on. Trades before the cut that arrive
-        later are not counted again (``covered``).
+        the live trades from the cut on. A bar the answer lacks is kept as it
+        was: live trades built it, so the answer is incomplete there (its
+        trades are in no history bar: a bar holds only trades of its own
+        interval, on either side). Trades before the cut that arrive later are
+        not counted again (``covered``).
         """
         bars = msg.bars if isinstance(msg.bars, list) else []
         series = self._series_of(msg.contract, msg.timeframe)
@@ -424,21 +428,20 @@ class BarsActor:
             else:
                 fresh[agg.start] = agg
         tail = series.tail
-        if tail is not None and since <= tail.start:
-            part = fresh.get(tail.start)
-            if part is None:
-                fresh[tail.start] = tail
-            else:
-                part.absorb(tail)
-                part.source = "merged"
+        if tail is not None and (part := fresh.get(tail.start)) is not None:
+            part.absorb(tail)
+            part.source = "merged"  # else the live bar, which holds the tail already, is kept
         series.cover(since, cut)
         series.cut = None
         series.tail = None
         self._recut(series.contract)
-        for start in [s for s in series.forming if since <= s < cut]:
+        starts = [*series.forming, *(agg.start for agg in series.closed)]
+        lacked = [start for start in starts if since <= start < cut and start not in fresh]
+        self.counters["backfill_kept"] += len(lacked)
+        for start in [s for s in series.forming if s in fresh]:
             del series.forming[start]  # touched ones were told above; history replaces them
-        kept = [agg for agg in series.closed if not since <= agg.start < cut]
-        was_closed = {agg.start for agg in series.closed if since <= agg.start < cut}
+        kept = [agg for agg in series.closed if agg.start not in fresh]
+        was_closed = {agg.start for agg in series.closed if agg.start in fresh}
         now_us = self._now_us
         closing: list[Agg] = []
         for start in sorted(fresh):

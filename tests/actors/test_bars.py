@@ -420,15 +420,16 @@ async def test_history_replaces_the_live_bars_of_its_window_and_rejects_bad_bars
             [Request(body=GetBars(MNQ, "1min", 10), reply=replies)],
         ]
     )
-    assert actor.counters["backfill_inserted"] == 3  # 14:59, 15:01 and the 15:02 tail
+    assert actor.counters["backfill_inserted"] == 2  # 14:59, 15:01
+    assert actor.counters["backfill_kept"] == 1  # 15:02: history lacks it, live trades built it
     assert actor.counters["backfill_rejected"] == 7
     assert actor.counters["backfill_stale"] == 1
     assert actor.counters["trades_before_cut"] == 1
     (frame,) = replies.told
     assert frame["start"].dt.strftime("%H:%M").to_list() == ["14:59", "15:01", "15:02"]
-    # 15:01 is history's (the live partial bar is gone); 15:02 holds only trades from the cut on
+    # 15:01 is history's (the live partial bar is gone); 15:02 is the live bar, as it was told
     assert frame["close"].to_list() == [1.5, 3.5, 61.0]
-    assert frame["volume"].to_list() == [10, 10, 1]
+    assert frame["volume"].to_list() == [10, 10, 2]
     closed = [m.bar for m in ctx.out if type(m) is BarClosed and m.bar.source == "history"]
     assert [b.start for b in closed][:2] == [us("2025-01-15T14:59"), us("2025-01-15T15:01")]
 
@@ -508,6 +509,36 @@ async def test_each_series_keeps_its_own_cut_and_history_hears_of_every_one() ->
     assert (hour["open"], hour["close"], hour["volume"]) == (8.0, 12.0, 50 + 1)
     assert ctx.told("history") == [CutPassed(MNQ, us(CUT)), CutPassed(MNQ, us(later))]
     assert actor.counters["trades_before_cut"] == 1
+
+
+@pytest.mark.trio
+async def test_a_live_bar_the_back_fill_lacks_is_kept_as_it_was_told() -> None:
+    """The answer had no bar where live trades had built and closed one (an answer that
+    ends early, a hole in the gateway's history, a bar of it rejected): the live bar left
+    the book, no subscriber heard, and its trades vanished uncounted (found by a hunt).
+    Silence is no evidence that nothing traded: the bar is kept, as the stream has it."""
+    cut = "2025-01-15T15:00:10"
+    answer = [hist("2025-01-15T15:00:04", 99.0, 99.0, 99.0, 99.0, 1, "1sec")]
+    replies = RecordingRef("reply")
+    actor, ctx = await run_actor(
+        [
+            [BackfillStarted(MNQ, ["1sec"], us(cut))],
+            [trades(trade("2025-01-15T15:00:05.0001", 100.0, 2))],
+            [Tick(now=sec("2025-01-15T15:00:07"))],  # closes 15:00:05: told
+            [backfill("1sec", answer, "2025-01-15T15:00", cut)],
+            [Request(GetBars(MNQ, "1sec", 10), replies)],
+        ],
+        timeframes=("1sec",),
+    )
+    (frame,) = replies.told
+    book = {round(row[2].timestamp() * 1e6): row[3:] for row in frame.rows()}  # o h l c v t
+    told = {start: ohlcvt(bar) for (_, _, start), bar in final_bars(ctx.out).items()}
+    expected = {
+        us("2025-01-15T15:00:04"): (99.0, 99.0, 99.0, 99.0, 1, 0),
+        us("2025-01-15T15:00:05"): (100.0, 100.0, 100.0, 100.0, 2, 1),
+    }
+    assert book == told == expected
+    assert actor.counters["backfill_kept"] == 1 and actor.counters["backfill_inserted"] == 1
 
 
 @pytest.mark.trio

@@ -18,10 +18,10 @@ import pytest
 from actors.connection import HubTimings
 from actors.health import HealthConfig
 from actors.validation.config import ValidationConfig
-from protocols.messages import BackfillState, GetBackfill
+from protocols.messages import BackfillState, BarClosed, BarUpdated, GetBackfill
 from protocols.timeframes import BarClock, parse_timeframe
 from pxnode.sim import Fault, SimConfig
-from pxnode.testing import MNQ, SimNode, node_config, sim_node
+from pxnode.testing import MNQ, SimNode, Tap, node_config, sim_node
 from supervisors.config import BarsConfig
 from supervisors.registry import WallClock
 from tests.sim_record import Quiet, truth
@@ -315,3 +315,39 @@ async def test_a_gap_is_back_filled_while_timeframes_are_added_every_5_s(
             bad = await mismatches(h, quiet, ["1min", *CHART_FRAMES], n=50)
     assert filled is not None and filled < 15.0, filled
     assert not bad, bad[:3]
+
+
+@pytest.mark.trio
+async def test_the_bars_stream_and_the_book_agree_when_an_answer_lacks_live_bars(
+    autojump_clock: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gateway's clock 12 s behind: asked max_clock_lag after the cut, its answer
+    lacked the cut's last seconds. The 1sec bars live trades had built there left the
+    book, told to no subscriber: the stream kept bars node.bars() no longer had, and
+    their trades were counted nowhere (found by a hunt)."""
+    frames = ["1sec", "5sec", "1min", "1hr"]
+    gateway_clock(monkeypatch, -12.0)
+    with pinned_time(monkeypatch, EPOCH):
+        async with sim_node(config=config(frames), sim=sim_config(rate=10.0)) as h:
+            stream = Tap(h.node, "topic.bars")
+            await drop_and_refill(h, gap=20.0)
+            h.sim.apply(Fault("stall", 0.0, 25.0))  # nothing more on its way
+            await anyio.sleep(3)
+            told = {}
+            for msg in stream.take():
+                if isinstance(msg, BarUpdated | BarClosed):
+                    bar = msg.bar
+                    ohlcvt = (bar.open, bar.high, bar.low, bar.close, bar.volume, bar.trades)
+                    told[bar.timeframe, bar.start] = ohlcvt
+            book, kept_from = {}, {}  # the book keeps the newest ring_size bars of each
+            for name in frames:
+                frame = await h.node.bars(MNQ, name, 1000)
+                book.update({(name, round(r[2].timestamp() * 1e6)): r[3:] for r in frame.rows()})
+                kept_from[name] = min(start for tf, start in book if tf == name)
+            stream.dispose()
+    differ = sorted(
+        key
+        for key in told.keys() | book.keys()
+        if key[1] >= kept_from[key[0]] and told.get(key) != book.get(key)
+    )
+    assert not differ, [(key, told.get(key), book.get(key)) for key in differ[:3]]
