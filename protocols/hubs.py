@@ -20,10 +20,13 @@ from typing import Final, Literal, TypeAlias, get_args
 from protocols.messages import Message
 
 HubName: TypeAlias = Literal["market", "user"]
+FeedName: TypeAlias = Literal["market", "user", "stream"]
+"""What health watches: a gateway hub, or the NATS stream a consuming node reads."""
 MarketKind: TypeAlias = Literal["quotes", "trades", "depth"]
 AccountKind: TypeAlias = Literal["accounts", "orders", "positions", "trades"]
 
 HUBS: Final[tuple[HubName, ...]] = get_args(HubName)
+FEEDS: Final[tuple[FeedName, ...]] = get_args(FeedName)
 MARKET_KINDS: Final[tuple[MarketKind, ...]] = get_args(MarketKind)
 ACCOUNT_KINDS: Final[tuple[AccountKind, ...]] = get_args(AccountKind)
 
@@ -103,12 +106,13 @@ HubCommand: TypeAlias = (
 
 
 class Connected(Message, frozen=True):
-    """The hub is open and every subscription of its book has been sent again.
+    """The hub is open and every subscription of its book has been sent again (``stream``:
+    a consuming node's durable consumer is bound).
 
     ``connection_id`` is the public id from negotiation (None when it was skipped).
     """
 
-    hub: HubName
+    hub: FeedName
     connection_id: str | None = None
 
 

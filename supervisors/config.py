@@ -188,9 +188,14 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     user hub; None: from the start of the trading day (17:00 Chicago)."""
 
     def health_config(self) -> HealthConfig:
-        if self.health.contracts:
-            return self.health
-        return msgspec.structs.replace(self.health, contracts=list(self.contracts))
+        """``health`` watching this node's feeds (a consuming node has one: the stream) and,
+        unless it names its own, this node's contracts."""
+        health = self.health
+        if self.consume is not None:
+            health = msgspec.structs.replace(health, hubs=["stream"])
+        if not health.contracts:
+            health = msgspec.structs.replace(health, contracts=list(self.contracts))
+        return health
 
     def __post_init__(self) -> None:
         non_negative("tick_interval", self.tick_interval)  # NaN ran a node without a clock

@@ -52,7 +52,7 @@ from typing import Any
 
 from protocols.checks import is_finite
 from protocols.health import GetHealth, HealthReport
-from protocols.hubs import HUBS, Connected, Disconnected, HeartbeatMeasured, ReconnectRequested
+from protocols.hubs import FEEDS, Connected, Disconnected, HeartbeatMeasured, ReconnectRequested
 from protocols.interfaces import ActorContext, Inbox, optional_ref
 from protocols.messages import (
     BreakerTransitioned,
@@ -253,7 +253,7 @@ class HealthActor:
     def on_hub_event(self, msg: Connected | Disconnected | HeartbeatMeasured, wall: float) -> None:
         hub = self._hubs.get(msg.hub) if isinstance(msg.hub, str) else None
         if hub is None:
-            self._count("invalid" if msg.hub not in HUBS else "unwatched")
+            self._count("invalid" if msg.hub not in FEEDS else "unwatched")
             return
         match msg:
             case Connected(connection_id=cid):
@@ -296,6 +296,7 @@ class HealthActor:
         self._stale = stale
         if (
             stale
+            and "market" in self._hubs  # a stream is as fresh as what its ingest node publishes
             and self._requested_at is None
             and now - self._attempted_at >= self._config.stale_after
         ):

@@ -13,7 +13,7 @@ import msgspec
 
 from protocols.checks import positive
 from protocols.errors import ConfigError
-from protocols.hubs import HUBS
+from protocols.hubs import FEEDS, HUBS
 
 MAX_NAME_LEN = 200
 
@@ -40,7 +40,8 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     contracts: list[str] = msgspec.field(default_factory=list)
     """Contracts expected to be subscribed; any other counts once it produces data."""
     hubs: list[str] = msgspec.field(default_factory=lambda: list(HUBS))
-    """Hubs the verdict covers (a market-data-only node watches just ``market``)."""
+    """Hubs the verdict covers (a market-data-only node watches just ``market``; a node
+    consuming NATS watches ``stream``, its source)."""
     report_interval: float = 5.0
     """Seconds between ``CountersReported`` to stats (on Tick)."""
     weights: ScoreWeights = msgspec.field(default_factory=ScoreWeights)
@@ -66,8 +67,8 @@ class HealthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             if type(value) is not int or not 1 <= value <= high:
                 raise ConfigError(f"health {name} must be an integer in [1, {high}]")
         hubs = self.hubs
-        if not hubs or not all(h in HUBS for h in hubs) or len(set(hubs)) != len(hubs):
-            raise ConfigError(f"health hubs must be distinct names among {HUBS}, got {hubs!r}")
+        if not hubs or not all(h in FEEDS for h in hubs) or len(set(hubs)) != len(hubs):
+            raise ConfigError(f"health hubs must be distinct names among {FEEDS}, got {hubs!r}")
         if not all(name_ok(c) for c in self.contracts):
             raise ConfigError("health contracts must be non-empty names of <= 200 characters")
         if len(set(self.contracts)) > self.max_contracts:

@@ -9,12 +9,14 @@ it lie (the peer SDK's "breaker closed, so healthy" while the socket was gone)::
 
     healthy = connected and breaker == "closed" and child_healthy and not stale
 
-Stale feed (the peer SDK's silent freeze): the market feed is watched while the
-market hub is connected and at least one contract is expected (configured, or
-seen producing data). It is quiet for ``now - max(newest data, connected_at)``
-and stale once that exceeds ``stale_after`` (exactly ``stale_after`` is not
-stale). One quiet contract is not a stale feed: it is listed, it lowers the
-score, but only silence from every contract asks for a reconnect.
+Stale feed (the peer SDK's silent freeze): the data feed (the market hub, or a
+consuming node's ``stream``) is watched while it is connected and at least one
+contract is expected (configured, or seen producing data). It is quiet for
+``now - max(newest data, connected_at)`` and stale once that exceeds
+``stale_after`` (exactly ``stale_after`` is not stale). One quiet contract is
+not a stale feed: it is listed, it lowers the score, but only silence from
+every contract asks for a reconnect (of the market hub: a stream is as fresh as
+what its ingest node publishes).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class Hub:
 
     def __init__(self, name: str, rtt_window: int) -> None:
         self.name = name
-        self.child = f"connection_{name}"
+        self.child = "nats_source" if name == "stream" else f"connection_{name}"
         self.connected = False
         self.connected_at = NEVER
         self.connection_id: str | None = None
@@ -65,14 +67,19 @@ class Hub:
         self.rtts: deque[float] = deque(maxlen=rtt_window)
 
 
+def data_feed(hubs: Mapping[str, Hub]) -> Hub | None:
+    """The hub market data comes through: the market hub, or a consuming node's stream."""
+    return hubs.get("market") or hubs.get("stream")
+
+
 def feed_quiet(
     hubs: Mapping[str, Hub], contracts: Mapping[str, float], newest_data: float, now: float
 ) -> float | None:
-    """Seconds the watched market feed has been silent; None while not watched."""
-    market = hubs.get("market")
-    if market is None or not market.connected or not contracts:
+    """Seconds the watched data feed has been silent; None while not watched."""
+    feed = data_feed(hubs)
+    if feed is None or not feed.connected or not contracts:
         return None
-    return max(0.0, now - max(newest_data, market.connected_at))
+    return max(0.0, now - max(newest_data, feed.connected_at))
 
 
 def judge(
@@ -93,8 +100,9 @@ def judge(
     reasons: list[str] = []
     hub_health = {name: _hub_health(hub, now, feed_stale, reasons) for name, hub in hubs.items()}
     if feed_stale:
-        assert quiet is not None
-        reasons.append(f"market: stale feed: no data for {quiet:.0f} s")
+        feed = data_feed(hubs)
+        assert quiet is not None and feed is not None
+        reasons.append(f"{feed.name}: stale feed: no data for {quiet:.0f} s")
     contract_health, fresh = _contract_health(hubs, contracts, cfg.stale_after, now)
     watched = quiet is not None and not feed_stale
     quiet_names = [name for name, c in contract_health.items() if not c.fresh] if watched else []
@@ -131,7 +139,7 @@ def judge(
 
 
 def _hub_health(hub: Hub, now: float, feed_stale: bool, reasons: list[str]) -> HubHealth:
-    stale = feed_stale and hub.name == "market"
+    stale = feed_stale and hub.name in ("market", "stream")
     if not hub.connected and hub.connects:
         why = hub.disconnect_reason or "no reason given"
         reasons.append(f"{hub.name}: disconnected ({why})")
@@ -162,9 +170,9 @@ def _hub_health(hub: Hub, now: float, feed_stale: bool, reasons: list[str]) -> H
 def _contract_health(
     hubs: Mapping[str, Hub], contracts: Mapping[str, float], limit: float, now: float
 ) -> tuple[dict[str, ContractHealth], int]:
-    market = hubs.get("market")
+    feed = data_feed(hubs)
     # Right after a (re)connect, a contract without data yet is not quiet.
-    since = market.connected_at if market is not None and market.connected else NEVER
+    since = feed.connected_at if feed is not None and feed.connected else NEVER
     out: dict[str, ContractHealth] = {}
     fresh = 0
     for name, at in contracts.items():

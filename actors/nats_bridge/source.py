@@ -53,7 +53,8 @@ import msgspec
 
 from protocols.gateway import ENCODER as GATEWAY_ENCODER
 from protocols.gateway import TradeItem
-from protocols.interfaces import ActorContext, Inbox, Ref
+from protocols.hubs import Connected
+from protocols.interfaces import ActorContext, Inbox, Ref, optional_ref
 from protocols.messages import (
     CountersReported,
     Flush,
@@ -196,6 +197,9 @@ class NatsSource:
                 durable=self.config.durable, stream=self.config.stream
             )
             ctx.report_healthy()
+            events = optional_ref(ctx, "topic.events")
+            if events is not None:
+                events.try_tell(Connected("stream"))  # health's verdict on the feed
             tg.start_soon(_until_stopped, inbox, tg.cancel_scope)
             tg.start_soon(until_lost, lost, self.config.url)
             if self.tick_interval > 0:  # 0: no clock (bars close on the stream's time only)

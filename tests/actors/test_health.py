@@ -190,6 +190,32 @@ async def test_stale_feed_detected_after_exactly_stale_after(
 
 
 @pytest.mark.trio
+async def test_a_consuming_nodes_feed_is_its_stream_and_is_never_reconnected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A node consuming NATS has no hub: it was judged on two that never connect, so it
+    was unhealthy for ever. Its feed is the stream its source reads; reconnecting that
+    cannot make an ingest node publish, so a stale stream is reported, not reconnected."""
+    async with running(HealthConfig(contracts=[A], hubs=["stream"])) as h:
+        h.send(
+            ChildStarted("node", "nats_source", 1),
+            Connected("stream"),
+            ChildHealthy("node", "nats_source"),
+        )
+        h.quote()
+        report = await h.tick()
+        assert report.healthy and report.score == 1.0 and list(report.hubs) == ["stream"]
+        await trio.sleep(STALE + 1)
+        report = await h.tick()
+        assert not report.healthy and report.hubs["stream"].stale
+        assert "stream: stale feed: no data for 31 s" in report.reasons
+        assert not h.requests
+        h.send(ChildExited("node", "nats_source", "failed", "NATS lost"))
+        report = await h.health()
+        assert not report.hubs["stream"].connected and not report.hubs["stream"].child_healthy
+
+
+@pytest.mark.trio
 async def test_quiet_since_connect_counts_when_no_data_ever_came(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

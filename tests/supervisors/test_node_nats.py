@@ -382,3 +382,20 @@ async def test_contracts_whose_subjects_collide_are_consumed_apart(server: NatsS
                 await anyio.sleep(0.05)
         assert (await node.bars(star, "1min", 10)).height == 0
         assert (await node.bars(underscore, "1min", 10))["close"].to_list() == [200.0]
+
+
+@pytest.mark.anyio
+async def test_a_consuming_node_is_healthy_while_it_reads_the_stream(server: NatsServer) -> None:
+    """It was judged on the gateway's two hubs, which it never opens: `consume --json`
+    said healthy false, score 0.5, for ever."""
+    from pxnode.snapshot import take_snapshot
+
+    await publish(server.url, trades_at(this_minute(), [100.0]))
+    async with open_node(one_minute("healthy", url=server.url)) as consumer:
+        await received(consumer, 1)
+        with anyio.fail_after(5):
+            while not (await consumer.health()).healthy:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        snapshot = await take_snapshot(consumer)
+    assert snapshot.healthy and snapshot.health_score == 1.0
+    assert snapshot.breaker == {"stream": "closed"} and snapshot.reconnects == {"stream": 0}
