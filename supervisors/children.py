@@ -274,7 +274,11 @@ def _make_source(config: NodeConfig, *_: Any) -> Callable[[], NatsSource]:
     assert config.consume is not None
     consume, cursor = config.consume, Cursor()
     contracts, timeframes = config.contracts, config.bars.timeframes
-    return lambda: NatsSource(consume, contracts, cursor, timeframes, config.tick_interval)
+    # A trade up to stale_after older than a newer one is accepted, into a bar open for grace.
+    reach_back = config.validation.stale_after + config.bars.grace
+    return lambda: NatsSource(
+        consume, contracts, cursor, timeframes, config.tick_interval, reach_back
+    )
 
 
 HUB_BREAKER = BreakerPolicy(backoff=Backoff(min_backoff=0.5, max_backoff=30.0, jitter=0.2))

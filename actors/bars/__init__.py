@@ -46,9 +46,10 @@ are told as ``BarUpdated(closed=True)``, new history bars as ``BarClosed`` with
 ``source="history"``; a bar the answer lacks is kept as it was told, counted as
 ``backfill_kept``: the answer is incomplete there), the straddling bar becomes
 its history part plus the tail (``source="merged"``), and ``[since, cut)`` is
-history's: a trade in it that arrives later is already in history and is
-counted as ``trades_before_cut``, not again (a trade before ``since``, or from
-a failed back-fill's window, is counted as any other). A back-fill whose cut is
+history's: a trade in it that arrives later, into a bar history gave, is
+already in history and is counted as ``trades_before_cut``, not again; one into
+a bar the answer lacked is added to it (a trade before ``since``, or from a
+failed back-fill's window, is counted as any other). A back-fill whose cut is
 not the series' latest is stale and ignored.
 
 Reports to stats are cumulative counters plus the trade→bar latencies sampled

@@ -258,10 +258,13 @@ class BarsActor:
                 series = by_contract[contract] = Series(contract, clock.tf.name, self._ring_size)
             # A run never straddles a window: ``since`` is a bar start of the series (the
             # history actor's first whole bar) and runs are split at every cut.
-            if series.in_history(run.start):
-                counted = True  # history has these trades
-                continue
             start, end = clock.bounds(run.start)
+            if series.in_history(run.start):
+                agg = series.forming.get(start) or series.find_closed(start)
+                if agg is not None and agg.source != "live":
+                    counted = True  # history has these trades
+                    continue
+                # else a bar the back-fill lacked (kept, or none): none of its trades is history's
             cut = series.cut
             if cut is not None and start < cut <= run.start:
                 tail = series.tail

@@ -20,7 +20,8 @@ outlast that window (two minutes by default; the breaker waits up to about 17),
 so the stream is asked first: per subject, a window's messages are stored in the
 order they were sent, so when the stream's last message on a subject is one the
 outbox holds, it and every message before it on that subject were stored, and
-they leave the outbox unpublished (``stored_before``). Meanwhile the node goes
+they leave the outbox unpublished (``stored_before``), except those the server
+answered with an error (refused: not stored, whatever came after them). Meanwhile the node goes
 on building bars and the mailbox fills; what it cannot hold is blocked
 (``overflow = "block"``) or dropped and counted.
 """
@@ -82,10 +83,11 @@ class Outbox:
     receive time per subject (bounded by validation's contract cap).
     """
 
-    __slots__ = ("_frames", "counters", "pending")
+    __slots__ = ("_frames", "counters", "pending", "refused")
 
     def __init__(self) -> None:
         self.pending: deque[tuple[str, bytes, str]] = deque()
+        self.refused: set[str] = set()  # ids of pending messages the server answered with an error
         self.counters = dict.fromkeys(COUNTERS, 0)
         self._frames: dict[str, tuple[float, dict[bytes, int]]] = {}
 
@@ -162,27 +164,33 @@ class NatsBridge:
 
     async def _drop_stored(self, js: Any) -> None:
         """Take out of the outbox what the stream stored before the last incarnation
-        lost its connection (see the module docstring)."""
+        lost its connection (see the module docstring): on each subject, the messages
+        up to the one the stream holds last, by position (a bar event's id can repeat),
+        less those the server refused (an error answer: never stored)."""
         from nats.js.errors import NotFoundError
 
-        ids: dict[str, list[str]] = {}
+        sent: dict[str, list[str]] = {}
         for subject, _, msg_id in self.outbox.pending:
-            ids.setdefault(subject, []).append(msg_id)
-        stored: set[str] = set()
-        for subject, sent in ids.items():
+            sent.setdefault(subject, []).append(msg_id)
+        upto: dict[str, int] = {}  # subject -> how many of its first messages were stored
+        for subject, ids in sent.items():
             try:
                 last = await js.get_msg(self.config.stream, subject=subject)
             except NotFoundError:
                 continue  # nothing on it: none of them was stored
             last_id = (last.headers or {}).get("Nats-Msg-Id")
-            if last_id in sent:
-                stored.update(sent[: sent.index(last_id) + 1])
-        if stored:
-            pending = self.outbox.pending
-            kept = [entry for entry in pending if entry[2] not in stored]
-            self.outbox.counters["stored_before"] += len(pending) - len(kept)
-            pending.clear()
-            pending.extend(kept)
+            if last_id in ids:
+                upto[subject] = ids.index(last_id) + 1
+        if upto:
+            refused, kept = self.outbox.refused, []
+            seen: dict[str, int] = {}
+            for entry in self.outbox.pending:
+                n = seen[entry[0]] = seen.get(entry[0], 0) + 1
+                if n > upto.get(entry[0], 0) or entry[2] in refused:
+                    kept.append(entry)
+            self.outbox.counters["stored_before"] += len(self.outbox.pending) - len(kept)
+            self.outbox.pending.clear()
+            self.outbox.pending.extend(kept)
 
     async def _publish(self, js: Any, stats: Ref[Any]) -> None:
         """Publish the outbox in windows; a message leaves it only once acknowledged."""
@@ -197,10 +205,17 @@ class NatsBridge:
             try:
                 with anyio.fail_after(self.config.ack_timeout):
                     acks = [await future for future in futures]
+            except BaseException:
+                self.outbox.refused.update(
+                    msg_id
+                    for (_, _, msg_id), future in zip(window, futures, strict=True)
+                    if future.done() and not future.cancelled() and future.exception()
+                )
+                raise
             finally:
                 _settle(futures)
             for _ in window:
-                pending.popleft()
+                self.outbox.refused.discard(pending.popleft()[2])
             counters["acked"] += len(acks)
             counters["duplicates"] += sum(1 for ack in acks if ack.duplicate)
             counters["windows"] += 1

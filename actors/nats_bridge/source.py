@@ -40,6 +40,7 @@ Theory of operation, for the bars to equal the ingest node's:
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import socket
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -69,8 +70,11 @@ from protocols.stream import TRADE_DECODER, StreamTrade, trade_subject
 from protocols.timeframes import bar_start, parse_timeframe
 from protocols.timestamps import TimestampParser
 
-from .bus import DurableInUse, connected, ensure_stream, until_lost
+from .bus import DurableInUse, NatsUnavailable, connected, ensure_stream, until_lost
 from .config import NatsConfig
+
+I64_MAX = 2**63 - 1  # the largest volume validation accepts
+READ_PATIENCE = 10  # empty fetches of 1 s with messages pending before a read gives up
 
 CLOCK_SKEW = 60.0
 """Seconds a reader starts early in stream time: the ingest node's clock, the server's and
@@ -143,6 +147,10 @@ class Cursor:
 
     delivered: int = 0
     stream_created: datetime | None = None
+    warm_up: tuple[int, int] | None = None
+    """(first bar start in µs, stream sequence it ends before) of this process's warm-up."""
+    warmed_to: int = 0
+    """The last stream sequence the warm-up has read: a restart goes on after it."""
     counters: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys(
             (
@@ -152,6 +160,7 @@ class Cursor:
                 "other_contract",
                 "redelivered",
                 "warmed_up",
+                "warm_up_rejected",
                 "stream_recreated",
             ),
             0,
@@ -169,13 +178,18 @@ class NatsSource:
         cursor: Cursor,
         timeframes: Sequence[str],
         tick_interval: float,
+        reach_back: float,
     ) -> None:
+        """``reach_back``: seconds a trade may come after a newer one (``stale_after``) and
+        a bar may stay open after its end (``grace``): how far before its ack floor a
+        resuming process reads the stream back."""
         self.config = config
         self.subjects = trade_subjects(contracts)
         self.contracts = frozenset(contracts)
         self.cursor = cursor
         self.counters = cursor.counters
         self.timeframes = [parse_timeframe(name) for name in timeframes]
+        self.reach_back = round(reach_back * 1_000_000)
         self.tick_interval = tick_interval
         self._behind = True  # until a fetch finds the stream's end: ticks are the stream's
         self._timestamps = TimestampParser()
@@ -191,8 +205,10 @@ class NatsSource:
             await ensure_stream(js, self.config)
             await _claim(client, self.config)
             start = await self._resume(js)
-            if start > 1 and self.cursor.delivered == 0:  # a new process resuming a durable
-                await self._warm_up(js, start, bars)
+            if start > 1 and self.cursor.delivered == 0 and self.cursor.warm_up is None:
+                self.cursor.warm_up = await self._warm_up_range(js, start)  # a new process
+            await self._warm_up(bars)
+            self._report(stats)
             sub = await js.pull_subscribe_bind(
                 durable=self.config.durable, stream=self.config.stream
             )
@@ -209,6 +225,7 @@ class NatsSource:
                     msgs = await sub.fetch(self.config.fetch, timeout=1.0)
                 except FetchTimeout:
                     self._behind = False
+                    self._report(stats)  # an idle stream's counts are current too
                     continue
                 pending = msgs[-1].metadata.num_pending
                 with anyio.CancelScope(shield=True):  # told but not acked would come twice
@@ -269,31 +286,61 @@ class NatsSource:
         )
         return start
 
-    async def _warm_up(self, js: Any, start: int, bars: Ref[Any]) -> None:
-        """Tell ``bars`` the trades before ``start`` of the bars forming at its ack floor."""
+    async def _warm_up_range(self, js: Any, start: int) -> tuple[int, int]:
+        """Where the warm-up reads from (a bar start, µs) and the sequence it stops before.
+
+        The bars forming at the ack floor, and the bars a trade accepted after it can
+        still reach (``reach_back``): both go back from the last acknowledged trade's
+        time (the message's stored time if it is not a trade: a foreign message there
+        is acknowledged too).
+        """
         from nats.js.errors import NotFoundError
 
         try:
-            last = TRADE_DECODER.decode((await js.get_msg(self.config.stream, start - 1)).data)
-        except (NotFoundError, msgspec.DecodeError):
-            return  # aged out of the stream, or not a trade: nothing forms around it
-        last_us = self._timestamps.parse(last.ts)
-        if last_us is None or not self.timeframes:
+            last = await js.get_msg(self.config.stream, start - 1)
+        except NotFoundError:
+            return 0, 0  # aged out of the stream: nothing before it is left to read
+        try:
+            last_us = self._timestamps.parse(TRADE_DECODER.decode(last.data or b"").ts)
+        except msgspec.DecodeError:
+            last_us = None
+        if last_us is None:
+            last_us = round(last.time.timestamp() * 1_000_000)
+        back = last_us - self.reach_back
+        since = min((bar_start(tf, back) for tf in self.timeframes), default=back)
+        return since, start
+
+    async def _warm_up(self, bars: Ref[Any]) -> None:
+        """Tell ``bars`` the trades of ``cursor.warm_up`` not told yet, shape-checked as
+        validation would (trades the ingest node accepted, so shape only)."""
+        if self.cursor.warm_up is None:
             return
-        since = min(bar_start(tf, last_us) for tf in self.timeframes)
-        moment = datetime.fromtimestamp(since / 1e6, UTC)
-        async for trades in _read(self.config, self.subjects, moment, before=start):
-            accepted = [
-                Trade(t.contract, ts, t.price, t.volume, t.side, t.received_at)
-                for t in trades
-                if (not self.contracts or t.contract in self.contracts)
-                and (ts := self._timestamps.parse(t.ts)) is not None
-                and ts >= since
-            ]
+        since, end = self.cursor.warm_up
+        if self.cursor.warmed_to + 1 >= end:
+            return
+        start: datetime | int = (
+            self.cursor.warmed_to + 1  # a restart goes on where the last one got to
+            if self.cursor.warmed_to
+            else datetime.fromtimestamp(since / 1e6, UTC)
+        )
+        async for trades, last in _read(self.config, self.subjects, start, before=end):
+            accepted = []
+            for t in trades:
+                if self.contracts and t.contract not in self.contracts:
+                    continue  # a contract sharing a subject with ours
+                ts = self._timestamps.parse(t.ts)
+                if ts is not None and ts < since:
+                    continue  # in no bar the warm-up rebuilds
+                if ts is None or not 0.0 < t.price < math.inf or not 0 < t.volume <= I64_MAX:
+                    self.counters["warm_up_rejected"] += 1
+                    continue
+                accepted.append(Trade(t.contract, ts, t.price, t.volume, t.side, t.received_at))
             if accepted:
                 self.counters["warmed_up"] += len(accepted)
                 await bars.tell(Tick(now=accepted[0].received_at))
                 await bars.tell(TradesAccepted(accepted))
+            self.cursor.warmed_to = last
+        self.cursor.warmed_to = end - 1
 
     def _fresh_frames(self, msgs: list[Any]) -> list[HubMessageReceived]:
         """The frames of the trades among ``msgs`` not passed on before."""
@@ -367,7 +414,7 @@ async def read_stream(
     low = since.timestamp()
     high = until.timestamp() if until is not None else None
     wanted = frozenset(contracts)
-    async for trades in _read(config, trade_subjects(contracts), since):
+    async for trades, _ in _read(config, trade_subjects(contracts), since):
         yield [
             t
             for t in trades
@@ -378,12 +425,14 @@ async def read_stream(
 
 
 async def _read(
-    config: NatsConfig, subjects: list[str], since: datetime, before: int | None = None
-) -> AsyncIterator[list[StreamTrade]]:
-    """The trades on ``subjects`` from ``since`` in stream time (early by ``CLOCK_SKEW``: a
-    trade is published after it is received, so nothing received later was stored
-    earlier), batch by batch, up to stream sequence ``before`` (default: the stream's end
-    as it is now, so a stream a live node publishes to has an end)."""
+    config: NatsConfig, subjects: list[str], start: datetime | int, before: int | None = None
+) -> AsyncIterator[tuple[list[StreamTrade], int]]:
+    """The trades on ``subjects`` from ``start`` (a sequence, or a time: then early by
+    ``CLOCK_SKEW``, for a trade is published after it is received, so nothing received
+    later was stored earlier), batch by batch with the batch's last sequence, up to
+    sequence ``before`` (default: the stream's end as it is now, so a stream a live
+    node publishes to has an end). ``NatsUnavailable`` if the server stops answering
+    short of it."""
     from nats.errors import TimeoutError as FetchTimeout
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -392,27 +441,42 @@ async def _read(
         if info.state.messages == 0:
             return
         end = info.state.last_seq + 1 if before is None else before
+        if isinstance(start, datetime):
+            where: dict[str, Any] = {
+                "deliver_policy": DeliverPolicy.BY_START_TIME,
+                "opt_start_time": (start - timedelta(seconds=CLOCK_SKEW)).astimezone(UTC),
+            }
+        else:
+            where = {"deliver_policy": DeliverPolicy.BY_START_SEQUENCE, "opt_start_seq": start}
         sub = await js.pull_subscribe(
             "",
             stream=config.stream,
             config=ConsumerConfig(
                 ack_policy=AckPolicy.NONE,
-                deliver_policy=DeliverPolicy.BY_START_TIME,
-                opt_start_time=(since - timedelta(seconds=CLOCK_SKEW)).astimezone(UTC),
                 filter_subjects=subjects,
                 inactive_threshold=60.0,
+                **where,
             ),
         )
         counters = {"malformed": 0}
+        silent = 0  # fetches in a row that found nothing while messages were pending
         while True:
             try:
                 msgs = await sub.fetch(config.fetch, timeout=1.0)
             except FetchTimeout:
-                return
+                if (await sub.consumer_info()).num_pending == 0:
+                    return
+                silent += 1
+                if silent == READ_PATIENCE:
+                    raise NatsUnavailable(
+                        f"NATS at {config.url} stopped delivering stream {config.stream!r}"
+                    ) from None
+                continue
+            silent = 0
             msgs = [m for m in msgs if m.metadata.sequence.stream < end]
             if not msgs:
                 return
-            yield decode_trades((m.data for m in msgs), counters)
             last = msgs[-1].metadata
+            yield decode_trades((m.data for m in msgs), counters), last.sequence.stream
             if last.num_pending == 0 or last.sequence.stream + 1 >= end:
                 return

@@ -542,6 +542,41 @@ async def test_a_live_bar_the_back_fill_lacks_is_kept_as_it_was_told() -> None:
 
 
 @pytest.mark.trio
+async def test_late_trades_into_a_window_reach_the_bars_the_back_fill_lacked() -> None:
+    """The window was history's whole: a late trade into a bar its answer lacked (kept,
+    or never there) was counted ``trades_before_cut`` and dropped, yet no history bar
+    holds it. One into a bar history gave is history's, as before."""
+    cut = "2025-01-15T15:00:10"
+    answer = [hist("2025-01-15T15:00:04", 99.0, 99.0, 99.0, 99.0, 1, "1sec")]
+    replies = RecordingRef("reply")
+    actor, _ = await run_actor(
+        [
+            [BackfillStarted(MNQ, ["1sec"], us(cut))],
+            [trades(trade("2025-01-15T15:00:05.0001", 100.0, 2))],
+            [Tick(now=sec("2025-01-15T15:00:07"))],
+            [backfill("1sec", answer, "2025-01-15T15:00", cut)],
+            [
+                trades(
+                    trade("2025-01-15T15:00:05.5", 101.0, 3),  # into the kept bar
+                    trade("2025-01-15T15:00:06.5", 102.0, 4),  # into no bar of the answer
+                    trade("2025-01-15T15:00:04.5", 98.0, 5),  # history's: counted already
+                )
+            ],
+            [Request(GetBars(MNQ, "1sec", 10), replies)],
+        ],
+        timeframes=("1sec",),
+    )
+    (frame,) = replies.told
+    book = {round(row[2].timestamp() * 1e6): row[3:8] for row in frame.rows()}  # o h l c v
+    assert book == {
+        us("2025-01-15T15:00:04"): (99.0, 99.0, 99.0, 99.0, 1),
+        us("2025-01-15T15:00:05"): (100.0, 101.0, 100.0, 101.0, 5),
+        us("2025-01-15T15:00:06"): (102.0, 102.0, 102.0, 102.0, 4),
+    }
+    assert actor.counters["trades_before_cut"] == 1
+
+
+@pytest.mark.trio
 async def test_a_failed_back_fill_keeps_the_live_bars_and_releases_the_cut() -> None:
     replies = RecordingRef("reply")
     actor, _ = await run_actor(

@@ -154,8 +154,8 @@ def test_a_sources_counters_outlive_its_incarnations() -> None:
     """Cumulative like every counter of the node: a restarted source counted from 0, and a
     scraper's ``_total`` went back."""
     cursor = Cursor()
-    NatsSource(NatsConfig(), [MNQ], cursor, ["1min"], 0.25).counters["received"] += 10
-    assert NatsSource(NatsConfig(), [MNQ], cursor, ["1min"], 0.25).counters["received"] == 10
+    NatsSource(NatsConfig(), [MNQ], cursor, ["1min"], 0.25, 60.0).counters["received"] += 10
+    assert NatsSource(NatsConfig(), [MNQ], cursor, ["1min"], 0.25, 60.0).counters["received"] == 10
 
 
 def test_bar_events_name_their_kind_and_other_messages_are_counted() -> None:
@@ -304,7 +304,7 @@ async def consume(config: NatsConfig, until: int, cursor: Cursor) -> list[Stream
     validation = Answering("validation")
     inbox = MemoryInbox()
     ctx = FakeContext("nats_source", [validation, RecordingRef("bars"), RecordingRef("stats")])
-    source = NatsSource(config, [MNQ], cursor, ["1min"], 0.25)
+    source = NatsSource(config, [MNQ], cursor, ["1min"], 0.25, 60.0)
     source.subjects = [
         s.replace("px", config.subjects[0].removesuffix(".>"), 1) for s in source.subjects
     ]
@@ -352,3 +352,53 @@ async def test_reading_a_stream_a_live_node_publishes_to_ends_where_it_ended_at_
                 await publish(own.url, later)  # the live node goes on
             seen += batch
     assert seen == first
+
+
+@pytest.mark.anyio
+async def test_what_the_stream_stored_leaves_the_outbox_by_position_less_the_refused() -> None:
+    """A message the server answered with an error was never stored, though later ones
+    of its window were: it stays. A bar event's id can repeat (its payload alone): the
+    one after the stored one stays too."""
+    bar = "px.bar.1min.X"
+    outbox = Outbox()
+    outbox.pending.extend([("px.trade.X", b"a", "a"), ("px.trade.X", b"b", "b"),
+                           ("px.trade.X", b"c", "c"), ("px.trade.X", b"d", "d"),
+                           (bar, b"h", "h"), (bar, b"u", "u"), (bar, b"h", "h")])  # fmt: skip
+    outbox.refused.add("b")
+
+    class Stored:
+        def __init__(self, msg_id: str) -> None:
+            self.headers = {"Nats-Msg-Id": msg_id}
+
+    class LastOnSubject:
+        async def get_msg(self, stream: str, subject: str) -> Stored:
+            return Stored({"px.trade.X": "c", bar: "h"}[subject])
+
+    await NatsBridge(NatsConfig(), outbox)._drop_stored(LastOnSubject())
+    assert [entry[2] for entry in outbox.pending] == ["b", "d", "u", "h"]
+    assert outbox.counters["stored_before"] == 3
+
+
+@pytest.mark.anyio
+async def test_a_window_remembers_which_of_its_messages_the_server_refused() -> None:
+    import asyncio
+
+    from nats.js.errors import ServiceUnavailableError
+
+    class Ack:
+        duplicate = False
+
+    class Answering:
+        async def publish_async(self, subject: str, data: bytes, headers: Any) -> Any:
+            future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            if data == b"b":
+                future.set_exception(ServiceUnavailableError())
+            else:
+                future.set_result(Ack())
+            return future
+
+    outbox = Outbox()
+    outbox.pending.extend([("px.trade.X", data, data.decode()) for data in (b"a", b"b", b"c")])
+    with pytest.raises(ServiceUnavailableError):
+        await NatsBridge(NatsConfig(), outbox)._publish(Answering(), RecordingRef("stats"))
+    assert outbox.refused == {"b"} and len(outbox) == 3

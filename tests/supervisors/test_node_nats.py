@@ -29,7 +29,7 @@ from protocols.messages import (
     Trade,
     TradesAccepted,
 )
-from protocols.stream import TRADE_DECODER, StreamTrade, stream_trade
+from protocols.stream import TRADE_DECODER, StreamTrade, stream_trade, trade_subject
 from pxnode.sim import SimConfig, gateway_config, running
 from pxnode.testing import NatsServer
 from supervisors.config import BarsConfig, NodeConfig
@@ -337,6 +337,90 @@ async def test_a_restarted_consumer_builds_the_whole_forming_bar(server: NatsSer
     ]
     assert counters["nats_source.warmed_up"] == 2
     assert judged["trades_accepted"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_restarted_source_goes_on_with_the_warm_up_not_over_it(server: NatsServer) -> None:
+    """The warm-up ran again whenever the source restarted before a new message came
+    (an idle stream, a NATS blip): bars, which kept its state, counted its trades twice."""
+    trades = trades_at(this_minute(), [100.0, 101.0, 102.0])
+    await publish(server.url, trades[:2])
+    async with open_node(one_minute("twice", url=server.url)) as first:
+        await received(first, 2)
+    async with open_node(one_minute("twice", url=server.url)) as second:
+        with anyio.fail_after(10):
+            while (await second.stats()).counters.get("nats_source.warmed_up", 0) < 2:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        server.stop()
+        await anyio.sleep(0.5)
+        server.start()
+        await anyio.sleep(3.0)  # the source restarts (backoff 0.5 s) and resumes
+        await publish(server.url, trades[2:])
+        await received(second, 1)
+        bars = await second.bars(MNQ, "1min", 10)
+    assert bars["trades"].to_list() == [3]
+
+
+@pytest.mark.anyio
+async def test_a_foreign_message_at_the_ack_floor_does_not_stop_a_resuming_consumer(
+    server: NatsServer,
+) -> None:
+    """An empty message on a trade subject is counted and acknowledged; a new process
+    read it as the last trade before its warm-up, failed, and restarted for ever."""
+    trades = trades_at(this_minute(), [100.0, 101.0, 102.0])
+    await publish(server.url, trades[:2])
+    client = await nats.connect(server.url)
+    try:
+        await client.jetstream().publish(trade_subject(MNQ), b"")
+    finally:
+        await client.close()
+    async with open_node(one_minute("empty", url=server.url)) as first:
+        await received(first, 3)
+    await publish(server.url, trades[2:])
+    async with open_node(one_minute("empty", url=server.url)) as second:
+        await received(second, 1)
+        bars = await second.bars(MNQ, "1min", 10)
+    assert bars["trades"].to_list() == [3]
+
+
+@pytest.mark.anyio
+async def test_the_warm_up_reaches_back_as_far_as_a_late_trade_can(server: NatsServer) -> None:
+    """The ingest node accepts a trade up to ``stale_after`` older than the newest: one
+    into the bar before the ack floor's made a bar of itself alone, closed over the
+    ingest node's whole one downstream."""
+    minute = this_minute(minutes_ago=2)
+    before = minute - 60_000_000
+    on_time = trades_at(before + 30_000_000, [100.0]) + trades_at(minute + 2_000_000, [101.0])
+    (late,) = trades_at(before + 40_000_000, [99.0])
+    await publish(server.url, on_time)
+    async with open_node(one_minute("reach", url=server.url)) as first:
+        await received(first, 2)
+    await publish(server.url, [msgspec.structs.replace(late, received_at=minute / 1e6 + 3.0)])
+    async with open_node(one_minute("reach", url=server.url)) as second:
+        await received(second, 1)
+        bars = await second.bars(MNQ, "1min", 10)
+    assert bars.select("volume", "trades").rows() == [(2, 2), (1, 1)]
+
+
+@pytest.mark.anyio
+async def test_the_warm_up_judges_the_shape_of_what_it_reads_back(server: NatsServer) -> None:
+    """A foreign message shaped as a trade (price 0, volume -5) is rejected live; the
+    warm-up told it to bars unjudged."""
+    minute = this_minute()
+    good = trades_at(minute, [100.0, 101.0, 102.0])
+    (bad,) = trades_at(minute + 50_000, [0.0])
+    await publish(server.url, [good[0], msgspec.structs.replace(bad, volume=-5), good[1]])
+    async with open_node(one_minute("shape", url=server.url)) as first:
+        await received(first, 3)
+        live = await first.bars(MNQ, "1min", 10)
+    await publish(server.url, good[2:])
+    async with open_node(one_minute("shape", url=server.url)) as second:
+        await received(second, 1)
+        bars = await second.bars(MNQ, "1min", 10)
+        counters = (await second.stats()).counters
+    assert live.select("low", "volume").rows() == [(100.0, 2)]
+    assert bars.select("low", "volume").rows() == [(100.0, 3)]
+    assert counters["nats_source.warm_up_rejected"] == 1
 
 
 @pytest.mark.anyio
