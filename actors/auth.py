@@ -121,8 +121,8 @@ class AuthConfig(msgspec.Struct, frozen=True, kw_only=True):
         if not _utf8(self.api_key.reveal()):
             raise ConfigError("auth: the API key is not valid UTF-8 text")
         if not self.api_url.startswith(("http://", "https://")):
-            url = redact_userinfo(self.api_url)
-            raise ConfigError(f"auth: api_url must be an http(s) URL, got {url!r}")
+            # Not shown: a value that is no URL may be a secret in the wrong setting.
+            raise ConfigError("auth: api_url must be an http(s) URL (the value is not shown)")
         for name in (
             "refresh_before",
             "min_refresh_interval",

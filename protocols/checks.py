@@ -51,6 +51,14 @@ def positive(name: str, value: object) -> float:
     return number
 
 
+def at_most(name: str, value: float, limit: float, why: str) -> float:
+    """``value`` (checked finite already) unless above ``limit``: a bound that keeps the
+    node working (``why`` says what would break), not a matter of taste."""
+    if value > limit:
+        raise ConfigError(f"{name} must be at most {limit:g}, got {value!r}: {why}")
+    return value
+
+
 def count(name: str, value: object, minimum: int = 1) -> int:
     """An integer >= ``minimum`` (a size, a capacity, a number of attempts)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -41,9 +41,16 @@ def read_bars(path: Path) -> pl.DataFrame:
             raise PxError(f"{str(path)!r} is not a replay output: no {', '.join(missing)} column")
         if csv:
             frame = frame.with_columns(pl.col("start").str.to_datetime(time_zone="UTC"))
-        return frame.select(pl.col(name).cast(kind) for name, kind in schema.items())
+        frame = frame.select(pl.col(name).cast(kind) for name, kind in schema.items())
     except (OSError, pl.exceptions.PolarsError) as error:
-        raise PxError(f"cannot read bars {str(path)!r}: {error}") from None
+        why = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PxError(f"cannot read bars {str(path)!r}: {why}") from None
+    prices = ("open", "high", "low", "close")
+    bad = frame.filter(~pl.all_horizontal(pl.col(c).is_finite() for c in prices))
+    if bad.height:  # a replay writes none; another tool or a hand edit may
+        start = bad["start"][0]
+        raise PxError(f"{str(path)!r} has a bar with a price that is not a number ({start})")
+    return frame
 
 
 def select_series(frame: pl.DataFrame, contract: str | None, timeframe: str | None) -> pl.DataFrame:

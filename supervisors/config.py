@@ -20,7 +20,7 @@ from actors.health import HealthConfig
 from actors.nats_bridge import NatsConfig
 from actors.stats import StatsConfig
 from actors.validation import ValidationConfig
-from protocols.checks import count, non_negative, positive
+from protocols.checks import at_most, count, non_negative, positive
 from protocols.errors import ConfigError
 from protocols.rest import RestLimits
 from protocols.secrets import Secret
@@ -40,6 +40,7 @@ class BarsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             parse_timeframe(name)
         count("bars ring_size", self.ring_size)  # here, not first when the actor is built:
         non_negative("bars grace", self.grace)  # that failed as restarts naming no field
+        at_most("bars grace", self.grace, 86_400.0, "a bar closes at most a day after its end")
 
 
 ENVIRONMENT = {
@@ -199,6 +200,10 @@ class NodeConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def __post_init__(self) -> None:
         non_negative("tick_interval", self.tick_interval)  # NaN ran a node without a clock
+        if self.gateway is not None or self.consume is not None:
+            # 0 (no clock) is a tape's: a live node's bars would never close on time.
+            positive("tick_interval", self.tick_interval)
+            at_most("tick_interval", self.tick_interval, 60.0, "bars close on its ticks")
         if self.fills_lookback is not None and not self.fills_lookback > 0:
             raise ConfigError(f"fills_lookback must be > 0 seconds, got {self.fills_lookback}")
         if self.max_fills < 1:

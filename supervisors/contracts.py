@@ -8,6 +8,8 @@ alike: an unknown symbol is one clear ``ConfigError``, never a node with no data
 
 from __future__ import annotations
 
+import logging
+import random
 from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
@@ -25,8 +27,8 @@ from protocols.gateway import (
     decoder,
     describe_error,
 )
-from protocols.rest import RestBudget
-from protocols.secrets import redact_userinfo
+from protocols.rest import RestBudget, RetryPolicy, Transient, post_json, with_retries
+from protocols.secrets import Secret, redact_userinfo
 
 if TYPE_CHECKING:
     import httpx
@@ -38,6 +40,8 @@ _LISTED = 8
 """Contracts a failed look-up names at most."""
 
 R = TypeVar("R", bound=RestResponse)
+
+logger = logging.getLogger("pxnode.contracts")
 
 _LOGIN = decoder(LoginResponse)
 _SEARCH = decoder(ContractSearchResponse)
@@ -61,13 +65,14 @@ async def resolve_contracts(
     if not symbols:
         return list(names)
     resolved: dict[str, str] = {}
+    policy = msgspec.convert(auth, RetryPolicy, from_attributes=True)
     async with httpx.AsyncClient(
         base_url=auth.api_url, transport=transport, timeout=auth.request_timeout
     ) as client:
         login = LoginKeyRequest(user_name=auth.username, api_key=auth.api_key.reveal())
         path = "/api/Auth/loginKey"
         answer = _decode(
-            _LOGIN, path, await _post(client, path, ENCODER.encode(login), None, budget)
+            _LOGIN, path, await _post(client, path, ENCODER.encode(login), None, budget, policy)
         )
         if not answer.success or not answer.token:
             why = describe_error(path, answer) if not answer.success else "no token"
@@ -75,7 +80,9 @@ async def resolve_contracts(
         path = "/api/Contract/search"
         for symbol in symbols:
             request = ENCODER.encode(ContractSearchRequest(search_text=symbol, live=False))
-            found = _decode(_SEARCH, path, await _post(client, path, request, answer.token, budget))
+            found = _decode(
+                _SEARCH, path, await _post(client, path, request, answer.token, budget, policy)
+            )
             if not found.success:
                 raise ConfigError(f"cannot look up {symbol!r}: {describe_error(path, found)}")
             resolved[symbol] = _pick(symbol, found)
@@ -129,20 +136,22 @@ async def _post(
     path: str,
     body: bytes,
     token: str | None,
-    budget: RestBudget | None = None,
+    budget: RestBudget | None,
+    policy: RetryPolicy,
 ) -> bytes:
-    import httpx
+    """The answer's body: 429 waited out, 5xx and timeouts retried as every REST call of
+    the node is (``rest.with_retries``); ``GatewayError`` once that gives up, or for any
+    other status."""
+    bearer = None if token is None else Secret(token)
 
-    if budget is not None:
-        await budget.acquire(path)
-    headers = {"Content-Type": "application/json"}
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
+    async def attempt() -> httpx.Response:
+        return await post_json(client, path, body, policy, bearer=bearer, budget=budget)
+
     try:
-        response = await client.post(path, content=body, headers=headers)
-    except httpx.HTTPError as error:
+        response = await with_retries(attempt, policy, random.Random(), log=logger, label=path)
+    except Transient as error:
         where = redact_userinfo(str(client.base_url))
-        raise GatewayError(f"gateway unreachable at {where}: {type(error).__name__}") from None
+        raise GatewayError(f"gateway unreachable at {where}: {error}") from None
     if response.status_code != 200:
         url = redact_userinfo(str(response.request.url))  # the URL as requested, /api and all
         raise GatewayError(

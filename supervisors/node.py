@@ -67,10 +67,13 @@ from .children import NODE_CHILDREN, TOPICS, Network, NodeChild, rest_budget, su
 class Node:
     """A running node: refs, topics and snapshots. Obtain one from ``open_node``."""
 
-    def __init__(self, config: NodeConfig, registry: Registry, supervisor: Supervisor) -> None:
+    def __init__(
+        self, config: NodeConfig, registry: Registry, supervisor: Supervisor, network: Network
+    ) -> None:
         self.config = config
         self.registry = registry
         self.supervisor = supervisor
+        self._network = network
         self._streams = 0
         self._contracts: dict[str, None] = dict.fromkeys(config.contracts)
         self._timeframes: dict[str, None] = dict.fromkeys(
@@ -90,11 +93,13 @@ class Node:
         return self.registry.topic(name)
 
     async def subscribe(self, contracts: Sequence[str], timeframes: Sequence[str] = ()) -> None:
-        """Subscribe quotes, trades and depth of ``contracts`` (kept across reconnects),
-        and build ``timeframes`` too from now on (checked here: ``ConfigError``).
+        """Subscribe quotes, trades and depth of ``contracts`` (ids or symbols, looked up
+        as at start: ``ConfigError`` if unknown; kept across reconnects), and build
+        ``timeframes`` too from now on (checked here: ``ConfigError``).
 
         New series are back-filled from history like those configured at start."""
         names = [parse_timeframe(name).name for name in timeframes]
+        contracts = await _contract_ids(self.config, list(contracts), self.registry, self._network)
         history = self.ref("history") if "history" in self.registry else None
         if names:
             self._timeframes.update(dict.fromkeys(names))
@@ -364,13 +369,8 @@ async def open_node(
     if unknown:
         raise ConfigError(f"no node child named {', '.join(sorted(unknown))}")
     registry = Registry()
-    if config.gateway is not None and not all(map(is_contract_id, config.contracts)):
-        ids = await resolve_contracts(
-            list(config.contracts),
-            config.gateway.auth(),
-            transport=network.transport(),
-            budget=rest_budget(config, registry),
-        )
+    ids = await _contract_ids(config, list(config.contracts), registry, network)
+    if ids != config.contracts:
         config = msgspec.structs.replace(config, contracts=ids)
         rows = [row for row in NODE_CHILDREN if row.enabled(config)]
     if config.tape is not None:
@@ -401,7 +401,7 @@ async def open_node(
         async with anyio.create_task_group() as tg:
             await tg.start(_run_root, supervisor, root)
             try:
-                yield Node(config, registry, supervisor)
+                yield Node(config, registry, supervisor, network)
             finally:
                 root.close()
     except BaseExceptionGroup as group:
@@ -413,6 +413,21 @@ async def open_node(
         root.dispose()
         for name in TOPICS:  # the node has stopped: every subscription ends
             registry.topic(name).close()
+
+
+async def _contract_ids(
+    config: NodeConfig, names: list[str], registry: Registry, network: Network
+) -> list[str]:
+    """``names`` as contract ids: symbols looked up through the gateway, with the node's
+    REST budget (a node without a gateway takes ids only)."""
+    if config.gateway is None or all(map(is_contract_id, names)):
+        return names
+    return await resolve_contracts(
+        names,
+        config.gateway.auth(),
+        transport=network.transport(),
+        budget=rest_budget(config, registry),
+    )
 
 
 async def _run_root(

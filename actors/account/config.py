@@ -9,7 +9,6 @@ import msgspec
 from protocols import rest
 from protocols.checks import non_negative, positive
 from protocols.errors import ConfigError
-from protocols.secrets import redact_userinfo
 
 COUNTERS: Final = (
     "requests",  # HTTP requests sent, retries included
@@ -56,8 +55,8 @@ class AccountConfig(msgspec.Struct, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         if not self.api_url.startswith(("http://", "https://")):
-            url = redact_userinfo(self.api_url)
-            raise ConfigError(f"account: api_url must be an http(s) URL, got {url!r}")
+            # Not shown: a value that is no URL may be a secret in the wrong setting.
+            raise ConfigError("account: api_url must be an http(s) URL (the value is not shown)")
         if self.fills_lookback is not None:
             positive("account: fills_lookback", self.fills_lookback)
         if not 1 <= self.max_attempts <= 100:

@@ -55,7 +55,9 @@ class Endpoint(msgspec.Struct, frozen=True):
         except ValueError as exc:
             raise ConfigError(f"hub url {url!r} is invalid: {exc}") from None
         if parts.scheme not in ("http", "https", "ws", "wss") or not parts.hostname:
-            raise ConfigError(f"hub url must be http(s):// or ws(s)://host/path, got {url!r}")
+            raise ConfigError(  # not shown: a value that is no URL may be a misplaced secret
+                "hub url must be http(s):// or ws(s)://host/path (the value is not shown)"
+            )
         if parts.username or parts.password or parts.fragment:
             raise ConfigError("hub url must not carry credentials or a fragment")
         tls = parts.scheme in ("https", "wss")

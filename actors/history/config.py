@@ -14,7 +14,6 @@ from protocols import gateway as gw
 from protocols import rest
 from protocols.checks import non_negative, positive
 from protocols.errors import ConfigError
-from protocols.secrets import redact_userinfo
 from protocols.timeframes import parse_timeframe
 
 UNITS: Final = {
@@ -118,8 +117,8 @@ class HistoryConfig(msgspec.Struct, frozen=True, kw_only=True):
         for text in self.timeframes:
             parse_timeframe(text)
         if not self.api_url.startswith(("http://", "https://")):
-            url = redact_userinfo(self.api_url)
-            raise ConfigError(f"history: api_url must be an http(s) URL, got {url!r}")
+            # Not shown: a value that is no URL may be a secret in the wrong setting.
+            raise ConfigError("history: api_url must be an http(s) URL (the value is not shown)")
         if not 60 <= self.max_bars <= 1_000_000:
             raise ConfigError(f"history: max_bars must be in 60..1000000, got {self.max_bars}")
         if not 0 <= self.initial_bars <= self.max_bars:

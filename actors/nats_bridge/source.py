@@ -52,6 +52,7 @@ from typing import Any
 import anyio
 import msgspec
 
+from protocols.errors import ConfigError
 from protocols.gateway import ENCODER as GATEWAY_ENCODER
 from protocols.gateway import TradeItem
 from protocols.hubs import Connected
@@ -435,9 +436,13 @@ async def _read(
     short of it."""
     from nats.errors import TimeoutError as FetchTimeout
     from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+    from nats.js.errors import NotFoundError
 
     async with connected(config) as (_, js, _lost):
-        info = await js.stream_info(config.stream)
+        try:
+            info = await js.stream_info(config.stream)
+        except NotFoundError:
+            raise ConfigError(f"NATS at {config.url} has no stream {config.stream!r}") from None
         if info.state.messages == 0:
             return
         end = info.state.last_seq + 1 if before is None else before

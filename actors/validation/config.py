@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import msgspec
 
-from protocols.checks import count, non_negative
+from protocols.checks import at_most, count, non_negative
 
 # Rule order per kind (the first failing rule names the reason); "malformed" is a non-object item.
 _TIME_RULES = ("timestamp", "future", "too_old", "stale")
 TRADE_REASONS = ("price", "volume", *_TIME_RULES, "spike", "malformed")
 QUOTE_REASONS = ("price", "volume", "crossed", *_TIME_RULES, "malformed")
 DEPTH_REASONS = ("price", "volume", "type", *_TIME_RULES, "malformed")
+
+
+DAY = 86_400.0
 
 
 class ValidationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -36,5 +39,9 @@ class ValidationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         for name in ("max_future", "max_age", "stale_after", "max_spike"):
             non_negative(f"validation.{name}", getattr(self, name))
+        for name, limit in (("max_future", DAY), ("max_age", 10 * 365 * DAY)):
+            at_most(f"validation.{name}", getattr(self, name), limit, "times are µs integers")
+        # The shortest bar frame's ring holds stale_after of bars: a day of 1sec bars at most.
+        at_most("validation.stale_after", self.stale_after, DAY, "bar rings hold that span")
         for name in ("max_contracts", "batch_limit", "report_every"):
             count(f"validation.{name}", getattr(self, name))

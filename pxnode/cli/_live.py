@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any
@@ -12,8 +13,11 @@ import msgspec
 import typer
 
 from actors.nats_bridge import NatsConfig
+from actors.nats_bridge.bus import connected
 from protocols.errors import PxError
+from protocols.rest import RestBudget
 from supervisors.config import BarsConfig, GatewayConfig, NodeConfig, load_config
+from supervisors.contracts import is_contract_id, resolve_contracts
 from supervisors.node import open_node
 
 from ..preflight import check_reachable
@@ -257,12 +261,22 @@ def _run_command(
     log_level: str,
 ) -> None:
     async def command(stopping: Stopping) -> int:
-        assert config.gateway is not None
-        api_url = config.gateway.api_url
-        if not await unless_stopped(stopping, lambda: check_reachable(api_url)):
+        gateway = config.gateway
+        assert gateway is not None
+        if not await unless_stopped(stopping, lambda: check_reachable(gateway.api_url)):
             return 0
-        return await _run_node(  # open_node looks contract symbols up
-            config, stopping, json=json, duration=duration, metrics_port=metrics_port
+        ids: list[str] = []
+
+        async def look_up() -> None:  # here, where a signal or --duration can end it
+            with anyio.move_on_after(math.inf if duration is None else duration):
+                budget = RestBudget(gateway.rest_limits)  # the node's starts after it
+                ids.extend(await resolve_contracts(config.contracts, gateway.auth(), budget=budget))
+
+        if not await unless_stopped(stopping, look_up) or not ids:
+            return 0
+        node_config = msgspec.structs.replace(config, contracts=ids)
+        return await _run_node(
+            node_config, stopping, json=json, duration=duration, metrics_port=metrics_port
         )
 
     execute(command, log_level, backend=_backend(config.nats))
@@ -367,11 +381,22 @@ def consume(
     updates["nats"] = None  # the stream's trades are published already
     if names := contract_ids(contracts):
         updates["contracts"] = names
+    symbols = [
+        name for name in updates.get("contracts", base.contracts) if not is_contract_id(name)
+    ]
+    if symbols:  # the stream's subjects are contract ids; there is no gateway to look them up
+        fail(f"consume takes contract ids (CON.F.US.MNQ.Z25), not symbols: {', '.join(symbols)}")
     if timeframes is not None:
         updates["bars"] = msgspec.structs.replace(base.bars, timeframes=timeframe_names(timeframes))
     node_config = msgspec.structs.replace(base, **updates)
 
     async def command(stopping: Stopping) -> int:
+        async def reach() -> None:  # an unreachable server is one error line, as a gateway's
+            async with connected(source):
+                pass
+
+        if not await unless_stopped(stopping, reach):
+            return 0
         return await _run_node(
             node_config, stopping, json=json, duration=duration, metrics_port=metrics_port
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -99,7 +100,8 @@ def replay(
 
     async def command(stopping: Stopping) -> int:
         # A replay has nothing to drain: a signal abandons it (the output file is
-        # only ever written whole, through a temporary file and a rename).
+        # only ever written whole, through a temporary file and a rename) and it
+        # exits 143 (130 after Ctrl-C), not 0.
         results: list[ReplayStats] = []
 
         async def run() -> None:
@@ -118,7 +120,7 @@ def replay(
                     results.append(await replay_to(path, names, out, config=judged))
 
         if not await unless_stopped(stopping, run):
-            return 0
+            return ABANDONED  # no output was written: a pipeline must not take it for done
         stats = results[0]
         if json_stats:
             sys.stdout.write(msgspec.json.encode(stats).decode() + "\n")
@@ -127,6 +129,10 @@ def replay(
     # asyncio for every replay: as fast as trio here, and trio's import alone is 12 MiB of
     # a replay's peak memory (nats-py needs asyncio anyway).
     execute(command, log_level, backend="asyncio")
+
+
+ABANDONED = 128 + signal.SIGTERM
+"""A replay's exit code when a signal stopped it before it wrote its output."""
 
 
 def _window(since: str | None, until: str | None) -> tuple[datetime | None, datetime | None]:

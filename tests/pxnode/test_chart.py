@@ -222,3 +222,21 @@ def test_price_scale_is_round_numbers(low: float, high: float, labels: list[str]
     page = render_chart(frame)
     grid = re.findall(r'<text x="1118" y="[\d.]+">([\d.]+)</text>', page)
     assert grid == labels
+
+
+HEADER = "contract,timeframe,start,open,high,low,close,volume,trades\n"
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        "X,1min,2026-12-04T10:12:00.000000Z,1,inf,0.5,1,1,1",  # a traceback, exit 1
+        "X,1min,2026-12-04T10:12:00.000000Z,1,NaN,0.5,1,1,1",
+        "X,1min,notadate,1,2,0.5,1,1,1",  # polars' five-line explanation
+    ],
+)
+def test_a_bars_file_another_tool_wrote_badly_is_one_error_line(tmp_path: Path, row: str) -> None:
+    bars = tmp_path / "bars.csv"
+    bars.write_text(HEADER + "X,1min,2026-12-04T10:11:00.000000Z,1,2,0.5,1,1,1\n" + row + "\n")
+    code, err = chart(str(bars), "--out", str(tmp_path / "c.html"))
+    assert code == 2 and len(err.strip().splitlines()) == 1, err

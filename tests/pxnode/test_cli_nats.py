@@ -177,3 +177,18 @@ def test_replay_nats_keeps_every_trade_the_stream_holds(server: NatsServer, tmp_
     assert done.returncode == 0, done.stderr
     assert last_json(done.stdout)["trades_accepted"] == 3
     assert pl.read_csv(out)["volume"].to_list() == [3]
+
+
+def test_consume_says_what_it_cannot_do_in_one_line(server: NatsServer) -> None:
+    """An unreachable server ran silently and exited 0; a symbol (no gateway to look it
+    up) matched nothing; a missing stream in replay --nats was a traceback."""
+    unreachable = pxnode("consume", "--nats", "nats://127.0.0.1:9", "--duration", "1")
+    assert unreachable.returncode == 2 and "cannot reach NATS" in unreachable.stderr
+    symbol = pxnode("consume", "--nats", server.url, "--contracts", "MNQ", "--duration", "1")
+    assert symbol.returncode == 2 and "not symbols: MNQ" in symbol.stderr
+    missing = pxnode(
+        "replay", "--nats", server.url, "--since", "2026-01-01", "--stream", "NOPE",
+        "--out", "b.csv",
+    )  # fmt: skip
+    assert missing.returncode == 2, missing.stderr
+    assert missing.stderr.strip() == f"pxnode: error: NATS at {server.url} has no stream 'NOPE'"

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from protocols.errors import ConfigError
@@ -111,3 +112,40 @@ def test_an_api_url_given_alone_moves_the_hubs_of_file_and_environment(tmp_path:
     given = load_config(None, environ={}, gateway=both).gateway
     assert given is not None and given.market_hub == "ws://m/hubs/market"
     assert given.user_hub == "http://h/hubs/user"
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        ('tick_interval = 0.0\n[gateway]\napi_url = "http://127.0.0.1:9"\n', "tick_interval"),
+        ('tick_interval = 1e308\n[gateway]\napi_url = "http://127.0.0.1:9"\n', "tick_interval"),
+        ("[consume]\n[validation]\n", None),  # a consuming node's default clock is fine
+        ("[bars]\ngrace = 1e308\n", "bars grace"),
+        ("[validation]\nstale_after = 1e308\n", "validation.stale_after"),
+        ("[validation]\nmax_age = 1e308\n", "validation.max_age"),
+        ("[validation]\nmax_future = 1e308\n", "validation.max_future"),
+    ],
+)
+def test_numbers_a_running_node_cannot_work_with_are_refused_naming_them(
+    tmp_path: Path, text: str, field: str | None
+) -> None:
+    """A live node without a working clock ran with bars that never closed and said it
+    was healthy; a huge grace or staleness made a child fail at every start, the error
+    naming no field (found by a hunt)."""
+    path = tmp_path / "c.toml"
+    path.write_text(text)
+    if field is None:
+        load_config(path, environ={})
+        return
+    with pytest.raises(ConfigError, match=f"^{field} must be"):
+        load_config(path, environ={})
+
+
+def test_a_setting_that_is_no_url_is_named_never_shown() -> None:
+    """PROJECT_X_API_URL and PROJECT_X_API_KEY swapped by mistake printed the key."""
+    key = "Zk9sEcReTkEy123="
+    config = load_config(None, environ={"PROJECT_X_API_URL": key})
+    assert config.gateway is not None
+    with pytest.raises(ConfigError, match="api_url") as raised:
+        msgspec.structs.replace(config.gateway, username="u", api_key=Secret("k")).auth()
+    assert key not in str(raised.value)

@@ -7,6 +7,8 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+import trio
+import trio.testing
 
 from actors.auth import AuthConfig
 from protocols.errors import ConfigError
@@ -92,3 +94,23 @@ async def test_a_prefix_is_no_match_and_the_error_lists_what_the_search_found() 
 async def test_a_symbol_the_search_does_not_find_is_one_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"^unknown contract 'XYZ' \(no exact match[^;]*$"):
         await resolve(["XYZ"], NQ_ANSWER)
+
+
+@pytest.mark.trio
+async def test_a_429_or_a_5xx_during_the_look_up_is_waited_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every REST call of a node waits out a 429 and retries a 5xx; the look-up at start
+    failed the node at the first one."""
+    answers = iter([429, 503, 200])
+    search = gateway(NQ_ANSWER)
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/api/Contract/search":
+            status = next(answers)
+            if status != 200:
+                return httpx.Response(status, headers={"Retry-After": "2"})
+        return search.handle_request(request)
+
+    ids = await resolve_contracts(["MNQ"], AUTH, transport=httpx.MockTransport(handle))
+    assert ids == ["CON.F.US.MNQ.H25"]

@@ -9,6 +9,7 @@ import pytest
 from protocols.errors import ConfigError
 from protocols.messages import BarUpdated
 from pxnode.sim import DEMO_ACCOUNT_ID, SimConfig, gateway_config, running
+from pxnode.testing import node_config, sim_node
 from supervisors.config import BarsConfig, GatewayConfig, NodeConfig
 from supervisors.mailbox import MailboxSpec, OverflowPolicy
 from supervisors.node import open_node
@@ -119,3 +120,18 @@ async def test_subscribe_adds_contracts_and_timeframes_at_run_time() -> None:
             with anyio.fail_after(10):
                 while (await node.bars(ES, "1min", 10)).height < 3:  # noqa: ASYNC110
                     await anyio.sleep(0.05)
+
+
+@pytest.mark.trio
+async def test_subscribe_looks_symbols_up_as_the_start_does(autojump_clock: object) -> None:
+    """A symbol went to the hub as a contract id: the hub refused it in a log line, no
+    bar came, and ``ready()`` failed from then on (found by a hunt)."""
+    config = msgspec.structs.replace(node_config(), contracts=[MNQ])
+    async with sim_node(config=config) as h:
+        await h.node.ready(timeout=120)
+        with pytest.raises(ConfigError, match="unknown contract 'NOPE'"):
+            await h.node.subscribe(["NOPE"])
+        await h.node.subscribe(["ESZ5"], ["1min"])
+        await h.node.ready(timeout=120)
+        await anyio.sleep(90)
+        assert (await h.node.bars(ES, "1min", 10)).height > 0
