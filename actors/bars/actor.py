@@ -156,12 +156,13 @@ class BarsActor:
                 self._close_due(self._now_us)
             told = await self._emit(topic)
             self._tell_passed(history)
+            asked = bool(flushes)  # a barrier's asker (a tape's end) reads the stats next
             self._answer(flushes)
             if received_at is not None:  # sampled when told, not after the others ran
                 latencies.append(ctx.wall_time() - received_at)
             now = anyio.current_time()
             due = ticked and now - reported_at >= self._report_interval
-            if due or len(latencies) >= LATENCY_SAMPLES:
+            if due or asked or len(latencies) >= LATENCY_SAMPLES:
                 reported_at = now
                 self._report(stats, latencies)
             if told:

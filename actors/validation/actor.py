@@ -151,6 +151,7 @@ class ValidationActor:
                     report = True
                 elif isinstance(msg, Request) and isinstance(msg.body, Flush):
                     flushes.append(msg.reply)
+                    report = True  # a barrier's asker (a tape's end) reads the stats next
                 elif isinstance(msg, Request) and isinstance(msg.body, GetContracts):
                     msg.reply.tell_nowait(self.contracts())
                 elif isinstance(msg, Stop):

@@ -249,6 +249,9 @@ def _live_config(
     config = msgspec.structs.replace(config, **updates)
     if not config.contracts:
         fail("no contracts: give --contracts or `contracts` in the config file")
+    if config.record is not None and not Path(config.record).parent.is_dir():
+        # Found now, as replay's --out is, not once the node runs.
+        fail(f"cannot write tape {config.record!r}: its directory does not exist")
     return config
 
 

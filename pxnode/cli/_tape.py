@@ -87,6 +87,8 @@ def replay(
     check_out(out)
     if (tape is None) == (nats is None):
         fail("replay takes a TAPE or --nats URL (one of them)")
+    if tape is not None and out.resolve() == tape.resolve():
+        fail(f"--out {str(out)!r} is the tape itself")
     if nats is not None and since is None:
         fail("--nats needs --since (ISO time, e.g. 2026-12-03T14:30:00Z)")
     start, end = _window(since, until)

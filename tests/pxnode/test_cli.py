@@ -329,3 +329,21 @@ def test_nats_on_the_command_line_keeps_the_config_files_nats_settings(
         100,
         600.0,
     )
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path: Path) -> None:
+    """A tape in a missing directory was found once the node ran (a dashboard line, then
+    the error); a replay's --out naming its own tape overwrote the recording."""
+    tape = tmp_path / "nowhere" / "t.tape"
+    credentials = {"PROJECT_X_USERNAME": "demo", "PROJECT_X_API_KEY": "demo-api-key"}
+    record = runner.invoke(
+        app, ["record", str(tape), "--contracts", "CON.F.US.MNQ.Z25"], env=credentials
+    )
+    assert record.exit_code == 2 and record.stdout == ""
+    assert f"pxnode: error: cannot write tape {str(tape)!r}" in record.stderr
+    recorded = tmp_path / "t.csv"
+    write_tape(recorded)
+    before = recorded.read_bytes()
+    replay = runner.invoke(app, ["replay", str(recorded), "--out", str(recorded)])
+    assert replay.exit_code == 2 and "is the tape itself" in replay.stderr
+    assert recorded.read_bytes() == before

@@ -213,3 +213,19 @@ async def test_the_readme_backtest_runs_as_written(
     lines, accepted = map(int, capsys.readouterr().out.split())
     assert lines == 300 and accepted > 300
     assert any(isinstance(m, BarClosed) for m in seen)
+
+
+@pytest.mark.anyio
+async def test_the_stats_after_play_count_the_whole_tape(tmp_path: Path) -> None:
+    """A tape node has no clock: validation and bars reported only every so many batches,
+    so after ``play()`` the stats held a mid-tape count, or none (found by a hunt)."""
+    path = tmp_path / "t.tape"
+    generated_tape(path, seed=5, frames=800)
+    config = NodeConfig(tape=TapeConfig(str(path)), bars=BarsConfig(timeframes=["1min"]))
+    async with open_node(config) as node:
+        played = await node.play()
+        stats = await node.stats()
+    accepted = played.counters["trades_accepted"]
+    assert accepted > 0
+    assert stats.counters["validation.trades_accepted"] == accepted
+    assert stats.counters["bars.trades_aggregated"] == accepted
