@@ -194,7 +194,7 @@ def test_kill_9_keeps_the_recorded_lines(gateway_url: str, tmp_path: Path) -> No
         ("/dev/full", "pxnode: error: cannot write tape '/dev/full': No space left on device"),
         (
             "/no/such/dir/t.jsonl",
-            "pxnode: error: cannot open tape '/no/such/dir/t.jsonl': No such file or directory",
+            "pxnode: error: cannot write tape '/no/such/dir/t.jsonl': its directory does not exist",
         ),
     ],
 )
