@@ -511,23 +511,28 @@ async def test_each_series_keeps_its_own_cut_and_history_hears_of_every_one() ->
     assert actor.counters["trades_before_cut"] == 1
 
 
+def answer_lacking_a_live_bar() -> list[list[Any]]:
+    """1sec bar 15:00:05 built live and closed (told), then a back-fill up to 15:00:10
+    whose answer has 15:00:04 only."""
+    cut = "2025-01-15T15:00:10"
+    answer = [hist("2025-01-15T15:00:04", 99.0, 99.0, 99.0, 99.0, 1, "1sec")]
+    return [
+        [BackfillStarted(MNQ, ["1sec"], us(cut))],
+        [trades(trade("2025-01-15T15:00:05.0001", 100.0, 2))],
+        [Tick(now=sec("2025-01-15T15:00:07"))],  # closes 15:00:05: told
+        [backfill("1sec", answer, "2025-01-15T15:00", cut)],
+    ]
+
+
 @pytest.mark.trio
 async def test_a_live_bar_the_back_fill_lacks_is_kept_as_it_was_told() -> None:
     """The answer had no bar where live trades had built and closed one (an answer that
     ends early, a hole in the gateway's history, a bar of it rejected): the live bar left
     the book, no subscriber heard, and its trades vanished uncounted (found by a hunt).
     Silence is no evidence that nothing traded: the bar is kept, as the stream has it."""
-    cut = "2025-01-15T15:00:10"
-    answer = [hist("2025-01-15T15:00:04", 99.0, 99.0, 99.0, 99.0, 1, "1sec")]
     replies = RecordingRef("reply")
     actor, ctx = await run_actor(
-        [
-            [BackfillStarted(MNQ, ["1sec"], us(cut))],
-            [trades(trade("2025-01-15T15:00:05.0001", 100.0, 2))],
-            [Tick(now=sec("2025-01-15T15:00:07"))],  # closes 15:00:05: told
-            [backfill("1sec", answer, "2025-01-15T15:00", cut)],
-            [Request(GetBars(MNQ, "1sec", 10), replies)],
-        ],
+        [*answer_lacking_a_live_bar(), [Request(GetBars(MNQ, "1sec", 10), replies)]],
         timeframes=("1sec",),
     )
     (frame,) = replies.told
@@ -546,15 +551,10 @@ async def test_late_trades_into_a_window_reach_the_bars_the_back_fill_lacked() -
     """The window was history's whole: a late trade into a bar its answer lacked (kept,
     or never there) was counted ``trades_before_cut`` and dropped, yet no history bar
     holds it. One into a bar history gave is history's, as before."""
-    cut = "2025-01-15T15:00:10"
-    answer = [hist("2025-01-15T15:00:04", 99.0, 99.0, 99.0, 99.0, 1, "1sec")]
     replies = RecordingRef("reply")
     actor, _ = await run_actor(
         [
-            [BackfillStarted(MNQ, ["1sec"], us(cut))],
-            [trades(trade("2025-01-15T15:00:05.0001", 100.0, 2))],
-            [Tick(now=sec("2025-01-15T15:00:07"))],
-            [backfill("1sec", answer, "2025-01-15T15:00", cut)],
+            *answer_lacking_a_live_bar(),
             [
                 trades(
                     trade("2025-01-15T15:00:05.5", 101.0, 3),  # into the kept bar

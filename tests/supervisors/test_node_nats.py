@@ -7,7 +7,7 @@ NATS server is the real binary.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -317,6 +317,20 @@ async def test_a_consumer_at_a_stream_end_still_catching_up_closes_its_bars_on_s
     assert not [e for e in events if type(e) is BarUpdated and e.closed]  # no corrections
 
 
+@asynccontextmanager
+async def resumed(
+    url: str, durable: str, before: int, after: Sequence[StreamTrade]
+) -> AsyncIterator[Node]:
+    """A process on ``durable`` takes the ``before`` messages stored; then ``after`` is
+    published, and a new process resuming the durable is yielded once it has them."""
+    async with open_node(one_minute(durable, url=url)) as first:
+        await received(first, before)
+    await publish(url, after)
+    async with open_node(one_minute(durable, url=url)) as second:
+        await received(second, len(after))
+        yield second
+
+
 @pytest.mark.anyio
 async def test_a_restarted_consumer_builds_the_whole_forming_bar(server: NatsServer) -> None:
     """A new process resuming a durable starts after its ack floor: the forming bar held
@@ -324,11 +338,7 @@ async def test_a_restarted_consumer_builds_the_whole_forming_bar(server: NatsSer
     those are neither judged nor told as trades again."""
     trades = trades_at(this_minute(), [100.0, 101.0, 102.0])
     await publish(server.url, trades[:2])
-    async with open_node(one_minute("restart", url=server.url)) as first:
-        await received(first, 2)
-    await publish(server.url, trades[2:])
-    async with open_node(one_minute("restart", url=server.url)) as second:
-        await received(second, 1)
+    async with resumed(server.url, "restart", 2, trades[2:]) as second:
         bars = await second.bars(MNQ, "1min", 10)
         counters = (await second.stats()).counters
         judged = await second.ref("validation").ask(Flush(), timeout=5)
@@ -374,11 +384,7 @@ async def test_a_foreign_message_at_the_ack_floor_does_not_stop_a_resuming_consu
         await client.jetstream().publish(trade_subject(MNQ), b"")
     finally:
         await client.close()
-    async with open_node(one_minute("empty", url=server.url)) as first:
-        await received(first, 3)
-    await publish(server.url, trades[2:])
-    async with open_node(one_minute("empty", url=server.url)) as second:
-        await received(second, 1)
+    async with resumed(server.url, "empty", 3, trades[2:]) as second:
         bars = await second.bars(MNQ, "1min", 10)
     assert bars["trades"].to_list() == [3]
 
@@ -393,11 +399,8 @@ async def test_the_warm_up_reaches_back_as_far_as_a_late_trade_can(server: NatsS
     on_time = trades_at(before + 30_000_000, [100.0]) + trades_at(minute + 2_000_000, [101.0])
     (late,) = trades_at(before + 40_000_000, [99.0])
     await publish(server.url, on_time)
-    async with open_node(one_minute("reach", url=server.url)) as first:
-        await received(first, 2)
-    await publish(server.url, [msgspec.structs.replace(late, received_at=minute / 1e6 + 3.0)])
-    async with open_node(one_minute("reach", url=server.url)) as second:
-        await received(second, 1)
+    late = msgspec.structs.replace(late, received_at=minute / 1e6 + 3.0)
+    async with resumed(server.url, "reach", 2, [late]) as second:
         bars = await second.bars(MNQ, "1min", 10)
     assert bars.select("volume", "trades").rows() == [(2, 2), (1, 1)]
 
