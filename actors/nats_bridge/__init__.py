@@ -8,10 +8,10 @@ from .bus import DurableInUse as DurableInUse
 from .bus import NatsUnavailable as NatsUnavailable
 from .bus import require_asyncio as require_asyncio
 from .config import NatsConfig as NatsConfig
+from .reading import read_stream as read_stream
+from .reading import trade_frames as trade_frames
 from .source import Cursor as Cursor
 from .source import NatsSource as NatsSource
-from .source import read_stream as read_stream
-from .source import trade_frames as trade_frames
 
 __all__ = [
     "COUNTERS",
