@@ -10,6 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta, tzinfo
 
+MAX_FUTURE_S = 86_400.0
+"""The furthest a time may lie after its receive time under any config (a day)."""
+MAX_AGE_S = 10 * 365 * 86_400.0
+"""The furthest a time may lie before it (ten years): beyond these, no exchange's time,
+and wall-clock bars of it could not be computed."""
+
 _EPOCH_DAY = datetime(1970, 1, 1).toordinal()
 _fromisoformat = datetime.fromisoformat
 _ONE_US = timedelta(microseconds=1)

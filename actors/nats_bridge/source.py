@@ -65,13 +65,14 @@ from protocols.messages import (
 )
 from protocols.stream import TRADE_DECODER
 from protocols.timeframes import bar_start, parse_timeframe
-from protocols.timestamps import TimestampParser
+from protocols.timestamps import MAX_AGE_S, MAX_FUTURE_S, TimestampParser
 
 from .bus import DurableInUse, connected, ensure_stream, until_lost
 from .config import NatsConfig
 from .reading import decode_trades, read_from, trade_frames, trade_subjects
 
 I64_MAX = 2**63 - 1  # the largest volume validation accepts
+NEWEST, OLDEST = round(MAX_FUTURE_S * 1_000_000), round(MAX_AGE_S * 1_000_000)  # µs
 
 BEHIND_BY = 2.0
 """Seconds the newest trade read may lie before our clock with the consumer caught up: an
@@ -244,15 +245,23 @@ class NatsSource:
             last = await js.get_msg(self.config.stream, start - 1)
         except NotFoundError:
             return 0, 0  # aged out of the stream: nothing before it is left to read
+        stored_us = round(last.time.timestamp() * 1_000_000)
         try:
             last_us = self._timestamps.parse(TRADE_DECODER.decode(last.data or b"").ts)
         except msgspec.DecodeError:
             last_us = None
-        if last_us is None:
-            last_us = round(last.time.timestamp() * 1_000_000)
-        back = last_us - self.reach_back
-        since = min((bar_start(tf, back) for tf in self.timeframes), default=back)
-        return since, start
+        return self._first_bar(stored_us if last_us is None else last_us, stored_us), start
+
+    def _first_bar(self, last_us: int, stored_us: int) -> int:
+        """The earliest bar start of ``last_us - reach_back``; of the stored time's if the
+        trade's is one no bar can hold (a foreign trade-shaped message in year 9999)."""
+        for moment in (last_us, stored_us):
+            back = moment - self.reach_back
+            try:
+                return min((bar_start(tf, back) for tf in self.timeframes), default=back)
+            except (ValueError, OverflowError):
+                continue
+        return stored_us - self.reach_back
 
     async def _warm_up(self, bars: Ref[Any]) -> None:
         """Tell ``bars`` the trades of ``cursor.warm_up`` not told yet, shape-checked as
@@ -275,7 +284,13 @@ class NatsSource:
                 ts = self._timestamps.parse(t.ts)
                 if ts is not None and ts < since:
                     continue  # in no bar the warm-up rebuilds
-                if ts is None or not 0.0 < t.price < math.inf or not 0 < t.volume <= I64_MAX:
+                received_us = t.received_at * 1_000_000  # a float: compared, never rounded
+                if (
+                    ts is None
+                    or not 0.0 < t.price < math.inf
+                    or not 0 < t.volume <= I64_MAX
+                    or not received_us - OLDEST <= ts <= received_us + NEWEST  # NaN fails too
+                ):
                     self.counters["warm_up_rejected"] += 1
                     continue
                 accepted.append(Trade(t.contract, ts, t.price, t.volume, t.side, t.received_at))

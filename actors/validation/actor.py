@@ -40,7 +40,7 @@ from protocols.messages import (
     Tick,
     Trade,
 )
-from protocols.timestamps import TimestampParser
+from protocols.timestamps import MAX_AGE_S, MAX_FUTURE_S, TimestampParser
 
 from .book import I64_MAX, BookJudge
 from .config import DEPTH_REASONS, QUOTE_REASONS, TRADE_REASONS, ValidationConfig
@@ -75,10 +75,10 @@ class ValidationActor:
         ``judged_upstream``: the trades were accepted by another node (the NATS stream a
         consumer reads, a ``replay --nats``). Their shape is judged (a foreign message may
         stand among them) and their staleness, which keeps this node's rings and replay
-        output exact; not ``future``, ``too_old`` and ``spike``, which were the accepting
-        node's to apply: they depend on its limits and on its last price, which restarts
-        with it (a consumer running through an ingest restart across a gap would reject
-        every later trade as a spike)."""
+        output exact; ``spike`` not, and ``future`` and ``too_old`` only at the widest any
+        config allows: those were the accepting node's to apply, with its limits and its
+        last price, which restarts with it (a consumer running through an ingest restart
+        across a gap would reject every later trade as a spike)."""
         self.config = config = config or ValidationConfig()
         # Every per-contract map below is keyed only by admitted contracts: the
         # subscribed ones, or at most max_contracts (see _admits).
@@ -87,8 +87,8 @@ class ValidationActor:
         # (max_future µs, max_age µs, stale_after µs, spike band low, high): floats settle a
         # spike outside the band, spike_exceeds decides inside it, exactly.
         self._limits = (
-            I64_MAX if judged_upstream else round(config.max_future * 1_000_000),
-            I64_MAX if judged_upstream else round(config.max_age * 1_000_000),
+            round((MAX_FUTURE_S if judged_upstream else config.max_future) * 1_000_000),
+            round((MAX_AGE_S if judged_upstream else config.max_age) * 1_000_000),
             round(config.stale_after * 1_000_000),
             _INF if judged_upstream else config.max_spike * (1 - 1e-9),
             _INF if judged_upstream else config.max_spike * (1 + 1e-9),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import msgspec
 
 from protocols.checks import at_most, count, non_negative
+from protocols.timestamps import MAX_AGE_S, MAX_FUTURE_S
 
 # Rule order per kind (the first failing rule names the reason); "malformed" is a non-object item.
 _TIME_RULES = ("timestamp", "future", "too_old", "stale")
@@ -39,7 +40,7 @@ class ValidationConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         for name in ("max_future", "max_age", "stale_after", "max_spike"):
             non_negative(f"validation.{name}", getattr(self, name))
-        for name, limit in (("max_future", DAY), ("max_age", 10 * 365 * DAY)):
+        for name, limit in (("max_future", MAX_FUTURE_S), ("max_age", MAX_AGE_S)):
             at_most(f"validation.{name}", getattr(self, name), limit, "times are µs integers")
         # The shortest bar frame's ring holds stale_after of bars: a day of 1sec bars at most.
         at_most("validation.stale_after", self.stale_after, DAY, "bar rings hold that span")

@@ -256,9 +256,10 @@ def test_trades_judged_upstream_keep_only_the_shape_and_staleness_rules() -> Non
         trade(ts="2025-01-21T14:30:07Z", price=-1.0),  # price
         trade(ts="2025-01-21T14:30:08Z", volume=0),  # volume
         trade(ts="yesterday"),  # timestamp
+        trade(ts="2025-01-22T14:30:01Z"),  # more than the widest max_future: no exchange's
         actor=ValidationActor(config, judged_upstream=True),
     )
-    assert reasons(j) == {"stale": 1, "price": 1, "volume": 1, "timestamp": 1}
+    assert reasons(j) == {"stale": 1, "price": 1, "volume": 1, "timestamp": 1, "future": 1}
     assert j.prices == [21000.25, 30000.0]
 
 

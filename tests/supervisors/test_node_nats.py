@@ -319,14 +319,20 @@ async def test_a_consumer_at_a_stream_end_still_catching_up_closes_its_bars_on_s
 
 @asynccontextmanager
 async def resumed(
-    url: str, durable: str, before: int, after: Sequence[StreamTrade]
+    url: str,
+    durable: str,
+    before: int,
+    after: Sequence[StreamTrade],
+    timeframes: Sequence[str] = ("1min",),
 ) -> AsyncIterator[Node]:
     """A process on ``durable`` takes the ``before`` messages stored; then ``after`` is
     published, and a new process resuming the durable is yielded once it has them."""
-    async with open_node(one_minute(durable, url=url)) as first:
+    frames = BarsConfig(timeframes=list(timeframes))
+    config = msgspec.structs.replace(one_minute(durable, url=url), bars=frames)
+    async with open_node(config) as first:
         await received(first, before)
     await publish(url, after)
-    async with open_node(one_minute(durable, url=url)) as second:
+    async with open_node(config) as second:
         await received(second, len(after))
         yield second
 
@@ -387,6 +393,22 @@ async def test_a_foreign_message_at_the_ack_floor_does_not_stop_a_resuming_consu
     async with resumed(server.url, "empty", 3, trades[2:]) as second:
         bars = await second.bars(MNQ, "1min", 10)
     assert bars["trades"].to_list() == [3]
+
+
+@pytest.mark.anyio
+async def test_a_trade_of_year_9999_harms_no_consumer_live_or_warming_up(
+    server: NatsServer,
+) -> None:
+    """Trade-shaped, on a trade subject, time 9999-12-31: no 1day bar can hold it (its
+    session cannot be computed), so no consumer may take it, live or in a warm-up."""
+    first, second = trades_at(this_minute(), [100.0, 101.0])
+    far = msgspec.structs.replace(first, ts="9999-12-31T23:59:59Z", price=102.0)
+    await publish(server.url, [first, far])
+    async with resumed(server.url, "far", 2, [second], ["1min", "1day"]) as node:
+        day = await node.bars(MNQ, "1day", 10)
+        counters = (await node.stats()).counters
+    assert day["trades"].to_list() == [2]
+    assert counters["nats_source.warm_up_rejected"] == 1
 
 
 @pytest.mark.anyio
