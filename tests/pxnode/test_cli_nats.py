@@ -192,3 +192,12 @@ def test_consume_says_what_it_cannot_do_in_one_line(server: NatsServer) -> None:
     )  # fmt: skip
     assert missing.returncode == 2, missing.stderr
     assert missing.stderr.strip() == f"pxnode: error: NATS at {server.url} has no stream 'NOPE'"
+    gapped_stream(server.url)
+    absent = pxnode(
+        "replay", "--nats", server.url, "--since", "2000-01-01", "--contracts", "CON.F.US.XX.Z25",
+        "--out", "b.csv",
+    )  # fmt: skip
+    assert absent.returncode == 2 and absent.stderr.strip() == (
+        "pxnode: error: unknown contract 'CON.F.US.XX.Z25': the stream has no trade of it in"
+        " the window"
+    )
