@@ -150,6 +150,11 @@ class HubMessagesReceived(Message, frozen=True):
     messages: list[HubMessageReceived]
 
 
+I64_MAX: Final = 2**63 - 1
+"""The largest volume a trade or bar carries: volumes travel and are written as int64
+(bars, Parquet, CSV readers, NATS)."""
+
+
 class Trade(msgspec.Struct, frozen=True, array_like=True, gc=False):
     """One accepted trade (not a message on its own; travels in ``TradesAccepted``)."""
 

@@ -109,12 +109,12 @@ def bar_bounds(tf: Timeframe, ts_us: int) -> tuple[int, int]:
     if step:
         start = ts_us - ts_us % step
         return start, start + step
-    try:
+    try:  # near year 1 or 9999 the wall clock's bar edges overflow, not only the time
         wall = (_EPOCH + ts_us * _ONE_US).astimezone(EXCHANGE_TZ).replace(tzinfo=None)
+        lo, hi = _wall_bounds(tf, wall)
+        return _wall_to_us(lo), _wall_to_us(hi)
     except OverflowError:
         raise ValueError(f"timestamp {ts_us} µs is outside the supported date range") from None
-    lo, hi = _wall_bounds(tf, wall)
-    return _wall_to_us(lo), _wall_to_us(hi)
 
 
 def _wall_bounds(tf: Timeframe, wall: datetime) -> tuple[datetime, datetime]:

@@ -281,6 +281,9 @@ def _make_source(config: NodeConfig, *_: Any) -> Callable[[], NatsSource]:
     )
 
 
+CLOCKED = ("validation", "stats", "health", "recorder", "account")
+"""The clock's children besides ``bars``: they act on time (reports, stale feeds)."""
+
 HUB_BREAKER = BreakerPolicy(backoff=Backoff(min_backoff=0.5, max_backoff=30.0, jitter=0.2))
 """The default breaker (5 failures / 60 s, 30 s doubling to 300 s, 5 open cycles);
 quick retries below it."""
@@ -353,9 +356,7 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
                 registry,
                 config.tick_interval,
                 # A consuming node's bars close on the stream's time: its source ticks them.
-                ("validation", "stats", "health", "recorder", "account")
-                if config.consume is not None
-                else ("bars", "validation", "stats", "health", "recorder", "account"),
+                CLOCKED if config.consume is not None else ("bars", *CLOCKED),
             )
         ),
         lambda _: MailboxSpec(1),

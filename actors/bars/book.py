@@ -11,11 +11,8 @@ from bisect import bisect_left
 from collections import deque
 from operator import attrgetter
 
-from protocols.messages import Bar
+from protocols.messages import I64_MAX, Bar
 from protocols.timeframes import BarClock
-
-I64_MAX = 2**63 - 1
-"""The largest volume a bar holds: its column is Int64 (polars, Parquet, CSV readers)."""
 
 
 class Agg:
@@ -192,7 +189,7 @@ def history_agg(clock: BarClock, bar: object) -> Agg | None:
         return None
     try:
         start, end = clock.bounds(bar.start)
-    except (ValueError, OverflowError):
+    except ValueError:  # outside the supported date range
         return None
     if start != bar.start:
         return None

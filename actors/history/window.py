@@ -122,7 +122,7 @@ def to_bar(
         return "volume"
     try:
         lo, hi = clock.bounds(start)
-    except (ValueError, OverflowError):
+    except ValueError:  # outside the supported date range
         return "time"
     if lo != start:
         return "unaligned"

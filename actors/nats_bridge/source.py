@@ -29,12 +29,15 @@ Theory of operation, for the bars to equal the ingest node's:
   received more than ``BEHIND_BY`` ago (a stream's end can still be catching up:
   an ingest node republishing after an outage). Once caught up (or after a fetch
   that found nothing) the wall clock ticks, every ``tick_interval``.
-* **Warm-up.** A process resuming a durable first reads back the trades of the
-  bars that were forming at its ack floor (from the earliest start among its
-  timeframes) straight into ``bars``: the forming bars hold the whole bar so
-  far, as history gives an ingest node's. Those trades were accepted and told
-  before; they are neither judged, told to ``topic.trades`` nor acknowledged
-  again.
+* **Warm-up.** A process resuming a durable first reads back, once (a restart
+  goes on after what it told: ``Cursor.warmed_to``), the trades of the bars a
+  trade after its ack floor can still reach: from the earliest bar start among
+  its timeframes of the last acknowledged trade's time less ``reach_back``
+  (``stale_after`` + ``grace``), straight into ``bars``, so the forming bars
+  hold the whole bar so far, as history gives an ingest node's. Those trades
+  were accepted and told before: their shape and time are checked as a
+  consumer's validation checks them, but they are neither counted as accepted,
+  told to ``topic.trades`` nor acknowledged again.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ import msgspec
 from protocols.hubs import Connected
 from protocols.interfaces import ActorContext, Inbox, Ref, optional_ref
 from protocols.messages import (
+    I64_MAX,
     CountersReported,
     Flush,
     HubMessageReceived,
@@ -71,7 +75,6 @@ from .bus import DurableInUse, connected, ensure_stream, until_lost
 from .config import NatsConfig
 from .reading import decode_trades, read_from, trade_frames, trade_subjects
 
-I64_MAX = 2**63 - 1  # the largest volume validation accepts
 NEWEST, OLDEST = round(MAX_FUTURE_S * 1_000_000), round(MAX_AGE_S * 1_000_000)  # µs
 
 BEHIND_BY = 2.0
@@ -259,7 +262,7 @@ class NatsSource:
             back = moment - self.reach_back
             try:
                 return min((bar_start(tf, back) for tf in self.timeframes), default=back)
-            except (ValueError, OverflowError):
+            except ValueError:
                 continue
         return stored_us - self.reach_back
 

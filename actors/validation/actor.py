@@ -27,6 +27,7 @@ from protocols.gateway import DEPTH_ARGS, QUOTE_ARGS, TRADE_TICKS
 from protocols.hubs import USER_EVENTS
 from protocols.interfaces import ActorContext, Inbox, Ref
 from protocols.messages import (
+    I64_MAX,
     ContractSummary,
     CountersReported,
     DepthAccepted,
@@ -42,7 +43,7 @@ from protocols.messages import (
 )
 from protocols.timestamps import MAX_AGE_S, MAX_FUTURE_S, TimestampParser
 
-from .book import I64_MAX, BookJudge
+from .book import BookJudge
 from .config import DEPTH_REASONS, QUOTE_REASONS, TRADE_REASONS, ValidationConfig
 from .fallback import fallback, sanitised_depth, sanitised_quote, sanitised_trade, spike_exceeds
 from .outbox import Outbox

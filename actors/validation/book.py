@@ -13,11 +13,9 @@ import math
 from collections.abc import Sequence
 
 from protocols.gateway import DepthItem, DomType, QuoteItem
-from protocols.messages import DepthAccepted, DepthLevel, QuoteAccepted
+from protocols.messages import I64_MAX, DepthAccepted, DepthLevel, QuoteAccepted
 from protocols.timestamps import TimestampParser
 
-I64_MAX = 2**63 - 1
-"""The largest volume accepted: volumes travel as int64 (bars, Parquet, NATS)."""
 _INF = math.inf
 _RESET = int(DomType.RESET)
 _DOM_MAX = max(DomType)
