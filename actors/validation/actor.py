@@ -289,10 +289,11 @@ class ValidationActor:
         The typed decoder first; one bad item fails it, and then the sanitising
         fallback judges what it can (see ``fallback``).
         """
-        rejected: Counter[str] = Counter()  # the fallback's item counts: an admitted frame's
+        rejected: Counter[str] | None = None  # the fallback's item counts: an admitted frame's
         try:
             contract, payload = decoder.decode(arguments)
         except (msgspec.DecodeError, TypeError, RecursionError):
+            rejected = Counter()
             frame = fallback(arguments, rejected, kind, sanitise)
         else:
             frame = contract, payload if type(payload) is list else [payload]
@@ -301,8 +302,9 @@ class ValidationActor:
             return None
         if not self._admits(frame[0]):
             return None  # skipped whole: its items are not judged, so not counted either
-        for key, n in rejected.items():
-            self._counts[key] += n
+        if rejected:
+            for key, n in rejected.items():
+                self._counts[key] += n
         return frame
 
     def _admits(self, contract: str) -> bool:
