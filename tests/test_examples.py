@@ -69,7 +69,7 @@ def test_sample_config_loads_and_lists_every_field() -> None:
     sample = EXAMPLES / "pxnode.toml"
     config = load_config(sample, environ={})
     assert config.contracts == ["MNQ", "CON.F.US.EP.Z25"]
-    assert config.gateway is not None and config.gateway.accounts == [12345]
+    assert config.gateway is not None and config.gateway.accounts == []  # every active one
     # Everything else it says is the default: the file documents, it does not tune.
     assert config.bars == NodeConfig().bars and config.health == NodeConfig().health
     assert config.validation == NodeConfig().validation and config.stats == NodeConfig().stats

@@ -200,9 +200,10 @@ class AccountActor:
         book.begin_sync()
         self._unpriceable.clear()
         accounts, complete = await searches.accounts(client, auth)
+        if config.accounts:  # only these are followed: another's positions are not known
+            accounts = [a for a in accounts if a.id in config.accounts]
         await _publish(topic, book.sync_accounts(accounts, complete))
-        ids = [a.id for a in accounts if not config.accounts or a.id in config.accounts]
-        for account_id in ids:
+        for account_id in [a.id for a in accounts]:
             if hub is not None:  # no account configured: follow every active one
                 await hub.tell(SubscribeAccount(account_id))
             positions = await searches.positions(client, auth, account_id)

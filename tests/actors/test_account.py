@@ -326,6 +326,21 @@ async def test_without_the_hub_the_searches_start_after_the_grace(autojump_clock
 
 
 @pytest.mark.trio
+async def test_configured_accounts_are_the_only_ones_listed(autojump_clock: object) -> None:
+    # Account/search lists every active account; one not followed has no positions searched,
+    # so listing it would show an open P&L of nothing held while it may hold a position.
+    other = {**ACCOUNT, "id": 7002, "name": "OTHER"}
+    gateway = Gateway(defaults={**DEFAULTS, PATHS[0]: ok("accounts", [ACCOUNT, other])})
+    async with running(gateway, accounts=(7002,)) as rig:
+        await anyio.sleep(40)
+    state = rig.actor.state()
+    assert [a.id for a in state.accounts] == [7002]
+    assert [body for _, path, body in rig.gateway.calls if path == PATHS[1]] == [
+        {"accountId": 7002}
+    ]
+
+
+@pytest.mark.trio
 async def test_hub_events_during_a_sync_win_and_fills_count_once(autojump_clock: object) -> None:
     gateway = Gateway(script={PATHS[1]: [slow(2, ok("positions", [position(2)]))]})
     async with running(gateway) as rig:
