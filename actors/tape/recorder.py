@@ -29,6 +29,7 @@ secret can reach a tape through it.
 from __future__ import annotations
 
 import contextlib
+from codecs import BOM_UTF8
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,6 +108,7 @@ def open_tape(path: str | Path) -> BinaryIO:
 def _read_chunks(tape: BinaryIO, path: str | Path, counts: TapeCounts) -> Iterator[list[TapeLine]]:
     tail = b""
     skipping = False  # inside a line already counted as too long
+    first = True
     while True:
         try:
             chunk = tape.read(CHUNK_SIZE)
@@ -115,6 +117,8 @@ def _read_chunks(tape: BinaryIO, path: str | Path, counts: TapeCounts) -> Iterat
         if not chunk:
             break
         counts.bytes_read += len(chunk)
+        if first:  # a tape saved by a Windows editor starts with a UTF-8 BOM: not its first line's
+            chunk, first = chunk.removeprefix(BOM_UTF8), False
         cut = chunk.rfind(b"\n")
         if cut < 0:
             if not skipping:

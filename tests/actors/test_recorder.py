@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 from typing import Any
 
@@ -252,6 +253,15 @@ def test_reader_handles_crlf_blank_lines_and_a_missing_final_newline(tmp_path: P
     # blank lines are not records
     assert counts == TapeCounts(lines=3, malformed=0, bytes_read=size(tape))
     assert [r.t for r in read] == [1737469800.5] * 3
+
+
+def test_a_byte_order_mark_at_the_start_is_not_part_of_the_first_line(tmp_path: Path) -> None:
+    tape = tmp_path / "a.tape"
+    tape.write_bytes(codecs.BOM_UTF8 + GOOD + b"\r\n" + GOOD + b"\r\n")  # saved by a Windows editor
+    read, counts = lines_of(tape)
+    assert counts == TapeCounts(lines=2, malformed=0, bytes_read=size(tape)) and len(read) == 2
+    tape.write_bytes(GOOD + b"\n" + codecs.BOM_UTF8 + GOOD + b"\n")  # only a file starts with one
+    assert lines_of(tape)[1] == TapeCounts(lines=2, malformed=1, bytes_read=size(tape))
 
 
 def test_reader_counts_a_cut_off_last_line(tmp_path: Path) -> None:
