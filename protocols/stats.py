@@ -374,6 +374,10 @@ _DROPS = tuple(
             "REST answer items of the wrong shape: skipped, removing nothing.",
         ),
         (
+            r"account\.unfollowed",
+            "User-hub events of an account not in gateway.accounts: not applied.",
+        ),
+        (
             r"\w+\.contracts_unpriced",
             "Tick-value lookups that failed: the contract's open P&L stays in points"
             " until the next sync.",

@@ -73,7 +73,8 @@ class AccountActor:
         budget: rest.RestBudget | None = None,
     ) -> None:
         self.counters: Counter[str] = Counter()
-        self.book = AccountBook(self.counters, max_fills, max_items)
+        follows = config.accounts if config is not None else ()
+        self.book = AccountBook(self.counters, max_fills, max_items, follows)
         self._config = config
         self._transport = transport
         self._rng = rng if rng is not None else random.Random(0)
@@ -200,10 +201,8 @@ class AccountActor:
         book.begin_sync()
         self._unpriceable.clear()
         accounts, complete = await searches.accounts(client, auth)
-        if config.accounts:  # only these are followed: another's positions are not known
-            accounts = [a for a in accounts if a.id in config.accounts]
         await _publish(topic, book.sync_accounts(accounts, complete))
-        for account_id in [a.id for a in accounts]:
+        for account_id in [a.id for a in accounts if book.follows(a.id)]:
             if hub is not None:  # no account configured: follow every active one
                 await hub.tell(SubscribeAccount(account_id))
             positions = await searches.positions(client, auth, account_id)

@@ -50,10 +50,17 @@ Key = tuple[str, Any]
 
 
 class AccountBook:
-    def __init__(self, counters: Counter[str], max_fills: int, max_items: int) -> None:
+    def __init__(
+        self, counters: Counter[str], max_fills: int, max_items: int, follows: Iterable[int] = ()
+    ) -> None:
+        """``follows``: the only accounts kept (none: every one). The hub tells every
+        account's balance (SubscribeAccounts takes no id) while only the followed ones'
+        positions are searched and subscribed: another account, listed, would show an
+        open P&L of nothing held."""
         self.counters = counters
         self._max_fills = max_fills
         self._max_items = max_items
+        self._follows = frozenset(follows)
         self.accounts: dict[int, AccountInfo] = {}
         self.positions: dict[tuple[int, str], OpenPosition] = {}
         self.orders: dict[int, WorkingOrder] = {}
@@ -70,6 +77,10 @@ class AccountBook:
             event = decode_user_event(target, payload)
         except _BAD_FRAME:
             self.counters["rejected"] += 1
+            return None
+        owner = _account_of(event)
+        if owner is not None and not self.follows(owner):
+            self.counters["unfollowed"] += 1
             return None
         match event:
             case AccountChanged(account=a):
@@ -92,6 +103,9 @@ class AccountBook:
             return None
         self.counters[type(event).__name__] += 1
         return event
+
+    def follows(self, account_id: int) -> bool:
+        return not self._follows or account_id in self._follows
 
     def _keep(
         self, table: dict[Any, Any], key: Key, value: object, *, keep: bool, hub: bool = True
@@ -116,8 +130,9 @@ class AccountBook:
         self._touched = None
 
     def sync_accounts(self, accounts: list[AccountInfo], complete: bool) -> list[AccountEvent]:
-        """Account/search's active accounts; those it no longer lists are dropped."""
-        fresh = {a.id: a for a in accounts}
+        """Account/search's active accounts (the followed ones); those it no longer lists
+        are dropped."""
+        fresh = {a.id: a for a in accounts if self.follows(a.id)}
         changed, _ = self._merge("account", self.accounts, fresh, lambda _: True, complete)
         events: list[AccountEvent] = [AccountChanged(a) for a in changed]
         return self._counted(events)
@@ -238,3 +253,17 @@ def _open(value: object) -> bool:
     if isinstance(value, WorkingOrder):
         return value.working
     return True
+
+
+def _account_of(event: AccountEvent) -> int | None:
+    """The account an event is about (None: a sync's summary, about all of them)."""
+    match event:
+        case AccountChanged(account=a):
+            return a.id
+        case PositionChanged(position=p):
+            return p.account_id
+        case OrderChanged(order=o):
+            return o.account_id
+        case FillReceived(fill=f):
+            return f.account_id
+    return None

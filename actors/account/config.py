@@ -26,8 +26,9 @@ class AccountConfig(msgspec.Struct, frozen=True, kw_only=True):
     At start (once the user hub is up, or after ``start_grace`` seconds without
     it) and after every reconnect of the user hub the actor asks Account/search
     (active accounts), then per account Position/searchOpen, Order/searchOpen
-    and Trade/search. ``accounts`` limits the per-account searches to these ids
-    (empty: every active account, and the user hub is subscribed to each).
+    and Trade/search. ``accounts``: the only accounts followed -- listed, searched,
+    their hub events applied (empty: every active account, and the user hub is
+    subscribed to each).
     ``fills_lookback`` is how many seconds of fills Trade/search reaches back;
     None: from the start of the trading day (17:00 Chicago).
 

@@ -333,11 +333,16 @@ async def test_configured_accounts_are_the_only_ones_listed(autojump_clock: obje
     gateway = Gateway(defaults={**DEFAULTS, PATHS[0]: ok("accounts", [ACCOUNT, other])})
     async with running(gateway, accounts=(7002,)) as rig:
         await anyio.sleep(40)
+        # The hub tells every account's balance (SubscribeAccounts takes no id), and a
+        # position event of another account is not ours to keep either.
+        hub = [("GatewayUserAccount", ACCOUNT), ("GatewayUserPosition", position(2))]
+        assert [rig.actor.on_user_event(target, args(body)) for target, body in hub] == [None] * 2
     state = rig.actor.state()
-    assert [a.id for a in state.accounts] == [7002]
+    assert [a.id for a in state.accounts] == [7002] and state.positions == ()
     assert [body for _, path, body in rig.gateway.calls if path == PATHS[1]] == [
         {"accountId": 7002}
     ]
+    assert rig.actor.counters["unfollowed"] == 2
 
 
 @pytest.mark.trio

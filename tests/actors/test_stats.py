@@ -703,6 +703,7 @@ def test_every_drop_counter_says_why_in_its_help() -> None:
         *(f"bars.{key}" for key in bars),
         *(f"history.{key}" for key in HISTORY_COUNTERS if key.startswith("bars_rejected_")),
         "account.items_rejected", "account.contracts_unpriced", "account.fills_dropped",
+        "account.unfollowed",
         "connection_market.raw_dropped", "connection_user.bad.malformed",
         "connection_market.commands_rejected.unknown", "recorder.lines_unrecordable",
         "nats_source.malformed", "nats_source.other_contract", "nats_source.warm_up_rejected",
