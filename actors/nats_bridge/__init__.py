@@ -7,6 +7,7 @@ from .bridge import Outbox as Outbox
 from .bus import DurableInUse as DurableInUse
 from .bus import NatsUnavailable as NatsUnavailable
 from .bus import require_asyncio as require_asyncio
+from .claim import claim as claim
 from .config import NatsConfig as NatsConfig
 from .reading import read_stream as read_stream
 from .reading import trade_frames as trade_frames
@@ -22,6 +23,7 @@ __all__ = [
     "NatsSource",
     "NatsUnavailable",
     "Outbox",
+    "claim",
     "read_stream",
     "require_asyncio",
     "trade_frames",

@@ -18,9 +18,9 @@ Theory of operation, for the bars to equal the ingest node's:
 
 * **One consumer per durable.** JetStream shares a durable's messages among
   everyone pulling from it, so two processes on one durable would each see a
-  part of the stream. Each incarnation answers requests on the durable's claim
-  subject while it runs; a start that gets an answer fails with
-  ``DurableInUse`` (a crashed process answers nothing: its durable is free).
+  part of the stream. Each incarnation claims the durable before it pulls
+  (``claim``: two processes starting together cannot both win); a start that
+  loses fails with ``DurableInUse`` (a crashed process holds nothing).
 * **The stream's time.** The source, not the node's clock, ticks ``bars``:
   while the consumer is behind (a late start, a restart, an outage) a bar
   closes when the stream's receive times pass its end, as it did on the ingest
@@ -44,8 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -71,7 +69,8 @@ from protocols.stream import TRADE_DECODER
 from protocols.timeframes import bar_start, parse_timeframe
 from protocols.timestamps import MAX_AGE_S, MAX_FUTURE_S, TimestampParser
 
-from .bus import DurableInUse, connected, ensure_stream, until_lost
+from .bus import connected, ensure_stream, until_lost
+from .claim import claim
 from .config import NatsConfig
 from .reading import decode_trades, read_from, trade_frames, trade_subjects
 
@@ -80,11 +79,6 @@ NEWEST, OLDEST = round(MAX_FUTURE_S * 1_000_000), round(MAX_AGE_S * 1_000_000)  
 BEHIND_BY = 2.0
 """Seconds the newest trade read may lie before our clock with the consumer caught up: an
 ingest node republishing after an outage can feed a consumer slower than it reads."""
-
-
-def claim_subject(config: NatsConfig) -> str:
-    """Where the process consuming ``config.durable`` answers (outside the stream's ``px.>``)."""
-    return f"pxnode.durable.{config.stream}.{config.durable}"
 
 
 @dataclass(slots=True)
@@ -151,7 +145,7 @@ class NatsSource:
         validation, bars, stats = ctx.ref("validation"), ctx.ref("bars"), ctx.ref("stats")
         async with connected(self.config) as (client, js, lost), anyio.create_task_group() as tg:
             await ensure_stream(js, self.config)
-            await _claim(client, self.config)
+            await claim(client, self.config)
             start = await self._resume(js)
             if start > 1 and self.cursor.delivered == 0 and self.cursor.warm_up is None:
                 self.cursor.warm_up = await self._warm_up_range(js, start)  # a new process
@@ -329,31 +323,6 @@ class NatsSource:
 
     def _report(self, stats: Ref[Any]) -> None:
         stats.try_tell(CountersReported(source="nats_source", counters=dict(self.counters)))
-
-
-async def _claim(client: Any, config: NatsConfig) -> None:
-    """Answer on the durable's claim subject for as long as ``client`` is open;
-    ``DurableInUse`` if another process answers there already."""
-    from nats.errors import NoRespondersError
-    from nats.errors import TimeoutError as RequestTimeout
-
-    subject = claim_subject(config)
-    try:
-        answer = await client.request(subject, b"", timeout=0.5)
-    except (NoRespondersError, RequestTimeout):
-        pass  # nobody (a crashed consumer's connection is gone, and its claim with it)
-    else:
-        raise DurableInUse(
-            f"NATS durable {config.durable!r} of stream {config.stream!r} is in use by another "
-            f"consumer ({answer.data.decode(errors='replace')}): give each consumer its own "
-            "--durable (consumers sharing one would each get a part of the stream)"
-        )
-    holder = f"pid {os.getpid()} on {socket.gethostname()}".encode()
-
-    async def answer_claim(msg: Any) -> None:
-        await msg.respond(holder)
-
-    await client.subscribe(subject, cb=answer_claim)
 
 
 async def _until_stopped(inbox: Inbox[Any], scope: anyio.CancelScope) -> None:

@@ -15,11 +15,13 @@ from nats.js.api import AckPolicy, ConsumerConfig
 
 from actors.nats_bridge import (
     Cursor,
+    DurableInUse,
     NatsBridge,
     NatsConfig,
     NatsSource,
     NatsUnavailable,
     Outbox,
+    claim,
     read_stream,
     require_asyncio,
     trade_frames,
@@ -323,6 +325,40 @@ async def consume(config: NatsConfig, until: int, cursor: Cursor) -> list[Stream
         inbox.close_sending()
     inbox.close()
     return seen
+
+
+@pytest.mark.anyio
+async def test_of_claimants_starting_together_exactly_one_holds_the_durable(
+    config: NatsConfig,
+) -> None:
+    """Asking first and answering after would let two starts within one round trip both
+    pass (replicas of one deployment): each subscribes before it asks, so they hear of
+    each other and the older ticket wins on both sides."""
+    clients = [await nats.connect(config.url) for _ in range(4)]
+    try:
+        outcomes: list[str] = []
+
+        async def start(client: Any) -> None:
+            try:
+                await claim(client, config)
+            except DurableInUse as exc:
+                outcomes.append(str(exc))
+            else:
+                outcomes.append("holds")
+
+        async with anyio.create_task_group() as tg:
+            for client in clients[:3]:
+                tg.start_soon(start, client)
+        assert sorted(outcomes)[-1] == "holds" and outcomes.count("holds") == 1
+        assert all("is in use by another consumer (pid " in o for o in outcomes if o != "holds")
+        holder = clients[outcomes.index("holds")]
+        with pytest.raises(DurableInUse):  # a later start meets the holder
+            await claim(clients[3], config)
+        await holder.close()  # a holder that is gone holds nothing
+        await claim(clients[3], config)
+    finally:
+        for client in clients:
+            await client.close()
 
 
 @pytest.mark.anyio
