@@ -1,10 +1,11 @@
 """The connection actor (one per hub) and the subscription book it keeps across restarts.
 
-``actor`` runs sessions (one socket each) and their tasks; ``opening`` opens a
-session's socket (token to SignalR handshake); ``link`` is the state of one
-socket; ``transport`` gets a socket (address, negotiate, upgrade);
-``book`` remembers what to subscribe after every reconnect; ``config`` is
-HubConfig (address + HubTimings).
+``actor`` runs sessions (one socket each) and obeys the inbox (its docstring
+is the theory of operation); ``tasks`` are an open session's reader, writer,
+heartbeat and reporter; ``opening`` opens a session's socket (token to SignalR
+handshake); ``link`` is the state of one socket; ``transport`` gets a socket
+(address, negotiate, upgrade); ``book`` remembers what to subscribe after
+every reconnect; ``config`` is HubConfig (address + HubTimings).
 """
 
 from protocols.errors import ConnectionLost as ConnectionLost
