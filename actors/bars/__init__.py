@@ -60,12 +60,14 @@ every report costs stats work), whenever ``LATENCY_SAMPLES`` samples are
 waiting (so none is lost and the list stays bounded), and at the end.
 
 ``actor`` is BarsActor (the inbox loop, the runs, closing and emitting, the
-reports); ``book`` holds the mutable aggregates, the per-series ring of closed
-bars and the conversion of history bars.
+reports); ``backfill`` makes a window of a series history's and keeps each
+contract's split points; ``book`` holds the mutable aggregates, the per-series
+ring of closed bars and the conversion of history bars; ``table`` is the bar
+table's schema and the last bars of a series as a polars DataFrame.
 """
 
 from .actor import LATENCY_SAMPLES as LATENCY_SAMPLES
 from .actor import BarsActor as BarsActor
-from .actor import bar_schema as bar_schema
+from .table import bar_schema as bar_schema
 
 __all__ = ["LATENCY_SAMPLES", "BarsActor", "bar_schema"]

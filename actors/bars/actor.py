@@ -1,5 +1,8 @@
 """BarsActor: the inbox loop, the per-contract runs, closing, emitting and reporting.
 
+It owns all the state and reads every message; the work of a back-fill is in
+``backfill``, the bar table (polars) in ``table``.
+
 The theory of operation is in the package docstring (``actors/bars/__init__.py``).
 """
 
@@ -34,7 +37,9 @@ from protocols.messages import (
 )
 from protocols.timeframes import BarClock, Timeframe, parse_timeframe
 
-from .book import Agg, Series, by_start, history_agg
+from .backfill import recut, take_history
+from .book import Agg, Series, by_start
+from .table import bars_frame
 
 BATCH_LIMIT = 512
 LATENCY_SAMPLES = 1024
@@ -55,27 +60,6 @@ COUNTERS = (
 
 if TYPE_CHECKING:
     import polars as pl
-
-
-def bar_schema() -> dict[str, Any]:
-    """The bar table's columns and their polars types.
-
-    polars loads here, on first use, not with the node: it is a third of a
-    replay's memory, and a replay needs it only to write its output at the end.
-    """
-    import polars as pl
-
-    return {
-        "contract": pl.String,
-        "timeframe": pl.String,
-        "start": pl.Datetime("us", "UTC"),
-        "open": pl.Float64,
-        "high": pl.Float64,
-        "low": pl.Float64,
-        "close": pl.Float64,
-        "volume": pl.Int64,
-        "trades": pl.Int64,
-    }
 
 
 class BarsActor:
@@ -370,28 +354,7 @@ class BarsActor:
             if msg.cut not in unpassed:
                 unpassed.append(msg.cut)
                 unpassed.sort()
-            self._recut(msg.contract)
-
-    def _recut(self, contract: str) -> None:
-        """The contract's split points: where a history window of one of its series ends
-        or a back-fill will cut. No run straddles one, so a run is all history's or all
-        live in every series. Only what the series keep is kept (a count of them evicted
-        the end of a window whose bar was still forming: its live trades went as history's),
-        and only the cuts a series still waits for are waited to be passed (a quiet market
-        would pile up the cuts a reconnect or a refill replaced).
-        """
-        ends: set[int] = set()
-        cuts: set[int] = set()
-        for by_contract in self._series:
-            series = by_contract.get(contract)
-            if series is not None:
-                ends.update(hi for _, hi in series.covered)
-                if series.cut is not None:
-                    cuts.add(series.cut)
-        self._cuts[contract] = sorted(ends | cuts)
-        unpassed = self._unpassed.get(contract)
-        if unpassed:
-            unpassed[:] = [cut for cut in unpassed if cut in cuts]
+            recut(msg.contract, self._series, self._cuts, self._unpassed)
 
     def _series_of(self, contract: Any, timeframe: Any) -> Series | None:
         k = self._index.get(timeframe)
@@ -403,16 +366,8 @@ class BarsActor:
         return series
 
     def on_backfill(self, msg: BackfillBars) -> None:
-        """Make ``[since, cut)`` of the series what history says, then add the tail.
-
-        History bars replace live ones there (live bars there were built from a
-        partial view); the bar straddling the cut becomes its history part plus
-        the live trades from the cut on. A bar the answer lacks is kept as it
-        was: live trades built it, so the answer is incomplete there (its
-        trades are in no history bar: a bar holds only trades of its own
-        interval, on either side). Trades before the cut that arrive later are
-        not counted again (``covered``).
-        """
+        """Give a back-fill to ``take_history``, unless it is for no series or has no list
+        of bars (rejected whole) or is stale (its cut is not the series' latest)."""
         bars = msg.bars if isinstance(msg.bars, list) else []
         series = self._series_of(msg.contract, msg.timeframe)
         if series is None or not isinstance(msg.bars, list):
@@ -423,77 +378,17 @@ class BarsActor:
             return
         self._collect_touched()  # pending updates of bars about to be replaced go first
         clock = self._clocks[self._index[msg.timeframe]]
-        since, cut = msg.since, msg.cut
-        fresh: dict[int, Agg] = {}
-        for bar in bars:
-            agg = history_agg(clock, bar)
-            if agg is None or not since <= agg.start < cut:
-                self.counters["backfill_rejected"] += 1
-            else:
-                fresh[agg.start] = agg
-        tail = series.tail
-        if tail is not None and (part := fresh.get(tail.start)) is not None:
-            part.absorb(tail)
-            part.source = "merged"  # else the live bar, which holds the tail already, is kept
-        series.cover(since, cut)
-        series.cut = None
-        series.tail = None
-        self._recut(series.contract)
-        starts = [*series.forming, *(agg.start for agg in series.closed)]
-        lacked = [start for start in starts if since <= start < cut and start not in fresh]
-        self.counters["backfill_kept"] += len(lacked)
-        for start in [s for s in series.forming if s in fresh]:
-            del series.forming[start]  # touched ones were told above; history replaces them
-        kept = [agg for agg in series.closed if agg.start not in fresh]
-        was_closed = {agg.start for agg in series.closed if agg.start in fresh}
         now_us = self._now_us
-        closing: list[Agg] = []
-        for start in sorted(fresh):
-            agg = fresh[start]
-            self.counters["backfill_inserted"] += 1
-            due = agg.end <= cut or (now_us is not None and agg.end + self._grace_us <= now_us)
-            if due or start in was_closed:
-                closing.append(agg)
-            else:
-                series.forming[start] = agg
-                self._next_end = min(self._next_end, agg.end)
-                self._outbox.append(BarUpdated(series.bar(agg)))
-        ring = sorted([*kept, *closing], key=by_start)[-self._ring_size :]
-        series.closed.clear()
-        series.closed.extend(ring)
-        oldest = ring[0].start if ring else cut
-        for agg in closing:
-            agg.closed = True
-            if agg.start < oldest:
-                continue  # fell out of a full ring: not kept, not told
-            if agg.start in was_closed:
-                self._outbox.append(BarUpdated(series.bar(agg), closed=True))
-            else:
-                self._outbox.append(BarClosed(series.bar(agg)))
+        deadline = -math.inf if now_us is None else now_us - self._grace_us
+        next_end = take_history(
+            series, clock, bars, msg.since, msg.cut, deadline, self.counters, self._outbox
+        )
+        self._next_end = min(self._next_end, next_end)
+        # the series' window grew and its cut is gone: the split points follow
+        recut(series.contract, self._series, self._cuts, self._unpassed)
 
     def on_get_bars(self, query: GetBars) -> pl.DataFrame:
         """The last ``n`` bars, closed then forming, as a DataFrame (empty if unknown)."""
-        import polars as pl
-
-        schema = bar_schema()
         k = self._index.get(query.timeframe)
         series = None if k is None else self._series[k].get(query.contract)
-        n = query.n if isinstance(query.n, int) else 0
-        if series is None or n <= 0:
-            return pl.DataFrame(schema=schema)
-        # by start: a forming bar may be older than closed ones (a late trade into a
-        # bar never seen, a live bar a back-fill left forming)
-        aggs = sorted([*series.closed, *series.forming.values()], key=by_start)[-n:]
-        columns = {
-            "contract": [series.contract] * len(aggs),
-            "timeframe": [series.timeframe] * len(aggs),
-            "start": [a.start for a in aggs],
-            "open": [a.open for a in aggs],
-            "high": [a.high for a in aggs],
-            "low": [a.low for a in aggs],
-            "close": [a.close for a in aggs],
-            "volume": [a.volume for a in aggs],
-            "trades": [a.trades for a in aggs],
-        }
-        frame = pl.DataFrame(columns, schema={**schema, "start": pl.Int64})
-        return frame.with_columns(pl.col("start").cast(schema["start"]))
+        return bars_frame(series, query.n)
