@@ -336,7 +336,12 @@ NODE_CHILDREN: tuple[NodeChild, ...] = (
     NodeChild(
         "bars",
         lambda config, *_: (
-            lambda: BarsActor(config.bars.timeframes, _ring_size(config), config.bars.grace)
+            lambda: BarsActor(
+                config.bars.timeframes,
+                _ring_size(config),
+                config.bars.grace,
+                latency=config.tape is None,
+            )
         ),
         _data_path,
     ),

@@ -53,11 +53,13 @@ failed back-fill's window, is counted as any other). A back-fill whose cut is
 not the series' latest is stale and ignored.
 
 Reports to stats are cumulative counters plus the trade→bar latencies sampled
-since the last report. They go on a ``Tick`` at most once per
-``report_interval`` seconds of the runtime clock (``anyio.current_time()``, not
-``Tick.now``: a replay's ticks are tape seconds, thousands per real second, and
-every report costs stats work), whenever ``LATENCY_SAMPLES`` samples are
-waiting (so none is lost and the list stays bounded), and at the end.
+since the last report (none for a node fed by a tape: its receive times are the
+recording's, so wall time minus them measures the tape's age). They go on a
+``Tick`` at most once per ``report_interval`` seconds of the runtime clock
+(``anyio.current_time()``, not ``Tick.now``: a replay's ticks are tape seconds,
+thousands per real second, and every report costs stats work), whenever
+``LATENCY_SAMPLES`` samples are waiting (so none is lost and the list stays
+bounded), and at the end.
 
 ``actor`` is BarsActor (the inbox loop, the runs, closing and emitting, the
 reports); ``backfill`` makes a window of a series history's and keeps each

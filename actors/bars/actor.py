@@ -71,7 +71,11 @@ class BarsActor:
         ring_size: int = 1000,
         grace: float = 0.0,
         report_interval: float = 1.0,
+        *,
+        latency: bool = True,
     ):
+        """``latency``: sample trade→bar latency (wall time minus the trades' receive time);
+        off for a node fed by a tape, whose receive times are the recording's."""
         if isinstance(timeframes, str) or not timeframes:
             raise ConfigError("bars need a non-empty list of timeframes, e.g. ['1min', '4hr']")
         count("bars ring_size", ring_size)
@@ -95,6 +99,7 @@ class BarsActor:
         self._overdue = False  # a bar was born already due (late trade into a gap)
         self._next_end = math.inf  # no forming bar ends before this (µs): ticks skip the scan
         self.counters = dict.fromkeys(COUNTERS, 0)
+        self._latency = latency
 
     # ------------------------------------------------------------- the actor
 
@@ -110,7 +115,7 @@ class BarsActor:
             stopping = ticked = False
             for msg in batch:
                 if type(msg) is TradesAccepted:
-                    if received_at is None and msg.trades:
+                    if received_at is None and msg.trades and self._latency:
                         received_at = msg.trades[0].received_at
                     self.on_trades(msg.trades)
                     continue
@@ -184,7 +189,7 @@ class BarsActor:
         report = CountersReported(
             source="bars",
             counters=dict(self.counters),
-            latencies={"trade_to_bar": list(latencies)},
+            latencies={"trade_to_bar": list(latencies)} if self._latency else {},
         )
         latencies.clear()
         # reports are cumulative: if this one cannot be queued, the next carries its counts

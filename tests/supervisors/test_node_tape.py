@@ -229,3 +229,6 @@ async def test_the_stats_after_play_count_the_whole_tape(tmp_path: Path) -> None
     assert accepted > 0
     assert stats.counters["validation.trades_accepted"] == accepted
     assert stats.counters["bars.trades_aggregated"] == accepted
+    # The tape's receive times are the recording's: wall time minus them is the tape's age
+    # (days), not a latency, so a tape node samples none.
+    assert stats.latencies.get("bars.trade_to_bar") is None
