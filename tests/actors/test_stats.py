@@ -20,10 +20,7 @@ import pytest
 import trio
 import trio.testing
 
-from actors.bars.actor import COUNTERS as BARS_COUNTERS
-from actors.history import COUNTERS as HISTORY_COUNTERS
 from actors.stats import BAR_BYTES, StatsActor, StatsConfig, dynamic_limits
-from actors.validation import ValidationActor
 from protocols.errors import ConfigError
 from protocols.mailboxes import MailboxStatistics, OverflowPolicy
 from protocols.messages import (
@@ -684,41 +681,6 @@ def test_prometheus_names_are_sanitized_and_clashes_skipped() -> None:
     assert math.isnan(series[("pxnode_lat_x_seconds_max", ())])  # empty window: no data
     assert series[("pxnode_stats_exposition_skipped", ())] == 2
     assert metric_name("a.b-c:d", "_total") == "pxnode_a_b_c_d_total"
-
-
-GENERIC_HELP = "Counter reported by a pxnode actor."
-
-
-def test_every_drop_counter_says_why_in_its_help() -> None:
-    validation = [
-        f"validation.{key}"
-        for key in ValidationActor().counters()
-        if re.search("rejected|frames_(?!received)|ignored|dropped", key)
-    ]
-    bars = ["late_beyond_ring", "backfill_rejected", "backfill_stale", "trades_before_cut",
-            "volume_saturated", "unknown_messages"]  # fmt: skip
-    assert set(bars) <= set(BARS_COUNTERS)
-    drops = [
-        *validation,
-        *(f"bars.{key}" for key in bars),
-        *(f"history.{key}" for key in HISTORY_COUNTERS if key.startswith("bars_rejected_")),
-        "account.items_rejected", "account.contracts_unpriced", "account.fills_dropped",
-        "account.unfollowed",
-        "connection_market.raw_dropped", "connection_user.bad.malformed",
-        "connection_market.commands_rejected.unknown", "recorder.lines_unrecordable",
-        "nats_source.malformed", "nats_source.other_contract", "nats_source.warm_up_rejected",
-        "nats_bridge.duplicates", "nats_bridge.stored_before", "nats_bridge.ignored",
-    ]  # fmt: skip
-    assert len(validation) == 30  # frames 4, rejections 8 + 8 + 8, ignored, reports_dropped
-    snap = sample_snapshot(counters=dict.fromkeys([*drops, "validation.trades_accepted"], 1))
-    helps = dict(
-        line.removeprefix("# HELP ").split(" ", 1)
-        for line in render_prometheus(snap).splitlines()
-        if line.startswith("# HELP ")
-    )
-    assert [key for key in drops if helps[metric_name(key, "_total")] == GENERIC_HELP] == []
-    assert helps["pxnode_validation_trades_accepted_total"] == GENERIC_HELP  # not a drop
-    assert "by the spike rule" in helps["pxnode_validation_trades_rejected_spike_total"]
 
 
 def test_prometheus_of_an_empty_snapshot_is_valid() -> None:
