@@ -45,12 +45,6 @@ class Agg:
         self.dirty = False  # in the batch's touched list
         self.source = "live"  # a BarSource: live trades, gateway history, or both
 
-    def assign(self, other: Agg) -> None:
-        """Take ``other``'s numbers (a back-fill replacing this bar in place)."""
-        self.first_ts, self.last_ts = other.first_ts, other.last_ts
-        self.open, self.high, self.low, self.close = other.open, other.high, other.low, other.close
-        self.volume, self.trades, self.source = other.volume, other.trades, other.source
-
     def absorb(self, run: Agg) -> bool:
         """Merge ``run``, whose trades all arrived after this aggregate's.
 
