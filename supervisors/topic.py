@@ -8,8 +8,12 @@ message. ``tell`` awaits BLOCK subscribers (backpressure to the publisher);
 half done. A FAIL subscriber that is full when a message comes is cut off: its
 mailbox closes (it reads what was queued, then its stream ends) and the topic
 counts it as ``failed``; the publisher and every other subscriber go on, so one
-consumer's policy only ever hurts that consumer. With no subscribers a message
-is simply not wanted (counted as ``unrouted``, not as a drop).
+consumer's policy only ever hurts that consumer. A subscriber that leaves while
+a publisher waits for room in its mailbox (an application ending its ``with``
+block early) has simply left: the publisher goes on with the others. With no
+subscribers a message is simply not wanted (counted as ``unrouted``, not as a
+drop). Once the topic is closed (the node stopped), a new subscription is born
+ended.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Any, Generic, TypeVar
 
 import anyio
 
-from protocols.errors import MailboxFull
+from protocols.errors import MailboxClosed, MailboxFull
 
 from .mailbox import DEFAULT_MAILBOX, Mailbox, MailboxSpec, MailboxStatistics, OverflowPolicy
 
@@ -46,6 +50,7 @@ class Topic(Generic[T]):
         self._published = 0
         self._unrouted = 0
         self._failed = 0
+        self._closed = False
 
     @property
     def name(self) -> str:
@@ -69,6 +74,9 @@ class Topic(Generic[T]):
         key = self._next_id
         self._next_id += 1
         mailbox: Mailbox[T] = Mailbox(name or f"{self._name}#{key}", spec)
+        if self._closed:
+            mailbox.close()  # the node has stopped: nothing will come, the stream just ends
+            return Subscription(self, key, mailbox)
         self._subscribers[key] = mailbox
         if select is not None:
             self._selects[key] = select
@@ -79,7 +87,9 @@ class Topic(Generic[T]):
         self._selects.pop(key, None)
 
     def close(self) -> None:
-        """End every subscription: subscribers drain what is queued, then see the end."""
+        """End every subscription, and any made later: subscribers drain what is queued,
+        then see the end."""
+        self._closed = True
         for mailbox in self._subscribers.values():
             mailbox.close()
 
@@ -102,6 +112,8 @@ class Topic(Generic[T]):
                     await mailbox.send(mine)
                 except MailboxFull:
                     self._cut_off(key, mailbox)
+                except MailboxClosed:  # it left while we waited for room: nobody to tell
+                    self._unsubscribe(key)
 
     def tell_nowait(self, msg: T) -> None:
         subscribers = self._subscribers

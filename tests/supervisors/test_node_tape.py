@@ -232,3 +232,32 @@ async def test_the_stats_after_play_count_the_whole_tape(tmp_path: Path) -> None
     # The tape's receive times are the recording's: wall time minus them is the tape's age
     # (days), not a latency, so a tape node samples none.
     assert stats.latencies.get("bars.trade_to_bar") is None
+
+
+@pytest.mark.anyio
+async def test_a_strategy_leaving_its_lossless_stream_early_costs_the_node_nothing(
+    tmp_path: Path,
+) -> None:
+    """A strategy that has seen enough (``break``) leaves its BLOCK stream while bars waits
+    for room in it: bars failed with MailboxClosed and came back with an empty book, so
+    ``node.bars`` had none of the tape's bars (found by a hunt)."""
+    path = tmp_path / "t.tape"
+    generated_tape(path, seed=5, frames=800)
+    config = NodeConfig(tape=TapeConfig(str(path)), bars=BarsConfig(timeframes=["1min"]))
+    with anyio.fail_after(30):
+        async with open_node(config) as node:
+            with node.stream_events(capacity=10_000) as events:
+
+                async def strategy() -> None:
+                    with node.stream_bars(capacity=1, policy=OverflowPolicy.BLOCK) as bars:
+                        async for _ in bars:
+                            await anyio.sleep(0.01)  # the publisher fills it and waits
+                            break
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(strategy)
+                    played = await node.play()
+                failed = [m for m in events.drain(10_000) if getattr(m, "error", None)]
+            frame = await node.bars("CON.F.US.A", "1min", 10_000)
+    assert failed == []
+    assert played.counters["trades_accepted"] == 2877 and frame.height == 81

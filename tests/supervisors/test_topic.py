@@ -71,6 +71,41 @@ async def test_tell_waits_for_a_full_block_subscriber(
         assert block.drain(5) == [2]
 
 
+@pytest.mark.trio
+async def test_a_block_subscriber_leaving_while_the_publisher_waits_is_just_gone(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """An application ends its ``with`` block while the node waits for room in its
+    lossless stream: the publisher (bars, validation) went down with MailboxClosed."""
+    topic: Topic[int] = Topic("t")
+    leaving = topic.subscribe("leaving", MailboxSpec(1))
+    with topic.subscribe("others", MailboxSpec(10)) as others:
+        await topic.tell(1)
+        async with trio.open_nursery() as nursery:
+
+            async def leave_later() -> None:
+                await trio.sleep(5)
+                leaving.dispose()
+
+            nursery.start_soon(leave_later)
+            await topic.tell(2)  # waits for room, then finds the subscriber gone
+            await topic.tell(3)
+        assert others.drain(5) == [1, 2, 3]
+        assert [m.name for m in topic.statistics().subscribers] == ["others"]
+        assert topic.statistics().failed == 0  # it left; it was not cut off
+
+
+@pytest.mark.trio
+async def test_a_subscription_made_after_the_topic_closed_ends_at_once() -> None:
+    """Every subscription ends when the node stops, one a late task makes too."""
+    topic: Topic[int] = Topic("t")
+    topic.close()
+    with anyio.fail_after(1), topic.subscribe("late") as late:
+        assert [n async for n in late] == []
+    await topic.tell(1)
+    assert topic.statistics().unrouted == 1
+
+
 def test_select_narrows_or_skips_what_one_subscriber_gets() -> None:
     topic: Topic[int] = Topic("t")
     evens = topic.subscribe("evens", MailboxSpec(10), select=lambda n: n if n % 2 == 0 else None)
