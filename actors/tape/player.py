@@ -23,8 +23,9 @@ still ticks every tape second, so bars close when they closed live.
 
 At the end of the tape two ``Flush`` barriers empty the pipeline:
 validation's (its reply carries its counters), then a far-future ``Tick``
-that closes every forming bar, then bars'. Only then is ``PlayTape`` answered
-(``TapePlayed``): every bar has been told in its final state. A tape is played
+that closes every forming bar, then bars'. They wait as long as the actors take
+(a strategy reading a lossless stream slowly holds them back). Only then is
+``PlayTape`` answered (``TapePlayed``): every bar has been told in its final state. A tape is played
 once; asking again answers with the same ``TapePlayed`` when it is over. A
 player that failed cannot resume where it was, so the node's table makes any
 failure of it fatal: the node stops with it, and no ``PlayTape`` waits forever.
@@ -37,6 +38,7 @@ the interleaving, so the same tape always gives the same bars.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import Any, Final
@@ -44,6 +46,7 @@ from typing import Any, Final
 import anyio
 import anyio.lowlevel
 
+from protocols.errors import AskTimeout
 from protocols.interfaces import ActorContext, Inbox, Ref, tell_when_room
 from protocols.messages import (
     Flush,
@@ -58,10 +61,12 @@ from protocols.messages import (
 
 from .recorder import TapeCounts, TapeLine
 
+logger = logging.getLogger("pxnode.tape")
+
 END_OF_TAPE: Final = 253_402_300_800.0
 """Year 10000 (unix s): a tick at this time closes every bar, whatever its length and grace."""
-FLUSH_TIMEOUT: Final = 120.0
-"""Seconds a barrier may take: it waits for at most one full mailbox of work."""
+BARRIER_PATIENCE: Final = 120.0
+"""Seconds between two asks of an end-of-tape barrier (see ``_barrier``)."""
 MAX_FRAMES: Final = 64
 """Most frames told to validation in one message (fewer if a tape second ends first)."""
 TICK_GAP: Final = 0.001
@@ -113,15 +118,27 @@ class TapePlayer:
         finally:
             if isinstance(records, Generator):
                 records.close()  # the file now, not when the generator is collected
-        counters: dict[str, int] = await validation.ask(Flush(), FLUSH_TIMEOUT)
+        counters: dict[str, int] = await _barrier(validation)
         await bars.tell(Tick(now=END_OF_TAPE))
-        await bars.ask(Flush(), FLUSH_TIMEOUT)
+        await _barrier(bars)
         self._played = TapePlayed(
             lines=self.counts.lines, malformed=self.counts.malformed, counters=counters
         )
         for reply in self._waiting:
             reply.tell_nowait(self._played)
         self._waiting.clear()
+
+
+async def _barrier(ref: Ref[Any]) -> Any:
+    """``Flush`` answered by ``ref``, however long it takes: a strategy reading a lossless
+    stream slowly holds the tape back (the README's promise), it does not fail it. Asked
+    again every ``BARRIER_PATIENCE`` seconds, so a barrier an actor lost by restarting is
+    not waited for in vain (a late or second answer is ignored)."""
+    while True:
+        try:
+            return await ref.ask(Flush(), BARRIER_PATIENCE)
+        except AskTimeout:
+            logger.info("tape: %s has not finished yet; asking again", ref.name)
 
 
 class _Pacer:

@@ -261,3 +261,30 @@ async def test_a_strategy_leaving_its_lossless_stream_early_costs_the_node_nothi
             frame = await node.bars("CON.F.US.A", "1min", 10_000)
     assert failed == []
     assert played.counters["trades_accepted"] == 2877 and frame.height == 81
+
+
+@pytest.mark.trio
+async def test_a_slow_strategy_on_a_lossless_stream_holds_the_tape_back_without_failing(
+    autojump_clock: Any, tmp_path: Path
+) -> None:
+    """The README's backtest with a strategy that takes a second per bar: the end-of-tape
+    barriers gave up after 120 s and the node stopped (found by a hunt)."""
+    path = tmp_path / "t.tape"
+    generated_tape(path, seed=5, frames=3000)
+    config = NodeConfig(tape=TapeConfig(str(path)), bars=BarsConfig(timeframes=["1min", "5min"]))
+    read = 0
+    async with open_node(config) as node:
+        with node.stream_bars(policy=OverflowPolicy.BLOCK) as bars:
+
+            async def strategy() -> None:
+                nonlocal read
+                async for _ in bars:
+                    read += 1
+                    await anyio.sleep(1.0)  # the strategy's own work on each bar
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(strategy)
+                played = await node.play()
+                bars.close()
+    assert played.counters["trades_accepted"] > 0
+    assert read > 2000  # the tape's bar updates (some merge in a batch), a second each
