@@ -97,8 +97,15 @@ class Node:
         as at start: ``ConfigError`` if unknown; kept across reconnects), and build
         ``timeframes`` too from now on (checked here: ``ConfigError``).
 
-        New series are back-filled from history like those configured at start."""
+        New series are back-filled from history like those configured at start. A node
+        without a gateway (fed by a tape or a stream) takes its source's contracts: it
+        adds timeframes only, and refuses contracts (``ConfigError``, nothing changed)."""
         names = [parse_timeframe(name).name for name in timeframes]
+        if contracts and "connection_market" not in self.registry:
+            raise ConfigError(
+                "this node has no gateway to subscribe contracts on (it is fed by a tape or a "
+                "stream, whose contracts it takes): subscribe timeframes only"
+            )
         contracts = await _contract_ids(self.config, list(contracts), self.registry, self._network)
         history = self.ref("history") if "history" in self.registry else None
         if names:
@@ -119,14 +126,13 @@ class Node:
         gateway). Raises ``NotReady`` naming what is not ready: at ``timeout``, or at
         once when a back-fill failed for good (e.g. errorCode 1, ContractNotFound).
         """
-        missing: list[str] = []
+        missing = await self._not_ready()  # once whatever the timeout: 0 asks "ready now?"
         with anyio.move_on_after(timeout):
-            while True:
-                missing = await self._not_ready()
-                if not missing:
-                    return
+            while missing:
                 await anyio.sleep(0.05)
-        raise NotReady(f"node not ready after {timeout:g} s: {'; '.join(missing)}")
+                missing = await self._not_ready()
+        if missing:
+            raise NotReady(f"node not ready after {timeout:g} s: {'; '.join(missing)}")
 
     async def play(self) -> TapePlayed:
         """Play the node's tape (``NodeConfig.tape``) and return once it is over: every

@@ -142,10 +142,13 @@ async def test_ready_names_what_is_missing_and_streams_filter(autojump_clock: An
             await node.bars(MNQ, "5min")
         with pytest.raises(UnknownSeries):
             node.stream_bars(contracts=["CON.F.US.NOPE"])
+        with pytest.raises(NotReady, match="market hub not connected"):
+            await node.ready(timeout=0)  # "is it ready now?" is asked once, named
         h.net.refused.clear()
         stream = node.stream_bars(contracts=[ES], timeframes=["1hr"])
         trades = node.stream_trades(contracts=[MNQ])
         await node.ready(timeout=120)
+        await node.ready(timeout=0)  # ready now: it said NotReady naming nothing (a hunt)
         await anyio.sleep(5)
         seen = stream.drain(10_000)
         assert seen and {(m.bar.contract, m.bar.timeframe) for m in seen} == {(ES, "1hr")}

@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from actors.tape import TapeCounts, TapeLine, TapePlayer, read_tape
-from protocols.errors import ConfigError, Escalation, TapeError
+from protocols.errors import ConfigError, Escalation, TapeError, UnknownSeries
 from protocols.messages import Bar, BarClosed, BarUpdated
 from pxnode import BarsConfig, NodeConfig, TapeConfig, open_node
 from pxnode.replay import replay
@@ -288,3 +288,23 @@ async def test_a_slow_strategy_on_a_lossless_stream_holds_the_tape_back_without_
                 bars.close()
     assert played.counters["trades_accepted"] > 0
     assert read > 2000  # the tape's bar updates (some merge in a batch), a second each
+
+
+@pytest.mark.anyio
+async def test_a_tape_node_adds_timeframes_and_refuses_contracts_before_changing_anything(
+    tmp_path: Path,
+) -> None:
+    """A strategy written for a live node subscribes: the tape node failed with KeyError
+    'connection_market' after adding the timeframe (found by a hunt)."""
+    path = tmp_path / "t.tape"
+    generated_tape(path, seed=5, frames=800)
+    config = NodeConfig(tape=TapeConfig(str(path)), bars=BarsConfig(timeframes=["1min"]))
+    async with open_node(config) as node:
+        with pytest.raises(ConfigError, match="no gateway to subscribe contracts on"):
+            await node.subscribe(["CON.F.US.A"], ["15min"])
+        await node.subscribe([], ["5min"])
+        await node.play()
+        five = await node.bars("CON.F.US.A", "5min", 1000)
+        with pytest.raises(UnknownSeries, match="'15min' is not built"):
+            await node.bars("CON.F.US.A", "15min", 1000)
+    assert five.height > 0
