@@ -8,6 +8,7 @@ from .bus import DurableInUse as DurableInUse
 from .bus import NatsUnavailable as NatsUnavailable
 from .bus import require_asyncio as require_asyncio
 from .claim import claim as claim
+from .claim import claim_subject as claim_subject
 from .config import NatsConfig as NatsConfig
 from .reading import read_stream as read_stream
 from .reading import trade_frames as trade_frames
@@ -24,6 +25,7 @@ __all__ = [
     "NatsUnavailable",
     "Outbox",
     "claim",
+    "claim_subject",
     "read_stream",
     "require_asyncio",
     "trade_frames",

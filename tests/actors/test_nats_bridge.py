@@ -22,6 +22,7 @@ from actors.nats_bridge import (
     NatsUnavailable,
     Outbox,
     claim,
+    claim_subject,
     read_stream,
     require_asyncio,
     trade_frames,
@@ -327,6 +328,14 @@ async def consume(config: NatsConfig, until: int, cursor: Cursor) -> list[Stream
     return seen
 
 
+async def answered(client: Any, subject: str) -> bool:
+    try:
+        await client.request(subject, b"", timeout=0.5)
+    except (nats.errors.NoRespondersError, nats.errors.TimeoutError):
+        return False
+    return True
+
+
 @pytest.mark.anyio
 async def test_of_claimants_starting_together_exactly_one_holds_the_durable(
     config: NatsConfig,
@@ -354,7 +363,10 @@ async def test_of_claimants_starting_together_exactly_one_holds_the_durable(
         holder = clients[outcomes.index("holds")]
         with pytest.raises(DurableInUse):  # a later start meets the holder
             await claim(clients[3], config)
-        await holder.close()  # a holder that is gone holds nothing
+        await holder.close()  # a holder that is gone holds nothing, once the server knows
+        with anyio.fail_after(10):
+            while await answered(clients[3], claim_subject(config)):  # noqa: ASYNC110
+                await anyio.sleep(0.05)
         await claim(clients[3], config)
     finally:
         for client in clients:
