@@ -345,22 +345,23 @@ async def test_of_claimants_starting_together_exactly_one_holds_the_durable(
     each other and the older ticket wins on both sides."""
     clients = [await nats.connect(config.url) for _ in range(4)]
     try:
-        outcomes: list[str] = []
+        outcomes: dict[int, str] = {}
 
-        async def start(client: Any) -> None:
+        async def start(k: int) -> None:
             try:
-                await claim(client, config)
+                await claim(clients[k], config)
             except DurableInUse as exc:
-                outcomes.append(str(exc))
+                outcomes[k] = str(exc)
             else:
-                outcomes.append("holds")
+                outcomes[k] = "holds"
 
         async with anyio.create_task_group() as tg:
-            for client in clients[:3]:
-                tg.start_soon(start, client)
-        assert sorted(outcomes)[-1] == "holds" and outcomes.count("holds") == 1
-        assert all("is in use by another consumer (pid " in o for o in outcomes if o != "holds")
-        holder = clients[outcomes.index("holds")]
+            for k in range(3):
+                tg.start_soon(start, k)
+        (winner,) = [k for k, outcome in outcomes.items() if outcome == "holds"]
+        losers = [outcome for k, outcome in outcomes.items() if k != winner]
+        assert len(losers) == 2 and all("in use by another consumer (pid " in o for o in losers)
+        holder = clients[winner]
         with pytest.raises(DurableInUse):  # a later start meets the holder
             await claim(clients[3], config)
         await holder.close()  # a holder that is gone holds nothing, once the server knows
