@@ -11,11 +11,15 @@ third-party client (pysignalr, signalrcore and the ProjectX SDKs built on them).
   ``errorMessage: null`` and null arrays; more than 30 History/retrieveBars per
   30 s or 200 other calls per 60 s get HTTP 429 (no Retry-After); History bars
   are aligned the gateway's way (days at 00:00 UTC, not at the session open).
-* Hubs (``hubs``, ``server``): /hubs/market and /hubs/user, with or without a
-  prior ``POST {hub}/negotiate?negotiateVersion=0|1``; the token goes in the
-  ``access_token`` query parameter or an ``Authorization: Bearer`` header.
-* Market (``market``): a pure, seeded generator, ``MarketSim(seed, contracts,
-  rate).advance(t)``; History/retrieveBars aggregates exactly what it emitted.
+* Hubs (``hubs``, ``hubconn``, ``server``): /hubs/market and /hubs/user, with or
+  without a prior ``POST {hub}/negotiate?negotiateVersion=0|1``; the token goes in
+  the ``access_token`` query parameter or an ``Authorization: Bearer`` header.
+  ``hubs`` is the sans-IO SignalR session, ``hubconn`` one session's websocket,
+  ``server`` the HTTP listener and the tasks that feed every connection.
+* Market (``market``, ``book``, ``contracts``): a pure, seeded generator,
+  ``MarketSim(seed, contracts, rate).advance(t)``; History/retrieveBars aggregates
+  exactly what it emitted. ``book`` keeps each contract's depth ladder and records,
+  ``contracts`` the catalogue (``CONTRACTS``, ``find_contract``, ``point_value``).
   Depth items use every DomType (a snapshot starts with a Reset, 6).
 * Account (``account``): the demo trader (``DEMO_ACCOUNT_ID``) behind REST and the
   user hub; it trades (seeded market orders filled at the sim's price), so orders,
@@ -75,17 +79,17 @@ rest429@70:2,rest500@80,slow@90:5,burst@100:5000,drop@every=300,malformed@p=0.01
 
 from pxnode.sim.account import DEMO_ACCOUNT_ID, DEMO_API_KEY, DEMO_USERNAME
 from pxnode.sim.config import SimConfig
-from pxnode.sim.entry import gateway_config, running, serve, system_clock
-from pxnode.sim.faults import Fault, FaultRule, FaultSchedule, parse_faults
-from pxnode.sim.market import (
+from pxnode.sim.contracts import (
     CONTRACTS,
     DEFAULT_CONTRACTS,
     ContractSpec,
-    MarketSim,
     contract_symbol,
     find_contract,
     point_value,
 )
+from pxnode.sim.entry import gateway_config, running, serve, system_clock
+from pxnode.sim.faults import Fault, FaultRule, FaultSchedule, parse_faults
+from pxnode.sim.market import MarketSim
 from pxnode.sim.rest import RestHandler, mock_transport
 from pxnode.sim.server import GatewaySim
 

@@ -23,7 +23,8 @@ from typing import Final
 import msgspec
 
 from protocols.gateway import Account, Order, Position, TradeRecord
-from pxnode.sim.market import CONTRACTS, MarketSim, iso, parse_time
+from pxnode.sim.contracts import CONTRACTS
+from pxnode.sim.market import MarketSim, iso, parse_time
 
 DEMO_ACCOUNT_ID: Final = 7001
 DEMO_USERNAME: Final = "demo"

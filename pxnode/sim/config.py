@@ -8,8 +8,8 @@ from protocols.checks import is_finite, positive
 from protocols.errors import ConfigError
 from protocols.rest import RestLimits
 from pxnode.sim.account import DEMO_API_KEY, DEMO_USERNAME
+from pxnode.sim.contracts import CONTRACTS, DEFAULT_CONTRACTS
 from pxnode.sim.faults import parse_faults
-from pxnode.sim.market import CONTRACTS, DEFAULT_CONTRACTS
 
 
 def _demo_credentials() -> dict[str, str]:

@@ -39,7 +39,8 @@ from typing import Final, TypeAlias
 
 from protocols.gateway import BarUnit, HistoryBar, RetrieveBarsRequest, RetrieveBarsResponse
 from protocols.timeframes import Timeframe
-from pxnode.sim.market import ContractSpec, MarketSim, iso, parse_time
+from pxnode.sim.contracts import ContractSpec
+from pxnode.sim.market import MarketSim, iso, parse_time
 
 MAX_BARS: Final = 20_000
 SYNTHETIC_DAYS: Final = 30

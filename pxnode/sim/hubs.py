@@ -48,8 +48,8 @@ from protocols.signalr import (
     StreamInvocation,
 )
 from pxnode.sim.account import DemoAccounts, mark
+from pxnode.sim.book import DOM_BEST_BID
 from pxnode.sim.market import (
-    DOM_BEST_BID,
     DepthEmitted,
     MarketEvent,
     MarketSim,

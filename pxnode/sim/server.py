@@ -16,10 +16,8 @@ connections) and runs four kinds of task in one task group:
   client said nothing for ``client_timeout`` is closed (ASP.NET's ClientTimeout).
 * the fault runner: sleeps until the next scheduled fault and applies it.
 
-Each hub connection has a reader (websocket → HubSession) and a writer (outbox →
-websocket). Only the writer writes the socket, so frames never interleave. The
-outbox is bounded: a connection that cannot keep up is dropped and counted, as a
-real server drops a slow consumer rather than buffer without end.
+Each hub connection is a ``hubconn.HubConn``: a reader and a writer around a
+bounded outbox, in a task group of its own.
 
 Invariant: a connection is in ``connections`` exactly while its reader runs; its
 ``scope`` cancelled means the socket is abandoned without a close handshake.
@@ -29,23 +27,16 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Callable
-from typing import Final, TypeAlias
+from typing import Final
 from urllib.parse import parse_qs
 
 import anyio
 import anyio.abc
 import h11
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from wsproto import ConnectionType, WSConnection
-from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
-    CloseConnection,
-    Message,
-    Ping,
-    Pong,
     Request,
-    TextMessage,
 )
 from wsproto.utilities import RemoteProtocolError as WsRemoteProtocolError
 
@@ -53,9 +44,11 @@ from protocols import signalr
 from protocols.hubs import HubName
 from pxnode.sim.account import DemoAccounts, UserChange, mark
 from pxnode.sim.config import SimConfig
+from pxnode.sim.contracts import contracts_for
 from pxnode.sim.faults import Fault, FaultSchedule, parse_faults
 from pxnode.sim.history import SyntheticHistory
 from pxnode.sim.httpio import next_event, respond
+from pxnode.sim.hubconn import CHUNK, OUTBOX, HubConn, Outgoing, Pace
 from pxnode.sim.hubs import (
     HubSession,
     invocation,
@@ -64,46 +57,11 @@ from pxnode.sim.hubs import (
     route,
     user_route,
 )
-from pxnode.sim.market import MarketEvent, MarketSim, contracts_for
+from pxnode.sim.market import MarketEvent, MarketSim
 from pxnode.sim.rest import MAX_BODY, RestHandler, bearer, unauthorized
 from pxnode.sim.tokens import Claims, TokenAuthority
 
-OUTBOX: Final = 1024  # queued websocket messages per connection before it counts as too slow
-CHUNK: Final = 256 * 1024  # largest websocket message built by coalescing frames
-SLOW_PAUSE: Final = 0.1  # pause after each write while a ``slow`` fault lasts
-CLOSE_WAIT: Final = 2.0  # how long a server-initiated close waits for the client's reply
 _MAX_HEAD: Final = 64 * 1024
-
-Outgoing: TypeAlias = bytes | Pong | CloseConnection  # bytes: SignalR frames
-
-
-class _Conn:
-    """Server-side state of one hub connection."""
-
-    __slots__ = (
-        "closing",
-        "last_read",
-        "last_write",
-        "logged_out",
-        "outbox",
-        "peer_closed",
-        "scope",
-        "session",
-        "ws",
-    )
-
-    def __init__(
-        self,
-        session: HubSession,
-        ws: WSConnection,
-        outbox: MemoryObjectSendStream[Outgoing],
-        scope: anyio.CancelScope,
-    ) -> None:
-        self.session, self.ws, self.outbox, self.scope = session, ws, outbox, scope
-        self.last_read = self.last_write = anyio.current_time()
-        self.closing = False
-        self.logged_out = False  # after GatewayLogout: no more data on this socket
-        self.peer_closed = anyio.Event()
 
 
 class GatewaySim:
@@ -130,11 +88,11 @@ class GatewaySim:
         )
         self.schedule = FaultSchedule(parse_faults(config.faults), config.seed)
         self.faults: deque[Fault] = deque(maxlen=1000)  # applied, oldest first
-        self.connections: set[_Conn] = set()
+        self.connections: set[HubConn] = set()
         self.counters: Counter[str] = Counter()
         self.port = 0
         self._t0 = 0.0
-        self._stalled_until = self._slow_until = float("-inf")
+        self.pace = Pace()
 
     def __repr__(self) -> str:
         return f"<GatewaySim port={self.port} connections={len(self.connections)}>"
@@ -265,130 +223,14 @@ class GatewaySim:
         self.counters[f"{session.hub}_connections"] += 1
         send, receive = anyio.create_memory_object_stream[Outgoing](OUTBOX)
         async with send, receive, anyio.create_task_group() as tg:
-            c = _Conn(session, ws, send, tg.cancel_scope)
+            c = HubConn(session, ws, send, tg.cancel_scope, self.counters)
             self.connections.add(c)
             try:
-                tg.start_soon(self._write, c, stream, receive)
-                await self._read(c, stream, leftover)
+                tg.start_soon(c.write, stream, receive, self.pace)
+                await c.read(stream, leftover)
             finally:
                 self.connections.discard(c)
                 self.counters["bad_messages"] += session.bad_messages
-
-    async def _read(self, c: _Conn, stream: anyio.abc.ByteStream, data: bytes) -> None:
-        ws = c.ws
-        while True:
-            ws.receive_data(data)
-            for event in ws.events():
-                if isinstance(event, Message):
-                    c.last_read = anyio.current_time()
-                    raw = event.data.encode() if isinstance(event, TextMessage) else event.data
-                    if not raw:
-                        continue  # an empty frame carries nothing; b"" would mean the client left
-                    reply = c.session.receive(bytes(raw))
-                    if reply:
-                        self._enqueue(c, reply)
-                    if c.session.done:
-                        self.close(c)
-                elif isinstance(event, Ping):
-                    c.last_read = anyio.current_time()
-                    self._enqueue(c, event.response())
-                elif isinstance(event, CloseConnection):
-                    if ws.state is ConnectionState.REMOTE_CLOSING:
-                        c.closing = True
-                        self._enqueue(c, event.response())
-                    else:
-                        c.peer_closed.set()
-                    return
-            try:
-                data = await stream.receive(65536)
-            except (anyio.EndOfStream, anyio.BrokenResourceError):
-                c.scope.cancel()
-                return
-
-    async def _write(
-        self,
-        c: _Conn,
-        stream: anyio.abc.ByteStream,
-        outbox: MemoryObjectReceiveStream[Outgoing],
-    ) -> None:
-        backlog: deque[Outgoing] = deque()
-        while True:
-            item = backlog.popleft() if backlog else await outbox.receive()
-            ours = False  # does this item start a close handshake?
-            if isinstance(item, bytes):
-                # Coalesce queued frames into one message: fewer syscalls, same records.
-                parts, size = [item], len(item)
-                while size < CHUNK and not backlog:
-                    try:
-                        more = outbox.receive_nowait()
-                    except anyio.WouldBlock:
-                        break
-                    if not isinstance(more, bytes):
-                        backlog.append(more)
-                        break
-                    parts.append(more)
-                    size += len(more)
-                if c.ws.state is not ConnectionState.OPEN:
-                    continue
-                data = c.ws.send(TextMessage(b"".join(parts).decode()))
-            elif c.ws.state is ConnectionState.OPEN or (
-                # once the client has closed, only our answering close may still go out
-                isinstance(item, CloseConnection) and c.ws.state is ConnectionState.REMOTE_CLOSING
-            ):
-                ours = c.ws.state is ConnectionState.OPEN
-                data = c.ws.send(item)
-            else:
-                continue
-            await self._pace()
-            try:
-                await stream.send(data)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                # The client is gone (it may have closed while a stall held this
-                # write back). Raised here, the error would leave ``_run_hub`` in
-                # an exception group that ``handle`` cannot catch, and bring down
-                # the listener's task group: the whole gateway.
-                self.counters["connections_broken"] += 1
-                c.scope.cancel()
-                return
-            if isinstance(item, bytes):
-                # Only SignalR traffic counts: a websocket pong is not a SignalR
-                # message, and a client pinging every 15 s must still get our pings.
-                c.last_write = anyio.current_time()
-            if isinstance(item, CloseConnection):
-                if ours:
-                    with anyio.move_on_after(CLOSE_WAIT):
-                        await c.peer_closed.wait()
-                c.scope.cancel()
-                return
-
-    async def _pace(self) -> None:
-        wait = self._stalled_until - anyio.current_time()
-        if wait > 0:
-            await anyio.sleep(wait)
-            await self._pace()  # the stall may have been extended meanwhile
-            return
-        if anyio.current_time() < self._slow_until:
-            await anyio.sleep(SLOW_PAUSE)
-
-    def _enqueue(self, c: _Conn, item: Outgoing) -> None:
-        try:
-            c.outbox.send_nowait(item)
-        except anyio.WouldBlock:
-            if not c.scope.cancel_called:
-                self.counters["dropped_slow"] += 1
-                c.scope.cancel()
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass
-
-    def close(self, c: _Conn, error: str | None = None, *, allow_reconnect: bool = False) -> None:
-        """Close one hub connection politely: SignalR Close, then the websocket close."""
-        if c.closing:
-            return
-        c.closing = True
-        frame = c.session.close(error, allow_reconnect=allow_reconnect)
-        if frame:
-            self._enqueue(c, frame)
-        self._enqueue(c, CloseConnection(code=1000))
 
     # --------------------------------------------------------------- drivers
 
@@ -410,7 +252,7 @@ class GatewaySim:
             self._deliver_user(self.accounts.step(self.wall_time(), mark(self.sim)))
 
     def _deliver(self, events: list[MarketEvent]) -> None:
-        if not events or anyio.current_time() < self._stalled_until:
+        if not events or anyio.current_time() < self.pace.stalled_until:
             return
         by_session = {c.session: c for c in self.connections if not (c.closing or c.logged_out)}
         for session, frames in route(events, by_session):
@@ -419,18 +261,18 @@ class GatewaySim:
             size = 0
             for frame in frames:
                 if chunk and size + len(frame) > CHUNK:
-                    self._enqueue(c, b"".join(chunk))
+                    c.enqueue(b"".join(chunk))
                     chunk, size = [], 0
                 chunk.append(frame)
                 size += len(frame)
-            self._enqueue(c, b"".join(chunk))
+            c.enqueue(b"".join(chunk))
 
     def _deliver_user(self, changes: list[UserChange]) -> None:
-        if not changes or anyio.current_time() < self._stalled_until:
+        if not changes or anyio.current_time() < self.pace.stalled_until:
             return
         by_session = {c.session: c for c in self.connections if not (c.closing or c.logged_out)}
         for session, frames in user_route(changes, by_session):
-            self._enqueue(by_session[session], b"".join(frames))
+            by_session[session].enqueue(b"".join(frames))
 
     async def _keepalive(self) -> None:
         config = self.config
@@ -447,13 +289,13 @@ class GatewaySim:
                     if not c.session.open:  # never finished the handshake
                         c.scope.cancel()
                     else:
-                        self.close(c, "Server timeout elapsed without receiving a message.")
+                        c.close("Server timeout elapsed without receiving a message.")
                 elif (
                     c.session.open
                     and now - c.last_write >= config.ping_interval
-                    and now >= self._stalled_until
+                    and now >= self.pace.stalled_until
                 ):
-                    self._enqueue(c, c.session.codec.send(signalr.Ping()))
+                    c.enqueue(c.session.codec.send(signalr.Ping()))
                     c.last_write = now
 
     async def _run_faults(self) -> None:
@@ -470,7 +312,7 @@ class GatewaySim:
         self.counters[f"fault_{fault.kind}"] += 1
         _FAULTS[fault.kind](self, fault.arg)
 
-    def _market_conns(self) -> list[_Conn]:
+    def _market_conns(self) -> list[HubConn]:
         return [c for c in self.connections if c.session.hub == "market" and c.session.open]
 
     def _drop(self, _: float) -> None:
@@ -478,37 +320,37 @@ class GatewaySim:
             c.scope.cancel()
 
     def _stall(self, seconds: float) -> None:
-        self._stalled_until = max(self._stalled_until, anyio.current_time() + seconds)
+        self.pace.stall(seconds)
 
     def _slow(self, seconds: float) -> None:
-        self._slow_until = max(self._slow_until, anyio.current_time() + seconds)
+        self.pace.slow(seconds)
 
     def _malformed(self, count: float) -> None:
         contract = self.sim.contracts[0].id
         for c in self._market_conns():
             for frame in malformed_frames(int(count), contract):
-                self._enqueue(c, frame)
+                c.enqueue(frame)
 
     def _oversize(self, size: float) -> None:
         frame = oversize_frame(int(size), self.sim.contracts[0].id, self.sim)
         for c in self._market_conns():
-            self._enqueue(c, frame)
+            c.enqueue(frame)
 
     def _expire(self, _: float) -> None:
         self.tokens.expire_all()
         for c in list(self.connections):
-            self.close(c, "Unauthorized: the access token expired", allow_reconnect=True)
+            c.close("Unauthorized: the access token expired", allow_reconnect=True)
 
     def _revoke(self, _: float) -> None:
         self.tokens.revoke_all()
         for c in list(self.connections):
-            self.close(c, "Unauthorized: the access token was revoked")
+            c.close("Unauthorized: the access token was revoked")
 
     def _logout(self, _: float) -> None:
         self.tokens.revoke_all()
         for c in list(self.connections):
             if c.session.open:
-                self._enqueue(c, invocation("GatewayLogout"))
+                c.enqueue(invocation("GatewayLogout"))
                 c.logged_out = True
 
     def _rest429(self, count: float) -> None:

@@ -14,8 +14,9 @@ from protocols.gateway import (
     RetrieveBarsRequest,
     RetrieveBarsResponse,
 )
+from pxnode.sim.contracts import DEFAULT_CONTRACTS
 from pxnode.sim.history import MAX_BARS, SYNTHETIC_DAYS, SyntheticHistory, retrieve_bars
-from pxnode.sim.market import DEFAULT_CONTRACTS, MarketSim, iso, parse_time
+from pxnode.sim.market import MarketSim, iso, parse_time
 
 START = 1_764_000_000.0  # 2025-11-24T16:00:00Z, on a minute
 MNQ = "CON.F.US.MNQ.Z25"

@@ -9,22 +9,15 @@ import pytest
 
 from protocols import gateway as gw
 from protocols.signalr import RECORD_SEPARATOR, Invocation
+from pxnode.sim.book import DOM_ASK, DOM_BEST_ASK, DOM_BEST_BID, DOM_BID, LEVELS, SecondBars
+from pxnode.sim.contracts import CONTRACTS, DEFAULT_CONTRACTS, contracts_for
 from pxnode.sim.hubs import market_frame
 from pxnode.sim.market import (
     BURST_CHUNK,
-    CONTRACTS,
-    DEFAULT_CONTRACTS,
-    DOM_ASK,
-    DOM_BEST_ASK,
-    DOM_BEST_BID,
-    DOM_BID,
-    LEVELS,
     DepthEmitted,
     MarketSim,
     QuoteEmitted,
-    SecondBars,
     TradesEmitted,
-    contracts_for,
     iso,
     parse_time,
 )
