@@ -76,8 +76,10 @@ History bars carry no trade count: ``Bar.trades`` is 0 for them, meaning
 "unknown", never "no trades" (their volume is real); their ``source`` is
 ``"history"``.
 
-``actor`` is HistoryActor (the inbox loop and the fetcher); ``retrieve`` makes
-one logical retrieveBars call (token, budget, retries, the answer's checks);
+``actor`` is HistoryActor (the inbox loop and the fetcher's rounds); ``retrieve``
+fetches one source's bars of one contract (the request, one logical retrieveBars
+call with its token, budget and retries, each bar's checks, duplicates, an
+answer cut short by ``max_bars``);
 ``window`` is the pure side: the hub-state table, the cut, the segments a bar
 is tiled from, the check that turns a source bar into a ``Bar`` and the
 derivation of every timeframe; ``config`` is HistoryConfig, the gateway's units

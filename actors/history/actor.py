@@ -1,8 +1,8 @@
-"""HistoryActor: the inbox loop follows the market hub, the fetcher makes every REST call.
+"""HistoryActor: the inbox loop follows the market hub, the fetcher runs the rounds.
 
 See the package docstring for the theory of operation; the pure rules it runs
 on (hub states, the cut, segments, the checks on each source bar, derivation)
-are in ``window``.
+are in ``window``, and each REST call is ``retrieve``'s.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
 
-from protocols import gateway as gw
 from protocols import rest
 from protocols.errors import ConfigError
 from protocols.hubs import Connected, Disconnected, SubscribeContract
@@ -24,7 +23,6 @@ from protocols.messages import (
     BackfillBars,
     BackfillStarted,
     BackfillState,
-    Bar,
     CountersReported,
     CutPassed,
     GetBackfill,
@@ -32,13 +30,11 @@ from protocols.messages import (
     Stop,
     TrackTimeframes,
 )
-from protocols.timeframes import BarClock, Timeframe, parse_timeframe
+from protocols.timeframes import Timeframe, parse_timeframe
 
-from .config import COUNTERS, UNITS, HistoryConfig
-from .retrieve import Retriever
+from .config import COUNTERS, HistoryConfig
+from .retrieve import Fetched, Retriever
 from .window import (
-    SOURCE_FRAMES,
-    SOURCE_US,
     SOURCES,
     TRANSITIONS,
     Segment,
@@ -48,9 +44,7 @@ from .window import (
     derive,
     first_whole_bar,
     initial_since,
-    iso,
     segments,
-    to_bar,
 )
 
 if TYPE_CHECKING:
@@ -312,7 +306,7 @@ class HistoryActor:
         """
         want = {key: since for key, since in self._want.items() if self._cuts.get(key) == cut}
         plans = {key: segments(key[1], since, cut) for key, since in want.items()}
-        fetched: dict[tuple[str, Source], _Fetched | rest.Failed] = {}
+        fetched: dict[tuple[str, Source], Fetched | rest.Failed] = {}
         told: set[Series] = set()
         for source in SOURCES:
             for contract in dict.fromkeys(contract for contract, _ in want):
@@ -325,7 +319,7 @@ class HistoryActor:
                 ]
                 if not windows:
                     continue
-                fetched[contract, source] = await self._fetch(
+                fetched[contract, source] = await self._retriever.fetch(
                     client, auth, contract, source, windows
                 )
                 self._report(stats)
@@ -342,7 +336,7 @@ class HistoryActor:
         parts: list[Segment],
         since: int,
         cut: int,
-        fetched: dict[tuple[str, Source], _Fetched | rest.Failed],
+        fetched: dict[tuple[str, Source], Fetched | rest.Failed],
         bars: Ref[Any],
     ) -> None:
         contract, tf = key
@@ -353,12 +347,12 @@ class HistoryActor:
         else:
             # The oldest segment decides where whole bars begin (a truncated answer begins late).
             oldest = fetched[contract, parts[0][0]] if parts else None
-            begin = max(since, oldest.begin) if isinstance(oldest, _Fetched) else since
+            begin = max(since, oldest.begin) if isinstance(oldest, Fetched) else since
             complete_from = first_whole_bar(tf, begin)
             rows = {
                 src: r.rows
                 for src, r in zip([p[0] for p in parts], results, strict=True)
-                if isinstance(r, _Fetched)
+                if isinstance(r, Fetched)
             }
             derived = derive(contract, tf, parts, rows, complete_from)
             message = BackfillBars(contract, tf.name, derived, since=complete_from, cut=cut)
@@ -380,78 +374,10 @@ class HistoryActor:
             else:
                 self._retrying[key] = str(failure)
 
-    async def _fetch(
-        self,
-        client: httpx.AsyncClient,
-        auth: Ref[Any],
-        contract: str,
-        source: Source,
-        windows: list[tuple[int, int]],
-    ) -> _Fetched | rest.Failed:
-        """The source bars of ``contract`` over the union of ``windows``, or why there are none."""
-        lo, hi = min(w[0] for w in windows), max(w[1] for w in windows)
-        step = SOURCE_US[source]
-        limit = min(self._config.max_bars, -(-(hi - lo) // step))
-        frame = SOURCE_FRAMES[source]
-        request = gw.RetrieveBarsRequest(
-            contract_id=contract,
-            live=self._config.live,
-            start_time=iso(lo),
-            end_time=iso(hi),
-            unit=UNITS[frame.unit],
-            unit_number=1,
-            limit=limit,
-            include_partial_bar=False,
-        )
-        try:
-            answer = await self._retriever.bars(client, auth, gw.ENCODER.encode(request))
-        except rest.Failed as exc:
-            self.counters[f"failures_{exc.kind}"] += 1
-            logger.warning("no %s history for %s: %s", frame.name, contract, exc)
-            return rest.Failed(exc.kind, f"{frame.name} history: {exc}")
-        clock = BarClock(frame)
-        rows: list[Bar] = []
-        for item in answer:
-            bar = to_bar(contract, frame, clock, item, (lo, hi))
-            if isinstance(bar, Bar):
-                rows.append(bar)
-            else:
-                self.counters[f"bars_rejected_{bar}"] += 1
-        rows.sort(key=_start)  # stable: of two bars with one start, the answer's first is kept
-        unique = [row for k, row in enumerate(rows) if k == 0 or row.start != rows[k - 1].start]
-        self.counters["bars_rejected_duplicate"] += len(rows) - len(unique)
-        rows = unique
-        begin = lo
-        if len(answer) >= limit and limit < -(-(hi - lo) // step):
-            self.counters["truncated"] += 1
-            begin = rows[0].start if rows else hi
-            logger.warning(
-                "%s history of %s reaches back only to %s (max_bars %d)",
-                frame.name,
-                contract,
-                iso(begin),
-                limit,
-            )
-        return _Fetched(rows, begin)
-
     def _report(self, stats: Ref[Any]) -> None:
         # Counters are cumulative, so a report lost to a full mailbox loses no count.
         stats.try_tell(CountersReported(source="history", counters=dict(self.counters)))
 
 
-def _start(bar: Bar) -> int:
-    return bar.start
-
-
 def _label(key: Series) -> str:
     return f"{key[0]} {key[1].name}"
-
-
-class _Fetched:
-    """A source's bars, oldest first; whole bars can be made from ``begin`` on."""
-
-    __slots__ = ("begin", "rows")
-
-    def __init__(self, rows: list[Bar], begin: int) -> None:
-        self.rows = rows
-        self.begin = begin
