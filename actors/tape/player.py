@@ -25,8 +25,9 @@ At the end of the tape two ``Flush`` barriers empty the pipeline:
 validation's (its reply carries its counters), then a far-future ``Tick``
 that closes every forming bar, then bars'. They wait as long as the actors take
 (a strategy reading a lossless stream slowly holds them back). Only then is
-``PlayTape`` answered (``TapePlayed``): every bar has been told in its final state. A tape is played
-once; asking again answers with the same ``TapePlayed`` when it is over. A
+``PlayTape`` answered (``TapePlayed``): every bar has been told in its final
+state. A tape is played once; asking again answers with the same
+``TapePlayed`` when it is over. A
 player that failed cannot resume where it was, so the node's table makes any
 failure of it fatal: the node stops with it, and no ``PlayTape`` waits forever.
 
